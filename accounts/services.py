@@ -1,0 +1,30 @@
+"""Writes for users, roles and API tokens."""
+
+from __future__ import annotations
+
+import secrets
+
+from django.contrib.auth.models import AbstractBaseUser, Group
+from django.db import transaction
+
+from accounts.models import ApiToken, Role, hash_token
+from audit.services import Actor, record
+
+
+def api_token_issue(*, user: AbstractBaseUser, actor: Actor | AbstractBaseUser | None, name: str = "") -> str:
+    """Create a token for `user` and return the raw value (shown once, stored hashed)."""
+    raw = "cs_" + secrets.token_urlsafe(32)
+    with transaction.atomic():
+        token = ApiToken.objects.create(user=user, name=name, prefix=raw[:10], key_hash=hash_token(raw))
+        record(actor=actor, event="api_token.issued", target=token, after={"user": user.get_username(), "name": name})
+    return raw
+
+
+def role_assign(*, user: AbstractBaseUser, role: Role, actor: Actor | AbstractBaseUser | None) -> None:
+    """Put `user` in the group of `role`."""
+    with transaction.atomic():
+        group, _ = Group.objects.get_or_create(name=role.value)
+        if user.groups.filter(pk=group.pk).exists():  # type: ignore[attr-defined]
+            return
+        user.groups.add(group)  # type: ignore[attr-defined]
+        record(actor=actor, event="role.granted", target=user, after={"role": role.value})

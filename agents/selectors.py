@@ -1,0 +1,37 @@
+"""Reads over agents and runs, with the permission filter built in."""
+
+from __future__ import annotations
+
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.db.models import QuerySet
+from guardian.shortcuts import get_objects_for_user
+
+from agents.models import Agent, Run, Step
+
+
+def agents_with_perm(user: AbstractBaseUser | AnonymousUser, perm: str) -> QuerySet[Agent]:
+    """Agents on which `user` holds `perm` (directly or through a group): one SQL query."""
+    if not user.is_authenticated or not user.is_active:
+        return Agent.objects.none()
+    return get_objects_for_user(user, f"agents.{perm}", klass=Agent, accept_global_perms=False)
+
+
+def agents_visible_to(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Agent]:
+    """Agents the user may review, operate or configure."""
+    if not user.is_authenticated or not user.is_active:
+        return Agent.objects.none()
+    return get_objects_for_user(
+        user,
+        ["agents.review_agent", "agents.operate_agent", "agents.configure_agent"],
+        klass=Agent,
+        any_perm=True,
+        accept_global_perms=False,
+    )
+
+
+def runs_visible_to(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Run]:
+    return Run.objects.filter(agent__in=agents_visible_to(user)).select_related("agent", "created_by")
+
+
+def run_steps(run: Run) -> QuerySet[Step]:
+    return Step.objects.filter(run=run).order_by("seq")

@@ -1,0 +1,236 @@
+"""Writes for agents and runs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jsonschema
+from django.contrib.auth.models import AbstractBaseUser, Group
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+from guardian.shortcuts import assign_perm, remove_perm
+
+from agents.errors import Conflict, IllegalTransition, InvalidInput
+from agents.models import RUN_FINISHED, RUN_TRANSITIONS, Agent, AgentTool, Run, RunStatus, Step, StepKind
+from audit.services import Actor, record
+from config.background import enqueue_on_commit
+
+AGENT_PERMISSIONS = ("review_agent", "operate_agent", "configure_agent")
+
+
+def run_start(*, agent: Agent, input: Any, actor: AbstractBaseUser | None) -> Run:
+    """Validate the input, create a queued run and schedule its first step on commit."""
+    from agents import tasks
+
+    if not isinstance(input, dict):
+        raise InvalidInput("input must be a JSON object", code="invalid_input")
+    if agent.input_schema:
+        errors = sorted(jsonschema.Draft202012Validator(agent.input_schema).iter_errors(input), key=str)
+        if errors:
+            details = [{"field": ".".join(str(p) for p in e.absolute_path), "message": e.message} for e in errors]
+            summary = "; ".join(f"{d['field'] or '(input)'}: {d['message']}" for d in details)
+            raise InvalidInput(f"input does not match {agent.slug}'s schema: {summary}", details=details)
+    if agent.is_paused:
+        raise Conflict(f"agent {agent.slug} is paused", code="agent_paused")
+    with transaction.atomic():
+        run = Run.objects.create(agent=agent, input=input, created_by=actor)
+        record(actor=actor, event="run.started", target=run, agent_id=agent.pk, after={"input": input})
+        enqueue_on_commit(tasks.advance_run, run.pk)
+    return run
+
+
+def run_transition(*, run_id: int, from_status: str, to_status: str, **fields: Any) -> bool:
+    """Compare-and-set a run's status; False if the run was not in `from_status`.
+
+    Two deliveries of one task race here: only the UPDATE that still sees the
+    expected status changes the row, so only one of them goes on.
+    """
+    if to_status not in RUN_TRANSITIONS[from_status]:
+        raise IllegalTransition(f"run cannot go from {from_status} to {to_status}")
+    if to_status == RunStatus.RUNNING:
+        fields.setdefault("started_at", timezone.now())
+    if to_status in RUN_FINISHED:
+        fields.setdefault("finished_at", timezone.now())
+    return Run.objects.filter(pk=run_id, status=from_status).update(status=to_status, **fields) == 1
+
+
+def step_append(*, run: Run, kind: StepKind, payload: dict[str, Any]) -> Step:
+    """Add a trace entry. Only one writer per run at a time (the run's status guarantees it)."""
+    last = Step.objects.filter(run=run).order_by("-seq").values_list("seq", flat=True).first()
+    return Step.objects.create(run=run, seq=(last or 0) + 1, kind=kind, payload=payload)
+
+
+def run_feed_back(*, run: Run, payload: dict[str, Any]) -> None:
+    """Record what a tool call came to and hand the waiting run back to the loop."""
+    from agents import tasks
+
+    step_append(run=run, kind=StepKind.TOOL_RESULT, payload=payload)
+    if run_transition(run_id=run.pk, from_status=RunStatus.WAITING, to_status=RunStatus.QUEUED):
+        enqueue_on_commit(tasks.advance_run, run.pk)
+
+
+def agent_permission_grant(
+    *, agent: Agent, perm: str, to: AbstractBaseUser | Group, actor: Actor | AbstractBaseUser | None
+) -> None:
+    """Give a user or group one of the per-agent permissions."""
+    if perm not in AGENT_PERMISSIONS:
+        raise InvalidInput(f"unknown agent permission {perm!r}")
+    with transaction.atomic():
+        assign_perm(f"agents.{perm}", to, agent)
+        record(
+            actor=actor,
+            event="permission.granted",
+            target=agent,
+            agent_id=agent.pk,
+            after={"perm": perm, _holder_key(to): str(to)},
+        )
+        _notify_permissions_changed(to)
+
+
+def agent_permission_revoke(
+    *, agent: Agent, perm: str, to: AbstractBaseUser | Group, actor: Actor | AbstractBaseUser | None
+) -> None:
+    """Take a per-agent permission away from a user or group."""
+    if perm not in AGENT_PERMISSIONS:
+        raise InvalidInput(f"unknown agent permission {perm!r}")
+    with transaction.atomic():
+        remove_perm(f"agents.{perm}", to, agent)
+        record(
+            actor=actor,
+            event="permission.revoked",
+            target=agent,
+            agent_id=agent.pk,
+            before={"perm": perm, _holder_key(to): str(to)},
+        )
+        _notify_permissions_changed(to)
+
+
+def _holder_key(holder: AbstractBaseUser | Group) -> str:
+    return "group" if isinstance(holder, Group) else "user"
+
+
+def _notify_permissions_changed(holder: AbstractBaseUser | Group) -> None:
+    from approvals import broadcast
+
+    user_ids = (
+        list(holder.user_set.values_list("pk", flat=True)) if isinstance(holder, Group) else [int(holder.pk)]
+    )
+    transaction.on_commit(lambda: broadcast.permissions_changed(user_ids))
+
+
+AGENT_CONFIG_FIELDS = (
+    "name",
+    "description",
+    "provider",
+    "model",
+    "system_prompt",
+    "input_schema",
+    "review_threshold",
+    "max_steps",
+    "is_paused",
+)
+
+
+def _agent_config(agent: Agent) -> dict[str, Any]:
+    return {name: getattr(agent, name) for name in AGENT_CONFIG_FIELDS}
+
+
+def agent_create(*, slug: str, actor: Actor | AbstractBaseUser | None, **config: Any) -> Agent:
+    """Create an agent (configuration as keyword arguments), audited."""
+    unknown = set(config) - set(AGENT_CONFIG_FIELDS)
+    if unknown:
+        raise InvalidInput(f"unknown agent settings: {', '.join(sorted(unknown))}")
+    agent = Agent(slug=slug, **config)
+    _validate_agent(agent)
+    with transaction.atomic():
+        agent.save()
+        record(actor=actor, event="agent.created", target=agent, agent_id=agent.pk, after=_agent_config(agent))
+    return agent
+
+
+def agent_update(*, agent: Agent, actor: Actor | AbstractBaseUser | None, **changes: Any) -> Agent:
+    """Change an agent's configuration; the audit event holds before and after of what changed."""
+    unknown = set(changes) - set(AGENT_CONFIG_FIELDS)
+    if unknown:
+        raise InvalidInput(f"unknown agent settings: {', '.join(sorted(unknown))}")
+    with transaction.atomic():
+        locked = Agent.objects.select_for_update().get(pk=agent.pk)
+        before = _agent_config(locked)
+        for name, value in changes.items():
+            setattr(locked, name, value)
+        _validate_agent(locked)
+        after = _agent_config(locked)
+        changed = [k for k in AGENT_CONFIG_FIELDS if before[k] != after[k]]
+        if not changed:
+            return locked
+        locked.save(update_fields=[*changed, "updated_at"])
+        record(
+            actor=actor,
+            event="agent.updated",
+            target=locked,
+            agent_id=locked.pk,
+            before={k: before[k] for k in changed},
+            after={k: after[k] for k in changed},
+        )
+    return locked
+
+
+def agent_tool_configure(
+    *,
+    agent: Agent,
+    tool: str,
+    actor: Actor | AbstractBaseUser | None,
+    enabled: bool = True,
+    mode: str = "review",
+    auto_max_magnitude: Any = None,
+) -> AgentTool:
+    """Enable or change one tool's policy for an agent, audited."""
+    from agents.tools import get_tool
+
+    if get_tool(tool) is None:
+        raise InvalidInput(f"there is no tool named {tool!r}", code="unknown_tool")
+    with transaction.atomic():
+        existing = AgentTool.objects.select_for_update().filter(agent=agent, tool=tool).first()
+        before = _tool_config(existing) if existing else None
+        agent_tool = existing or AgentTool(agent=agent, tool=tool)
+        agent_tool.enabled = enabled
+        agent_tool.mode = mode
+        agent_tool.auto_max_magnitude = auto_max_magnitude
+        try:
+            agent_tool.full_clean(exclude=["agent"])
+        except ValidationError as exc:
+            raise InvalidInput(_first_errors(exc), details=exc.message_dict) from exc
+        after = _tool_config(agent_tool)
+        if before == after:
+            return agent_tool
+        agent_tool.save()
+        record(
+            actor=actor, event="agent.tool_configured", target=agent, agent_id=agent.pk, before=before, after=after
+        )
+    return agent_tool
+
+
+def _tool_config(agent_tool: AgentTool) -> dict[str, Any]:
+    limit = agent_tool.auto_max_magnitude
+    return {
+        "tool": agent_tool.tool,
+        "enabled": agent_tool.enabled,
+        "mode": agent_tool.mode,
+        "auto_max_magnitude": None if limit is None else str(limit),
+    }
+
+
+def _validate_agent(agent: Agent) -> None:
+    try:
+        agent.full_clean(validate_unique=agent._state.adding)
+        if agent.input_schema:
+            jsonschema.Draft202012Validator.check_schema(agent.input_schema)
+    except ValidationError as exc:
+        raise InvalidInput(_first_errors(exc), details=exc.message_dict) from exc
+    except jsonschema.SchemaError as exc:
+        raise InvalidInput(f"input_schema is not a valid JSON Schema: {exc.message}") from exc
+
+
+def _first_errors(exc: ValidationError) -> str:
+    return "; ".join(f"{field}: {' '.join(msgs)}" for field, msgs in exc.message_dict.items())

@@ -1,0 +1,12 @@
+"""Celery tasks: thin, take ids, safe to run twice."""
+
+from __future__ import annotations
+
+from celery import shared_task
+
+
+@shared_task(name="agents.advance_run")
+def advance_run(run_id: int) -> None:
+    from agents.runtime import run_advance
+
+    run_advance(run_id=run_id)

@@ -1,0 +1,63 @@
+"""API endpoints for the approval queue."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import HttpRequest
+from django.shortcuts import get_object_or_404
+from ninja import Query, Router, Schema
+from pydantic import Field
+
+from approvals import selectors, services
+from approvals.models import ActionStatus
+from approvals.schemas import ActionOut, DecisionIn, action_out
+
+router = Router(tags=["actions"])
+
+
+class ActionFilter(Schema):
+    status: ActionStatus | None = None
+    agent: str | None = None
+    before: int | None = Field(default=None, description="Keyset cursor: only actions with a smaller id.")
+    limit: int = Field(default=50, ge=1, le=200)
+
+
+class ActionPage(Schema):
+    items: list[ActionOut]
+    next_before: int | None
+
+
+@router.get("/actions", response=ActionPage, summary="Actions the caller may review, newest first")
+def list_actions(request: HttpRequest, filters: Query[ActionFilter]) -> dict[str, Any]:
+    qs = selectors.actions_reviewable_by(request.user).order_by("-id")
+    if filters.status:
+        qs = qs.filter(status=filters.status)
+    if filters.agent:
+        qs = qs.filter(agent__slug=filters.agent)
+    if filters.before is not None:
+        qs = qs.filter(id__lt=filters.before)
+    rows = list(qs[: filters.limit + 1])
+    page = rows[: filters.limit]
+    return {
+        "items": [action_out(a) for a in page],
+        "next_before": page[-1].pk if len(rows) > filters.limit else None,
+    }
+
+
+@router.get("/actions/{action_id}", response=ActionOut, summary="One action")
+def get_action(request: HttpRequest, action_id: int) -> dict[str, Any]:
+    return action_out(get_object_or_404(selectors.actions_reviewable_by(request.user), pk=action_id))
+
+
+@router.post("/actions/{action_id}/decision", response=ActionOut, summary="Approve, reject or edit a pending action")
+def decide_action(request: HttpRequest, action_id: int, payload: DecisionIn) -> dict[str, Any]:
+    action = get_object_or_404(selectors.actions_reviewable_by(request.user), pk=action_id)
+    services.action_request_decide(
+        action=action,
+        actor=request.user,
+        verdict=payload.verdict,
+        arguments=payload.arguments,
+        comment=payload.comment,
+    )
+    return action_out(get_object_or_404(selectors.actions_reviewable_by(request.user), pk=action_id))

@@ -1,0 +1,59 @@
+"""Live updates: rendered inbox rows pushed to the reviewers of one agent.
+
+Called from `transaction.on_commit` only, so nothing is pushed for a change
+that did not commit. Each agent has its own small group; a reviewer's socket
+joins only the groups of agents the reviewer may review.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.template.loader import render_to_string
+
+from approvals.models import ActionRequest
+
+logger = logging.getLogger(__name__)
+
+
+def agent_group(agent_id: int) -> str:
+    return f"reviewers.agent.{agent_id}"
+
+
+def user_group(user_id: int) -> str:
+    return f"user.{user_id}"
+
+
+def _send(group: str, message: dict[str, Any]) -> None:
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    try:
+        async_to_sync(layer.group_send)(group, message)
+    except Exception:
+        # A push is a convenience: clients resync over HTTP when they reconnect.
+        logger.exception("channel layer send to %s failed", group)
+
+
+def action_opened(action_id: int) -> None:
+    action = ActionRequest.objects.select_related("agent", "run").filter(pk=action_id).first()
+    if action is None:
+        return
+    html = render_to_string("approvals/inbox.html#row_oob", {"action": action})
+    _send(agent_group(action.agent_id), {"type": "inbox.html", "html": html, "action_id": action.pk})
+
+
+def action_closed(action_id: int) -> None:
+    action = ActionRequest.objects.filter(pk=action_id).only("id", "agent_id", "status").first()
+    if action is None:
+        return
+    html = render_to_string("approvals/inbox.html#row_removed", {"action": action})
+    _send(agent_group(action.agent_id), {"type": "inbox.html", "html": html, "action_id": action.pk})
+
+
+def permissions_changed(user_ids: list[int]) -> None:
+    for user_id in user_ids:
+        _send(user_group(user_id), {"type": "permissions.changed"})

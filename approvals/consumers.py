@@ -1,0 +1,49 @@
+"""The reviewer's live inbox socket. Thin: authenticate, join allowed groups, forward HTML."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+
+from approvals.broadcast import agent_group, user_group
+from approvals.selectors import reviewable_agent_ids
+
+
+class InboxConsumer(AsyncWebsocketConsumer):
+    groups_joined: set[str]
+
+    async def connect(self) -> None:
+        self.groups_joined = set()
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            await self.close(code=4401)
+            return
+        self.user_id = user.pk
+        await self._join_allowed_groups()
+        await self.accept()
+
+    async def disconnect(self, code: int) -> None:
+        for group in self.groups_joined:
+            await self.channel_layer.group_discard(group, self.channel_name)
+        self.groups_joined = set()
+
+    async def _join_allowed_groups(self) -> None:
+        user = self.scope["user"]
+        wanted = {agent_group(agent_id) for agent_id in await database_sync_to_async(reviewable_agent_ids)(user)}
+        wanted.add(user_group(self.user_id))
+        for group in wanted - self.groups_joined:
+            await self.channel_layer.group_add(group, self.channel_name)
+        for group in self.groups_joined - wanted:
+            await self.channel_layer.group_discard(group, self.channel_name)
+        self.groups_joined = wanted
+
+    async def inbox_html(self, event: dict[str, Any]) -> None:
+        await self.send(text_data=event["html"])
+
+    async def permissions_changed(self, event: dict[str, Any]) -> None:
+        # A grant or revoke: recompute the groups, then have the page refetch
+        # the list so it holds only what the user may now see.
+        await self._join_allowed_groups()
+        await self.send(text_data='<div id="inbox-resync" hx-swap-oob="true" data-resync="1"></div>')

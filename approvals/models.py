@@ -1,0 +1,120 @@
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+from agents.models import Agent, Run
+
+
+class ActionStatus(models.TextChoices):
+    PENDING = "pending"
+    AUTO_APPROVED = "auto_approved"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    DENIED = "denied"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+    EXECUTING = "executing"
+    EXECUTED = "executed"
+    FAILED = "failed"
+    IN_DOUBT = "in_doubt"
+    COMPENSATED = "compensated"
+
+
+# Allowed action transitions, in one place. Each is applied as a
+# compare-and-set (UPDATE ... WHERE status = <expected>) in approvals.services.
+ACTION_TRANSITIONS: dict[str, frozenset[str]] = {
+    ActionStatus.PENDING: frozenset(
+        {ActionStatus.APPROVED, ActionStatus.REJECTED, ActionStatus.EXPIRED, ActionStatus.CANCELLED}
+    ),
+    ActionStatus.AUTO_APPROVED: frozenset({ActionStatus.EXECUTING}),
+    ActionStatus.APPROVED: frozenset({ActionStatus.EXECUTING}),
+    ActionStatus.EXECUTING: frozenset({ActionStatus.EXECUTED, ActionStatus.FAILED, ActionStatus.IN_DOUBT}),
+    ActionStatus.EXECUTED: frozenset({ActionStatus.COMPENSATED}),
+    ActionStatus.REJECTED: frozenset(),
+    ActionStatus.DENIED: frozenset(),
+    ActionStatus.EXPIRED: frozenset(),
+    ActionStatus.CANCELLED: frozenset(),
+    ActionStatus.FAILED: frozenset(),
+    ActionStatus.IN_DOUBT: frozenset(),
+    ActionStatus.COMPENSATED: frozenset(),
+}
+
+
+class ActionRequest(models.Model):
+    """A tool call an agent proposed, with how policy routed it and what became of it."""
+
+    agent = models.ForeignKey(Agent, on_delete=models.PROTECT, related_name="actions")
+    # Null for actions submitted over the API by an agent running elsewhere.
+    run = models.ForeignKey(Run, null=True, blank=True, on_delete=models.PROTECT, related_name="actions")
+    tool = models.CharField(max_length=100)
+    arguments = models.JSONField()
+    proposed_arguments = models.JSONField(help_text="As the agent proposed them, before any edit.")
+    confidence = models.FloatField()
+    rationale = models.TextField(blank=True)
+    impact = models.CharField(max_length=16)
+    magnitude = models.DecimalField(max_digits=14, decimal_places=2, default=0)
+    route = models.CharField(max_length=16)
+    route_reason = models.TextField()
+    status = models.CharField(max_length=16, choices=ActionStatus.choices)
+    result = models.JSONField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    decided_at = models.DateTimeField(null=True, blank=True)
+    executed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            # The inbox: pending actions of the agents a reviewer may see, newest first.
+            models.Index(fields=["status", "agent", "-id"], name="action_status_agent_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"action {self.pk} {self.tool} ({self.status})"
+
+
+class Verdict(models.TextChoices):
+    APPROVE = "approve"
+    REJECT = "reject"
+    EDIT = "edit"
+
+
+class Decision(models.Model):
+    """A person's decision on a pending action. One per action (the unique key is the race's backstop)."""
+
+    action = models.OneToOneField(ActionRequest, on_delete=models.PROTECT, related_name="decision")
+    reviewer = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="decisions")
+    verdict = models.CharField(max_length=16, choices=Verdict.choices)
+    comment = models.TextField(blank=True)
+    arguments_before = models.JSONField()
+    arguments_after = models.JSONField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"{self.verdict} on {self.action_id} by {self.reviewer_id}"
+
+
+class ExecutionStatus(models.TextChoices):
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    IN_DOUBT = "in_doubt"
+
+
+class Execution(models.Model):
+    """The one execution of an approved action; its key makes the effect idempotent."""
+
+    action = models.OneToOneField(ActionRequest, on_delete=models.PROTECT, related_name="execution")
+    idempotency_key = models.CharField(max_length=80, unique=True)
+    status = models.CharField(max_length=16, choices=ExecutionStatus.choices, default=ExecutionStatus.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["status", "created_at"], name="execution_status_idx")]
+
+    def __str__(self) -> str:
+        return f"execution {self.idempotency_key} ({self.status})"

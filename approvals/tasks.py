@@ -1,0 +1,12 @@
+"""Celery tasks: thin, take ids, safe to run twice."""
+
+from __future__ import annotations
+
+from celery import shared_task
+
+
+@shared_task(name="approvals.execute_action")
+def execute_action(execution_id: int) -> None:
+    from approvals.services import action_execute
+
+    action_execute(execution_id=execution_id)

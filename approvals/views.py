@@ -1,0 +1,90 @@
+"""Reviewer pages: the live inbox, an action's detail, and the decision form."""
+
+from __future__ import annotations
+
+import json
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_POST
+
+from agents.errors import DomainError
+from agents.selectors import run_steps
+from approvals import selectors, services
+from approvals.models import ActionRequest, ActionStatus, Verdict
+
+PAGE_SIZE = 50
+
+
+def _reviewable_action(request: HttpRequest, action_id: int) -> ActionRequest:
+    # Anyone who may not review the agent gets a 404, not a hint that it exists.
+    return get_object_or_404(selectors.actions_reviewable_by(request.user), pk=action_id)
+
+
+@require_GET
+@login_required
+def inbox(request: HttpRequest) -> HttpResponse:
+    before = request.GET.get("before")
+    actions = selectors.inbox_for(
+        request.user, before=int(before) if before and before.isdigit() else None, limit=PAGE_SIZE + 1
+    )
+    context = {
+        "actions": actions[:PAGE_SIZE],
+        "next_before": actions[PAGE_SIZE - 1].pk if len(actions) > PAGE_SIZE else None,
+    }
+    template = "approvals/inbox.html#rows" if request.htmx else "approvals/inbox.html"
+    return render(request, template, context)
+
+
+@require_GET
+@login_required
+def action_detail(request: HttpRequest, action_id: int) -> HttpResponse:
+    action = _reviewable_action(request, action_id)
+    context = {
+        "action": action,
+        "arguments_json": json.dumps(action.arguments, indent=2, ensure_ascii=False),
+        "steps": run_steps(action.run) if action.run else [],
+        "can_decide": action.status == ActionStatus.PENDING,
+    }
+    return render(request, "approvals/action_detail.html", context)
+
+
+@require_POST
+@login_required
+def action_decide(request: HttpRequest, action_id: int) -> HttpResponse:
+    action = _reviewable_action(request, action_id)
+    verdict = request.POST.get("verdict", "")
+    arguments = None
+    try:
+        if verdict == Verdict.EDIT:
+            try:
+                arguments = json.loads(request.POST.get("arguments", ""))
+            except json.JSONDecodeError as exc:
+                raise DomainError(f"arguments are not valid JSON: {exc.msg}", code="malformed_json") from exc
+        services.action_request_decide(
+            action=action,
+            actor=request.user,
+            verdict=verdict,
+            arguments=arguments,
+            comment=request.POST.get("comment", ""),
+        )
+    except DomainError as exc:
+        if request.htmx:
+            return render(
+                request,
+                "approvals/action_detail.html#decision_error",
+                {"action": action, "error": exc.message},
+                status=exc.status,
+            )
+        messages.error(request, exc.message)
+        return redirect("approvals:action_detail", action_id=action.pk)
+    if request.htmx and request.POST.get("from") == "inbox":
+        return HttpResponse("")  # the row swaps itself out; other inboxes hear it over the socket
+    messages.success(request, f"Action {action.pk}: {verdict} recorded.")
+    if request.htmx:
+        response = HttpResponse(status=204)
+        response["HX-Redirect"] = request.POST.get("next") or "/"
+        return response
+    return redirect("approvals:inbox")

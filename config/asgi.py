@@ -1,0 +1,47 @@
+"""ASGI entry point: HTTP through Django, websockets through Channels."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+django_asgi_app = get_asgi_application()
+
+from channels.auth import AuthMiddlewareStack  # noqa: E402  (needs Django set up)
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+from django.urls import path  # noqa: E402
+
+from approvals.consumers import InboxConsumer  # noqa: E402
+from config.background import remember_server_loop  # noqa: E402
+
+websocket_urlpatterns = [path("ws/inbox/", InboxConsumer.as_asgi())]
+
+
+class RecordServerLoop:
+    """Remember the server's event loop for the embedded background worker."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.recorded = False
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if not self.recorded:
+            remember_server_loop(asyncio.get_running_loop())
+            self.recorded = True
+        await self.app(scope, receive, send)
+
+
+application = RecordServerLoop(
+    ProtocolTypeRouter(
+        {
+            "http": django_asgi_app,
+            # Origin check: a page on another site cannot open a socket with the user's cookie.
+            "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+        }
+    )
+)

@@ -1,0 +1,64 @@
+"""Where background tasks run: a Celery worker, a thread of the web process, or inline.
+
+Every caller goes through `enqueue_on_commit`, so a task is only ever published
+for a change that committed (a task published inside the transaction could run
+before the commit, or for a change that is then rolled back).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import close_old_connections, transaction
+
+logger = logging.getLogger(__name__)
+
+# The event loop of the embedded ASGI server, recorded by config.asgi on the
+# first request. Work runs in threads spawned from that loop, so channel-layer
+# sends made by a task hop back onto it: the in-memory layer is not thread-safe.
+_server_loop: asyncio.AbstractEventLoop | None = None
+_pending: set[asyncio.Future[Any]] = set()
+
+
+def remember_server_loop(loop: asyncio.AbstractEventLoop) -> None:
+    global _server_loop
+    _server_loop = loop
+
+
+def enqueue(task: Any, *args: Any) -> None:
+    """Run `task(*args)` in the background according to settings.BACKGROUND_TASKS."""
+    mode = settings.BACKGROUND_TASKS
+    if mode == "celery":
+        task.apply_async(args=args)
+    elif mode == "embedded" and _server_loop is not None and _server_loop.is_running():
+        future = asyncio.run_coroutine_threadsafe(_run_embedded(task, args), _server_loop)
+        _pending.add(future)
+        future.add_done_callback(_pending.discard)
+    else:
+        # Inline: tests, and management commands of the embedded default.
+        task(*args)
+
+
+def enqueue_on_commit(task: Any, *args: Any) -> None:
+    # Robust outside tests: a broker hiccup must not turn a committed decision
+    # into a 500; the sweeper republishes what was committed but never started.
+    robust = settings.BACKGROUND_TASKS != "inline"
+    transaction.on_commit(lambda: enqueue(task, *args), robust=robust)
+
+
+async def _run_embedded(task: Callable[..., Any], args: tuple[Any, ...]) -> None:
+    def call() -> None:
+        close_old_connections()
+        try:
+            task(*args)
+        except Exception:
+            logger.exception("embedded background task %s failed", getattr(task, "name", task))
+        finally:
+            close_old_connections()
+
+    await sync_to_async(call, thread_sensitive=False)()

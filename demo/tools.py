@@ -1,0 +1,90 @@
+"""The demo tools, registered in the tool registry when the app loads."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Annotated, Any
+
+from django.utils import timezone
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from agents.tools import Impact, Tool, ToolError, register
+from demo.models import Contact, Order, Refund
+
+
+class IssueRefundArgs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    order_id: Annotated[str, Field(pattern=r"^ORD-\d{4,}$", description="Order number, e.g. ORD-1001")]
+    amount: Annotated[Decimal, Field(gt=0, le=100000, max_digits=10, decimal_places=2)]
+    reason: Annotated[str, Field(min_length=1, max_length=500)]
+
+
+def issue_refund(args: IssueRefundArgs, idempotency_key: str) -> dict[str, Any]:
+    existing = Refund.objects.filter(idempotency_key=idempotency_key).select_related("order").first()
+    if existing is not None:
+        return _refund_result(existing)
+    order = Order.objects.select_for_update().filter(order_id=args.order_id).first()
+    if order is None:
+        raise ToolError("order_not_found", f"there is no order {args.order_id}")
+    if order.refunded_total + args.amount > order.total:
+        raise ToolError(
+            "exceeds_order_total",
+            f"refund {args.amount} would exceed order total {order.total} (already refunded {order.refunded_total})",
+        )
+    refund = Refund.objects.create(
+        order=order, amount=args.amount, reason=args.reason, idempotency_key=idempotency_key
+    )
+    order.refunded_total += args.amount
+    order.save(update_fields=["refunded_total"])
+    return _refund_result(refund)
+
+
+def _refund_result(refund: Refund) -> dict[str, Any]:
+    return {"refund_id": refund.pk, "order_id": refund.order.order_id, "amount": str(refund.amount)}
+
+
+class DeleteContactsArgs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    ids: Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=1, max_length=500)]
+
+    @field_validator("ids")
+    @classmethod
+    def unique_ids(cls, value: list[int]) -> list[int]:
+        if len(set(value)) != len(value):
+            raise ValueError("contact ids must not repeat")
+        return value
+
+
+def delete_contacts(args: DeleteContactsArgs, idempotency_key: str) -> dict[str, Any]:
+    already = list(Contact.objects.filter(deleted_by_key=idempotency_key).values_list("id", flat=True))
+    if already:
+        return {"deleted": sorted(already), "missing": sorted(set(args.ids) - set(already))}
+    live = Contact.objects.select_for_update().filter(id__in=args.ids, deleted_at__isnull=True)
+    ids = sorted(live.values_list("id", flat=True))
+    Contact.objects.filter(id__in=ids).update(deleted_at=timezone.now(), deleted_by_key=idempotency_key)
+    return {"deleted": ids, "missing": sorted(set(args.ids) - set(ids))}
+
+
+ISSUE_REFUND = register(
+    Tool(
+        name="issue_refund",
+        description="Refund part or all of an order to the customer.",
+        args_model=IssueRefundArgs,
+        impact=Impact.FINANCIAL,
+        execute=issue_refund,
+        magnitude=lambda args: args.amount,
+    )
+)
+
+DELETE_CONTACTS = register(
+    Tool(
+        name="delete_contacts",
+        description="Delete CRM contacts by id.",
+        args_model=DeleteContactsArgs,
+        impact=Impact.DESTRUCTIVE,
+        execute=delete_contacts,
+        magnitude=lambda args: Decimal(len(args.ids)),
+    )
+)
