@@ -64,4 +64,6 @@ def not_found(request: HttpRequest, exc: Http404) -> HttpResponse:
 @api.exception_handler(HttpError)
 def http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
     code = {400: "bad_request", 403: "forbidden", 404: "not_found", 429: "throttled"}.get(exc.status_code, "error")
+    if exc.status_code == 400 and "parse request body" in str(exc.message):
+        return error_response(request, 400, "malformed_json", "the request body is not valid JSON")
     return error_response(request, exc.status_code, code, str(exc.message))

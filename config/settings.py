@@ -252,7 +252,7 @@ CELERY_TASK_TIME_LIMIT = 300
 CELERY_TASK_SOFT_TIME_LIMIT = 240
 # Longer than any task's hard limit, or Redis redelivers a task still running.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
-CELERY_TASK_DEFAULT_QUEUE = "countersign"
+CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_QUEUE", "countersign")
 
 # --- Countersign ------------------------------------------------------------
 COUNTERSIGN_DEMO_PASSWORD = env_str("COUNTERSIGN_DEMO_PASSWORD", "countersign-demo")

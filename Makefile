@@ -1,0 +1,41 @@
+# Countersign. `make demo` serves the embedded demo; `make test` runs every check.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PORT ?= 8000
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint typecheck pytest venv worker beat
+
+# (Re)create the virtualenv when it is missing or the pinned requirements changed.
+$(STAMP): requirements.txt requirements-dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py seed_demo
+	@echo "Countersign on http://127.0.0.1:$(PORT)/ (log in as admin, reviewer, reviewer2, operator or auditor)"
+	$(VENV)/bin/daphne -b 127.0.0.1 -p $(PORT) config.asgi:application
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+pytest: $(STAMP)
+	$(PY) -m pytest
+
+test: lint typecheck pytest
+
+worker: $(STAMP)
+	$(VENV)/bin/celery -A config worker --loglevel=INFO
+
+beat: $(STAMP)
+	$(VENV)/bin/celery -A config beat --loglevel=INFO

@@ -1,0 +1,106 @@
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.db import connection
+from django.db.backends.signals import connection_created
+from django.dispatch import receiver
+from django.test import Client
+
+from accounts.services import api_token_issue
+from agents.models import Agent
+from demo.seed import seed_all
+
+ON_POSTGRES = os.environ.get("DATABASE_URL", "").startswith(("postgres://", "postgresql://"))
+ON_REDIS = bool(os.environ.get("REDIS_URL"))
+
+needs_postgres = pytest.mark.skipif(
+    not ON_POSTGRES, reason="needs PostgreSQL: set DATABASE_URL=postgres://... (CI does)"
+)
+needs_redis = pytest.mark.skipif(not ON_REDIS, reason="needs Redis: set REDIS_URL=redis://... (CI does)")
+
+PASSWORD = "test-password-1"
+
+
+@pytest.fixture(autouse=True)
+def _inline_background_tasks(settings: Any) -> None:
+    # Tasks run synchronously when their transaction commits; the end-to-end
+    # test overrides this to use a real Celery worker.
+    settings.BACKGROUND_TASKS = "inline"
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
+def _audit_trigger_allows_flush(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Let the test database be emptied after transactional tests on PostgreSQL.
+
+    The append-only trigger refuses TRUNCATE, which is how Django empties the
+    tables after a transactional test. Replica mode skips ordinary triggers for
+    this one session, set only at teardown, just before the flush; every
+    connection handed out afterwards is reset by `_enforce_triggers`.
+    """
+    transactional = "transactional_db" in request.fixturenames or "live_server" in request.fixturenames
+    yield
+    if transactional and connection.vendor == "postgresql" and connection.connection is not None:
+        with connection.cursor() as cursor:
+            cursor.execute("SET session_replication_role = replica")
+
+
+@receiver(connection_created)
+def _enforce_triggers(sender: Any, connection: Any, **kwargs: Any) -> None:
+    # Pooled connections keep session settings: undo the replica mode above.
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SET session_replication_role = origin")
+
+
+@pytest.fixture
+def commit(django_capture_on_commit_callbacks: Any) -> Callable[[], Any]:
+    """`with commit(): ...` runs what the block scheduled on commit, as production would."""
+    return lambda: django_capture_on_commit_callbacks(execute=True)
+
+
+@pytest.fixture
+def demo(db: None) -> dict[str, Agent]:
+    seed_all(password=PASSWORD)
+    return {agent.slug: agent for agent in Agent.objects.all()}
+
+
+def user(username: str) -> Any:
+    return get_user_model().objects.get(username=username)
+
+
+@pytest.fixture
+def outsider(db: None) -> Any:
+    return get_user_model().objects.create_user(username="outsider", password=PASSWORD)
+
+
+class ApiClient:
+    def __init__(self, token: str) -> None:
+        self.client = Client()
+        self.headers = {"Authorization": f"Bearer {token}"}
+
+    def get(self, path: str) -> Any:
+        return self.client.get(path, headers=self.headers)
+
+    def post(self, path: str, data: Any = None, *, raw: str | None = None) -> Any:
+        import json
+
+        body = raw if raw is not None else json.dumps(data)
+        return self.client.post(path, data=body, content_type="application/json", headers=self.headers)
+
+
+@pytest.fixture
+def api_as(demo: dict[str, Agent]) -> Callable[[str], ApiClient]:
+    def make(username: str) -> ApiClient:
+        return ApiClient(api_token_issue(user=user(username), actor=None))
+
+    return make
+
+
+def refund_input(*, amount: float = 40, ticket: str = "The kettle arrived broken.", order: str = "ORD-1001") -> dict:
+    return {"ticket": ticket, "order_id": order, "amount": amount}
