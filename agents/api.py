@@ -6,7 +6,7 @@ from typing import Any
 
 from django.http import HttpRequest
 from django.shortcuts import get_object_or_404
-from ninja import Router, Schema
+from ninja import Router, Schema, Status
 from pydantic import Field
 
 from agents import selectors, services
@@ -44,10 +44,10 @@ class ActionSubmitIn(Schema):
 
 
 @router.post("/agents/{slug}/runs", response={201: RunCreatedOut}, summary="Start a run")
-def create_run(request: HttpRequest, slug: str, payload: RunCreateIn) -> tuple[int, dict[str, Any]]:
+def create_run(request: HttpRequest, slug: str, payload: RunCreateIn) -> Status[dict[str, Any]]:
     agent = get_object_or_404(selectors.agents_with_perm(request.user, "operate_agent"), slug=slug)
     run = services.run_start(agent=agent, input=payload.input, actor=request.user)
-    return 201, {"id": run.pk, "status": run.status}
+    return Status(201, {"id": run.pk, "status": run.status})
 
 
 @router.get("/runs/{run_id}", response=RunOut, summary="A run with its actions")
@@ -72,7 +72,7 @@ def get_run(request: HttpRequest, run_id: int) -> dict[str, Any]:
     response={201: ActionOut},
     summary="Submit a tool call for guard, policy and (if needed) review",
 )
-def submit_action(request: HttpRequest, slug: str, payload: ActionSubmitIn) -> tuple[int, dict[str, Any]]:
+def submit_action(request: HttpRequest, slug: str, payload: ActionSubmitIn) -> Status[dict[str, Any]]:
     from approvals.services import route_tool_call
 
     agent = get_object_or_404(selectors.agents_with_perm(request.user, "operate_agent"), slug=slug)
@@ -87,4 +87,4 @@ def submit_action(request: HttpRequest, slug: str, payload: ActionSubmitIn) -> t
     )
     assert outcome.action is not None  # a refusal without a run raises InvalidInput
     outcome.action.refresh_from_db()
-    return 201, action_out(outcome.action)
+    return Status(201, action_out(outcome.action))

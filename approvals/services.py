@@ -231,7 +231,7 @@ def _already_decided(action_id: int) -> Conflict:
             details={"decided_by": decision.reviewer.get_username(), "verdict": decision.verdict},
         )
     return AlreadyDecided(
-        f"the action is {current.status}, not pending", details={"decided_by": None, "status": current.status}
+        f"the action is {current.status}, not pending", details={"decided_by": None, "action_status": current.status}
     )
 
 

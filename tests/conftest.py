@@ -43,7 +43,12 @@ def _audit_trigger_allows_flush(request: pytest.FixtureRequest) -> Iterator[None
     this one session, set only at teardown, just before the flush; every
     connection handed out afterwards is reset by `_enforce_triggers`.
     """
-    transactional = "transactional_db" in request.fixturenames or "live_server" in request.fixturenames
+    marker = request.node.get_closest_marker("django_db")
+    transactional = (
+        "transactional_db" in request.fixturenames
+        or "live_server" in request.fixturenames
+        or bool(marker and marker.kwargs.get("transaction"))
+    )
     yield
     if transactional and connection.vendor == "postgresql" and connection.connection is not None:
         with connection.cursor() as cursor:
