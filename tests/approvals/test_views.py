@@ -1,0 +1,141 @@
+from __future__ import annotations
+
+import pytest
+from django.db import connection
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
+
+from agents.services import run_start
+from approvals.models import ActionRequest, ActionStatus
+from tests.conftest import PASSWORD, refund_input
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def login(username: str) -> Client:
+    client = Client()
+    assert client.login(username=username, password=PASSWORD)
+    return client
+
+
+def pending(demo, agent="refund-triage", payload=None):
+    run = run_start(agent=demo[agent], input=payload or refund_input(amount=250), actor=None)
+    return ActionRequest.objects.get(run=run)
+
+
+def test_inbox_requires_login(client, demo):
+    response = client.get("/")
+    assert response.status_code == 302
+    assert response["Location"].startswith("/login/")
+
+
+def test_login_page_renders(client, db):
+    response = client.get("/login/")
+    assert response.status_code == 200
+    assert b'name="password"' in response.content
+
+
+def test_inbox_shows_only_actions_the_user_may_review(demo):
+    refund = pending(demo)
+    crm = pending(demo, "crm-cleanup", {"request": "x", "contact_ids": [3]})
+    reviewer_page = login("reviewer").get("/").content.decode()
+    reviewer2_page = login("reviewer2").get("/").content.decode()
+    assert f'id="action-{refund.pk}"' in reviewer_page
+    assert f'id="action-{crm.pk}"' in reviewer_page
+    assert f'id="action-{refund.pk}"' in reviewer2_page
+    assert f'id="action-{crm.pk}"' not in reviewer2_page
+    assert 'ws-connect="/ws/inbox/"' in reviewer_page
+
+
+def test_inbox_rows_partial_for_htmx(demo):
+    action = pending(demo)
+    response = login("reviewer").get("/", headers={"HX-Request": "true"})
+    body = response.content.decode()
+    assert f'id="action-{action.pk}"' in body
+    assert "<html" not in body
+
+
+def test_inbox_query_count_does_not_grow_with_rows(demo):
+    client = login("reviewer")
+    pending(demo)
+    client.get("/")  # warm the content-type cache
+    with CaptureQueriesContext(connection) as one:
+        client.get("/")
+    for _ in range(12):
+        pending(demo)
+        pending(demo, "crm-cleanup", {"request": "x", "contact_ids": [4]})
+    with CaptureQueriesContext(connection) as many:
+        response = client.get("/")
+    assert response.content.decode().count('class="row ') == 25
+    # session, user, and one query for the rows with the permission filter inside
+    assert len(many) == len(one) == 3
+
+
+def test_decide_rejects_get(demo):
+    action = pending(demo)
+    assert login("reviewer").get(f"/actions/{action.pk}/decide").status_code == 405
+
+
+def test_outsider_gets_404_on_detail_and_decide(demo):
+    crm = pending(demo, "crm-cleanup", {"request": "x", "contact_ids": [3]})
+    client = login("reviewer2")
+    assert client.get(f"/actions/{crm.pk}/").status_code == 404
+    assert client.post(f"/actions/{crm.pk}/decide", {"verdict": "approve"}).status_code == 404
+    crm.refresh_from_db()
+    assert crm.status == ActionStatus.PENDING
+
+
+def test_reviewer_approves_from_the_detail_form_without_javascript(demo):
+    action = pending(demo)
+    client = login("reviewer")
+    detail = client.get(f"/actions/{action.pk}/")
+    assert b"Why it is here" in detail.content
+    assert b"above the auto limit" in detail.content
+    response = client.post(f"/actions/{action.pk}/decide", {"verdict": "approve"})
+    assert response.status_code == 302
+    action.refresh_from_db()
+    assert action.status == ActionStatus.EXECUTED
+
+
+def test_reject_without_reason_shows_the_error_and_changes_nothing(demo):
+    action = pending(demo)
+    client = login("reviewer")
+    response = client.post(f"/actions/{action.pk}/decide", {"verdict": "reject", "comment": ""}, follow=True)
+    assert b"a rejection needs a reason" in response.content
+    action.refresh_from_db()
+    assert action.status == ActionStatus.PENDING
+
+
+def test_edit_with_invalid_json_shows_the_error(demo):
+    action = pending(demo)
+    response = login("reviewer").post(
+        f"/actions/{action.pk}/decide",
+        {"verdict": "edit", "arguments": "{not json"},
+        headers={"HX-Request": "true"},
+    )
+    assert response.status_code == 400
+    assert b"not valid JSON" in response.content
+    action.refresh_from_db()
+    assert action.status == ActionStatus.PENDING
+
+
+def test_second_reviewer_is_told_who_decided(demo):
+    action = pending(demo)
+    login("reviewer").post(f"/actions/{action.pk}/decide", {"verdict": "reject", "comment": "duplicate"})
+    response = login("reviewer2").post(f"/actions/{action.pk}/decide", {"verdict": "approve"}, follow=True)
+    assert b"already decided by reviewer" in response.content
+
+
+def test_operator_starts_a_run_from_the_ui(demo):
+    client = login("operator")
+    page = client.get("/agents/")
+    assert b"Start run" in page.content
+    response = client.post("/agents/refund-triage/runs", {"input": '{"ticket": "broken", "order_id": "ORD-1001", "amount": 10}'})
+    assert response.status_code == 302
+    run_page = client.get(response["Location"])
+    assert b"succeeded" in run_page.content
+
+
+def test_reviewer_cannot_start_runs_from_the_ui(demo):
+    response = login("reviewer").post("/agents/refund-triage/runs", {"input": "{}"})
+    assert response.status_code == 404
