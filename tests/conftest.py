@@ -35,7 +35,7 @@ def _inline_background_tasks(settings: Any) -> None:
 
 
 @pytest.fixture(autouse=True)
-def _audit_trigger_allows_flush(request: pytest.FixtureRequest) -> Iterator[None]:
+def _audit_trigger_allows_flush(request: pytest.FixtureRequest, django_db_blocker: Any) -> Iterator[None]:
     """Let the test database be emptied after transactional tests on PostgreSQL.
 
     The append-only trigger refuses TRUNCATE, which is how Django empties the
@@ -50,8 +50,8 @@ def _audit_trigger_allows_flush(request: pytest.FixtureRequest) -> Iterator[None
         or bool(marker and marker.kwargs.get("transaction"))
     )
     yield
-    if transactional and connection.vendor == "postgresql" and connection.connection is not None:
-        with connection.cursor() as cursor:
+    if transactional and connection.vendor == "postgresql":
+        with django_db_blocker.unblock(), connection.cursor() as cursor:
             cursor.execute("SET session_replication_role = replica")
 
 

@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth import get_user_model
+
+from agents.errors import InvalidInput
+from agents.selectors import agents_with_perm
+from agents.services import agent_permission_grant, agent_permission_revoke
+from audit.models import AuditEvent
+from tests.conftest import user
+
+pytestmark = pytest.mark.django_db
+
+
+def test_demo_permissions(demo):
+    def slugs(name, perm):
+        return sorted(agents_with_perm(user(name), perm).values_list("slug", flat=True))
+
+    assert slugs("reviewer", "review_agent") == ["crm-cleanup", "refund-triage"]
+    assert slugs("reviewer2", "review_agent") == ["refund-triage"]
+    assert slugs("operator", "review_agent") == []
+    assert slugs("operator", "operate_agent") == ["crm-cleanup", "refund-triage"]
+    assert slugs("auditor", "review_agent") == []
+    assert [g.name for g in user("auditor").groups.all()] == ["Auditor"]
+
+
+def test_grant_and_revoke_are_audited(demo):
+    admin = user("admin")
+    newbie = get_user_model().objects.create_user(username="newbie")
+    agent = demo["crm-cleanup"]
+    agent_permission_grant(agent=agent, perm="review_agent", to=newbie, actor=admin)
+    assert list(agents_with_perm(newbie, "review_agent")) == [agent]
+    agent_permission_revoke(agent=agent, perm="review_agent", to=newbie, actor=admin)
+    assert list(agents_with_perm(newbie, "review_agent")) == []
+    granted, revoked = AuditEvent.objects.filter(event__startswith="permission.", actor_label="admin").order_by("seq")
+    assert granted.event == "permission.granted"
+    assert granted.after == {"perm": "review_agent", "user": "newbie"}
+    assert revoked.event == "permission.revoked"
+    assert revoked.before == {"perm": "review_agent", "user": "newbie"}
+
+
+def test_unknown_permission_is_refused(demo):
+    with pytest.raises(InvalidInput):
+        agent_permission_grant(agent=demo["crm-cleanup"], perm="own_agent", to=user("reviewer"), actor=None)
+
+
+def test_inactive_user_sees_nothing(demo):
+    reviewer = user("reviewer")
+    reviewer.is_active = False
+    reviewer.save()
+    assert list(agents_with_perm(reviewer, "review_agent")) == []

@@ -1,0 +1,124 @@
+from __future__ import annotations
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.db import DatabaseError, connection, transaction
+
+from audit.models import AuditEvent
+from audit.selectors import verify_chain
+from audit.services import Actor, record
+from tests.conftest import needs_postgres
+
+pytestmark = pytest.mark.django_db
+
+
+def write_events(n: int) -> None:
+    for i in range(n):
+        with transaction.atomic():
+            record(actor=Actor.system("test"), event="test.event", after={"i": i, "amount": "1.50"})
+
+
+def raw(sql: str, params: list | None = None) -> None:
+    """Tamper as an attacker with database access would (triggers off on PostgreSQL)."""
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("SET session_replication_role = replica")
+        cursor.execute(sql, params or [])
+        if connection.vendor == "postgresql":
+            cursor.execute("SET session_replication_role = origin")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_record_outside_a_transaction_is_refused():
+    with pytest.raises(RuntimeError, match="inside the transaction"):
+        record(actor=None, event="test.event")
+
+
+def test_rolled_back_change_leaves_no_event():
+    with pytest.raises(ZeroDivisionError), transaction.atomic():
+        record(actor=None, event="test.event")
+        1 / 0  # noqa: B018
+    assert not AuditEvent.objects.exists()
+
+
+def test_chain_links_each_event_to_the_previous():
+    write_events(3)
+    events = list(AuditEvent.objects.order_by("seq"))
+    assert [e.seq for e in events] == [1, 2, 3]
+    assert events[0].prev_hash == "0" * 64
+    assert events[1].prev_hash == events[0].hash
+    assert events[2].prev_hash == events[1].hash
+    report = verify_chain()
+    assert report.ok
+    assert report.count == 3
+    assert report.head_hash == events[2].hash
+
+
+def test_verify_command_prints_count_and_head(capsys):
+    write_events(2)
+    call_command("audit_verify")
+    out = capsys.readouterr().out
+    assert "events: 2" in out
+    assert f"head: {AuditEvent.objects.order_by('-seq').first().hash}" in out
+
+
+def test_edited_row_is_caught():
+    write_events(4)
+    raw("UPDATE audit_auditevent SET after = %s WHERE seq = 2", ['{"i": 99, "amount": "1.50"}'])
+    report = verify_chain()
+    assert "seq 2: content does not match its hash" in report.problems
+    with pytest.raises(CommandError, match="BROKEN"):
+        call_command("audit_verify")
+
+
+def test_deleted_row_is_caught():
+    write_events(4)
+    raw("DELETE FROM audit_auditevent WHERE seq = 3")
+    problems = verify_chain().problems
+    assert "gap: expected seq 3, found 4" in problems
+    assert "seq 4: prev_hash does not match the previous row" in problems
+
+
+def test_reordered_rows_are_caught():
+    write_events(3)
+    # Swap rows 1 and 2: each keeps its content and hash but takes the other's place.
+    raw("UPDATE audit_auditevent SET seq = -1 WHERE seq = 1")
+    raw("UPDATE audit_auditevent SET seq = 1 WHERE seq = 2")
+    raw("UPDATE audit_auditevent SET seq = 2 WHERE seq = -1")
+    problems = verify_chain().problems
+    assert "seq 1: content does not match its hash" in problems
+    assert "seq 2: content does not match its hash" in problems
+
+
+def test_rehashed_edit_breaks_the_next_link():
+    write_events(3)
+    row = AuditEvent.objects.get(seq=2)
+    raw("UPDATE audit_auditevent SET hash = %s WHERE seq = 2", ["f" * 64])
+    problems = verify_chain().problems
+    assert any(p.startswith("seq 3: prev_hash") for p in problems)
+    assert row.hash != "f" * 64
+
+
+@needs_postgres
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE audit_auditevent SET actor_label = 'mallory'",
+        "DELETE FROM audit_auditevent",
+        "TRUNCATE audit_auditevent",
+    ],
+)
+def test_postgres_trigger_refuses_changes(statement):
+    write_events(1)
+    with pytest.raises(DatabaseError, match="append-only"), transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(statement)
+    assert AuditEvent.objects.count() == 1
+
+
+def test_orm_update_is_refused_too_on_postgres():
+    write_events(1)
+    if connection.vendor != "postgresql":
+        pytest.skip("the trigger exists on PostgreSQL only: set DATABASE_URL=postgres://... (CI does)")
+    with pytest.raises(DatabaseError), transaction.atomic():
+        AuditEvent.objects.update(event="tampered")
