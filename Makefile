@@ -29,8 +29,10 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
+# With DATABASE_URL and REDIS_URL set the suite runs on PostgreSQL and Redis;
+# the production settings then need a SECRET_KEY, which tests may make up.
 pytest: $(STAMP)
-	$(PY) -m pytest
+	SECRET_KEY="$${SECRET_KEY:-test-only-not-a-secret}" $(PY) -m pytest
 
 test: lint typecheck pytest
 

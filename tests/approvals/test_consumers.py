@@ -1,0 +1,101 @@
+from __future__ import annotations
+
+import pytest
+from asgiref.sync import async_to_sync
+from channels.db import database_sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.contrib.auth.models import AnonymousUser
+
+from agents.services import agent_permission_revoke, run_start
+from approvals.consumers import InboxConsumer
+from approvals.models import ActionRequest
+from approvals.services import action_request_decide
+from tests.conftest import refund_input, user
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+async def connect(the_user):
+    communicator = WebsocketCommunicator(InboxConsumer.as_asgi(), "/ws/inbox/")
+    communicator.scope["user"] = the_user
+    connected, _ = await communicator.connect()
+    return communicator, connected
+
+
+async def receive_all(communicator, timeout=0.3):
+    # receive_nothing() leaves the consumer running; a timed-out receive_from() would cancel it.
+    messages = []
+    while not await communicator.receive_nothing(timeout=timeout):
+        messages.append(await communicator.receive_from())
+    return messages
+
+
+def test_anonymous_socket_is_refused(demo):
+    async def scenario():
+        _, connected = await connect(AnonymousUser())
+        return connected
+
+    assert async_to_sync(scenario)() is False
+
+
+def test_new_actions_reach_only_reviewers_allowed_to_see_them(demo):
+    reviewer, reviewer2, operator = user("reviewer"), user("reviewer2"), user("operator")
+
+    async def scenario():
+        r1, _ = await connect(reviewer)
+        r2, _ = await connect(reviewer2)
+        op, _ = await connect(operator)
+        await database_sync_to_async(run_start)(
+            agent=demo["crm-cleanup"], input={"request": "x", "contact_ids": [9]}, actor=None
+        )
+        await database_sync_to_async(run_start)(agent=demo["refund-triage"], input=refund_input(amount=400), actor=None)
+        got = [await receive_all(c) for c in (r1, r2, op)]
+        for c in (r1, r2, op):
+            await c.disconnect()
+        return got
+
+    to_reviewer, to_reviewer2, to_operator = async_to_sync(scenario)()
+    crm = ActionRequest.objects.get(agent=demo["crm-cleanup"])
+    refund = ActionRequest.objects.get(agent=demo["refund-triage"])
+    assert len(to_reviewer) == 2
+    assert any(f'id="action-{crm.pk}"' in m for m in to_reviewer)
+    assert any(f'id="action-{refund.pk}"' in m for m in to_reviewer)
+    assert len(to_reviewer2) == 1
+    assert f'id="action-{refund.pk}"' in to_reviewer2[0]
+    assert 'hx-swap-oob="afterbegin:#inbox-rows"' in to_reviewer2[0]
+    assert to_operator == []
+
+
+def test_a_decision_removes_the_row_from_every_open_inbox(demo):
+    run = run_start(agent=demo["refund-triage"], input=refund_input(amount=400), actor=None)
+    action = ActionRequest.objects.get(run=run)
+    reviewer, reviewer2 = user("reviewer"), user("reviewer2")
+
+    async def scenario():
+        r2, _ = await connect(reviewer2)
+        await database_sync_to_async(action_request_decide)(action=action, actor=reviewer, verdict="approve")
+        got = await receive_all(r2)
+        await r2.disconnect()
+        return got
+
+    messages = async_to_sync(scenario)()
+    assert f'<article id="action-{action.pk}" hx-swap-oob="delete">' in messages[0]
+
+
+def test_revoked_reviewer_stops_receiving(demo):
+    reviewer2, admin = user("reviewer2"), user("admin")
+
+    async def scenario():
+        r2, _ = await connect(reviewer2)
+        await database_sync_to_async(agent_permission_revoke)(
+            agent=demo["refund-triage"], perm="review_agent", to=reviewer2, actor=admin
+        )
+        resync = await receive_all(r2)
+        await database_sync_to_async(run_start)(agent=demo["refund-triage"], input=refund_input(amount=400), actor=None)
+        after = await receive_all(r2)
+        await r2.disconnect()
+        return resync, after
+
+    resync, after = async_to_sync(scenario)()
+    assert any("inbox-resync" in m for m in resync)
+    assert after == []
