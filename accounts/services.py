@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import secrets
 
-from django.contrib.auth.models import AbstractBaseUser, Group
+from django.contrib.auth.models import AbstractBaseUser, Group, User
 from django.db import transaction
 
 from accounts.models import ApiToken, Role, hash_token
 from audit.services import Actor, record
 
 
-def api_token_issue(*, user: AbstractBaseUser, actor: Actor | AbstractBaseUser | None, name: str = "") -> str:
+def api_token_issue(*, user: User, actor: Actor | AbstractBaseUser | None, name: str = "") -> str:
     """Create a token for `user` and return the raw value (shown once, stored hashed)."""
     raw = "cs_" + secrets.token_urlsafe(32)
     with transaction.atomic():

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.http import HttpRequest
 from django.shortcuts import get_object_or_404
 from ninja import Router, Schema, Status
 from pydantic import Field
 
 from agents import selectors, services
 from approvals.schemas import ActionOut, action_out
+from config.requests import ApiRequest
 
 router = Router(tags=["runs"])
 
@@ -44,14 +44,14 @@ class ActionSubmitIn(Schema):
 
 
 @router.post("/agents/{slug}/runs", response={201: RunCreatedOut}, summary="Start a run")
-def create_run(request: HttpRequest, slug: str, payload: RunCreateIn) -> Status[dict[str, Any]]:
+def create_run(request: ApiRequest, slug: str, payload: RunCreateIn) -> Status[dict[str, Any]]:
     agent = get_object_or_404(selectors.agents_with_perm(request.user, "operate_agent"), slug=slug)
-    run = services.run_start(agent=agent, input=payload.input, actor=request.user)
+    run = services.run_start(agent=agent, input=payload.input, actor=request.auth)
     return Status(201, {"id": run.pk, "status": run.status})
 
 
 @router.get("/runs/{run_id}", response=RunOut, summary="A run with its actions")
-def get_run(request: HttpRequest, run_id: int) -> dict[str, Any]:
+def get_run(request: ApiRequest, run_id: int) -> dict[str, Any]:
     run = get_object_or_404(selectors.runs_visible_to(request.user), pk=run_id)
     actions = run.actions.select_related("agent", "decision__reviewer").order_by("id")
     return {
@@ -72,7 +72,7 @@ def get_run(request: HttpRequest, run_id: int) -> dict[str, Any]:
     response={201: ActionOut},
     summary="Submit a tool call for guard, policy and (if needed) review",
 )
-def submit_action(request: HttpRequest, slug: str, payload: ActionSubmitIn) -> Status[dict[str, Any]]:
+def submit_action(request: ApiRequest, slug: str, payload: ActionSubmitIn) -> Status[dict[str, Any]]:
     from approvals.services import route_tool_call
 
     agent = get_object_or_404(selectors.agents_with_perm(request.user, "operate_agent"), slug=slug)
@@ -83,7 +83,7 @@ def submit_action(request: HttpRequest, slug: str, payload: ActionSubmitIn) -> S
         arguments=payload.arguments,
         confidence=payload.confidence,
         rationale=payload.rationale,
-        actor=request.user,
+        actor=request.auth,
     )
     assert outcome.action is not None  # a refusal without a run raises InvalidInput
     outcome.action.refresh_from_db()

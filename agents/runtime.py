@@ -91,8 +91,7 @@ def run_advance(*, run_id: int) -> None:
 
 def _history(run: Run) -> list[dict[str, Any]]:
     return [
-        step.payload
-        for step in Step.objects.filter(run=run, kind=StepKind.TOOL_RESULT).only("payload").order_by("seq")
+        step.payload for step in Step.objects.filter(run=run, kind=StepKind.TOOL_RESULT).only("payload").order_by("seq")
     ]
 
 

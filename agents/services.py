@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import jsonschema
-from django.contrib.auth.models import AbstractBaseUser, Group
+from django.contrib.auth.models import AbstractBaseUser, Group, User
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
@@ -19,7 +19,7 @@ from config.background import enqueue_on_commit
 AGENT_PERMISSIONS = ("review_agent", "operate_agent", "configure_agent")
 
 
-def run_start(*, agent: Agent, input: Any, actor: AbstractBaseUser | None) -> Run:
+def run_start(*, agent: Agent, input: Any, actor: User | None) -> Run:
     """Validate the input, create a queued run and schedule its first step on commit."""
     from agents import tasks
 
@@ -113,9 +113,7 @@ def _holder_key(holder: AbstractBaseUser | Group) -> str:
 def _notify_permissions_changed(holder: AbstractBaseUser | Group) -> None:
     from approvals import broadcast
 
-    user_ids = (
-        list(holder.user_set.values_list("pk", flat=True)) if isinstance(holder, Group) else [int(holder.pk)]
-    )
+    user_ids = list(holder.user_set.values_list("pk", flat=True)) if isinstance(holder, Group) else [int(holder.pk)]
     transaction.on_commit(lambda: broadcast.permissions_changed(user_ids))
 
 
@@ -205,9 +203,7 @@ def agent_tool_configure(
         if before == after:
             return agent_tool
         agent_tool.save()
-        record(
-            actor=actor, event="agent.tool_configured", target=agent, agent_id=agent.pk, before=before, after=after
-        )
+        record(actor=actor, event="agent.tool_configured", target=agent, agent_id=agent.pk, before=before, after=after)
     return agent_tool
 
 

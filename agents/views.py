@@ -6,17 +6,18 @@ import json
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from agents import selectors, services
 from agents.errors import DomainError
+from config.requests import AuthedRequest
 
 
 @require_GET
 @login_required
-def agent_list(request: HttpRequest) -> HttpResponse:
+def agent_list(request: AuthedRequest) -> HttpResponse:
     operable = set(selectors.agents_with_perm(request.user, "operate_agent").values_list("pk", flat=True))
     agents = list(selectors.agents_visible_to(request.user).prefetch_related("tools"))
     runs = list(selectors.runs_visible_to(request.user).order_by("-id")[:25])
@@ -25,7 +26,7 @@ def agent_list(request: HttpRequest) -> HttpResponse:
 
 @require_POST
 @login_required
-def run_start(request: HttpRequest, slug: str) -> HttpResponse:
+def run_start(request: AuthedRequest, slug: str) -> HttpResponse:
     agent = get_object_or_404(selectors.agents_with_perm(request.user, "operate_agent"), slug=slug)
     try:
         try:
@@ -41,7 +42,7 @@ def run_start(request: HttpRequest, slug: str) -> HttpResponse:
 
 @require_GET
 @login_required
-def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
+def run_detail(request: AuthedRequest, run_id: int) -> HttpResponse:
     run = get_object_or_404(selectors.runs_visible_to(request.user), pk=run_id)
     context = {
         "run": run,

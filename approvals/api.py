@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.http import HttpRequest
 from django.shortcuts import get_object_or_404
 from ninja import Query, Router, Schema
 from pydantic import Field
@@ -12,6 +11,7 @@ from pydantic import Field
 from approvals import selectors, services
 from approvals.models import ActionStatus
 from approvals.schemas import ActionOut, DecisionIn, action_out
+from config.requests import ApiRequest
 
 router = Router(tags=["actions"])
 
@@ -29,7 +29,7 @@ class ActionPage(Schema):
 
 
 @router.get("/actions", response=ActionPage, summary="Actions the caller may review, newest first")
-def list_actions(request: HttpRequest, filters: Query[ActionFilter]) -> dict[str, Any]:
+def list_actions(request: ApiRequest, filters: Query[ActionFilter]) -> dict[str, Any]:
     qs = selectors.actions_reviewable_by(request.user).order_by("-id")
     if filters.status:
         qs = qs.filter(status=filters.status)
@@ -46,16 +46,16 @@ def list_actions(request: HttpRequest, filters: Query[ActionFilter]) -> dict[str
 
 
 @router.get("/actions/{action_id}", response=ActionOut, summary="One action")
-def get_action(request: HttpRequest, action_id: int) -> dict[str, Any]:
+def get_action(request: ApiRequest, action_id: int) -> dict[str, Any]:
     return action_out(get_object_or_404(selectors.actions_reviewable_by(request.user), pk=action_id))
 
 
 @router.post("/actions/{action_id}/decision", response=ActionOut, summary="Approve, reject or edit a pending action")
-def decide_action(request: HttpRequest, action_id: int, payload: DecisionIn) -> dict[str, Any]:
+def decide_action(request: ApiRequest, action_id: int, payload: DecisionIn) -> dict[str, Any]:
     action = get_object_or_404(selectors.actions_reviewable_by(request.user), pk=action_id)
     services.action_request_decide(
         action=action,
-        actor=request.user,
+        actor=request.auth,
         verdict=payload.verdict,
         arguments=payload.arguments,
         comment=payload.comment,

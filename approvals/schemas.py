@@ -48,7 +48,9 @@ class DecisionIn(Schema):
 
 
 def action_out(action: ActionRequest) -> dict[str, Any]:
-    decision = getattr(action, "decision", None) if action.status not in {"pending", "auto_approved", "denied"} else None
+    decision = (
+        getattr(action, "decision", None) if action.status not in {"pending", "auto_approved", "denied"} else None
+    )
     return {
         "id": action.pk,
         "run": action.run_id,

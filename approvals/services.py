@@ -6,7 +6,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import AbstractBaseUser, User
 from django.db import transaction
 from django.utils import timezone
 
@@ -151,7 +151,7 @@ def route_tool_call(
 def action_request_decide(
     *,
     action: ActionRequest,
-    actor: AbstractBaseUser,
+    actor: User,
     verdict: str,
     arguments: Any = None,
     comment: str = "",
@@ -251,7 +251,9 @@ def action_execute(*, execution_id: int) -> None:
             return
         execution = Execution.objects.select_related("action__run", "action__agent").get(pk=execution_id)
         action = execution.action
-        _transition(action, from_statuses=(ActionStatus.APPROVED, ActionStatus.AUTO_APPROVED), to=ActionStatus.EXECUTING)
+        _transition(
+            action, from_statuses=(ActionStatus.APPROVED, ActionStatus.AUTO_APPROVED), to=ActionStatus.EXECUTING
+        )
         Execution.objects.filter(pk=execution_id).update(attempts=execution.attempts + 1)
 
     tool = get_tool(action.tool)

@@ -6,7 +6,7 @@ import json
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
@@ -14,18 +14,19 @@ from agents.errors import DomainError
 from agents.selectors import run_steps
 from approvals import selectors, services
 from approvals.models import ActionRequest, ActionStatus, Verdict
+from config.requests import AuthedRequest
 
 PAGE_SIZE = 50
 
 
-def _reviewable_action(request: HttpRequest, action_id: int) -> ActionRequest:
+def _reviewable_action(request: AuthedRequest, action_id: int) -> ActionRequest:
     # Anyone who may not review the agent gets a 404, not a hint that it exists.
     return get_object_or_404(selectors.actions_reviewable_by(request.user), pk=action_id)
 
 
 @require_GET
 @login_required
-def inbox(request: HttpRequest) -> HttpResponse:
+def inbox(request: AuthedRequest) -> HttpResponse:
     before = request.GET.get("before")
     actions = selectors.inbox_for(
         request.user, before=int(before) if before and before.isdigit() else None, limit=PAGE_SIZE + 1
@@ -40,7 +41,7 @@ def inbox(request: HttpRequest) -> HttpResponse:
 
 @require_GET
 @login_required
-def action_detail(request: HttpRequest, action_id: int) -> HttpResponse:
+def action_detail(request: AuthedRequest, action_id: int) -> HttpResponse:
     action = _reviewable_action(request, action_id)
     context = {
         "action": action,
@@ -53,7 +54,7 @@ def action_detail(request: HttpRequest, action_id: int) -> HttpResponse:
 
 @require_POST
 @login_required
-def action_decide(request: HttpRequest, action_id: int) -> HttpResponse:
+def action_decide(request: AuthedRequest, action_id: int) -> HttpResponse:
     action = _reviewable_action(request, action_id)
     verdict = request.POST.get("verdict", "")
     arguments = None

@@ -42,7 +42,10 @@ def domain_error(request: HttpRequest, exc: DomainError) -> HttpResponse:
 @api.exception_handler(ValidationError)
 def validation_error(request: HttpRequest, exc: ValidationError) -> HttpResponse:
     errors = [
-        {"field": ".".join(str(p) for p in err.get("loc", ()) if p not in {"body", "payload"}), "message": err.get("msg", "")}
+        {
+            "field": ".".join(str(p) for p in err.get("loc", ()) if p not in {"body", "payload"}),
+            "message": err.get("msg", ""),
+        }
         for err in exc.errors
     ]
     detail = "; ".join(f"{e['field'] or '(body)'}: {e['message']}" for e in errors) or "invalid request"
@@ -51,7 +54,9 @@ def validation_error(request: HttpRequest, exc: ValidationError) -> HttpResponse
 
 @api.exception_handler(AuthenticationError)
 def authentication_error(request: HttpRequest, exc: AuthenticationError) -> HttpResponse:
-    response = error_response(request, 401, "unauthorized", "a valid 'Authorization: Bearer <token>' header is required")
+    response = error_response(
+        request, 401, "unauthorized", "a valid 'Authorization: Bearer <token>' header is required"
+    )
     response["WWW-Authenticate"] = "Bearer"
     return response
 

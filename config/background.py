@@ -8,6 +8,7 @@ before the commit, or for a change that is then rolled back).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -22,7 +23,7 @@ logger = logging.getLogger(__name__)
 # first request. Work runs in threads spawned from that loop, so channel-layer
 # sends made by a task hop back onto it: the in-memory layer is not thread-safe.
 _server_loop: asyncio.AbstractEventLoop | None = None
-_pending: set[asyncio.Future[Any]] = set()
+_pending: set[concurrent.futures.Future[None]] = set()
 
 
 def remember_server_loop(loop: asyncio.AbstractEventLoop) -> None:

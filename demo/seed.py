@@ -40,7 +40,12 @@ CRM_INPUT_SCHEMA: dict[str, Any] = {
 
 # username -> (role, agents it may review, agents it may operate, agents it may configure)
 DEMO_USERS: dict[str, tuple[Role, list[str], list[str], list[str]]] = {
-    "admin": (Role.ADMIN, ["refund-triage", "crm-cleanup"], ["refund-triage", "crm-cleanup"], ["refund-triage", "crm-cleanup"]),
+    "admin": (
+        Role.ADMIN,
+        ["refund-triage", "crm-cleanup"],
+        ["refund-triage", "crm-cleanup"],
+        ["refund-triage", "crm-cleanup"],
+    ),
     "reviewer": (Role.REVIEWER, ["refund-triage", "crm-cleanup"], [], []),
     "reviewer2": (Role.REVIEWER, ["refund-triage"], [], []),
     "operator": (Role.OPERATOR, [], ["refund-triage", "crm-cleanup"], []),
@@ -101,9 +106,7 @@ def seed_users(agents: dict[str, Agent], password: str) -> None:
 def _holds_directly(user: Any, perm: str, agent: Agent) -> bool:
     from agents.models import AgentUserObjectPermission
 
-    return AgentUserObjectPermission.objects.filter(
-        user=user, content_object=agent, permission__codename=perm
-    ).exists()
+    return AgentUserObjectPermission.objects.filter(user=user, content_object=agent, permission__codename=perm).exists()
 
 
 def seed_business_data() -> None:

@@ -32,9 +32,7 @@ def issue_refund(args: IssueRefundArgs, idempotency_key: str) -> dict[str, Any]:
             "exceeds_order_total",
             f"refund {args.amount} would exceed order total {order.total} (already refunded {order.refunded_total})",
         )
-    refund = Refund.objects.create(
-        order=order, amount=args.amount, reason=args.reason, idempotency_key=idempotency_key
-    )
+    refund = Refund.objects.create(order=order, amount=args.amount, reason=args.reason, idempotency_key=idempotency_key)
     order.refunded_total += args.amount
     order.save(update_fields=["refunded_total"])
     return _refund_result(refund)

@@ -6,70 +6,141 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('agents', '0001_initial'),
+        ("agents", "0001_initial"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='ActionRequest',
+            name="ActionRequest",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('tool', models.CharField(max_length=100)),
-                ('arguments', models.JSONField()),
-                ('proposed_arguments', models.JSONField(help_text='As the agent proposed them, before any edit.')),
-                ('confidence', models.FloatField()),
-                ('rationale', models.TextField(blank=True)),
-                ('impact', models.CharField(max_length=16)),
-                ('magnitude', models.DecimalField(decimal_places=2, default=0, max_digits=14)),
-                ('route', models.CharField(max_length=16)),
-                ('route_reason', models.TextField()),
-                ('status', models.CharField(choices=[('pending', 'Pending'), ('auto_approved', 'Auto Approved'), ('approved', 'Approved'), ('rejected', 'Rejected'), ('denied', 'Denied'), ('expired', 'Expired'), ('cancelled', 'Cancelled'), ('executing', 'Executing'), ('executed', 'Executed'), ('failed', 'Failed'), ('in_doubt', 'In Doubt'), ('compensated', 'Compensated')], max_length=16)),
-                ('result', models.JSONField(blank=True, null=True)),
-                ('error', models.TextField(blank=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('decided_at', models.DateTimeField(blank=True, null=True)),
-                ('executed_at', models.DateTimeField(blank=True, null=True)),
-                ('agent', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='actions', to='agents.agent')),
-                ('run', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='actions', to='agents.run')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("tool", models.CharField(max_length=100)),
+                ("arguments", models.JSONField()),
+                ("proposed_arguments", models.JSONField(help_text="As the agent proposed them, before any edit.")),
+                ("confidence", models.FloatField()),
+                ("rationale", models.TextField(blank=True)),
+                ("impact", models.CharField(max_length=16)),
+                ("magnitude", models.DecimalField(decimal_places=2, default=0, max_digits=14)),
+                ("route", models.CharField(max_length=16)),
+                ("route_reason", models.TextField()),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("pending", "Pending"),
+                            ("auto_approved", "Auto Approved"),
+                            ("approved", "Approved"),
+                            ("rejected", "Rejected"),
+                            ("denied", "Denied"),
+                            ("expired", "Expired"),
+                            ("cancelled", "Cancelled"),
+                            ("executing", "Executing"),
+                            ("executed", "Executed"),
+                            ("failed", "Failed"),
+                            ("in_doubt", "In Doubt"),
+                            ("compensated", "Compensated"),
+                        ],
+                        max_length=16,
+                    ),
+                ),
+                ("result", models.JSONField(blank=True, null=True)),
+                ("error", models.TextField(blank=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("decided_at", models.DateTimeField(blank=True, null=True)),
+                ("executed_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "agent",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="actions", to="agents.agent"
+                    ),
+                ),
+                (
+                    "run",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="actions",
+                        to="agents.run",
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='Decision',
+            name="Decision",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('verdict', models.CharField(choices=[('approve', 'Approve'), ('reject', 'Reject'), ('edit', 'Edit')], max_length=16)),
-                ('comment', models.TextField(blank=True)),
-                ('arguments_before', models.JSONField()),
-                ('arguments_after', models.JSONField()),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('action', models.OneToOneField(on_delete=django.db.models.deletion.PROTECT, related_name='decision', to='approvals.actionrequest')),
-                ('reviewer', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='decisions', to=settings.AUTH_USER_MODEL)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "verdict",
+                    models.CharField(
+                        choices=[("approve", "Approve"), ("reject", "Reject"), ("edit", "Edit")], max_length=16
+                    ),
+                ),
+                ("comment", models.TextField(blank=True)),
+                ("arguments_before", models.JSONField()),
+                ("arguments_after", models.JSONField()),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "action",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="decision",
+                        to="approvals.actionrequest",
+                    ),
+                ),
+                (
+                    "reviewer",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="decisions",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='Execution',
+            name="Execution",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('idempotency_key', models.CharField(max_length=80, unique=True)),
-                ('status', models.CharField(choices=[('pending', 'Pending'), ('running', 'Running'), ('done', 'Done'), ('failed', 'Failed'), ('in_doubt', 'In Doubt')], default='pending', max_length=16)),
-                ('attempts', models.PositiveIntegerField(default=0)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('started_at', models.DateTimeField(blank=True, null=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('action', models.OneToOneField(on_delete=django.db.models.deletion.PROTECT, related_name='execution', to='approvals.actionrequest')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("idempotency_key", models.CharField(max_length=80, unique=True)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("pending", "Pending"),
+                            ("running", "Running"),
+                            ("done", "Done"),
+                            ("failed", "Failed"),
+                            ("in_doubt", "In Doubt"),
+                        ],
+                        default="pending",
+                        max_length=16,
+                    ),
+                ),
+                ("attempts", models.PositiveIntegerField(default=0)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("started_at", models.DateTimeField(blank=True, null=True)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "action",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="execution",
+                        to="approvals.actionrequest",
+                    ),
+                ),
             ],
         ),
         migrations.AddIndex(
-            model_name='actionrequest',
-            index=models.Index(fields=['status', 'agent', '-id'], name='action_status_agent_idx'),
+            model_name="actionrequest",
+            index=models.Index(fields=["status", "agent", "-id"], name="action_status_agent_idx"),
         ),
         migrations.AddIndex(
-            model_name='execution',
-            index=models.Index(fields=['status', 'created_at'], name='execution_status_idx'),
+            model_name="execution",
+            index=models.Index(fields=["status", "created_at"], name="execution_status_idx"),
         ),
     ]

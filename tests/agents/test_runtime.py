@@ -86,7 +86,12 @@ def test_approval_executes_once_and_the_run_finishes(demo, commit):
     assert action.status == ActionStatus.EXECUTED
     assert action.result == {"deleted": [5, 6, 7], "missing": []}
     assert Contact.objects.filter(deleted_at__isnull=False).count() == 3
-    assert AuditEvent.objects.filter(event="action.executed", target_type="approvals.actionrequest", target_id=str(action.pk)).count() == 1
+    assert (
+        AuditEvent.objects.filter(
+            event="action.executed", target_type="approvals.actionrequest", target_id=str(action.pk)
+        ).count()
+        == 1
+    )
     assert run.status == RunStatus.SUCCEEDED
     assert run.result.startswith("Contacts deleted")
 

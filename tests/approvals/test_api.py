@@ -164,7 +164,10 @@ def test_second_decision_loses_with_409_naming_the_winner(api_as):
         ({"verdict": "maybe"}, "invalid_request"),
         ({"verdict": "reject"}, "reason_required"),
         ({"verdict": "edit", "arguments": {"order_id": "ORD-1001", "amount": -1, "reason": "x"}}, "invalid_arguments"),
-        ({"verdict": "edit", "arguments": {"order_id": "ORD-1001", "amount": 5, "reason": "x", "extra": 1}}, "invalid_arguments"),
+        (
+            {"verdict": "edit", "arguments": {"order_id": "ORD-1001", "amount": 5, "reason": "x", "extra": 1}},
+            "invalid_arguments",
+        ),
         ({"verdict": "edit"}, "invalid_arguments"),
         ({"verdict": "approve", "arguments": {"amount": 1}}, "unexpected_arguments"),
     ],

@@ -46,9 +46,7 @@ def test_two_reviewers_at_once_exactly_one_wins(demo, round_):
     assert connection.vendor == "postgresql"
     run = run_start(agent=demo["refund-triage"], input=refund_input(amount=250, order="ORD-1004"), actor=None)
     action = ActionRequest.objects.get(run=run)
-    outcomes = decide_concurrently(
-        action, [("reviewer", "approve", ""), ("reviewer2", "reject", "not eligible")]
-    )
+    outcomes = decide_concurrently(action, [("reviewer", "approve", ""), ("reviewer2", "reject", "not eligible")])
     winners = [name for name, result in outcomes.items() if result == "won"]
     losers = [result for result in outcomes.values() if isinstance(result, AlreadyDecided)]
     assert len(winners) == 1, outcomes

@@ -130,7 +130,9 @@ def test_operator_starts_a_run_from_the_ui(demo):
     client = login("operator")
     page = client.get("/agents/")
     assert b"Start run" in page.content
-    response = client.post("/agents/refund-triage/runs", {"input": '{"ticket": "broken", "order_id": "ORD-1001", "amount": 10}'})
+    response = client.post(
+        "/agents/refund-triage/runs", {"input": '{"ticket": "broken", "order_id": "ORD-1001", "amount": 10}'}
+    )
     assert response.status_code == 302
     run_page = client.get(response["Location"])
     assert b"succeeded" in run_page.content

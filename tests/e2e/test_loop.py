@@ -19,10 +19,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from websockets.sync.client import connect as ws_connect
-
 from django.contrib.auth import get_user_model
 from django.contrib.auth.hashers import PBKDF2PasswordHasher
+from websockets.sync.client import connect as ws_connect
 
 from accounts.services import api_token_issue
 from agents.models import Run
@@ -74,11 +73,15 @@ def stack(settings, tmp_path) -> Iterator[dict]:
     logs = {name: open(tmp_path / f"{name}.log", "w") for name in ("worker", "web")}  # noqa: SIM115
     worker = subprocess.Popen(
         [BIN / "celery", "-A", "config", "worker", "-Q", env["CELERY_QUEUE"], "-c", "2", "-l", "INFO"],
-        env=env, stdout=logs["worker"], stderr=subprocess.STDOUT,
+        env=env,
+        stdout=logs["worker"],
+        stderr=subprocess.STDOUT,
     )
     web = subprocess.Popen(
         [BIN / "daphne", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"],
-        env=env, stdout=logs["web"], stderr=subprocess.STDOUT,
+        env=env,
+        stdout=logs["web"],
+        stderr=subprocess.STDOUT,
     )
     try:
         wait_for_port(port, web)
@@ -100,7 +103,8 @@ def browser_session(base: str, username: str) -> httpx.Client:
     page = client.get("/login/")
     token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text).group(1)
     response = client.post(
-        "/login/", data={"username": username, "password": PASSWORD, "csrfmiddlewaretoken": token},
+        "/login/",
+        data={"username": username, "password": PASSWORD, "csrfmiddlewaretoken": token},
         headers={"Referer": f"{base}/login/"},
     )
     assert response.status_code == 302, response.text
