@@ -32,6 +32,11 @@ def _inline_background_tasks(settings: Any) -> None:
     # test overrides this to use a real Celery worker.
     settings.BACKGROUND_TASKS = "inline"
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    # Pages render without a collectstatic manifest (production settings use one).
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
 
 
 @pytest.fixture(autouse=True)
