@@ -56,6 +56,7 @@ def main() -> None:
     import django
 
     django.setup()
+    from django.contrib.auth import get_user_model
     from django.core.management import call_command
     from django.db import transaction
     from django.test import Client
@@ -64,7 +65,6 @@ def main() -> None:
     from agents.models import Agent
     from approvals.services import route_tool_call
     from demo.seed import seed_all
-    from django.contrib.auth import get_user_model
 
     call_command("migrate", verbosity=0)
     seed_all(password="bench-password")
@@ -78,7 +78,10 @@ def main() -> None:
     env = {**os.environ, "BACKGROUND_TASKS": "celery"}
     web = subprocess.Popen(
         [str(Path(sys.executable).parent / "daphne"), "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
     )
     try:
         for _ in range(100):
@@ -103,7 +106,7 @@ def main() -> None:
                         arrivals[int(match.group(1))] = now
                         if len(arrivals) >= expected["n"]:
                             received.set()
-            except Exception:  # noqa: S110  (socket closed at the end)
+            except Exception:
                 pass
 
         threading.Thread(target=reader, daemon=True).start()
@@ -111,8 +114,12 @@ def main() -> None:
 
         def route_one(i: int) -> int:
             outcome = route_tool_call(
-                agent=agent, run=None, tool="delete_contacts", arguments={"ids": [1 + i % 200]},
-                confidence=0.9, rationale="bench",
+                agent=agent,
+                run=None,
+                tool="delete_contacts",
+                arguments={"ids": [1 + i % 200]},
+                confidence=0.9,
+                rationale="bench",
             )
             assert outcome.action is not None
             return outcome.action.pk
@@ -149,7 +156,8 @@ def main() -> None:
 
     print(f"machine: {os.cpu_count()} cores; PostgreSQL + Redis on loopback; one daphne process")
     print(f"routed (guard + policy + persisted + audited + broadcast), one transaction each: {N_THROUGHPUT}")
-    print(f"  elapsed {elapsed:.2f} s -> {N_THROUGHPUT / elapsed:.0f} actions/s; pushes delivered {delivered}/{N_THROUGHPUT}")
+    rate = N_THROUGHPUT / elapsed
+    print(f"  elapsed {elapsed:.2f} s -> {rate:.0f} actions/s; pushes delivered {delivered}/{N_THROUGHPUT}")
     print(f"commit -> websocket arrival, {len(latencies)}/{N_LATENCY} measured:")
     print(
         f"  p50 {statistics.median(latencies):.2f} ms  p95 {percentile(latencies, 0.95):.2f} ms  "
