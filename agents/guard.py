@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from agents.breakers import breaker_allows
+from agents.injection import suspected_injection
 from agents.models import Agent, AgentTool
 from agents.tools import Tool, get_tool
+
+# Risk flags a passing call may carry; any flag forces review.
+FLAG_INJECTION = "prompt_injection_suspected"
+FLAG_OVER_LIMIT = "over_magnitude_limit"
 
 
 @dataclass(frozen=True)
 class GuardRefusal:
-    code: str  # unknown_tool | tool_not_enabled | invalid_arguments
+    # unknown_tool | tool_not_enabled | invalid_arguments | over_limit | breaker_open
+    code: str
     message: str
     details: list[dict[str, Any]] | None = None
 
@@ -23,10 +31,15 @@ class GuardPass:
     tool: Tool
     agent_tool: AgentTool
     args: BaseModel
+    flags: list[str] = field(default_factory=list)
+    flag_reasons: list[str] = field(default_factory=list)
 
 
-def guard_tool_call(*, agent: Agent, tool_name: str, arguments: Any) -> GuardPass | GuardRefusal:
-    """Refuse a call to a tool that does not exist, is not enabled, or gets bad arguments."""
+def guard_tool_call(
+    *, agent: Agent, tool_name: str, arguments: Any, untrusted: tuple[Any, ...] = ()
+) -> GuardPass | GuardRefusal:
+    """Refuse a call to a tool that does not exist, is not enabled, is broken, gets bad
+    arguments or exceeds its hard limit; flag one that looks steered by injected text."""
     tool = get_tool(tool_name)
     if tool is None:
         return GuardRefusal("unknown_tool", f"there is no tool named {tool_name!r}")
@@ -36,10 +49,32 @@ def guard_tool_call(*, agent: Agent, tool_name: str, arguments: Any) -> GuardPas
     args = validate_arguments(tool, arguments)
     if isinstance(args, GuardRefusal):
         return args
-    return GuardPass(tool=tool, agent_tool=agent_tool, args=args)
+    if not breaker_allows(agent, tool_name):
+        return GuardRefusal("breaker_open", f"tool {tool_name!r} is unavailable: its circuit breaker is open")
+
+    flags: list[str] = []
+    reasons: list[str] = []
+    magnitude = tool.magnitude(args)
+    limit = agent_tool.max_magnitude
+    if limit is not None and magnitude > limit:
+        message = f"magnitude {magnitude} exceeds the hard limit {limit} for {tool_name}"
+        if agent_tool.over_limit == "deny":
+            return GuardRefusal("over_limit", message)
+        flags.append(FLAG_OVER_LIMIT)
+        reasons.append(message)
+    fragment = suspected_injection(arguments, *untrusted)
+    if fragment:
+        flags.append(FLAG_INJECTION)
+        reasons.append(f"untrusted input looks like a prompt injection ({fragment[:60]!r})")
+    return GuardPass(tool=tool, agent_tool=agent_tool, args=args, flags=flags, flag_reasons=reasons)
 
 
 def validate_arguments(tool: Tool, arguments: Any) -> BaseModel | GuardRefusal:
+    if isinstance(arguments, str):
+        try:
+            arguments = json.loads(arguments)
+        except ValueError as exc:
+            return GuardRefusal("invalid_arguments", f"arguments are not valid JSON: {exc}")
     if not isinstance(arguments, dict):
         return GuardRefusal("invalid_arguments", "arguments must be a JSON object")
     try:

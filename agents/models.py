@@ -10,6 +10,12 @@ from guardian.models import GroupObjectPermissionBase, UserObjectPermissionBase
 
 class ProviderName(models.TextChoices):
     SCRIPTED = "scripted", "Scripted (offline stand-in for an LLM)"
+    OPENAI = "openai", "OpenAI-compatible chat completions"
+
+
+class BreakerPolicy(models.TextChoices):
+    HALT = "halt", "Halt the run"
+    DEGRADE = "degrade", "Tell the agent the tool is unavailable and go on"
 
 
 class Agent(models.Model):
@@ -18,6 +24,15 @@ class Agent(models.Model):
     description = models.TextField(blank=True)
     provider = models.CharField(max_length=32, choices=ProviderName.choices, default=ProviderName.SCRIPTED)
     model = models.CharField(max_length=200, blank=True, help_text="Model name, or the script for `scripted`.")
+    base_url = models.CharField(
+        max_length=500, blank=True, help_text="OpenAI-compatible endpoint, e.g. http://vllm:8000/v1"
+    )
+    api_key_ref = models.CharField(
+        max_length=300,
+        blank=True,
+        help_text="Where the API key lives: env:VARIABLE or file:/run/secrets/name. Never the key itself.",
+    )
+    request_timeout = models.FloatField(default=30.0, validators=[MinValueValidator(0.1), MaxValueValidator(600)])
     system_prompt = models.TextField(blank=True)
     input_schema = models.JSONField(default=dict, blank=True, help_text="JSON Schema every run input must match.")
     review_threshold = models.FloatField(
@@ -26,6 +41,19 @@ class Agent(models.Model):
         help_text="Tool calls with a confidence below this go to a reviewer.",
     )
     max_steps = models.PositiveIntegerField(default=8, validators=[MinValueValidator(1), MaxValueValidator(200)])
+    run_timeout_seconds = models.PositiveIntegerField(
+        default=900, validators=[MinValueValidator(1)], help_text="Wall-clock limit of one run, waiting excluded."
+    )
+    max_tokens_per_run = models.PositiveIntegerField(null=True, blank=True)
+    max_cost_per_run = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True)
+    max_tokens_per_day = models.PositiveIntegerField(null=True, blank=True)
+    max_cost_per_day = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True)
+    loop_limit = models.PositiveIntegerField(
+        default=3, validators=[MinValueValidator(2)], help_text="The same failing call this many times halts the run."
+    )
+    breaker_threshold = models.PositiveIntegerField(default=5, validators=[MinValueValidator(1)])
+    breaker_cooldown_seconds = models.PositiveIntegerField(default=60)
+    on_breaker_open = models.CharField(max_length=16, choices=BreakerPolicy.choices, default=BreakerPolicy.HALT)
     is_paused = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -73,6 +101,17 @@ class AgentTool(models.Model):
         validators=[MinValueValidator(Decimal(0))],
         help_text="Above this magnitude (amount, record count) a call goes to review.",
     )
+    max_magnitude = models.DecimalField(
+        max_digits=14,
+        decimal_places=2,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(Decimal(0))],
+        help_text="Hard limit: above this magnitude a call is denied or forced to review (see over_limit).",
+    )
+    over_limit = models.CharField(max_length=16, choices=[("deny", "Deny"), ("review", "Force review")], default="deny")
+    timeout_seconds = models.FloatField(default=10.0, validators=[MinValueValidator(0.1)])
+    max_retries = models.PositiveIntegerField(default=2, validators=[MaxValueValidator(10)])
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["agent", "tool"], name="agent_tool_unique")]
@@ -99,6 +138,7 @@ RUN_TRANSITIONS: dict[str, frozenset[str]] = {
         {RunStatus.QUEUED, RunStatus.WAITING, RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.HALTED}
     ),
     RunStatus.WAITING: frozenset({RunStatus.QUEUED, RunStatus.CANCELLED}),
+    # RUNNING -> CANCELLED is not allowed: a step in flight finishes first.
     RunStatus.HALTED: frozenset({RunStatus.QUEUED, RunStatus.CANCELLED}),
     RunStatus.SUCCEEDED: frozenset(),
     RunStatus.FAILED: frozenset(),
@@ -107,10 +147,26 @@ RUN_TRANSITIONS: dict[str, frozenset[str]] = {
 RUN_FINISHED = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED})
 
 
+class RunPriority(models.IntegerChoices):
+    ROUTINE = 0
+    URGENT = 9
+
+
 class Run(models.Model):
     agent = models.ForeignKey(Agent, on_delete=models.PROTECT, related_name="runs")
     input = models.JSONField()
     status = models.CharField(max_length=16, choices=RunStatus.choices, default=RunStatus.QUEUED)
+    priority = models.PositiveSmallIntegerField(choices=RunPriority.choices, default=RunPriority.ROUTINE)
+    # A sub-run started by a coordinator's `delegate` action; its result finishes that action.
+    parent_action = models.ForeignKey(
+        "approvals.ActionRequest", null=True, blank=True, on_delete=models.PROTECT, related_name="subruns"
+    )
+    tokens_used = models.PositiveIntegerField(default=0)
+    cost = models.DecimalField(max_digits=12, decimal_places=6, default=Decimal(0))
+    running_seconds = models.FloatField(default=0.0, help_text="Time spent in steps; waiting for people excluded.")
+    # Budgets count from here after an operator resumes a halted run.
+    tokens_at_resume = models.PositiveIntegerField(default=0)
+    cost_at_resume = models.DecimalField(max_digits=12, decimal_places=6, default=Decimal(0))
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -129,6 +185,7 @@ class Run(models.Model):
 
 
 class StepKind(models.TextChoices):
+    LLM_CALL = "llm_call", "Model call"
     PROPOSAL = "proposal", "Model proposal"
     GUARD = "guard", "Guard refusal"
     POLICY = "policy", "Policy decision"
@@ -144,6 +201,10 @@ class Step(models.Model):
     seq = models.PositiveIntegerField()
     kind = models.CharField(max_length=16, choices=StepKind.choices)
     payload = models.JSONField(default=dict)
+    latency_ms = models.FloatField(null=True, blank=True)
+    tokens_in = models.PositiveIntegerField(default=0)
+    tokens_out = models.PositiveIntegerField(default=0)
+    cost = models.DecimalField(max_digits=12, decimal_places=6, default=Decimal(0))
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -152,3 +213,44 @@ class Step(models.Model):
 
     def __str__(self) -> str:
         return f"{self.run_id}#{self.seq} {self.kind}"
+
+
+class BreakerState(models.TextChoices):
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+
+
+class CircuitBreaker(models.Model):
+    """Consecutive failures of one agent's tool (or of its model calls, tool="")."""
+
+    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="breakers")
+    tool = models.CharField(max_length=100, blank=True, help_text="Empty: the agent's model calls.")
+    state = models.CharField(max_length=16, choices=BreakerState.choices, default=BreakerState.CLOSED)
+    consecutive_failures = models.PositiveIntegerField(default=0)
+    opened_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["agent", "tool"], name="breaker_agent_tool_unique")]
+        indexes = [models.Index(fields=["state"], name="breaker_state_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.agent_id}:{self.tool or '(model)'} {self.state}"
+
+
+class AgentDailyUsage(models.Model):
+    """Tokens and cost per agent per UTC day, maintained as steps are recorded."""
+
+    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="daily_usage")
+    day = models.DateField()
+    tokens = models.PositiveBigIntegerField(default=0)
+    cost = models.DecimalField(max_digits=14, decimal_places=6, default=Decimal(0))
+    runs = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["agent", "day"], name="daily_usage_agent_day_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.agent_id} {self.day}"

@@ -24,12 +24,20 @@ class RouteDecision:
 
 
 def route_for(
-    *, agent: Agent, agent_tool: AgentTool, tool: Tool, confidence: float, magnitude: Decimal
+    *,
+    agent: Agent,
+    agent_tool: AgentTool,
+    tool: Tool,
+    confidence: float,
+    magnitude: Decimal,
+    flag_reasons: list[str] | None = None,
 ) -> RouteDecision:
     if agent.is_paused:
         return RouteDecision(Route.DENY, "agent is paused")
     if agent_tool.mode == ToolMode.DENY:
         return RouteDecision(Route.DENY, f"policy for {tool.name} is deny")
+    if flag_reasons:
+        return RouteDecision(Route.REVIEW, "; ".join(flag_reasons))
     if tool.impact == Impact.DESTRUCTIVE:
         return RouteDecision(Route.REVIEW, f"{tool.name} is destructive: always reviewed")
     if agent_tool.mode == ToolMode.REVIEW:

@@ -1,53 +1,116 @@
-"""The run loop: one step per task, never holding a transaction across the model call."""
+"""The run loop: one step per task, never holding a transaction across the model call.
+
+A step: check the run's hard limits, ask the provider (outside any transaction),
+record the model call in the trace with its tokens and cost, then finish the run,
+or hand the proposed tool call to guard and policy. Anything that stops a run
+(limits, loops, open breakers) halts it with a reason an operator can act on.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import random
+import time
 from typing import Any
 
 from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
 
-from agents import services, tasks
-from agents.models import Run, RunStatus, Step, StepKind
-from agents.providers import FinalAnswer, RunContext, provider_for
+from agents import breakers, services
+from agents.models import Agent, AgentDailyUsage, AgentTool, BreakerPolicy, Run, RunStatus, Step, StepKind
+from agents.pricing import cost_of
+from agents.providers import (
+    FinalAnswer,
+    ProviderError,
+    ProviderResult,
+    ProviderSettings,
+    RunContext,
+    ToolCallProposal,
+    ToolSpec,
+    provider_for,
+)
+from agents.secrets import SecretUnavailable, redact, resolve_secret
+from agents.tools import get_tool
 from audit.services import Actor, record
-from config.background import enqueue_on_commit
 
 logger = logging.getLogger(__name__)
 
+# Transient provider failures are retried by re-queueing the step (no worker
+# sleeps); after this many in a row the run fails.
+MAX_PROVIDER_RETRIES = 4
+
 
 def run_advance(*, run_id: int) -> None:
-    """Take one step of a queued run: ask the provider, then finish, route a tool call, or halt."""
+    """Take one step of a queued run."""
     # Compare-and-set: a redelivered or duplicate task finds the run no longer
     # queued and does nothing.
     if not services.run_transition(run_id=run_id, from_status=RunStatus.QUEUED, to_status=RunStatus.RUNNING):
         return
     run = Run.objects.select_related("agent").get(pk=run_id)
     agent = run.agent
-    if run.step_count >= agent.max_steps:
-        _halt(run, f"step limit reached ({agent.max_steps} steps)")
+    step_started = time.monotonic()
+
+    limit = _limit_reached(run, agent)
+    if limit:
+        halt(run, limit)
         return
-    context = RunContext(
-        agent_slug=agent.slug,
-        script=agent.model or agent.slug,
-        system_prompt=agent.system_prompt,
-        input=run.input,
-        history=_history(run),
-    )
-    try:
-        # Outside any transaction: a model call can take seconds.
-        proposal = provider_for(agent.provider).propose(context)
-    except Exception as exc:
-        logger.exception("provider failed for run %s", run_id)
-        _fail(run, f"provider error: {type(exc).__name__}: {exc}")
+    if not breakers.breaker_allows(agent):
+        halt(run, "the agent's model circuit breaker is open")
         return
 
+    history = _history(run)
+    try:
+        context = _context(run, agent, history)
+    except SecretUnavailable as exc:
+        fail(run, f"provider configuration: {exc}")
+        return
+
+    called = time.monotonic()
+    try:
+        # Outside any transaction: a model call can take seconds.
+        result = provider_for(agent.provider).propose(context)
+    except ProviderError as exc:
+        _provider_failed(run, agent, exc, latency_ms=(time.monotonic() - called) * 1000)
+        return
+    except Exception as exc:
+        logger.exception("provider crashed for run %s", run_id)
+        _provider_failed(
+            run,
+            agent,
+            ProviderError("provider_crashed", f"{type(exc).__name__}: {exc}"),
+            latency_ms=(time.monotonic() - called) * 1000,
+        )
+        return
+    latency_ms = (time.monotonic() - called) * 1000
+    breakers.breaker_record_success(agent)
+
+    _take_step(
+        run, agent, result, history, latency_ms=latency_ms, started=step_started, secret=context.settings.api_key
+    )
+
+
+def _take_step(
+    run: Run,
+    agent: Agent,
+    result: ProviderResult,
+    history: list[dict[str, Any]],
+    *,
+    latency_ms: float,
+    started: float,
+    secret: str,
+) -> None:
+    """Record the model call, then finish the run or route its tool call (one transaction)."""
     from approvals import services as approval_services
 
     with transaction.atomic():
-        Run.objects.filter(pk=run.pk).update(step_count=run.step_count + 1)
+        _record_model_call(run, agent, result, latency_ms=latency_ms, secret=secret)
+        proposal = result.proposal
         if isinstance(proposal, FinalAnswer):
             services.step_append(run=run, kind=StepKind.FINAL, payload={"text": proposal.text})
+            _account_time(run, started)
             services.run_transition(
                 run_id=run.pk, from_status=RunStatus.RUNNING, to_status=RunStatus.SUCCEEDED, result=proposal.text
             )
@@ -58,17 +121,18 @@ def run_advance(*, run_id: int) -> None:
                 agent_id=agent.pk,
                 after={"result": proposal.text},
             )
+            services.run_finished(run=run, outcome="executed", result=proposal.text)
             return
+        assert isinstance(proposal, ToolCallProposal)
         services.step_append(
             run=run,
             kind=StepKind.PROPOSAL,
             payload={
+                "call_id": proposal.call_id,
                 "tool": proposal.tool,
                 "arguments": proposal.arguments,
                 "confidence": proposal.confidence,
                 "rationale": proposal.rationale,
-                "provider": agent.provider,
-                "model": agent.model,
             },
         )
         outcome = approval_services.route_tool_call(
@@ -78,15 +142,50 @@ def run_advance(*, run_id: int) -> None:
             arguments=proposal.arguments,
             confidence=proposal.confidence,
             rationale=proposal.rationale,
+            call_id=proposal.call_id,
+            untrusted=(run.input, [h.get("result") for h in history]),
         )
+        _account_time(run, started)
+        refusal = outcome.refusal
+        if refusal is not None and refusal.code == "breaker_open" and agent.on_breaker_open == BreakerPolicy.HALT:
+            _halt_in_transaction(run, refusal.message)
+            return
         if outcome.action is None or outcome.fed_back:
-            # Refused or denied: the reason is already in the trace as the
-            # tool's result; the next step sees it.
+            loop = _repeated_failure(run, agent)
+            if loop:
+                _halt_in_transaction(run, loop)
+                return
+            # Refused or denied: the reason is in the trace as the tool's result.
             services.run_transition(run_id=run.pk, from_status=RunStatus.RUNNING, to_status=RunStatus.QUEUED)
-            enqueue_on_commit(tasks.advance_run, run.pk)
+            services.run_schedule(run=run)
         else:
             # Waiting for a person or for the execution: the task ends here.
             services.run_transition(run_id=run.pk, from_status=RunStatus.RUNNING, to_status=RunStatus.WAITING)
+
+
+def _context(run: Run, agent: Agent, history: list[dict[str, Any]]) -> RunContext:
+    return RunContext(
+        agent_slug=agent.slug,
+        system_prompt=agent.system_prompt,
+        input=run.input,
+        settings=ProviderSettings(
+            model=agent.model,
+            base_url=agent.base_url,
+            api_key=resolve_secret(agent.api_key_ref),
+            timeout=agent.request_timeout,
+        ),
+        tools=_tool_specs(agent),
+        history=history,
+    )
+
+
+def _tool_specs(agent: Agent) -> list[ToolSpec]:
+    specs = []
+    for name in AgentTool.objects.filter(agent=agent, enabled=True).values_list("tool", flat=True).order_by("tool"):
+        tool = get_tool(name)
+        if tool is not None:
+            specs.append(ToolSpec(name=tool.name, description=tool.description, parameters=tool.json_schema()))
+    return specs
 
 
 def _history(run: Run) -> list[dict[str, Any]]:
@@ -95,19 +194,139 @@ def _history(run: Run) -> list[dict[str, Any]]:
     ]
 
 
-def _halt(run: Run, reason: str) -> None:
-    with transaction.atomic():
-        services.step_append(run=run, kind=StepKind.HALT, payload={"reason": reason})
-        services.run_transition(
-            run_id=run.pk, from_status=RunStatus.RUNNING, to_status=RunStatus.HALTED, halt_reason=reason
-        )
-        record(actor=Actor.system(), event="run.halted", target=run, agent_id=run.agent_id, after={"reason": reason})
+def _limit_reached(run: Run, agent: Agent) -> str | None:
+    """The hard limit this run has hit, if any (checked before each model call)."""
+    if run.step_count >= agent.max_steps:
+        return f"step limit reached ({agent.max_steps} steps)"
+    if run.running_seconds >= agent.run_timeout_seconds:
+        return f"time limit reached ({agent.run_timeout_seconds} s of running time)"
+    tokens = run.tokens_used - run.tokens_at_resume
+    cost = run.cost - run.cost_at_resume
+    if agent.max_tokens_per_run is not None and tokens >= agent.max_tokens_per_run:
+        return f"token budget per run reached ({tokens} of {agent.max_tokens_per_run})"
+    if agent.max_cost_per_run is not None and cost >= agent.max_cost_per_run:
+        return f"cost budget per run reached ({cost:.4f} of {agent.max_cost_per_run})"
+    if agent.max_tokens_per_day is not None or agent.max_cost_per_day is not None:
+        today = AgentDailyUsage.objects.filter(agent=agent, day=timezone.now().date()).first()
+        if today is not None:
+            if agent.max_tokens_per_day is not None and today.tokens >= agent.max_tokens_per_day:
+                return f"daily token budget reached ({today.tokens} of {agent.max_tokens_per_day})"
+            if agent.max_cost_per_day is not None and today.cost >= agent.max_cost_per_day:
+                return f"daily cost budget reached ({today.cost:.4f} of {agent.max_cost_per_day})"
+    return None
 
 
-def _fail(run: Run, reason: str) -> None:
+def _repeated_failure(run: Run, agent: Agent) -> str | None:
+    """The same call failing `loop_limit` times in a row is a loop, not persistence."""
+    recent = list(
+        Step.objects.filter(run=run, kind=StepKind.TOOL_RESULT)
+        .order_by("-seq")
+        .values_list("payload", flat=True)[: agent.loop_limit]
+    )
+    if len(recent) < agent.loop_limit:
+        return None
+    if any(p.get("outcome") == "executed" for p in recent):
+        return None
+    fingerprints = {_fingerprint(p) for p in recent}
+    if len(fingerprints) == 1:
+        return f"loop detected: the same failing call to {recent[0].get('tool')!r} {agent.loop_limit} times in a row"
+    return None
+
+
+def _fingerprint(payload: dict[str, Any]) -> str:
+    body = json.dumps([payload.get("tool"), payload.get("arguments")], sort_keys=True, default=str)
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+def _record_model_call(run: Run, agent: Agent, result: ProviderResult, *, latency_ms: float, secret: str) -> None:
+    model = result.model or agent.model
+    cost = cost_of(model, result.usage.prompt_tokens, result.usage.completion_tokens)
+    Step.objects.create(
+        run=run,
+        seq=services.next_step_seq(run),
+        kind=StepKind.LLM_CALL,
+        payload={
+            "provider": agent.provider,
+            "model": model,
+            "request": redact(result.request, secrets=(secret,)),
+            "response": redact(result.response, secrets=(secret,)),
+        },
+        latency_ms=round(latency_ms, 3),
+        tokens_in=result.usage.prompt_tokens,
+        tokens_out=result.usage.completion_tokens,
+        cost=cost,
+    )
+    tokens = result.usage.total_tokens
+    Run.objects.filter(pk=run.pk).update(
+        step_count=F("step_count") + 1, tokens_used=F("tokens_used") + tokens, cost=F("cost") + cost
+    )
+    if tokens or cost:
+        usage, _ = AgentDailyUsage.objects.get_or_create(agent=agent, day=timezone.now().date())
+        AgentDailyUsage.objects.filter(pk=usage.pk).update(tokens=F("tokens") + tokens, cost=F("cost") + cost)
+
+
+def _account_time(run: Run, started: float) -> None:
+    Run.objects.filter(pk=run.pk).update(running_seconds=F("running_seconds") + (time.monotonic() - started))
+
+
+def _provider_failed(run: Run, agent: Agent, exc: ProviderError, *, latency_ms: float) -> None:
+    tripped = breakers.breaker_record_failure(agent, f"{exc.code}: {exc.message}")
     with transaction.atomic():
-        services.step_append(run=run, kind=StepKind.HALT, payload={"reason": reason})
-        services.run_transition(
-            run_id=run.pk, from_status=RunStatus.RUNNING, to_status=RunStatus.FAILED, halt_reason=reason
+        Step.objects.create(
+            run=run,
+            seq=services.next_step_seq(run),
+            kind=StepKind.LLM_CALL,
+            payload={"provider": agent.provider, "model": agent.model, "error": exc.code, "message": exc.message},
+            latency_ms=round(latency_ms, 3),
         )
-        record(actor=Actor.system(), event="run.failed", target=run, agent_id=run.agent_id, after={"reason": reason})
+        failures = _consecutive_provider_failures(run)
+        if tripped:
+            _halt_in_transaction(run, f"the agent's model circuit breaker opened ({exc.code}: {exc.message})")
+        elif exc.transient and failures <= MAX_PROVIDER_RETRIES:
+            # Back off with jitter, or as long as the server asked; re-queue
+            # instead of sleeping so no worker is held.
+            delay = exc.retry_after if exc.retry_after is not None else min(60.0, 2.0**failures)
+            delay = min(delay, 300.0) * random.uniform(1.0, 1.25)  # noqa: S311  (jitter, not crypto)
+            services.run_transition(run_id=run.pk, from_status=RunStatus.RUNNING, to_status=RunStatus.QUEUED)
+            services.run_schedule(run=run, countdown=delay)
+        else:
+            fail_in_transaction(run, f"provider error: {exc.code}: {exc.message}")
+
+
+def _consecutive_provider_failures(run: Run) -> int:
+    count = 0
+    for payload in (
+        Step.objects.filter(run=run, kind=StepKind.LLM_CALL).order_by("-seq").values_list("payload", flat=True)[:20]
+    ):
+        if "error" not in payload:
+            break
+        count += 1
+    return count
+
+
+def halt(run: Run, reason: str) -> None:
+    with transaction.atomic():
+        _halt_in_transaction(run, reason)
+
+
+def _halt_in_transaction(run: Run, reason: str) -> None:
+    services.step_append(run=run, kind=StepKind.HALT, payload={"reason": reason})
+    services.run_transition(
+        run_id=run.pk, from_status=RunStatus.RUNNING, to_status=RunStatus.HALTED, halt_reason=reason
+    )
+    record(actor=Actor.system(), event="run.halted", target=run, agent_id=run.agent_id, after={"reason": reason})
+    services.notify_operators_on_commit(run_id=run.pk)
+
+
+def fail(run: Run, reason: str) -> None:
+    with transaction.atomic():
+        fail_in_transaction(run, reason)
+
+
+def fail_in_transaction(run: Run, reason: str) -> None:
+    services.step_append(run=run, kind=StepKind.HALT, payload={"reason": reason})
+    services.run_transition(
+        run_id=run.pk, from_status=RunStatus.RUNNING, to_status=RunStatus.FAILED, halt_reason=reason
+    )
+    record(actor=Actor.system(), event="run.failed", target=run, agent_id=run.agent_id, after={"reason": reason})
+    services.run_finished(run=run, outcome="failed", result=reason)

@@ -8,21 +8,41 @@ import jsonschema
 from django.contrib.auth.models import AbstractBaseUser, Group, User
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 from guardian.shortcuts import assign_perm, remove_perm
 
+from agents import tasks
 from agents.errors import Conflict, IllegalTransition, InvalidInput
-from agents.models import RUN_FINISHED, RUN_TRANSITIONS, Agent, AgentTool, Run, RunStatus, Step, StepKind
+from agents.models import (
+    RUN_FINISHED,
+    RUN_TRANSITIONS,
+    Agent,
+    AgentDailyUsage,
+    AgentTool,
+    Run,
+    RunPriority,
+    RunStatus,
+    Step,
+    StepKind,
+)
 from audit.services import Actor, record
 from config.background import enqueue_on_commit
 
 AGENT_PERMISSIONS = ("review_agent", "operate_agent", "configure_agent")
 
 
-def run_start(*, agent: Agent, input: Any, actor: User | None) -> Run:
+def run_start(
+    *,
+    agent: Agent,
+    input: Any,
+    actor: User | Actor | None,
+    priority: int = RunPriority.ROUTINE,
+    parent_action: Any = None,
+) -> Run:
     """Validate the input, create a queued run and schedule its first step on commit."""
-    from agents import tasks
-
+    if priority not in RunPriority.values:
+        raise InvalidInput(f"priority must be one of {RunPriority.values}", code="invalid_priority")
     if not isinstance(input, dict):
         raise InvalidInput("input must be a JSON object", code="invalid_input")
     if agent.input_schema:
@@ -34,10 +54,29 @@ def run_start(*, agent: Agent, input: Any, actor: User | None) -> Run:
     if agent.is_paused:
         raise Conflict(f"agent {agent.slug} is paused", code="agent_paused")
     with transaction.atomic():
-        run = Run.objects.create(agent=agent, input=input, created_by=actor)
-        record(actor=actor, event="run.started", target=run, agent_id=agent.pk, after={"input": input})
-        enqueue_on_commit(tasks.advance_run, run.pk)
+        run = Run.objects.create(
+            agent=agent,
+            input=input,
+            created_by=actor if isinstance(actor, User) else None,
+            priority=priority,
+            parent_action=parent_action,
+        )
+        record(
+            actor=actor,
+            event="run.started",
+            target=run,
+            agent_id=agent.pk,
+            after={"input": input, "priority": priority, "parent_action": getattr(parent_action, "pk", None)},
+        )
+        usage, _ = AgentDailyUsage.objects.get_or_create(agent=agent, day=timezone.now().date())
+        AgentDailyUsage.objects.filter(pk=usage.pk).update(runs=F("runs") + 1)
+        run_schedule(run=run)
     return run
+
+
+def run_schedule(*, run: Run, countdown: float | None = None) -> None:
+    """Publish the run's next step when the current transaction commits (urgent runs first)."""
+    enqueue_on_commit(tasks.advance_run, run.pk, countdown=countdown, urgent=run.priority >= RunPriority.URGENT)
 
 
 def run_transition(*, run_id: int, from_status: str, to_status: str, **fields: Any) -> bool:
@@ -55,19 +94,103 @@ def run_transition(*, run_id: int, from_status: str, to_status: str, **fields: A
     return Run.objects.filter(pk=run_id, status=from_status).update(status=to_status, **fields) == 1
 
 
+def next_step_seq(run: Run) -> int:
+    last = Step.objects.filter(run=run).order_by("-seq").values_list("seq", flat=True).first()
+    return (last or 0) + 1
+
+
 def step_append(*, run: Run, kind: StepKind, payload: dict[str, Any]) -> Step:
     """Add a trace entry. Only one writer per run at a time (the run's status guarantees it)."""
-    last = Step.objects.filter(run=run).order_by("-seq").values_list("seq", flat=True).first()
-    return Step.objects.create(run=run, seq=(last or 0) + 1, kind=kind, payload=payload)
+    return Step.objects.create(run=run, seq=next_step_seq(run), kind=kind, payload=payload)
 
 
 def run_feed_back(*, run: Run, payload: dict[str, Any]) -> None:
     """Record what a tool call came to and hand the waiting run back to the loop."""
-    from agents import tasks
-
     step_append(run=run, kind=StepKind.TOOL_RESULT, payload=payload)
     if run_transition(run_id=run.pk, from_status=RunStatus.WAITING, to_status=RunStatus.QUEUED):
-        enqueue_on_commit(tasks.advance_run, run.pk)
+        run_schedule(run=run)
+
+
+def run_finished(*, run: Run, outcome: str, result: str) -> None:
+    """A finished sub-run hands its result to the coordinator run waiting on it."""
+    if run.parent_action_id is None:
+        return
+    from approvals.models import ActionRequest
+
+    action = ActionRequest.objects.select_related("run").get(pk=run.parent_action_id)
+    if action.run is None:
+        return
+    run_feed_back(
+        run=action.run,
+        payload={
+            "action_id": action.pk,
+            "call_id": action.call_id,
+            "tool": action.tool,
+            "arguments": action.arguments,
+            "outcome": outcome,
+            "result" if outcome == "executed" else "error": result,
+            "subrun": run.pk,
+        },
+    )
+
+
+def notify_operators_on_commit(*, run_id: int) -> None:
+    from approvals import broadcast
+
+    transaction.on_commit(lambda: broadcast.run_needs_operator(run_id))
+
+
+def run_resume(*, run: Run, actor: User) -> Run:
+    """An operator resumes a halted run; it gets a fresh allowance of steps, time, tokens and cost."""
+    with transaction.atomic():
+        locked = Run.objects.select_for_update().get(pk=run.pk)
+        if locked.status != RunStatus.HALTED:
+            raise IllegalTransition(f"only a halted run can be resumed; this one is {locked.status}")
+        reason = locked.halt_reason
+        run_transition(
+            run_id=locked.pk,
+            from_status=RunStatus.HALTED,
+            to_status=RunStatus.QUEUED,
+            halt_reason="",
+            step_count=0,
+            running_seconds=0.0,
+            tokens_at_resume=locked.tokens_used,
+            cost_at_resume=locked.cost,
+        )
+        record(
+            actor=actor, event="run.resumed", target=locked, agent_id=locked.agent_id, before={"halt_reason": reason}
+        )
+        run_schedule(run=locked)
+    locked.refresh_from_db()
+    return locked
+
+
+def run_cancel(*, run: Run, actor: User) -> Run:
+    """An operator cancels a queued, waiting or halted run; its pending actions are cancelled too."""
+    from approvals import broadcast
+    from approvals.models import ActionRequest, ActionStatus
+
+    with transaction.atomic():
+        locked = Run.objects.select_for_update().get(pk=run.pk)
+        if RunStatus.CANCELLED not in RUN_TRANSITIONS[locked.status]:
+            raise IllegalTransition(f"a {locked.status} run cannot be cancelled")
+        run_transition(run_id=locked.pk, from_status=locked.status, to_status=RunStatus.CANCELLED)
+        pending = list(
+            ActionRequest.objects.filter(run=locked, status=ActionStatus.PENDING).values_list("pk", flat=True)
+        )
+        ActionRequest.objects.filter(pk__in=pending, status=ActionStatus.PENDING).update(status=ActionStatus.CANCELLED)
+        record(
+            actor=actor,
+            event="run.cancelled",
+            target=locked,
+            agent_id=locked.agent_id,
+            before={"status": locked.status},
+            after={"cancelled_actions": pending},
+        )
+        transaction.on_commit(lambda: broadcast.actions_closed(pending))
+        run_finished(run=locked, outcome="failed", result="sub-run cancelled")
+    locked.refresh_from_db()
+    return locked
 
 
 def agent_permission_grant(

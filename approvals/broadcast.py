@@ -54,6 +54,26 @@ def action_closed(action_id: int) -> None:
     _send(agent_group(action.agent_id), {"type": "inbox.html", "html": html, "action_id": action.pk})
 
 
+def actions_closed(action_ids: list[int]) -> None:
+    for action_id in action_ids:
+        action_closed(action_id)
+
+
 def permissions_changed(user_ids: list[int]) -> None:
     for user_id in user_ids:
         _send(user_group(user_id), {"type": "permissions.changed"})
+
+
+def operator_group(agent_id: int) -> str:
+    return f"operators.agent.{agent_id}"
+
+
+def run_needs_operator(run_id: int) -> None:
+    """A halted run: tell the operators of its agent (rendered into their open pages)."""
+    from agents.models import Run
+
+    run = Run.objects.select_related("agent").filter(pk=run_id).first()
+    if run is None:
+        return
+    html = render_to_string("agents/_run_notice.html", {"run": run})
+    _send(operator_group(run.agent_id), {"type": "inbox.html", "html": html, "run_id": run.pk})

@@ -7,8 +7,14 @@ from typing import Any
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from approvals.broadcast import agent_group, user_group
+from agents.selectors import agents_with_perm
+from approvals.broadcast import agent_group, operator_group, user_group
 from approvals.selectors import reviewable_agent_ids
+
+
+def _agent_ids(user: Any) -> tuple[list[int], list[int]]:
+    operable = list(agents_with_perm(user, "operate_agent").values_list("pk", flat=True))
+    return reviewable_agent_ids(user), operable
 
 
 class InboxConsumer(AsyncWebsocketConsumer):
@@ -31,7 +37,9 @@ class InboxConsumer(AsyncWebsocketConsumer):
 
     async def _join_allowed_groups(self) -> None:
         user = self.scope["user"]
-        wanted = {agent_group(agent_id) for agent_id in await database_sync_to_async(reviewable_agent_ids)(user)}
+        reviewable, operable = await database_sync_to_async(_agent_ids)(user)
+        wanted = {agent_group(agent_id) for agent_id in reviewable}
+        wanted |= {operator_group(agent_id) for agent_id in operable}
         wanted.add(user_group(self.user_id))
         for group in wanted - self.groups_joined:
             await self.channel_layer.group_add(group, self.channel_name)

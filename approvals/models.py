@@ -30,13 +30,14 @@ ACTION_TRANSITIONS: dict[str, frozenset[str]] = {
     ActionStatus.AUTO_APPROVED: frozenset({ActionStatus.EXECUTING}),
     ActionStatus.APPROVED: frozenset({ActionStatus.EXECUTING}),
     ActionStatus.EXECUTING: frozenset({ActionStatus.EXECUTED, ActionStatus.FAILED, ActionStatus.IN_DOUBT}),
+    # A person resolves an in-doubt execution by confirming what happened.
+    ActionStatus.IN_DOUBT: frozenset({ActionStatus.EXECUTED, ActionStatus.FAILED}),
     ActionStatus.EXECUTED: frozenset({ActionStatus.COMPENSATED}),
     ActionStatus.REJECTED: frozenset(),
     ActionStatus.DENIED: frozenset(),
     ActionStatus.EXPIRED: frozenset(),
     ActionStatus.CANCELLED: frozenset(),
     ActionStatus.FAILED: frozenset(),
-    ActionStatus.IN_DOUBT: frozenset(),
     ActionStatus.COMPENSATED: frozenset(),
 }
 
@@ -48,6 +49,7 @@ class ActionRequest(models.Model):
     # Null for actions submitted over the API by an agent running elsewhere.
     run = models.ForeignKey(Run, null=True, blank=True, on_delete=models.PROTECT, related_name="actions")
     tool = models.CharField(max_length=100)
+    call_id = models.CharField(max_length=100, blank=True, help_text="The model's id for this tool call.")
     arguments = models.JSONField()
     proposed_arguments = models.JSONField(help_text="As the agent proposed them, before any edit.")
     confidence = models.FloatField()
@@ -56,6 +58,7 @@ class ActionRequest(models.Model):
     magnitude = models.DecimalField(max_digits=14, decimal_places=2, default=0)
     route = models.CharField(max_length=16)
     route_reason = models.TextField()
+    risk_flags = models.JSONField(default=list, blank=True)
     status = models.CharField(max_length=16, choices=ActionStatus.choices)
     result = models.JSONField(null=True, blank=True)
     error = models.TextField(blank=True)
@@ -109,6 +112,9 @@ class Execution(models.Model):
     idempotency_key = models.CharField(max_length=80, unique=True)
     status = models.CharField(max_length=16, choices=ExecutionStatus.choices, default=ExecutionStatus.PENDING)
     attempts = models.PositiveIntegerField(default=0)
+    # A claimed execution whose lease ran out was interrupted (its worker died).
+    lease_until = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)

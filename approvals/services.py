@@ -53,11 +53,17 @@ def route_tool_call(
     confidence: float,
     rationale: str,
     actor: Actor | AbstractBaseUser | None = None,
+    call_id: str = "",
+    untrusted: tuple[Any, ...] = (),
 ) -> RouteOutcome:
-    """Guard a proposed tool call, apply policy, and record the outcome (one transaction)."""
+    """Guard a proposed tool call, apply policy, and record the outcome (one transaction).
+
+    `untrusted` holds what the agent read that a stranger could have written
+    (the run input, tool results); it is screened for injected instructions.
+    """
     who = actor or Actor.agent(agent)
     with transaction.atomic():
-        checked = guard_tool_call(agent=agent, tool_name=tool, arguments=arguments)
+        checked = guard_tool_call(agent=agent, tool_name=tool, arguments=arguments, untrusted=untrusted)
         if isinstance(checked, GuardRefusal) and run is None:
             # Submitted over the API: a bad request, answered 400 with nothing written.
             raise InvalidInput(checked.message, code=checked.code, details=checked.details)
@@ -76,7 +82,14 @@ def route_tool_call(
                 agent_services.step_append(
                     run=run,
                     kind=StepKind.TOOL_RESULT,
-                    payload={"tool": tool, "arguments": arguments, "outcome": "refused", "error": checked.message},
+                    payload={
+                        "call_id": call_id,
+                        "tool": tool,
+                        "arguments": arguments,
+                        "outcome": "refused",
+                        "code": checked.code,
+                        "error": checked.message,
+                    },
                 )
             return RouteOutcome(action=None, refusal=checked, fed_back=run is not None)
 
@@ -88,6 +101,7 @@ def route_tool_call(
             tool=checked.tool,
             confidence=confidence,
             magnitude=magnitude,
+            flag_reasons=checked.flag_reasons,
         )
         status = {
             Route.AUTO: ActionStatus.AUTO_APPROVED,
@@ -98,6 +112,7 @@ def route_tool_call(
             agent=agent,
             run=run,
             tool=tool,
+            call_id=call_id,
             arguments=args,
             proposed_arguments=args,
             confidence=confidence,
@@ -106,6 +121,7 @@ def route_tool_call(
             magnitude=magnitude,
             route=decision.route,
             route_reason=decision.reason,
+            risk_flags=checked.flags,
             status=status,
         )
         record(
@@ -120,6 +136,7 @@ def route_tool_call(
                 "arguments": args,
                 "confidence": confidence,
                 "magnitude": str(magnitude),
+                "risk_flags": checked.flags,
             },
         )
         if run is not None:
@@ -138,6 +155,7 @@ def route_tool_call(
                 kind=StepKind.TOOL_RESULT,
                 payload={
                     "action_id": action.pk,
+                    "call_id": call_id,
                     "tool": tool,
                     "arguments": args,
                     "outcome": "denied",
@@ -210,6 +228,7 @@ def action_request_decide(
                 run=action.run,
                 payload={
                     "action_id": action.pk,
+                    "call_id": action.call_id,
                     "tool": action.tool,
                     "arguments": before,
                     "outcome": "rejected",
@@ -294,6 +313,7 @@ def _finish(
     if action.run is not None:
         payload: dict[str, Any] = {
             "action_id": action.pk,
+            "call_id": action.call_id,
             "tool": action.tool,
             "arguments": action.arguments,
             "outcome": "executed" if status == ActionStatus.EXECUTED else "failed",

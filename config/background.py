@@ -31,28 +31,37 @@ def remember_server_loop(loop: asyncio.AbstractEventLoop) -> None:
     _server_loop = loop
 
 
-def enqueue(task: Any, *args: Any) -> None:
+# Celery on Redis: 0 is served first. Urgent work overtakes routine work.
+PRIORITY_URGENT = 0
+PRIORITY_ROUTINE = 5
+
+
+def enqueue(task: Any, *args: Any, countdown: float | None = None, urgent: bool = False) -> None:
     """Run `task(*args)` in the background according to settings.BACKGROUND_TASKS."""
     mode = settings.BACKGROUND_TASKS
     if mode == "celery":
-        task.apply_async(args=args)
+        task.apply_async(args=args, countdown=countdown, priority=PRIORITY_URGENT if urgent else PRIORITY_ROUTINE)
     elif mode == "embedded" and _server_loop is not None and _server_loop.is_running():
-        future = asyncio.run_coroutine_threadsafe(_run_embedded(task, args), _server_loop)
+        future = asyncio.run_coroutine_threadsafe(_run_embedded(task, args, countdown or 0.0), _server_loop)
         _pending.add(future)
         future.add_done_callback(_pending.discard)
     else:
-        # Inline: tests, and management commands of the embedded default.
+        # Inline: tests, and management commands of the embedded default. A
+        # countdown is not waited for: the retry runs at once.
         task(*args)
 
 
-def enqueue_on_commit(task: Any, *args: Any) -> None:
+def enqueue_on_commit(task: Any, *args: Any, countdown: float | None = None, urgent: bool = False) -> None:
     # Robust outside tests: a broker hiccup must not turn a committed decision
     # into a 500; the sweeper republishes what was committed but never started.
     robust = settings.BACKGROUND_TASKS != "inline"
-    transaction.on_commit(lambda: enqueue(task, *args), robust=robust)
+    transaction.on_commit(lambda: enqueue(task, *args, countdown=countdown, urgent=urgent), robust=robust)
 
 
-async def _run_embedded(task: Callable[..., Any], args: tuple[Any, ...]) -> None:
+async def _run_embedded(task: Callable[..., Any], args: tuple[Any, ...], countdown: float) -> None:
+    if countdown > 0:
+        await asyncio.sleep(countdown)
+
     def call() -> None:
         close_old_connections()
         try:

@@ -251,7 +251,14 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_TIME_LIMIT = 300
 CELERY_TASK_SOFT_TIME_LIMIT = 240
 # Longer than any task's hard limit, or Redis redelivers a task still running.
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+# Priorities: Redis emulates them with one list per step; 0 is served first.
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": 3600,
+    "priority_steps": list(range(10)),
+    "sep": ":",
+    "queue_order_strategy": "priority",
+}
+CELERY_TASK_DEFAULT_PRIORITY = 5
 CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_QUEUE", "countersign")
 
 # --- Countersign ------------------------------------------------------------
@@ -268,3 +275,4 @@ LOGGING = {
         "daphne": {"level": "WARNING"},
     },
 }
+COUNTERSIGN_MODEL_PRICES = env_str("COUNTERSIGN_MODEL_PRICES")

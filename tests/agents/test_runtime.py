@@ -6,7 +6,7 @@ import pytest
 
 from agents.errors import Conflict, InvalidInput
 from agents.models import Run, RunStatus, StepKind
-from agents.providers import FinalAnswer, ToolCallProposal, register_provider
+from agents.providers import FinalAnswer, ProviderResult, ToolCallProposal, register_provider
 from agents.services import agent_update, run_start
 from agents.tasks import advance_run
 from approvals.models import ActionRequest, ActionStatus, Execution
@@ -169,8 +169,10 @@ class ScriptedSequence:
     def propose(self, context):
         turn = len(context.history)
         if turn < len(self.proposals):
-            return self.proposals[turn]
-        return FinalAnswer(f"done after {turn} results: {[h['outcome'] for h in context.history]}")
+            return ProviderResult(self.proposals[turn], model="sequence")
+        return ProviderResult(
+            FinalAnswer(f"done after {turn} results: {[h['outcome'] for h in context.history]}"), model="sequence"
+        )
 
 
 def _use_provider(agent, provider, name):
@@ -218,8 +220,8 @@ def test_deny_policy_is_fed_back(demo, commit):
 
 def test_step_limit_halts_the_run(demo, commit):
     agent = demo["refund-triage"]
-    loop = ToolCallProposal("wire_money", {}, 0.9, "again")
-    _use_provider(agent, ScriptedSequence([loop] * 50), "test-loop")
+    varied = [ToolCallProposal("wire_money", {"attempt": i}, 0.9, "again") for i in range(50)]
+    _use_provider(agent, ScriptedSequence(varied), "test-steps")
     with commit():
         run = run_start(agent=agent, input=refund_input(), actor=None)
     run.refresh_from_db()
@@ -236,3 +238,15 @@ def test_advance_of_a_run_that_is_not_queued_does_nothing(demo, commit):
     assert run.steps.count() == steps_before
     run.refresh_from_db()
     assert run.status == RunStatus.WAITING
+
+
+def test_the_same_failing_call_repeated_is_a_loop(demo, commit):
+    agent = demo["refund-triage"]
+    same = ToolCallProposal("wire_money", {"to": "x"}, 0.9, "again")
+    _use_provider(agent, ScriptedSequence([same] * 50), "test-loop")
+    with commit():
+        run = run_start(agent=agent, input=refund_input(), actor=None)
+    run.refresh_from_db()
+    assert run.status == RunStatus.HALTED
+    assert run.halt_reason == "loop detected: the same failing call to 'wire_money' 3 times in a row"
+    assert run.steps.filter(kind=StepKind.TOOL_RESULT).count() == 3

@@ -1,44 +1,15 @@
-"""LLM providers: given the run so far, propose a tool call or a final answer.
+"""The scripted provider: deterministic rules over the run input.
 
-`scripted` is an offline, deterministic stand-in for an LLM so the demo and the
-tests run without a model server. It is labelled as such everywhere it shows.
+An offline stand-in for an LLM so the demo and the tests run without a model
+server. It is labelled as such wherever it shows.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
-
-@dataclass(frozen=True)
-class ToolCallProposal:
-    tool: str
-    arguments: dict[str, Any]
-    confidence: float
-    rationale: str
-
-
-@dataclass(frozen=True)
-class FinalAnswer:
-    text: str
-
-
-Proposal = ToolCallProposal | FinalAnswer
-
-
-@dataclass(frozen=True)
-class RunContext:
-    agent_slug: str
-    script: str
-    system_prompt: str
-    input: dict[str, Any]
-    # What each earlier tool call came to: {"tool", "arguments", "outcome", "result" | "error"}
-    history: list[dict[str, Any]] = field(default_factory=list)
-
-
-class Provider(Protocol):
-    def propose(self, context: RunContext) -> Proposal: ...
+from agents.providers import FinalAnswer, Proposal, ProviderResult, RunContext, ToolCallProposal
 
 
 class ScriptedProvider:
@@ -47,12 +18,13 @@ class ScriptedProvider:
     HEDGES = re.compile(r"\b(maybe|not sure|unsure|unclear|i think|possibly|perhaps)\b", re.IGNORECASE)
     STRONG = re.compile(r"\b(damaged|broken|never arrived|not delivered|charged twice|defective)\b", re.IGNORECASE)
 
-    def propose(self, context: RunContext) -> Proposal:
-        script = getattr(self, f"_script_{context.script.replace('-', '_')}", None)
+    def propose(self, context: RunContext) -> ProviderResult:
+        name = context.settings.model or context.agent_slug
+        script = getattr(self, f"_script_{name.replace('-', '_')}", None)
         if script is None:
-            return FinalAnswer(f"scripted provider has no script named {context.script!r}")
+            return ProviderResult(FinalAnswer(f"scripted provider has no script named {name!r}"), model="scripted")
         proposal: Proposal = script(context)
-        return proposal
+        return ProviderResult(proposal, model=f"scripted:{name}")
 
     def _script_refund_triage(self, context: RunContext) -> Proposal:
         done = [h for h in context.history if h["tool"] == "issue_refund"]
@@ -100,17 +72,3 @@ def _summarise(outcome: dict[str, Any], *, success: str) -> str:
     if outcome["outcome"] == "rejected":
         return f"Not done; the reviewer said: {outcome.get('error')}"
     return f"Not done ({outcome['outcome']}): {outcome.get('error')}"
-
-
-_providers: dict[str, Provider] = {"scripted": ScriptedProvider()}
-
-
-def register_provider(name: str, provider: Provider) -> None:
-    _providers[name] = provider
-
-
-def provider_for(name: str) -> Provider:
-    try:
-        return _providers[name]
-    except KeyError:
-        raise LookupError(f"no provider named {name!r}") from None

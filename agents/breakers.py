@@ -1,0 +1,113 @@
+"""Circuit breakers per agent tool (and per agent's model calls, tool="").
+
+N consecutive failures open a breaker; after the agent's cool-down it lets one
+probe through (half-open); the probe's success closes it, its failure opens it
+again. Operators reset breakers by hand. Every trip and reset is audited.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.contrib.auth.models import User
+from django.db import transaction
+from django.utils import timezone
+
+from agents.models import Agent, BreakerState, CircuitBreaker
+from audit.services import Actor, record
+
+MODEL = ""  # the breaker of the agent's model calls
+
+
+def breaker_for(agent: Agent, tool: str = MODEL) -> CircuitBreaker:
+    breaker, _ = CircuitBreaker.objects.get_or_create(agent=agent, tool=tool)
+    return breaker
+
+
+def breaker_allows(agent: Agent, tool: str = MODEL) -> bool:
+    """Whether a call may go ahead; moves an open breaker past its cool-down to half-open."""
+    breaker = CircuitBreaker.objects.filter(agent=agent, tool=tool).first()
+    if breaker is None or breaker.state == BreakerState.CLOSED:
+        return True
+    if breaker.state == BreakerState.HALF_OPEN:
+        return False  # one probe is already under way
+    cooled = breaker.opened_at is not None and timezone.now() >= breaker.opened_at + timedelta(
+        seconds=agent.breaker_cooldown_seconds
+    )
+    if not cooled:
+        return False
+    # Compare-and-set: of several callers after the cool-down, one becomes the probe.
+    return (
+        CircuitBreaker.objects.filter(pk=breaker.pk, state=BreakerState.OPEN).update(state=BreakerState.HALF_OPEN) == 1
+    )
+
+
+def breaker_record_success(agent: Agent, tool: str = MODEL) -> None:
+    breaker = CircuitBreaker.objects.filter(agent=agent, tool=tool).first()
+    if breaker is None or (breaker.state == BreakerState.CLOSED and breaker.consecutive_failures == 0):
+        return
+    with transaction.atomic():
+        was = breaker.state
+        CircuitBreaker.objects.filter(pk=breaker.pk).update(
+            state=BreakerState.CLOSED, consecutive_failures=0, opened_at=None
+        )
+        if was != BreakerState.CLOSED:
+            record(
+                actor=Actor.system("breaker"),
+                event="breaker.closed",
+                target=breaker,
+                agent_id=agent.pk,
+                before={"state": was},
+                after={"state": BreakerState.CLOSED, "tool": tool},
+            )
+
+
+def breaker_record_failure(agent: Agent, error: str, tool: str = MODEL) -> bool:
+    """Count a failure; returns True when this failure opened (or re-opened) the breaker."""
+    with transaction.atomic():
+        breaker = breaker_for(agent, tool)
+        breaker = CircuitBreaker.objects.select_for_update().get(pk=breaker.pk)
+        breaker.consecutive_failures += 1
+        breaker.last_error = error[:2000]
+        tripped = breaker.state == BreakerState.HALF_OPEN or (
+            breaker.state == BreakerState.CLOSED and breaker.consecutive_failures >= agent.breaker_threshold
+        )
+        before = breaker.state
+        if tripped:
+            breaker.state = BreakerState.OPEN
+            breaker.opened_at = timezone.now()
+        breaker.save()
+        if tripped:
+            record(
+                actor=Actor.system("breaker"),
+                event="breaker.opened",
+                target=breaker,
+                agent_id=agent.pk,
+                before={"state": before},
+                after={
+                    "state": BreakerState.OPEN,
+                    "tool": tool,
+                    "failures": breaker.consecutive_failures,
+                    "error": error,
+                },
+            )
+    return tripped
+
+
+def breaker_reset(*, breaker: CircuitBreaker, actor: User | Actor) -> None:
+    """An operator closes a breaker by hand."""
+    with transaction.atomic():
+        locked = CircuitBreaker.objects.select_for_update().get(pk=breaker.pk)
+        before = {"state": locked.state, "failures": locked.consecutive_failures}
+        locked.state = BreakerState.CLOSED
+        locked.consecutive_failures = 0
+        locked.opened_at = None
+        locked.save()
+        record(
+            actor=actor,
+            event="breaker.reset",
+            target=locked,
+            agent_id=locked.agent_id,
+            before=before,
+            after={"state": BreakerState.CLOSED, "tool": locked.tool},
+        )
