@@ -179,6 +179,12 @@ class Run(models.Model):
 
     class Meta:
         indexes = [models.Index(fields=["agent", "status"], name="run_agent_status_idx")]
+        constraints = [
+            # A coordinator's delegate action starts exactly one sub-run.
+            models.UniqueConstraint(
+                fields=["parent_action"], condition=models.Q(parent_action__isnull=False), name="run_one_per_parent"
+            )
+        ]
 
     def __str__(self) -> str:
         return f"run {self.pk} of {self.agent_id}"

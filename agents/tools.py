@@ -19,12 +19,21 @@ class Impact(models.TextChoices):
 
 
 class ToolError(Exception):
-    """A tool failed in a way the agent should be told about."""
+    """A tool failed in a way the agent should be told about.
 
-    def __init__(self, code: str, message: str) -> None:
+    `transient` failures (a timeout, a 503 from the system behind the tool)
+    are retried with backoff; the others are final.
+    """
+
+    def __init__(self, code: str, message: str, *, transient: bool = False) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.transient = transient
+
+    def as_feedback(self) -> dict[str, Any]:
+        """The one shape every tool error takes when it is fed back to the agent."""
+        return {"code": self.code, "message": self.message, "transient": self.transient}
 
 
 @dataclass(frozen=True)
@@ -38,6 +47,17 @@ class Tool:
     execute: Callable[[Any, str], dict[str, Any]]
     # How big the effect is (an amount, a record count), for policy limits.
     magnitude: Callable[[Any], Decimal] = lambda args: Decimal(0)
+    # Undo: receives the arguments, the execution's result and the key.
+    compensate: Callable[[Any, dict[str, Any], str], dict[str, Any]] | None = None
+    # What the call would change, without changing it (shown to reviewers).
+    preview: Callable[[Any], dict[str, Any]] | None = None
+    # True when the effect is written to Countersign's own database, so it
+    # commits in the same transaction as the execution record: a crash leaves
+    # neither, and an interrupted execution may be retried safely. False for
+    # effects elsewhere: an interrupted one is `in_doubt` and goes to a person.
+    transactional: bool = True
+    # The tool's result arrives later (a sub-run): do not feed it back on execution.
+    defers_result: bool = False
 
     def json_schema(self) -> dict[str, Any]:
         return self.args_model.model_json_schema()

@@ -15,15 +15,13 @@ from agents.errors import Conflict, IllegalTransition, InvalidInput
 from agents.guard import GuardRefusal, guard_tool_call, validate_arguments
 from agents.models import Agent, Run, StepKind
 from agents.policy import Route, route_for
-from agents.tools import ToolError, get_tool
+from agents.tools import get_tool
 from approvals import broadcast, tasks
 from approvals.models import (
-    ACTION_TRANSITIONS,
     ActionRequest,
     ActionStatus,
     Decision,
     Execution,
-    ExecutionStatus,
     Verdict,
 )
 from audit.services import Actor, record
@@ -257,79 +255,3 @@ def _already_decided(action_id: int) -> Conflict:
 def _schedule_execution(action: ActionRequest) -> None:
     execution = Execution.objects.create(action=action, idempotency_key=f"action-{action.pk}")
     enqueue_on_commit(tasks.execute_action, execution.pk)
-
-
-def action_execute(*, execution_id: int) -> None:
-    """Run an approved action's tool exactly once and feed the result back to its run."""
-    with transaction.atomic():
-        # Claim: only one delivery of the task moves pending -> running.
-        claimed = Execution.objects.filter(pk=execution_id, status=ExecutionStatus.PENDING).update(
-            status=ExecutionStatus.RUNNING, started_at=timezone.now()
-        )
-        if not claimed:
-            return
-        execution = Execution.objects.select_related("action__run", "action__agent").get(pk=execution_id)
-        action = execution.action
-        _transition(
-            action, from_statuses=(ActionStatus.APPROVED, ActionStatus.AUTO_APPROVED), to=ActionStatus.EXECUTING
-        )
-        Execution.objects.filter(pk=execution_id).update(attempts=execution.attempts + 1)
-
-    tool = get_tool(action.tool)
-    try:
-        if tool is None:
-            raise ToolError("unknown_tool", f"tool {action.tool!r} is no longer registered")
-        args = tool.args_model.model_validate(action.arguments)
-        # The demo tools write to this database, so the effect commits in the
-        # same transaction as "done": a crash leaves neither.
-        with transaction.atomic():
-            result = tool.execute(args, execution.idempotency_key)
-            _finish(execution, action, status=ActionStatus.EXECUTED, result=result, error="")
-    except ToolError as exc:
-        with transaction.atomic():
-            _finish(execution, action, status=ActionStatus.FAILED, result=None, error=f"{exc.code}: {exc.message}")
-    except Exception as exc:
-        logger.exception("tool %s crashed on action %s", action.tool, action.pk)
-        with transaction.atomic():
-            _finish(execution, action, status=ActionStatus.FAILED, result=None, error=f"internal_error: {exc}")
-
-
-def _finish(
-    execution: Execution, action: ActionRequest, *, status: str, result: dict[str, Any] | None, error: str
-) -> None:
-    now = timezone.now()
-    Execution.objects.filter(pk=execution.pk, status=ExecutionStatus.RUNNING).update(
-        status=ExecutionStatus.DONE if status == ActionStatus.EXECUTED else ExecutionStatus.FAILED,
-        finished_at=now,
-    )
-    _transition(action, from_statuses=(ActionStatus.EXECUTING,), to=status, result=result, error=error, executed_at=now)
-    record(
-        actor=Actor.system("executor"),
-        event="action.executed" if status == ActionStatus.EXECUTED else "action.failed",
-        target=action,
-        agent_id=action.agent_id,
-        after={"idempotency_key": execution.idempotency_key, "result": result, "error": error},
-    )
-    if action.run is not None:
-        payload: dict[str, Any] = {
-            "action_id": action.pk,
-            "call_id": action.call_id,
-            "tool": action.tool,
-            "arguments": action.arguments,
-            "outcome": "executed" if status == ActionStatus.EXECUTED else "failed",
-        }
-        payload["result" if status == ActionStatus.EXECUTED else "error"] = result if result is not None else error
-        agent_services.run_feed_back(run=action.run, payload=payload)
-    transaction.on_commit(lambda: broadcast.action_closed(action.pk))
-
-
-def _transition(action: ActionRequest, *, from_statuses: tuple[str, ...], to: str, **fields: Any) -> None:
-    for source in from_statuses:
-        if to not in ACTION_TRANSITIONS[source]:
-            raise IllegalTransition(f"action cannot go from {source} to {to}")
-    changed = ActionRequest.objects.filter(pk=action.pk, status__in=from_statuses).update(status=to, **fields)
-    if changed != 1:
-        raise IllegalTransition(f"action {action.pk} was not in {'/'.join(from_statuses)}")
-    action.status = to
-    for name, value in fields.items():
-        setattr(action, name, value)

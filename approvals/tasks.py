@@ -7,6 +7,13 @@ from celery import shared_task
 
 @shared_task(name="approvals.execute_action")
 def execute_action(execution_id: int) -> None:
-    from approvals.services import action_execute
+    from approvals.execution import action_execute
 
     action_execute(execution_id=execution_id)
+
+
+@shared_task(name="approvals.sweep_executions")
+def sweep_executions() -> dict[str, int]:
+    from approvals.execution import executions_sweep
+
+    return executions_sweep()

@@ -29,6 +29,19 @@ _pending: set[concurrent.futures.Future[None]] = set()
 def remember_server_loop(loop: asyncio.AbstractEventLoop) -> None:
     global _server_loop
     _server_loop = loop
+    if settings.BACKGROUND_TASKS == "embedded":
+        # No beat process in the embedded default: run the periodic jobs here.
+        for name, every in settings.PERIODIC_JOBS.items():
+            _pending.add(asyncio.run_coroutine_threadsafe(_every(name, every), loop))
+
+
+async def _every(task_name: str, seconds: float) -> None:
+    from celery import current_app
+
+    task = current_app.tasks[task_name]
+    while True:
+        await asyncio.sleep(seconds)
+        await _run_embedded(task, (), 0.0)
 
 
 # Celery on Redis: 0 is served first. Urgent work overtakes routine work.

@@ -259,6 +259,12 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "queue_order_strategy": "priority",
 }
 CELERY_TASK_DEFAULT_PRIORITY = 5
+# Periodic jobs, run by `celery -A config beat` (one beat process). The embedded
+# default runs the same jobs on a timer inside the web process.
+PERIODIC_JOBS = {
+    "approvals.sweep_executions": float(env_int("SWEEP_INTERVAL_SECONDS", default=10)),
+}
+CELERY_BEAT_SCHEDULE = {name: {"task": name, "schedule": every} for name, every in PERIODIC_JOBS.items()}
 CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_QUEUE", "countersign")
 
 # --- Countersign ------------------------------------------------------------
@@ -276,3 +282,7 @@ LOGGING = {
     },
 }
 COUNTERSIGN_MODEL_PRICES = env_str("COUNTERSIGN_MODEL_PRICES")
+
+# Fault injection for tests and the soak benchmark: the demo tools hold their
+# effect's transaction open this long. Never set in production.
+DEMO_TOOL_DELAY_SECONDS = float(env_str("DEMO_TOOL_DELAY_SECONDS", "0") or 0)

@@ -24,6 +24,7 @@ class Refund(models.Model):
     # The execution's key: a second attempt with the same key cannot insert a second refund.
     idempotency_key = models.CharField(max_length=80, unique=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    reversed_at = models.DateTimeField(null=True, blank=True)
 
     def __str__(self) -> str:
         return f"refund {self.amount} on {self.order_id}"

@@ -38,17 +38,19 @@ CRM_INPUT_SCHEMA: dict[str, Any] = {
     "additionalProperties": False,
 }
 
+COORDINATOR_INPUT_SCHEMA: dict[str, Any] = {
+    **REFUND_INPUT_SCHEMA,
+    "properties": {**REFUND_INPUT_SCHEMA["properties"], "urgent": {"type": "boolean"}},
+}
+
+ALL_AGENTS = ["refund-triage", "crm-cleanup", "support-coordinator"]
+
 # username -> (role, agents it may review, agents it may operate, agents it may configure)
 DEMO_USERS: dict[str, tuple[Role, list[str], list[str], list[str]]] = {
-    "admin": (
-        Role.ADMIN,
-        ["refund-triage", "crm-cleanup"],
-        ["refund-triage", "crm-cleanup"],
-        ["refund-triage", "crm-cleanup"],
-    ),
-    "reviewer": (Role.REVIEWER, ["refund-triage", "crm-cleanup"], [], []),
+    "admin": (Role.ADMIN, ALL_AGENTS, ALL_AGENTS, ALL_AGENTS),
+    "reviewer": (Role.REVIEWER, ALL_AGENTS, [], []),
     "reviewer2": (Role.REVIEWER, ["refund-triage"], [], []),
-    "operator": (Role.OPERATOR, [], ["refund-triage", "crm-cleanup"], []),
+    "operator": (Role.OPERATOR, [], ALL_AGENTS, []),
     "auditor": (Role.AUDITOR, [], [], []),
 }
 
@@ -83,6 +85,20 @@ def seed_agents() -> dict[str, Agent]:
     )
     agent_tool_configure(agent=crm, tool="delete_contacts", actor=SEED, mode="review")
     agents["crm-cleanup"] = crm
+    coordinator = Agent.objects.filter(slug="support-coordinator").first() or agent_create(
+        slug="support-coordinator",
+        actor=SEED,
+        name="Support coordinator",
+        description="Reads a support request and delegates it to a worker agent; continues when the worker finishes.",
+        provider="scripted",
+        model="support_coordinator",
+        system_prompt="You coordinate support work. Delegate refund requests to refund-triage.",
+        input_schema=COORDINATOR_INPUT_SCHEMA,
+        review_threshold=0.8,
+        max_steps=6,
+    )
+    agent_tool_configure(agent=coordinator, tool="delegate", actor=SEED, mode="auto")
+    agents["support-coordinator"] = coordinator
     return agents
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from decimal import Decimal
 from typing import Annotated, Any
 
+from django.conf import settings
+from django.db.models import F
 from django.utils import timezone
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -18,6 +21,14 @@ class IssueRefundArgs(BaseModel):
     order_id: Annotated[str, Field(pattern=r"^ORD-\d{4,}$", description="Order number, e.g. ORD-1001")]
     amount: Annotated[Decimal, Field(gt=0, le=100000, max_digits=10, decimal_places=2)]
     reason: Annotated[str, Field(min_length=1, max_length=500)]
+
+
+def _fault_injection_delay() -> None:
+    # For fault-injection tests and the soak benchmark only: hold the effect's
+    # transaction open so a worker can be killed in the middle of it.
+    delay = float(getattr(settings, "DEMO_TOOL_DELAY_SECONDS", 0) or 0)
+    if delay:
+        time.sleep(delay)
 
 
 def issue_refund(args: IssueRefundArgs, idempotency_key: str) -> dict[str, Any]:
@@ -35,7 +46,32 @@ def issue_refund(args: IssueRefundArgs, idempotency_key: str) -> dict[str, Any]:
     refund = Refund.objects.create(order=order, amount=args.amount, reason=args.reason, idempotency_key=idempotency_key)
     order.refunded_total += args.amount
     order.save(update_fields=["refunded_total"])
+    _fault_injection_delay()
     return _refund_result(refund)
+
+
+def reverse_refund(args: IssueRefundArgs, result: dict[str, Any], key: str) -> dict[str, Any]:
+    refund = Refund.objects.select_for_update().filter(pk=int(result.get("refund_id") or 0)).first()
+    if refund is None:
+        raise ToolError("refund_not_found", "the refund to reverse does not exist")
+    if refund.reversed_at is None:
+        Refund.objects.filter(pk=refund.pk).update(reversed_at=timezone.now())
+        Order.objects.filter(pk=refund.order_id).update(refunded_total=F("refunded_total") - refund.amount)
+    return {"reversed_refund_id": refund.pk, "amount": str(refund.amount)}
+
+
+def preview_refund(args: IssueRefundArgs) -> dict[str, Any]:
+    order = Order.objects.filter(order_id=args.order_id).first()
+    if order is None:
+        return {"error": f"there is no order {args.order_id}"}
+    return {
+        "order": order.order_id,
+        "customer": order.customer,
+        "order_total": str(order.total),
+        "refunded_before": str(order.refunded_total),
+        "refunded_after": str(order.refunded_total + args.amount),
+        "exceeds_total": order.refunded_total + args.amount > order.total,
+    }
 
 
 def _refund_result(refund: Refund) -> dict[str, Any]:
@@ -62,7 +98,23 @@ def delete_contacts(args: DeleteContactsArgs, idempotency_key: str) -> dict[str,
     live = Contact.objects.select_for_update().filter(id__in=args.ids, deleted_at__isnull=True)
     ids = sorted(live.values_list("id", flat=True))
     Contact.objects.filter(id__in=ids).update(deleted_at=timezone.now(), deleted_by_key=idempotency_key)
+    _fault_injection_delay()
     return {"deleted": ids, "missing": sorted(set(args.ids) - set(ids))}
+
+
+def restore_contacts(args: DeleteContactsArgs, result: dict[str, Any], key: str) -> dict[str, Any]:
+    ids = result.get("deleted", [])
+    restored = Contact.objects.filter(id__in=ids, deleted_at__isnull=False).update(deleted_at=None, deleted_by_key="")
+    return {"restored": restored}
+
+
+def preview_delete(args: DeleteContactsArgs) -> dict[str, Any]:
+    found = list(Contact.objects.filter(id__in=args.ids, deleted_at__isnull=True).values("id", "name", "email"))
+    return {
+        "will_delete": len(found),
+        "contacts": found[:50],
+        "missing_or_already_deleted": sorted(set(args.ids) - {c["id"] for c in found}),
+    }
 
 
 ISSUE_REFUND = register(
@@ -73,6 +125,8 @@ ISSUE_REFUND = register(
         impact=Impact.FINANCIAL,
         execute=issue_refund,
         magnitude=lambda args: args.amount,
+        compensate=reverse_refund,
+        preview=preview_refund,
     )
 )
 
@@ -84,5 +138,7 @@ DELETE_CONTACTS = register(
         impact=Impact.DESTRUCTIVE,
         execute=delete_contacts,
         magnitude=lambda args: Decimal(len(args.ids)),
+        compensate=restore_contacts,
+        preview=preview_delete,
     )
 )

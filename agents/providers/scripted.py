@@ -53,6 +53,18 @@ class ScriptedProvider:
             ),
         )
 
+    def _script_support_coordinator(self, context: RunContext) -> Proposal:
+        done = [h for h in context.history if h["tool"] == "delegate"]
+        if done:
+            return FinalAnswer(_summarise(done[-1], success="Handled by refund-triage"))
+        worker_input = {k: v for k, v in context.input.items() if k != "urgent"}
+        return ToolCallProposal(
+            tool="delegate",
+            arguments={"agent": "refund-triage", "input": worker_input, "urgent": bool(context.input.get("urgent"))},
+            confidence=0.95,
+            rationale="Refund questions go to the refund-triage worker.",
+        )
+
     def _script_crm_cleanup(self, context: RunContext) -> Proposal:
         done = [h for h in context.history if h["tool"] == "delete_contacts"]
         if done:

@@ -16,10 +16,10 @@ def test_demo_permissions(demo):
     def slugs(name, perm):
         return sorted(agents_with_perm(user(name), perm).values_list("slug", flat=True))
 
-    assert slugs("reviewer", "review_agent") == ["crm-cleanup", "refund-triage"]
+    assert slugs("reviewer", "review_agent") == ["crm-cleanup", "refund-triage", "support-coordinator"]
     assert slugs("reviewer2", "review_agent") == ["refund-triage"]
     assert slugs("operator", "review_agent") == []
-    assert slugs("operator", "operate_agent") == ["crm-cleanup", "refund-triage"]
+    assert slugs("operator", "operate_agent") == ["crm-cleanup", "refund-triage", "support-coordinator"]
     assert slugs("auditor", "review_agent") == []
     assert [g.name for g in user("auditor").groups.all()] == ["Auditor"]
 

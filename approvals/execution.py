@@ -1,0 +1,328 @@
+"""Executing approved actions exactly once, recovering interrupted executions, and undo.
+
+Delivery is at least once (Celery acks late and redelivers on worker loss; the
+sweeper republishes what was committed but never started). The effect is made
+idempotent by the execution record:
+
+- a delivery *claims* the execution (pending -> running, with a lease) in its
+  own short transaction; other deliveries find it claimed and stop;
+- the tool runs with the execution's idempotency key, and for a transactional
+  tool the effect, the execution's "done" and the action's "executed" commit in
+  one transaction, guarded by a compare-and-set on the attempt number, so a
+  slow worker whose lease was taken over cannot commit a second effect;
+- an execution whose lease ran out was interrupted: a transactional tool's
+  effect rolled back with it, so it is retried; any other tool's effect is
+  unknown, so it becomes `in_doubt` and waits for a person.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from datetime import timedelta
+from typing import Any
+
+from django.contrib.auth.models import User
+from django.db import connection, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from agents import breakers
+from agents import services as agent_services
+from agents.errors import IllegalTransition, InvalidInput
+from agents.models import AgentTool
+from agents.tools import Tool, ToolError, get_tool
+from approvals import broadcast, tasks
+from approvals.models import ACTION_TRANSITIONS, ActionRequest, ActionStatus, Execution, ExecutionStatus
+from audit.services import Actor, record
+from config.background import enqueue, enqueue_on_commit
+
+logger = logging.getLogger(__name__)
+
+LEASE_MARGIN_SECONDS = 15
+REPUBLISH_AFTER_SECONDS = 30
+
+
+class StaleExecution(Exception):
+    """This delivery's lease was taken over; its transaction must roll back."""
+
+
+def action_execute(*, execution_id: int) -> None:
+    """Run an approved action's tool exactly once and feed the result back to its run."""
+    claimed = _claim(execution_id)
+    if claimed is None:
+        return
+    execution, action, agent_tool = claimed
+    tool = get_tool(action.tool)
+    try:
+        if tool is None:
+            raise ToolError("unknown_tool", f"tool {action.tool!r} is no longer registered")
+        args = tool.args_model.model_validate(action.arguments)
+        with transaction.atomic():
+            _apply_timeout(agent_tool)
+            result = tool.execute(args, execution.idempotency_key)
+            _finish(execution, action, tool, status=ActionStatus.EXECUTED, result=result, error=None)
+    except StaleExecution:
+        logger.warning("execution %s: lease taken over; this attempt's effect was rolled back", execution.pk)
+        return
+    except ToolError as exc:
+        _tool_failed(execution, action, tool, agent_tool, exc)
+    except Exception as exc:
+        if _is_timeout(exc):
+            error = ToolError(
+                "timeout", f"{action.tool} took longer than {agent_tool.timeout_seconds} s", transient=True
+            )
+        else:
+            logger.exception("tool %s crashed on action %s", action.tool, action.pk)
+            error = ToolError("internal_error", f"{type(exc).__name__}: {exc}")
+        _tool_failed(execution, action, tool, agent_tool, error)
+
+
+def _claim(execution_id: int) -> tuple[Execution, ActionRequest, AgentTool] | None:
+    with transaction.atomic():
+        execution = Execution.objects.select_related("action__run", "action__agent").filter(pk=execution_id).first()
+        if execution is None:
+            return None
+        agent_tool = AgentTool.objects.filter(agent_id=execution.action.agent_id, tool=execution.action.tool).first()
+        timeout = agent_tool.timeout_seconds if agent_tool else 10.0
+        # Claim: only one delivery moves pending -> running.
+        claimed = Execution.objects.filter(pk=execution_id, status=ExecutionStatus.PENDING).update(
+            status=ExecutionStatus.RUNNING,
+            started_at=timezone.now(),
+            lease_until=timezone.now() + timedelta(seconds=timeout + LEASE_MARGIN_SECONDS),
+            attempts=F("attempts") + 1,
+        )
+        if not claimed:
+            return None
+        execution.refresh_from_db()
+        action = execution.action
+        if action.status != ActionStatus.EXECUTING:
+            _transition(
+                action, from_statuses=(ActionStatus.APPROVED, ActionStatus.AUTO_APPROVED), to=ActionStatus.EXECUTING
+            )
+    return execution, action, agent_tool or AgentTool(agent=action.agent, tool=action.tool)
+
+
+def _apply_timeout(agent_tool: AgentTool) -> None:
+    # The per-tool timeout for effects in this database: PostgreSQL cancels a
+    # statement that runs longer, and the whole effect rolls back.
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT set_config('statement_timeout', %s, true)", [f"{int(agent_tool.timeout_seconds * 1000)}"]
+            )
+
+
+def _is_timeout(exc: Exception) -> bool:
+    return "statement timeout" in str(exc) or "canceling statement" in str(exc)
+
+
+def _tool_failed(
+    execution: Execution, action: ActionRequest, tool: Tool | None, agent_tool: AgentTool, error: ToolError
+) -> None:
+    tripped = breakers.breaker_record_failure(action.agent, f"{error.code}: {error.message}", tool=action.tool)
+    retry = error.transient and not tripped and execution.attempts <= agent_tool.max_retries
+    with transaction.atomic():
+        if retry:
+            # Back off exponentially with jitter and publish again; the worker is not held.
+            back = Execution.objects.filter(
+                pk=execution.pk, status=ExecutionStatus.RUNNING, attempts=execution.attempts
+            ).update(status=ExecutionStatus.PENDING, lease_until=None, last_error=f"{error.code}: {error.message}")
+            if back:
+                delay = min(60.0, 0.5 * 2 ** (execution.attempts - 1)) * random.uniform(0.5, 1.5)  # noqa: S311
+                record(
+                    actor=Actor.system("executor"),
+                    event="action.retry_scheduled",
+                    target=action,
+                    agent_id=action.agent_id,
+                    after={"attempt": execution.attempts, "error": error.as_feedback(), "delay_s": round(delay, 2)},
+                )
+                enqueue_on_commit(tasks.execute_action, execution.pk, countdown=delay)
+            return
+        try:
+            _finish(execution, action, tool, status=ActionStatus.FAILED, result=None, error=error)
+        except StaleExecution:
+            return
+
+
+def _finish(
+    execution: Execution,
+    action: ActionRequest,
+    tool: Tool | None,
+    *,
+    status: str,
+    result: dict[str, Any] | None,
+    error: ToolError | None,
+) -> None:
+    now = timezone.now()
+    # Compare-and-set on the attempt: if the sweeper gave this execution to
+    # another delivery, this one must not commit (its effect rolls back).
+    done = Execution.objects.filter(
+        pk=execution.pk, status=ExecutionStatus.RUNNING, attempts=execution.attempts
+    ).update(
+        status=ExecutionStatus.DONE if status == ActionStatus.EXECUTED else ExecutionStatus.FAILED,
+        finished_at=now,
+        last_error="" if error is None else f"{error.code}: {error.message}",
+    )
+    if done != 1:
+        raise StaleExecution(execution.pk)
+    error_text = "" if error is None else f"{error.code}: {error.message}"
+    _transition(
+        action, from_statuses=(ActionStatus.EXECUTING,), to=status, result=result, error=error_text, executed_at=now
+    )
+    record(
+        actor=Actor.system("executor"),
+        event="action.executed" if status == ActionStatus.EXECUTED else "action.failed",
+        target=action,
+        agent_id=action.agent_id,
+        after={
+            "idempotency_key": execution.idempotency_key,
+            "attempt": execution.attempts,
+            "result": result,
+            "error": None if error is None else error.as_feedback(),
+        },
+    )
+    if status == ActionStatus.EXECUTED:
+        transaction.on_commit(lambda: breakers.breaker_record_success(action.agent, action.tool))
+    deferred = status == ActionStatus.EXECUTED and tool is not None and tool.defers_result
+    if action.run is not None and not deferred:
+        payload: dict[str, Any] = {
+            "action_id": action.pk,
+            "call_id": action.call_id,
+            "tool": action.tool,
+            "arguments": action.arguments,
+            "outcome": "executed" if status == ActionStatus.EXECUTED else "failed",
+        }
+        if error is None:
+            payload["result"] = result
+        else:
+            payload["error"] = error.message
+            payload["error_detail"] = error.as_feedback()
+        agent_services.run_feed_back(run=action.run, payload=payload)
+    transaction.on_commit(lambda: broadcast.action_closed(action.pk))
+
+
+def _transition(action: ActionRequest, *, from_statuses: tuple[str, ...], to: str, **fields: Any) -> None:
+    for source in from_statuses:
+        if to not in ACTION_TRANSITIONS[source]:
+            raise IllegalTransition(f"action cannot go from {source} to {to}")
+    changed = ActionRequest.objects.filter(pk=action.pk, status__in=from_statuses).update(status=to, **fields)
+    if changed != 1:
+        raise IllegalTransition(f"action {action.pk} was not in {'/'.join(from_statuses)}")
+    action.status = to
+    for name, value in fields.items():
+        setattr(action, name, value)
+
+
+def executions_sweep() -> dict[str, int]:
+    """Republish stranded executions and settle interrupted ones. Safe to run any time, twice."""
+    now = timezone.now()
+    counts = {"republished": 0, "retried": 0, "in_doubt": 0}
+    # Committed but never started (the process died between COMMIT and publish,
+    # or the message was lost): publish again; the claim makes duplicates harmless.
+    stale = Execution.objects.filter(
+        status=ExecutionStatus.PENDING, created_at__lt=now - timedelta(seconds=REPUBLISH_AFTER_SECONDS)
+    ).values_list("pk", flat=True)[:500]
+    for execution_id in stale:
+        enqueue(tasks.execute_action, execution_id)
+        counts["republished"] += 1
+    expired = Execution.objects.filter(status=ExecutionStatus.RUNNING, lease_until__lt=now).select_related(
+        "action__agent", "action__run"
+    )[:500]
+    for execution in expired:
+        tool = get_tool(execution.action.tool)
+        if tool is not None and tool.transactional:
+            with transaction.atomic():
+                # The worker died mid-effect: its transaction rolled back with it.
+                moved = Execution.objects.filter(
+                    pk=execution.pk, status=ExecutionStatus.RUNNING, attempts=execution.attempts
+                ).update(status=ExecutionStatus.PENDING, lease_until=None, last_error="interrupted: lease expired")
+                if moved:
+                    record(
+                        actor=Actor.system("sweeper"),
+                        event="execution.recovered",
+                        target=execution.action,
+                        agent_id=execution.action.agent_id,
+                        after={"attempt": execution.attempts, "idempotency_key": execution.idempotency_key},
+                    )
+                    enqueue_on_commit(tasks.execute_action, execution.pk)
+                    counts["retried"] += moved
+        else:
+            with transaction.atomic():
+                moved = Execution.objects.filter(
+                    pk=execution.pk, status=ExecutionStatus.RUNNING, attempts=execution.attempts
+                ).update(status=ExecutionStatus.IN_DOUBT, last_error="interrupted: effect unknown")
+                if moved:
+                    _transition(execution.action, from_statuses=(ActionStatus.EXECUTING,), to=ActionStatus.IN_DOUBT)
+                    record(
+                        actor=Actor.system("sweeper"),
+                        event="action.in_doubt",
+                        target=execution.action,
+                        agent_id=execution.action.agent_id,
+                        after={"attempt": execution.attempts, "idempotency_key": execution.idempotency_key},
+                    )
+                    counts["in_doubt"] += moved
+    return counts
+
+
+def action_resolve_in_doubt(*, action: ActionRequest, actor: User, executed: bool, comment: str) -> ActionRequest:
+    """A person who checked the outside system says whether an in-doubt effect happened."""
+    if not comment.strip():
+        raise InvalidInput("say what you checked (comment)", code="reason_required")
+    to = ActionStatus.EXECUTED if executed else ActionStatus.FAILED
+    with transaction.atomic():
+        if not ActionRequest.objects.filter(pk=action.pk, status=ActionStatus.IN_DOUBT).update(
+            status=to, error="" if executed else f"resolved as not executed: {comment}", executed_at=timezone.now()
+        ):
+            raise IllegalTransition("the action is not in doubt")
+        Execution.objects.filter(action=action).update(
+            status=ExecutionStatus.DONE if executed else ExecutionStatus.FAILED, finished_at=timezone.now()
+        )
+        record(
+            actor=actor,
+            event="action.in_doubt_resolved",
+            target=action,
+            agent_id=action.agent_id,
+            before={"status": ActionStatus.IN_DOUBT},
+            after={"status": to, "comment": comment},
+        )
+        if action.run is not None:
+            agent_services.run_feed_back(
+                run=action.run,
+                payload={
+                    "action_id": action.pk,
+                    "call_id": action.call_id,
+                    "tool": action.tool,
+                    "arguments": action.arguments,
+                    "outcome": "executed" if executed else "failed",
+                    "result" if executed else "error": f"confirmed by {actor.get_username()}: {comment}",
+                },
+            )
+    action.refresh_from_db()
+    return action
+
+
+def action_undo(*, action: ActionRequest, actor: User, comment: str = "") -> ActionRequest:
+    """Run an executed action's compensation, once."""
+    tool = get_tool(action.tool)
+    if tool is None or tool.compensate is None:
+        raise InvalidInput(f"{action.tool} cannot be undone", code="not_reversible")
+    with transaction.atomic():
+        locked = ActionRequest.objects.select_for_update().get(pk=action.pk)
+        if locked.status != ActionStatus.EXECUTED:
+            raise IllegalTransition(f"only an executed action can be undone; this one is {locked.status}")
+        args = tool.args_model.model_validate(locked.arguments)
+        try:
+            undo_result = tool.compensate(args, locked.result or {}, f"undo-action-{locked.pk}")
+        except ToolError as exc:
+            raise InvalidInput(f"undo failed: {exc.message}", code=exc.code) from exc
+        _transition(locked, from_statuses=(ActionStatus.EXECUTED,), to=ActionStatus.COMPENSATED)
+        record(
+            actor=actor,
+            event="action.undone",
+            target=locked,
+            agent_id=locked.agent_id,
+            before={"status": ActionStatus.EXECUTED, "result": locked.result},
+            after={"status": ActionStatus.COMPENSATED, "undo": undo_result, "comment": comment},
+        )
+    return locked
