@@ -22,6 +22,7 @@ import random
 from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import connection, transaction
 from django.db.models import F
@@ -39,7 +40,6 @@ from config.background import enqueue, enqueue_on_commit
 
 logger = logging.getLogger(__name__)
 
-LEASE_MARGIN_SECONDS = 15
 REPUBLISH_AFTER_SECONDS = 30
 
 
@@ -89,7 +89,7 @@ def _claim(execution_id: int) -> tuple[Execution, ActionRequest, AgentTool] | No
         claimed = Execution.objects.filter(pk=execution_id, status=ExecutionStatus.PENDING).update(
             status=ExecutionStatus.RUNNING,
             started_at=timezone.now(),
-            lease_until=timezone.now() + timedelta(seconds=timeout + LEASE_MARGIN_SECONDS),
+            lease_until=timezone.now() + timedelta(seconds=timeout + settings.EXECUTION_LEASE_MARGIN_SECONDS),
             attempts=F("attempts") + 1,
         )
         if not claimed:

@@ -286,3 +286,6 @@ COUNTERSIGN_MODEL_PRICES = env_str("COUNTERSIGN_MODEL_PRICES")
 # Fault injection for tests and the soak benchmark: the demo tools hold their
 # effect's transaction open this long. Never set in production.
 DEMO_TOOL_DELAY_SECONDS = float(env_str("DEMO_TOOL_DELAY_SECONDS", "0") or 0)
+# How long past a tool's timeout a claimed execution may run before the sweeper
+# treats its worker as dead.
+EXECUTION_LEASE_MARGIN_SECONDS = float(env_str("EXECUTION_LEASE_MARGIN_SECONDS", "15") or 15)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -40,8 +42,61 @@ def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 30) -> Non
     raise TimeoutError(f"nothing listening on {port}")
 
 
+class Stack:
+    """A daphne process and Celery worker processes sharing the test database and Redis."""
+
+    def __init__(self, env: dict[str, str], logs: Path) -> None:
+        self.env = env
+        self.logs = logs
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.procs: list[subprocess.Popen] = []
+        self._log_files: list[Any] = []
+
+    def _spawn(self, name: str, argv: list[Any], extra_env: dict[str, str] | None = None) -> subprocess.Popen:
+        log = open(self.logs / f"{name}.log", "a")  # noqa: SIM115  (closed in stop())
+        self._log_files.append(log)
+        # Own process group, so a test can SIGKILL a worker and all its children.
+        proc = subprocess.Popen(
+            argv, env={**self.env, **(extra_env or {})}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        self.procs.append(proc)
+        return proc
+
+    def start_web(self) -> None:
+        web = self._spawn("web", [BIN / "daphne", "-b", "127.0.0.1", "-p", str(self.port), "config.asgi:application"])
+        wait_for_port(self.port, web)
+
+    def start_worker(self, concurrency: int = 2, **extra_env: str) -> subprocess.Popen:
+        argv = [BIN / "celery", "-A", "config", "worker", "-Q", self.env["CELERY_QUEUE"], "-c", str(concurrency)]
+        return self._spawn("worker", [*argv, "-l", "INFO"], extra_env)
+
+    def manage(self, *args: str) -> str:
+        done = subprocess.run(
+            [BIN / "python", "manage.py", *args], env=self.env, capture_output=True, text=True, check=True
+        )
+        return done.stdout
+
+    def log(self, name: str) -> str:
+        path = self.logs / f"{name}.log"
+        return path.read_text()[-4000:] if path.exists() else ""
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=5)
+        for f in self._log_files:
+            f.close()
+
+
 @pytest.fixture
-def stack(settings, tmp_path) -> Iterator[dict]:
+def stack_env(settings, tmp_path) -> dict[str, str]:
     db = settings.DATABASES["default"]
     unique = uuid.uuid4().hex[:8]
     env = {
@@ -56,33 +111,30 @@ def stack(settings, tmp_path) -> Iterator[dict]:
         "DATABASE_POOL_MIN": "1",
     }
     subprocess.run([BIN / "python", "manage.py", "collectstatic", "--noinput", "-v0"], env=env, check=True)
-    port = free_port()
-    logs = {name: open(tmp_path / f"{name}.log", "w") for name in ("worker", "web")}  # noqa: SIM115
-    worker = subprocess.Popen(
-        [BIN / "celery", "-A", "config", "worker", "-Q", env["CELERY_QUEUE"], "-c", "2", "-l", "INFO"],
-        env=env,
-        stdout=logs["worker"],
-        stderr=subprocess.STDOUT,
-    )
-    web = subprocess.Popen(
-        [BIN / "daphne", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"],
-        env=env,
-        stdout=logs["web"],
-        stderr=subprocess.STDOUT,
-    )
+    return env
+
+
+@pytest.fixture
+def stack(stack_env, tmp_path) -> Iterator[Stack]:
+    """daphne plus one Celery worker (concurrency 2)."""
+    running = Stack(stack_env, tmp_path)
     try:
-        wait_for_port(port, web)
-        yield {"base": f"http://127.0.0.1:{port}", "port": port, "logs": tmp_path}
+        running.start_worker()
+        running.start_web()
+        yield running
     finally:
-        for proc in (web, worker):
-            proc.terminate()
-        for proc in (web, worker):
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        for f in logs.values():
-            f.close()
+        running.stop()
+
+
+@pytest.fixture
+def bare_stack(stack_env, tmp_path) -> Iterator[Stack]:
+    """daphne only; the test starts and kills workers itself."""
+    running = Stack(stack_env, tmp_path)
+    try:
+        running.start_web()
+        yield running
+    finally:
+        running.stop()
 
 
 def browser_session(base: str, username: str) -> httpx.Client:

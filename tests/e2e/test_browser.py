@@ -63,7 +63,7 @@ def log_in(browser, base: str, username: str):
 
 
 def test_new_action_appears_live_and_leaves_the_other_inbox_when_approved(demo, stack, browser):
-    base = stack["base"]
+    base = stack.base
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     alice = log_in(browser, base, "reviewer")
     bob = log_in(browser, base, "reviewer2")

@@ -25,7 +25,7 @@ pytestmark = [needs_postgres, needs_redis, pytest.mark.django_db(transaction=Tru
 
 
 def test_run_reaches_the_live_inbox_and_the_approved_action_runs_once(demo, stack):
-    base, port = stack["base"], stack["port"]
+    base, port = stack.base, stack.port
     operator_token = api_token_issue(user=user("operator"), actor=None)
     reviewer_token = api_token_issue(user=user("reviewer"), actor=None)
     reviewer2_browser = browser_session(base, "reviewer2")
@@ -86,7 +86,7 @@ def test_run_reaches_the_live_inbox_and_the_approved_action_runs_once(demo, stac
         if run.status == "succeeded":
             break
         time.sleep(0.2)
-    assert run.status == "succeeded", (run.status, (stack["logs"] / "worker.log").read_text()[-3000:])
+    assert run.status == "succeeded", (run.status, stack.log("worker"))
     assert Refund.objects.filter(order__order_id="ORD-1005").count() == 1
     assert Execution.objects.filter(action=action, status="done").count() == 1
     assert verify_chain().ok
