@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from django.shortcuts import get_object_or_404
 from ninja import Router, Schema, Status
 from pydantic import Field
 
 from agents import selectors, services
+from agents.models import RunPriority
 from approvals.schemas import ActionOut, action_out
 from config.requests import ApiRequest
 
@@ -17,6 +18,7 @@ router = Router(tags=["runs"])
 
 class RunCreateIn(Schema):
     input: dict[str, Any]
+    priority: Literal["routine", "urgent"] = "routine"
 
 
 class RunCreatedOut(Schema):
@@ -36,6 +38,17 @@ class RunOut(Schema):
     actions: list[ActionOut]
 
 
+class StepOut(Schema):
+    seq: int
+    kind: str
+    payload: dict[str, Any]
+    latency_ms: float | None
+    tokens_in: int
+    tokens_out: int
+    cost: str
+    created_at: Any
+
+
 class ActionSubmitIn(Schema):
     tool: str = Field(min_length=1, max_length=100)
     arguments: dict[str, Any]
@@ -45,14 +58,15 @@ class ActionSubmitIn(Schema):
 
 @router.post("/agents/{slug}/runs", response={201: RunCreatedOut}, summary="Start a run")
 def create_run(request: ApiRequest, slug: str, payload: RunCreateIn) -> Status[dict[str, Any]]:
-    agent = get_object_or_404(selectors.agents_with_perm(request.user, "operate_agent"), slug=slug)
-    run = services.run_start(agent=agent, input=payload.input, actor=request.auth)
+    agent = get_object_or_404(selectors.agents_with_perm(request.auth, "operate_agent"), slug=slug)
+    priority = RunPriority.URGENT if payload.priority == "urgent" else RunPriority.ROUTINE
+    run = services.run_start(agent=agent, input=payload.input, actor=request.auth, priority=priority)
     return Status(201, {"id": run.pk, "status": run.status})
 
 
 @router.get("/runs/{run_id}", response=RunOut, summary="A run with its actions")
 def get_run(request: ApiRequest, run_id: int) -> dict[str, Any]:
-    run = get_object_or_404(selectors.runs_visible_to(request.user), pk=run_id)
+    run = get_object_or_404(selectors.runs_visible_to(request.auth), pk=run_id)
     actions = run.actions.select_related("agent", "decision__reviewer").order_by("id")
     return {
         "id": run.pk,
@@ -75,7 +89,7 @@ def get_run(request: ApiRequest, run_id: int) -> dict[str, Any]:
 def submit_action(request: ApiRequest, slug: str, payload: ActionSubmitIn) -> Status[dict[str, Any]]:
     from approvals.services import route_tool_call
 
-    agent = get_object_or_404(selectors.agents_with_perm(request.user, "operate_agent"), slug=slug)
+    agent = get_object_or_404(selectors.agents_with_perm(request.auth, "operate_agent"), slug=slug)
     outcome = route_tool_call(
         agent=agent,
         run=None,
@@ -88,3 +102,35 @@ def submit_action(request: ApiRequest, slug: str, payload: ActionSubmitIn) -> St
     assert outcome.action is not None  # a refusal without a run raises InvalidInput
     outcome.action.refresh_from_db()
     return Status(201, action_out(outcome.action))
+
+
+@router.get("/runs/{run_id}/trace", response=list[StepOut], summary="A run's trace, step by step")
+def get_trace(request: ApiRequest, run_id: int) -> list[dict[str, Any]]:
+    run = get_object_or_404(selectors.runs_visible_to(request.auth), pk=run_id)
+    return [
+        {
+            "seq": s.seq,
+            "kind": s.kind,
+            "payload": s.payload,
+            "latency_ms": s.latency_ms,
+            "tokens_in": s.tokens_in,
+            "tokens_out": s.tokens_out,
+            "cost": str(s.cost),
+            "created_at": s.created_at,
+        }
+        for s in selectors.run_steps(run)
+    ]
+
+
+@router.post("/runs/{run_id}/resume", response=RunCreatedOut, summary="Resume a halted run (operators)")
+def resume_run(request: ApiRequest, run_id: int) -> dict[str, Any]:
+    run = get_object_or_404(selectors.runs_operable_by(request.auth), pk=run_id)
+    run = services.run_resume(run=run, actor=request.auth)
+    return {"id": run.pk, "status": run.status}
+
+
+@router.post("/runs/{run_id}/cancel", response=RunCreatedOut, summary="Cancel a queued, waiting or halted run")
+def cancel_run(request: ApiRequest, run_id: int) -> dict[str, Any]:
+    run = get_object_or_404(selectors.runs_operable_by(request.auth), pk=run_id)
+    run = services.run_cancel(run=run, actor=request.auth)
+    return {"id": run.pk, "status": run.status}

@@ -6,7 +6,7 @@ from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db.models import QuerySet
 from guardian.shortcuts import get_objects_for_user
 
-from agents.models import Agent, Run, Step
+from agents.models import Agent, BreakerState, CircuitBreaker, Run, Step
 
 
 def agents_with_perm(user: AbstractBaseUser | AnonymousUser, perm: str) -> QuerySet[Agent]:
@@ -35,3 +35,20 @@ def runs_visible_to(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Run]:
 
 def run_steps(run: Run) -> QuerySet[Step]:
     return Step.objects.filter(run=run).order_by("seq")
+
+
+def runs_operable_by(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Run]:
+    return Run.objects.filter(agent__in=agents_with_perm(user, "operate_agent")).select_related("agent")
+
+
+def breakers_visible_to(user: AbstractBaseUser | AnonymousUser) -> QuerySet[CircuitBreaker]:
+    return (
+        CircuitBreaker.objects.filter(agent__in=agents_visible_to(user))
+        .exclude(state=BreakerState.CLOSED, consecutive_failures=0)
+        .select_related("agent")
+        .order_by("agent__slug", "tool")
+    )
+
+
+def breakers_operable_by(user: AbstractBaseUser | AnonymousUser) -> QuerySet[CircuitBreaker]:
+    return CircuitBreaker.objects.filter(agent__in=agents_with_perm(user, "operate_agent")).select_related("agent")

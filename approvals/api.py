@@ -8,7 +8,7 @@ from django.shortcuts import get_object_or_404
 from ninja import Query, Router, Schema
 from pydantic import Field
 
-from approvals import selectors, services
+from approvals import execution, selectors, services
 from approvals.models import ActionStatus
 from approvals.schemas import ActionOut, DecisionIn, action_out
 from config.requests import ApiRequest
@@ -30,7 +30,7 @@ class ActionPage(Schema):
 
 @router.get("/actions", response=ActionPage, summary="Actions the caller may review, newest first")
 def list_actions(request: ApiRequest, filters: Query[ActionFilter]) -> dict[str, Any]:
-    qs = selectors.actions_reviewable_by(request.user).order_by("-id")
+    qs = selectors.actions_reviewable_by(request.auth).order_by("-id")
     if filters.status:
         qs = qs.filter(status=filters.status)
     if filters.agent:
@@ -47,12 +47,12 @@ def list_actions(request: ApiRequest, filters: Query[ActionFilter]) -> dict[str,
 
 @router.get("/actions/{action_id}", response=ActionOut, summary="One action")
 def get_action(request: ApiRequest, action_id: int) -> dict[str, Any]:
-    return action_out(get_object_or_404(selectors.actions_reviewable_by(request.user), pk=action_id))
+    return action_out(get_object_or_404(selectors.actions_reviewable_by(request.auth), pk=action_id))
 
 
 @router.post("/actions/{action_id}/decision", response=ActionOut, summary="Approve, reject or edit a pending action")
 def decide_action(request: ApiRequest, action_id: int, payload: DecisionIn) -> dict[str, Any]:
-    action = get_object_or_404(selectors.actions_reviewable_by(request.user), pk=action_id)
+    action = get_object_or_404(selectors.actions_reviewable_by(request.auth), pk=action_id)
     services.action_request_decide(
         action=action,
         actor=request.auth,
@@ -60,4 +60,15 @@ def decide_action(request: ApiRequest, action_id: int, payload: DecisionIn) -> d
         arguments=payload.arguments,
         comment=payload.comment,
     )
-    return action_out(get_object_or_404(selectors.actions_reviewable_by(request.user), pk=action_id))
+    return action_out(get_object_or_404(selectors.actions_reviewable_by(request.auth), pk=action_id))
+
+
+class UndoIn(Schema):
+    comment: str = Field(default="", max_length=5000)
+
+
+@router.post("/actions/{action_id}/undo", response=ActionOut, summary="Undo an executed, reversible action")
+def undo_action(request: ApiRequest, action_id: int, payload: UndoIn) -> dict[str, Any]:
+    action = get_object_or_404(selectors.actions_reviewable_by(request.auth), pk=action_id)
+    execution.action_undo(action=action, actor=request.auth, comment=payload.comment)
+    return action_out(get_object_or_404(selectors.actions_reviewable_by(request.auth), pk=action_id))

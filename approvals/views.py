@@ -11,8 +11,10 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from agents.errors import DomainError
+from agents.guard import GuardRefusal, validate_arguments
 from agents.selectors import run_steps
-from approvals import selectors, services
+from agents.tools import get_tool
+from approvals import execution, selectors, services
 from approvals.models import ActionRequest, ActionStatus, Verdict
 from config.requests import AuthedRequest
 
@@ -43,11 +45,19 @@ def inbox(request: AuthedRequest) -> HttpResponse:
 @login_required
 def action_detail(request: AuthedRequest, action_id: int) -> HttpResponse:
     action = _reviewable_action(request, action_id)
+    tool = get_tool(action.tool)
+    preview = None
+    if tool is not None and tool.preview is not None and action.status == ActionStatus.PENDING:
+        checked = validate_arguments(tool, action.arguments)
+        preview = None if isinstance(checked, GuardRefusal) else tool.preview(checked)
     context = {
         "action": action,
         "arguments_json": json.dumps(action.arguments, indent=2, ensure_ascii=False),
+        "preview": preview,
         "steps": run_steps(action.run) if action.run else [],
         "can_decide": action.status == ActionStatus.PENDING,
+        "can_undo": action.status == ActionStatus.EXECUTED and tool is not None and tool.compensate is not None,
+        "in_doubt": action.status == ActionStatus.IN_DOUBT,
     }
     return render(request, "approvals/action_detail.html", context)
 
@@ -89,3 +99,32 @@ def action_decide(request: AuthedRequest, action_id: int) -> HttpResponse:
         response["HX-Redirect"] = request.POST.get("next") or "/"
         return response
     return redirect("approvals:inbox")
+
+
+@require_POST
+@login_required
+def action_undo(request: AuthedRequest, action_id: int) -> HttpResponse:
+    action = _reviewable_action(request, action_id)
+    try:
+        execution.action_undo(action=action, actor=request.user, comment=request.POST.get("comment", ""))
+        messages.success(request, f"Action {action.pk} undone.")
+    except DomainError as exc:
+        messages.error(request, exc.message)
+    return redirect("approvals:action_detail", action_id=action.pk)
+
+
+@require_POST
+@login_required
+def action_resolve(request: AuthedRequest, action_id: int) -> HttpResponse:
+    action = _reviewable_action(request, action_id)
+    try:
+        execution.action_resolve_in_doubt(
+            action=action,
+            actor=request.user,
+            executed=request.POST.get("executed") == "yes",
+            comment=request.POST.get("comment", ""),
+        )
+        messages.success(request, f"Action {action.pk} resolved.")
+    except DomainError as exc:
+        messages.error(request, exc.message)
+    return redirect("approvals:action_detail", action_id=action.pk)
