@@ -35,8 +35,17 @@ def price_table() -> dict[str, tuple[Decimal, Decimal]]:
     return table
 
 
-def cost_of(model: str, prompt_tokens: int, completion_tokens: int) -> Decimal:
-    prices = price_table().get(model)
+def prices_for(model: str, table: dict[str, tuple[Decimal, Decimal]]) -> tuple[Decimal, Decimal] | None:
+    """Exact name first, then the longest listed name it starts with (servers report dated versions)."""
+    if model in table:
+        return table[model]
+    matches = [name for name in table if model.startswith(name)]
+    return table[max(matches, key=len)] if matches else None
+
+
+def cost_of(model: str, prompt_tokens: int, completion_tokens: int, *, configured_model: str = "") -> Decimal:
+    table = price_table()
+    prices = prices_for(model, table) or prices_for(configured_model, table)
     if prices is None:
         return Decimal(0)
     per_in, per_out = prices

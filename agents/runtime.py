@@ -240,7 +240,7 @@ def _fingerprint(payload: dict[str, Any]) -> str:
 
 def _record_model_call(run: Run, agent: Agent, result: ProviderResult, *, latency_ms: float, secret: str) -> None:
     model = result.model or agent.model
-    cost = cost_of(model, result.usage.prompt_tokens, result.usage.completion_tokens)
+    cost = cost_of(model, result.usage.prompt_tokens, result.usage.completion_tokens, configured_model=agent.model)
     Step.objects.create(
         run=run,
         seq=services.next_step_seq(run),
