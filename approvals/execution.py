@@ -127,7 +127,12 @@ def _tool_failed(
             # Back off exponentially with jitter and publish again; the worker is not held.
             back = Execution.objects.filter(
                 pk=execution.pk, status=ExecutionStatus.RUNNING, attempts=execution.attempts
-            ).update(status=ExecutionStatus.PENDING, lease_until=None, last_error=f"{error.code}: {error.message}")
+            ).update(
+                status=ExecutionStatus.PENDING,
+                lease_until=None,
+                published_at=timezone.now(),
+                last_error=f"{error.code}: {error.message}",
+            )
             if back:
                 delay = min(60.0, 0.5 * 2 ** (execution.attempts - 1)) * random.uniform(0.5, 1.5)  # noqa: S311
                 record(
@@ -220,12 +225,17 @@ def executions_sweep() -> dict[str, int]:
     counts = {"republished": 0, "retried": 0, "in_doubt": 0}
     # Committed but never started (the process died between COMMIT and publish,
     # or the message was lost): publish again; the claim makes duplicates harmless.
-    stale = Execution.objects.filter(
-        status=ExecutionStatus.PENDING, created_at__lt=now - timedelta(seconds=REPUBLISH_AFTER_SECONDS)
-    ).values_list("pk", flat=True)[:500]
+    threshold = now - timedelta(seconds=REPUBLISH_AFTER_SECONDS)
+    stale = list(
+        Execution.objects.filter(status=ExecutionStatus.PENDING, published_at__lt=threshold).values_list(
+            "pk", flat=True
+        )[:500]
+    )
     for execution_id in stale:
-        enqueue(tasks.execute_action, execution_id)
-        counts["republished"] += 1
+        # Compare-and-set on published_at: two sweepers never both republish one execution.
+        if Execution.objects.filter(pk=execution_id, published_at__lt=threshold).update(published_at=now):
+            enqueue(tasks.execute_action, execution_id)
+            counts["republished"] += 1
     expired = Execution.objects.filter(status=ExecutionStatus.RUNNING, lease_until__lt=now).select_related(
         "action__agent", "action__run"
     )[:500]
@@ -236,7 +246,12 @@ def executions_sweep() -> dict[str, int]:
                 # The worker died mid-effect: its transaction rolled back with it.
                 moved = Execution.objects.filter(
                     pk=execution.pk, status=ExecutionStatus.RUNNING, attempts=execution.attempts
-                ).update(status=ExecutionStatus.PENDING, lease_until=None, last_error="interrupted: lease expired")
+                ).update(
+                    status=ExecutionStatus.PENDING,
+                    lease_until=None,
+                    published_at=now,
+                    last_error="interrupted: lease expired",
+                )
                 if moved:
                     record(
                         actor=Actor.system("sweeper"),

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import models
+from django.utils import timezone
 
 from agents.models import Agent, Run
 
@@ -112,6 +113,9 @@ class Execution(models.Model):
     idempotency_key = models.CharField(max_length=80, unique=True)
     status = models.CharField(max_length=16, choices=ExecutionStatus.choices, default=ExecutionStatus.PENDING)
     attempts = models.PositiveIntegerField(default=0)
+    # When its task was last published; the sweeper republishes a pending
+    # execution only if this is old, so a slow queue is not flooded with copies.
+    published_at = models.DateTimeField(default=timezone.now)
     # A claimed execution whose lease ran out was interrupted (its worker died).
     lease_until = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True)
@@ -120,7 +124,7 @@ class Execution(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
-        indexes = [models.Index(fields=["status", "created_at"], name="execution_status_idx")]
+        indexes = [models.Index(fields=["status", "published_at"], name="execution_status_published_idx")]
 
     def __str__(self) -> str:
         return f"execution {self.idempotency_key} ({self.status})"

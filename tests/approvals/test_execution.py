@@ -73,13 +73,14 @@ def test_permanent_tool_error_is_fed_back_in_one_shape(demo, commit):
 
 def test_sweeper_republishes_an_execution_that_was_never_started(demo, commit):
     execution, action = approved_refund(demo, commit)
-    Execution.objects.filter(pk=execution.pk).update(created_at=timezone.now() - timedelta(minutes=5))
+    Execution.objects.filter(pk=execution.pk).update(published_at=timezone.now() - timedelta(minutes=5))
     with commit():
         counts = executions_sweep()
     assert counts["republished"] == 1
     action.refresh_from_db()
     assert action.status == ActionStatus.EXECUTED
     assert Refund.objects.count() == 1
+    assert Execution.objects.get(pk=execution.pk).published_at > timezone.now() - timedelta(minutes=1)
     # Running it again changes nothing: the execution is done.
     with commit():
         assert executions_sweep() == {"republished": 0, "retried": 0, "in_doubt": 0}
@@ -179,3 +180,11 @@ def test_pending_action_cannot_be_undone(demo, commit):
         run = run_start(agent=demo["refund-triage"], input=refund_input(amount=300), actor=None)
     with pytest.raises(IllegalTransition):
         action_undo(action=ActionRequest.objects.get(run=run), actor=user("reviewer"))
+
+
+def test_sweeper_does_not_republish_a_recently_published_execution(demo, commit):
+    execution, _ = approved_refund(demo, commit)
+    Execution.objects.filter(pk=execution.pk).update(created_at=timezone.now() - timedelta(hours=1))
+    with commit():
+        assert executions_sweep()["republished"] == 0  # published moments ago: still in the queue
+    assert Execution.objects.get(pk=execution.pk).status == ExecutionStatus.PENDING

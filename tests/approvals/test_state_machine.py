@@ -116,7 +116,9 @@ class ApprovalMachine(RuleBasedStateMachine):
 
     @rule()
     def sweep(self):
-        Execution.objects.filter(status=ExecutionStatus.PENDING).update(created_at=timezone.now() - timedelta(hours=1))
+        Execution.objects.filter(status=ExecutionStatus.PENDING).update(
+            published_at=timezone.now() - timedelta(hours=1)
+        )
         with self.committed():
             executions_sweep()
 

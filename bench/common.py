@@ -1,0 +1,72 @@
+"""Shared set-up for benchmark scripts: a fresh PostgreSQL database, Django, the demo data."""
+
+from __future__ import annotations
+
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+
+
+def recreate_database(url: str) -> None:
+    import psycopg
+
+    name = url.rsplit("/", 1)[1]
+    admin_url = url.rsplit("/", 1)[0] + "/postgres"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+
+
+def setup_django(*, fresh: bool = True) -> None:
+    url = os.environ.get("DATABASE_URL", "")
+    if not (url.startswith("postgres") and os.environ.get("REDIS_URL")):
+        sys.exit("needs DATABASE_URL=postgres://... and REDIS_URL=redis://...")
+    if fresh:
+        recreate_database(url)
+    import django
+
+    django.setup()
+    if fresh:
+        from django.core.management import call_command
+
+        from demo.seed import seed_all
+
+        call_command("migrate", verbosity=0)
+        seed_all(password="bench-password")
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def summary(values: list[float]) -> str:
+    return (
+        f"p50 {statistics.median(values):.2f} ms  p95 {percentile(values, 0.95):.2f} ms  "
+        f"max {max(values):.2f} ms  (n={len(values)})"
+    )
+
+
+def spawn(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        argv, cwd=ROOT, env=env, stdout=log.open("a"), stderr=subprocess.STDOUT, start_new_session=True
+    )
+
+
+def wait_port(port: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise TimeoutError(port)
