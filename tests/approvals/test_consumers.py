@@ -99,3 +99,34 @@ def test_revoked_reviewer_stops_receiving(demo):
     resync, after = async_to_sync(scenario)()
     assert any("inbox-resync" in m for m in resync)
     assert after == []
+
+
+def test_operators_hear_when_a_run_halts(demo):
+    from agents.models import Agent
+
+    operator, reviewer2 = user("operator"), user("reviewer2")
+    Agent.objects.filter(slug="refund-triage").update(max_steps=1, loop_limit=5)
+
+    async def scenario():
+        op, _ = await connect(operator)
+        r2, _ = await connect(reviewer2)
+        # The refund is rejected, so the run needs a second model call: over the step limit.
+        run = await database_sync_to_async(run_start)(
+            agent=demo["refund-triage"], input=refund_input(amount=400), actor=None
+        )
+        action = await database_sync_to_async(ActionRequest.objects.get)(run=run)
+        await database_sync_to_async(action_request_decide)(
+            action=action, actor=user_obj, verdict="reject", comment="no"
+        )
+        got = await receive_all(op), await receive_all(r2)
+        await op.disconnect()
+        await r2.disconnect()
+        return run, got
+
+    user_obj = user("reviewer")
+    run, (to_operator, to_reviewer2) = async_to_sync(scenario)()
+    notices = [m for m in to_operator if "run-notice" in m]
+    assert len(notices) == 1
+    assert f'Run <a href="/runs/{run.pk}/">{run.pk}</a>' in notices[0]
+    assert "step limit reached (1 steps)" in notices[0]
+    assert not any("run-notice" in m for m in to_reviewer2)
