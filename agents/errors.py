@@ -29,3 +29,10 @@ class Conflict(DomainError):
 
 class IllegalTransition(Conflict):
     code = "illegal_transition"
+
+
+class Forbidden(DomainError):
+    """The user may see the object but not do this to it (e.g. approve their own run's action)."""
+
+    status = 403
+    code = "forbidden"

@@ -64,6 +64,7 @@ class Agent(models.Model):
             ("review_agent", "Review the agent's actions"),
             ("operate_agent", "Start, pause and resume the agent's runs"),
             ("configure_agent", "Change the agent's configuration"),
+            ("review_escalated_agent", "Review the agent's escalated actions (second tier)"),
         ]
 
     def __str__(self) -> str:
@@ -112,6 +113,17 @@ class AgentTool(models.Model):
     over_limit = models.CharField(max_length=16, choices=[("deny", "Deny"), ("review", "Force review")], default="deny")
     timeout_seconds = models.FloatField(default=10.0, validators=[MinValueValidator(0.1)])
     max_retries = models.PositiveIntegerField(default=2, validators=[MaxValueValidator(10)])
+    # Review policy: how many distinct people must approve, how long they have,
+    # and what happens when nobody decides in time (fail closed unless configured).
+    required_approvals = models.PositiveSmallIntegerField(
+        default=1, validators=[MinValueValidator(1), MaxValueValidator(5)]
+    )
+    sla_minutes = models.PositiveIntegerField(default=60, validators=[MinValueValidator(1)])
+    on_timeout = models.CharField(
+        max_length=16,
+        choices=[("reject", "Reject (fail closed)"), ("escalate", "Escalate, then reject"), ("approve", "Approve")],
+        default="reject",
+    )
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["agent", "tool"], name="agent_tool_unique")]

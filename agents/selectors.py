@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from guardian.shortcuts import get_objects_for_user
 
 from agents.models import Agent, BreakerState, CircuitBreaker, Run, Step
@@ -52,3 +54,21 @@ def breakers_visible_to(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Circ
 
 def breakers_operable_by(user: AbstractBaseUser | AnonymousUser) -> QuerySet[CircuitBreaker]:
     return CircuitBreaker.objects.filter(agent__in=agents_with_perm(user, "operate_agent")).select_related("agent")
+
+
+def users_with_agent_perm(agent: Agent, perm: str) -> QuerySet[Any]:
+    """Active users holding `perm` on `agent`, directly or through a group (superusers excluded)."""
+    from django.contrib.auth import get_user_model
+
+    return (
+        get_user_model()
+        .objects.filter(
+            Q(agentuserobjectpermission__content_object=agent, agentuserobjectpermission__permission__codename=perm)
+            | Q(
+                groups__agentgroupobjectpermission__content_object=agent,
+                groups__agentgroupobjectpermission__permission__codename=perm,
+            ),
+            is_active=True,
+        )
+        .distinct()
+    )

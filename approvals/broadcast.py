@@ -19,8 +19,8 @@ from approvals.models import ActionRequest
 logger = logging.getLogger(__name__)
 
 
-def agent_group(agent_id: int) -> str:
-    return f"reviewers.agent.{agent_id}"
+def agent_group(agent_id: int, tier: int = 1) -> str:
+    return f"reviewers.agent.{agent_id}.tier.{tier}"
 
 
 def user_group(user_id: int) -> str:
@@ -38,20 +38,53 @@ def _send(group: str, message: dict[str, Any]) -> None:
         logger.exception("channel layer send to %s failed", group)
 
 
+def _row(action_id: int) -> ActionRequest | None:
+    from approvals.selectors import with_row_data
+
+    return with_row_data(ActionRequest.objects.filter(pk=action_id)).first()
+
+
 def action_opened(action_id: int) -> None:
-    action = ActionRequest.objects.select_related("agent", "run").filter(pk=action_id).first()
+    action = _row(action_id)
     if action is None:
         return
     html = render_to_string("approvals/inbox.html#row_oob", {"action": action})
-    _send(agent_group(action.agent_id), {"type": "inbox.html", "html": html, "action_id": action.pk})
+    _send(agent_group(action.agent_id, action.tier), {"type": "inbox.html", "html": html, "action_id": action.pk})
+
+
+def action_changed(action_id: int) -> None:
+    """Claims, approvals toward a quorum, SLA warnings: the row is replaced in place."""
+    action = _row(action_id)
+    if action is None or action.status != "pending":
+        return
+    html = render_to_string("approvals/inbox.html#row_replaced", {"action": action})
+    _send(agent_group(action.agent_id, action.tier), {"type": "inbox.html", "html": html, "action_id": action.pk})
 
 
 def action_closed(action_id: int) -> None:
-    action = ActionRequest.objects.filter(pk=action_id).only("id", "agent_id", "status").first()
+    action = ActionRequest.objects.filter(pk=action_id).only("id", "agent_id", "status", "tier").first()
     if action is None:
         return
     html = render_to_string("approvals/inbox.html#row_removed", {"action": action})
-    _send(agent_group(action.agent_id), {"type": "inbox.html", "html": html, "action_id": action.pk})
+    _send(agent_group(action.agent_id, action.tier), {"type": "inbox.html", "html": html, "action_id": action.pk})
+
+
+def action_escalated(action_id: int, *, from_tier: int) -> None:
+    action = ActionRequest.objects.filter(pk=action_id).only("id", "agent_id").first()
+    if action is None:
+        return
+    html = render_to_string("approvals/inbox.html#row_removed", {"action": action})
+    _send(agent_group(action.agent_id, from_tier), {"type": "inbox.html", "html": html, "action_id": action.pk})
+    action_opened(action_id)
+
+
+def notifications_changed(user_ids: list[int]) -> None:
+    from approvals.models import Notification
+
+    for user_id in user_ids:
+        unread = Notification.objects.filter(user_id=user_id, read_at__isnull=True).count()
+        html = render_to_string("approvals/_notifications_badge.html", {"unread": unread, "oob": True})
+        _send(user_group(user_id), {"type": "inbox.html", "html": html})
 
 
 def actions_closed(action_ids: list[int]) -> None:

@@ -9,12 +9,13 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 
 from agents.selectors import agents_with_perm
 from approvals.broadcast import agent_group, operator_group, user_group
-from approvals.selectors import reviewable_agent_ids
+from approvals.selectors import reviewable_groups
 
 
-def _agent_ids(user: Any) -> tuple[list[int], list[int]]:
+def _agent_ids(user: Any) -> tuple[list[int], list[int], list[int]]:
     operable = list(agents_with_perm(user, "operate_agent").values_list("pk", flat=True))
-    return reviewable_agent_ids(user), operable
+    tier1, tier2 = reviewable_groups(user)
+    return tier1, tier2, operable
 
 
 class InboxConsumer(AsyncWebsocketConsumer):
@@ -37,8 +38,9 @@ class InboxConsumer(AsyncWebsocketConsumer):
 
     async def _join_allowed_groups(self) -> None:
         user = self.scope["user"]
-        reviewable, operable = await database_sync_to_async(_agent_ids)(user)
-        wanted = {agent_group(agent_id) for agent_id in reviewable}
+        tier1, tier2, operable = await database_sync_to_async(_agent_ids)(user)
+        wanted = {agent_group(agent_id, 1) for agent_id in tier1}
+        wanted |= {agent_group(agent_id, 2) for agent_id in tier2}
         wanted |= {operator_group(agent_id) for agent_id in operable}
         wanted.add(user_group(self.user_id))
         for group in wanted - self.groups_joined:

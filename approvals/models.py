@@ -60,6 +60,23 @@ class ActionRequest(models.Model):
     route = models.CharField(max_length=16)
     route_reason = models.TextField()
     risk_flags = models.JSONField(default=list, blank=True)
+    # Inbox order: riskier first (impact, doubt, flags), then the nearest deadline.
+    risk_score = models.PositiveSmallIntegerField(default=0)
+    warn_at = models.DateTimeField(null=True, blank=True, help_text="Half of the SLA: reviewers are warned.")
+    due_at = models.DateTimeField(null=True, blank=True)
+    warned_at = models.DateTimeField(null=True, blank=True)
+    tier = models.PositiveSmallIntegerField(default=1, help_text="1: the agent's reviewers; 2: escalated.")
+    required_approvals = models.PositiveSmallIntegerField(default=1)
+    on_timeout = models.CharField(max_length=16, default="reject")
+    # An advisory lease: others see who is working on it, and until when.
+    claimed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    claim_expires_at = models.DateTimeField(null=True, blank=True)
+    # Who submitted it over the API (separation of duties: they may not approve it).
+    submitted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     status = models.CharField(max_length=16, choices=ActionStatus.choices)
     result = models.JSONField(null=True, blank=True)
     error = models.TextField(blank=True)
@@ -69,8 +86,28 @@ class ActionRequest(models.Model):
 
     class Meta:
         indexes = [
-            # The inbox: pending actions of the agents a reviewer may see, newest first.
             models.Index(fields=["status", "agent", "-id"], name="action_status_agent_idx"),
+            # The inbox's order and keyset, over pending rows only (a small slice of all history).
+            models.Index(
+                "tier",
+                models.F("risk_score").desc(),
+                "due_at",
+                "id",
+                name="action_inbox_idx",
+                condition=models.Q(status="pending"),
+            ),
+            # Queue counts per agent and the SLA job, also over pending rows only.
+            models.Index(
+                fields=["agent", "tier"], name="action_pending_agent_idx", condition=models.Q(status="pending")
+            ),
+            models.Index(fields=["due_at"], name="action_pending_due_idx", condition=models.Q(status="pending")),
+            models.Index(
+                fields=["warn_at"],
+                name="action_pending_warn_idx",
+                condition=models.Q(status="pending", warned_at__isnull=True),
+            ),
+            # Past decisions on one agent's tool, latest first (the reviewer's context).
+            models.Index(fields=["agent", "tool", "-id"], name="action_agent_tool_idx"),
         ]
 
     def __str__(self) -> str:
@@ -81,6 +118,39 @@ class Verdict(models.TextChoices):
     APPROVE = "approve"
     REJECT = "reject"
     EDIT = "edit"
+
+
+class Approval(models.Model):
+    """One person's approval toward a quorum; the Decision is written when the quorum is met."""
+
+    action = models.ForeignKey(ActionRequest, on_delete=models.CASCADE, related_name="approvals")
+    reviewer = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    arguments = models.JSONField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["action", "reviewer"], name="approval_one_per_reviewer"),
+        ]
+
+    def __str__(self) -> str:
+        return f"approval of {self.action_id} by {self.reviewer_id}"
+
+
+class Notification(models.Model):
+    """An in-app notice for one user (SLA warnings, escalations, halted runs)."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="notifications")
+    text = models.CharField(max_length=500)
+    url = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    read_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["user", "read_at", "-id"], name="notification_unread_idx")]
+
+    def __str__(self) -> str:
+        return self.text
 
 
 class Decision(models.Model):

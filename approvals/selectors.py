@@ -2,29 +2,151 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.db.models import QuerySet
+from django.db.models import Count, Q, QuerySet
+from django.utils import timezone
 
 from agents.selectors import agents_with_perm
-from approvals.models import ActionRequest, ActionStatus
+from approvals.models import ActionRequest, ActionStatus, Decision, Notification
 
 User = AbstractBaseUser | AnonymousUser
 
+FAR_FUTURE = datetime(9999, 1, 1, tzinfo=timezone.get_fixed_timezone(0))
 
-def actions_reviewable_by(user: User) -> QuerySet[ActionRequest]:
-    """Actions of the agents `user` may review; anyone else gets an empty set (so 404s)."""
-    return ActionRequest.objects.filter(agent__in=agents_with_perm(user, "review_agent")).select_related(
-        "agent", "run", "decision__reviewer"
+
+def _reviewable_filter(user: User) -> Q:
+    # Tier 1 items go to the agent's reviewers; escalated (tier 2) items only to
+    # those who may review the agent's escalations. One query, no per-row checks.
+    return Q(agent__in=agents_with_perm(user, "review_agent"), tier=1) | Q(
+        agent__in=agents_with_perm(user, "review_escalated_agent")
     )
 
 
-def inbox_for(user: User, *, before: int | None = None, limit: int = 50) -> list[ActionRequest]:
-    """Pending actions the user may review, newest first, keyset-paginated on id."""
-    qs = actions_reviewable_by(user).filter(status=ActionStatus.PENDING).order_by("-id")
-    if before is not None:
-        qs = qs.filter(id__lt=before)
-    return list(qs[:limit])
+def actions_reviewable_by(user: User) -> QuerySet[ActionRequest]:
+    """Actions the user may see and decide; anyone else gets an empty set (so 404s)."""
+    return ActionRequest.objects.filter(_reviewable_filter(user)).select_related(
+        "agent", "run", "decision__reviewer", "claimed_by"
+    )
 
 
-def reviewable_agent_ids(user: User) -> list[int]:
-    return list(agents_with_perm(user, "review_agent").values_list("pk", flat=True))
+@dataclass(frozen=True)
+class InboxFilters:
+    agent: str = ""
+    tool: str = ""
+    impact: str = ""
+    older_than_minutes: int | None = None
+    newer_than_minutes: int | None = None
+
+
+@dataclass(frozen=True)
+class InboxCursor:
+    """Keyset position in the inbox order (risk_score desc, due_at asc, id asc)."""
+
+    risk_score: int
+    due_at: datetime
+    id: int
+
+    def encode(self) -> str:
+        return f"{self.risk_score}_{self.due_at.timestamp():.6f}_{self.id}"
+
+    @classmethod
+    def decode(cls, raw: str) -> InboxCursor | None:
+        try:
+            score, due, pk = raw.split("_")
+            return cls(int(score), datetime.fromtimestamp(float(due), tz=timezone.get_fixed_timezone(0)), int(pk))
+        except (ValueError, OverflowError, OSError):
+            return None
+
+    @classmethod
+    def after(cls, action: ActionRequest) -> InboxCursor:
+        return cls(action.risk_score, action.due_at or FAR_FUTURE, action.pk)
+
+
+def inbox_for(
+    user: User, *, filters: InboxFilters | None = None, cursor: InboxCursor | None = None, limit: int = 50
+) -> list[ActionRequest]:
+    """Pending actions the user may decide: riskiest first, then the nearest deadline.
+
+    Keyset-paginated on (risk_score, due_at, id), served by the partial index
+    over pending rows; one query whatever the page size.
+    """
+    qs = with_row_data(ActionRequest.objects.filter(_reviewable_filter(user), status=ActionStatus.PENDING))
+    filters = filters or InboxFilters()
+    if filters.agent:
+        qs = qs.filter(agent__slug=filters.agent)
+    if filters.tool:
+        qs = qs.filter(tool=filters.tool)
+    if filters.impact:
+        qs = qs.filter(impact=filters.impact)
+    now = timezone.now()
+    if filters.older_than_minutes is not None:
+        qs = qs.filter(created_at__lte=now - timedelta(minutes=filters.older_than_minutes))
+    if filters.newer_than_minutes is not None:
+        qs = qs.filter(created_at__gte=now - timedelta(minutes=filters.newer_than_minutes))
+    if cursor is not None:
+        qs = qs.filter(
+            Q(risk_score__lt=cursor.risk_score)
+            | Q(risk_score=cursor.risk_score, due_at__gt=cursor.due_at)
+            | Q(risk_score=cursor.risk_score, due_at=cursor.due_at, id__gt=cursor.id)
+        )
+    return list(qs.order_by("-risk_score", "due_at", "id")[:limit])
+
+
+def with_row_data(qs: QuerySet[ActionRequest]) -> QuerySet[ActionRequest]:
+    """What an inbox row shows, fetched with the rows (no query per row)."""
+    return qs.select_related("agent", "claimed_by").annotate(approval_count=Count("approvals"))
+
+
+def queue_counts(user: User) -> list[dict[str, Any]]:
+    """Pending items per agent the user may review: a GROUP BY over the partial index of pending rows."""
+    rows = (
+        ActionRequest.objects.filter(_reviewable_filter(user), status=ActionStatus.PENDING)
+        .values("agent__slug")
+        .annotate(pending=Count("id"))
+        .order_by("agent__slug")
+    )
+    return [dict(row) for row in rows]
+
+
+@dataclass(frozen=True)
+class DecisionStats:
+    sample: int
+    approved: int
+    edited: int
+    rejected: int
+
+    def share(self, n: int) -> int:
+        return round(100 * n / self.sample) if self.sample else 0
+
+
+def decision_stats(action: ActionRequest, *, sample: int = 500) -> DecisionStats:
+    """How people decided this agent's recent calls of this tool (bounded: the latest `sample`)."""
+    recent = ActionRequest.objects.filter(agent_id=action.agent_id, tool=action.tool, decision__isnull=False).order_by(
+        "-id"
+    )[:sample]
+    counts = dict(
+        Decision.objects.filter(action__in=recent.values("id")).values_list("verdict").annotate(n=Count("id"))
+    )
+    return DecisionStats(
+        sample=sum(counts.values()),
+        approved=counts.get("approve", 0),
+        edited=counts.get("edit", 0),
+        rejected=counts.get("reject", 0),
+    )
+
+
+def reviewable_groups(user: User) -> tuple[list[int], list[int]]:
+    """Agent ids whose tier-1 and tier-2 inbox groups the user may join."""
+    tier1 = list(agents_with_perm(user, "review_agent").values_list("pk", flat=True))
+    tier2 = list(agents_with_perm(user, "review_escalated_agent").values_list("pk", flat=True))
+    return tier1, tier2
+
+
+def unread_notifications(user: User, *, limit: int = 20) -> list[Notification]:
+    if not user.is_authenticated:
+        return []
+    return list(Notification.objects.filter(user_id=user.pk, read_at__isnull=True).order_by("-id")[:limit])

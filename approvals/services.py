@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import partial
+from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, User
+from django.core.mail import send_mail
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from agents import services as agent_services
-from agents.errors import Conflict, IllegalTransition, InvalidInput
+from agents.errors import Conflict, Forbidden, IllegalTransition, InvalidInput
 from agents.guard import GuardRefusal, guard_tool_call, validate_arguments
 from agents.models import Agent, Run, StepKind
 from agents.policy import Route, route_for
@@ -20,8 +25,10 @@ from approvals import broadcast, tasks
 from approvals.models import (
     ActionRequest,
     ActionStatus,
+    Approval,
     Decision,
     Execution,
+    Notification,
     Verdict,
 )
 from audit.services import Actor, record
@@ -106,9 +113,18 @@ def route_tool_call(
             Route.REVIEW: ActionStatus.PENDING,
             Route.DENY: ActionStatus.DENIED,
         }[decision.route]
+        agent_tool = checked.agent_tool
+        now = timezone.now()
+        sla = timedelta(minutes=agent_tool.sla_minutes)
         action = ActionRequest.objects.create(
             agent=agent,
             run=run,
+            submitted_by=actor if run is None and isinstance(actor, User) else None,
+            risk_score=risk_score(impact=checked.tool.impact, confidence=confidence, flags=checked.flags),
+            warn_at=now + sla / 2,
+            due_at=now + sla,
+            required_approvals=agent_tool.required_approvals,
+            on_timeout=agent_tool.on_timeout,
             tool=tool,
             call_id=call_id,
             arguments=args,
@@ -164,6 +180,15 @@ def route_tool_call(
         return RouteOutcome(action=action)
 
 
+IMPACT_WEIGHT = {"read": 0, "write": 20, "financial": 40, "destructive": 60}
+
+
+def risk_score(*, impact: str, confidence: float, flags: list[str]) -> int:
+    """0-100: impact, then doubt, then risk flags. The inbox shows the riskiest first."""
+    score = IMPACT_WEIGHT.get(impact, 20) + round((1 - max(0.0, min(1.0, confidence))) * 30) + 10 * len(flags)
+    return min(100, score)
+
+
 def action_request_decide(
     *,
     action: ActionRequest,
@@ -171,25 +196,63 @@ def action_request_decide(
     verdict: str,
     arguments: Any = None,
     comment: str = "",
-) -> Decision:
-    """Approve, reject (with a reason) or edit-and-approve a pending action."""
-    if verdict not in Verdict.values:
-        raise InvalidInput(f"verdict must be one of {', '.join(Verdict.values)}", code="invalid_verdict")
+) -> Decision | None:
+    """Approve, reject (with a reason), edit-and-approve, or escalate a pending action.
+
+    Returns the Decision when the action is decided; None when an approval was
+    recorded toward a quorum or the action was escalated.
+    """
+    if verdict not in Verdict.values and verdict != ESCALATE:
+        raise InvalidInput(f"verdict must be one of {', '.join([*Verdict.values, ESCALATE])}", code="invalid_verdict")
     comment = (comment or "").strip()
     if verdict == Verdict.REJECT and not comment:
         raise InvalidInput("a rejection needs a reason (comment)", code="reason_required")
+    if verdict == ESCALATE:
+        if arguments is not None:
+            raise InvalidInput("arguments are only accepted with verdict 'edit'", code="unexpected_arguments")
+        action_request_escalate(action=action, actor=actor, reason=comment or "escalated by a reviewer")
+        return None
     new_arguments = action.arguments
     if verdict == Verdict.EDIT:
-        tool = get_tool(action.tool)
-        if tool is None:
-            raise InvalidInput(f"tool {action.tool!r} no longer exists", code="unknown_tool")
-        checked = validate_arguments(tool, arguments)
-        if isinstance(checked, GuardRefusal):
-            raise InvalidInput(checked.message, code=checked.code, details=checked.details)
-        new_arguments = checked.model_dump(mode="json")
+        new_arguments = validated_edit(action, arguments)
     elif arguments is not None:
         raise InvalidInput("arguments are only accepted with verdict 'edit'", code="unexpected_arguments")
+    if verdict in (Verdict.APPROVE, Verdict.EDIT):
+        _check_separation_of_duties(action, actor)
+        if action.required_approvals > 1:
+            return _approve_toward_quorum(
+                action=action, actor=actor, verdict=verdict, arguments=new_arguments, comment=comment
+            )
+    return _decide(action=action, actor=actor, verdict=verdict, new_arguments=new_arguments, comment=comment)
 
+
+ESCALATE = "escalate"
+
+
+def validated_edit(action: ActionRequest, arguments: Any) -> dict[str, Any]:
+    """Edited arguments, validated exactly as the guard validates the agent's."""
+    tool = get_tool(action.tool)
+    if tool is None:
+        raise InvalidInput(f"tool {action.tool!r} no longer exists", code="unknown_tool")
+    checked = validate_arguments(tool, arguments)
+    if isinstance(checked, GuardRefusal):
+        raise InvalidInput(checked.message, code=checked.code, details=checked.details)
+    edited: dict[str, Any] = checked.model_dump(mode="json")
+    return edited
+
+
+def _check_separation_of_duties(action: ActionRequest, actor: User) -> None:
+    started_by = action.run.created_by_id if action.run is not None else action.submitted_by_id
+    if started_by is not None and started_by == actor.pk:
+        raise Forbidden(
+            "you started this work, so someone else must approve it (separation of duties)",
+            code="separation_of_duties",
+        )
+
+
+def _decide(
+    *, action: ActionRequest, actor: User, verdict: str, new_arguments: dict[str, Any], comment: str
+) -> Decision:
     to_status = ActionStatus.REJECTED if verdict == Verdict.REJECT else ActionStatus.APPROVED
     now = timezone.now()
     with transaction.atomic():
@@ -197,7 +260,7 @@ def action_request_decide(
         # sees `pending` touches the row; the other waits for that commit,
         # re-reads, matches nothing, and is told who won.
         won = ActionRequest.objects.filter(pk=action.pk, status=ActionStatus.PENDING).update(
-            status=to_status, decided_at=now, arguments=new_arguments
+            status=to_status, decided_at=now, arguments=new_arguments, claimed_by=None, claim_expires_at=None
         )
         if not won:
             raise _already_decided(action.pk)
@@ -219,22 +282,225 @@ def action_request_decide(
             before={"status": ActionStatus.PENDING, "arguments": before},
             after={"status": to_status, "verdict": verdict, "comment": comment, "arguments": new_arguments},
         )
-        if to_status == ActionStatus.APPROVED:
-            _schedule_execution(action)
-        elif action.run is not None:
-            agent_services.run_feed_back(
-                run=action.run,
-                payload={
-                    "action_id": action.pk,
-                    "call_id": action.call_id,
-                    "tool": action.tool,
-                    "arguments": before,
-                    "outcome": "rejected",
-                    "error": comment,
-                },
-            )
-        transaction.on_commit(lambda: broadcast.action_closed(action.pk))
+        _after_decision(action, to_status=to_status, reason=comment, arguments_before=before)
     return decision
+
+
+def _after_decision(action: ActionRequest, *, to_status: str, reason: str, arguments_before: Any) -> None:
+    if to_status == ActionStatus.APPROVED:
+        _schedule_execution(action)
+    elif action.run is not None:
+        agent_services.run_feed_back(
+            run=action.run,
+            payload={
+                "action_id": action.pk,
+                "call_id": action.call_id,
+                "tool": action.tool,
+                "arguments": arguments_before,
+                "outcome": "rejected" if to_status == ActionStatus.REJECTED else to_status,
+                "error": reason,
+            },
+        )
+    transaction.on_commit(lambda: broadcast.action_closed(action.pk))
+
+
+def _approve_toward_quorum(
+    *, action: ActionRequest, actor: User, verdict: str, arguments: dict[str, Any], comment: str
+) -> Decision | None:
+    with transaction.atomic():
+        # Lock the action: approvals toward one quorum are counted one at a time.
+        locked = ActionRequest.objects.select_for_update().get(pk=action.pk)
+        if locked.status != ActionStatus.PENDING:
+            raise _already_decided(locked.pk)
+        if arguments != locked.arguments:
+            # An edit: earlier approvals were of other arguments and no longer count.
+            dropped = list(locked.approvals.values_list("reviewer__username", flat=True))
+            locked.approvals.all().delete()
+            ActionRequest.objects.filter(pk=locked.pk).update(arguments=arguments)
+            record(
+                actor=actor,
+                event="action.edited",
+                target=locked,
+                agent_id=locked.agent_id,
+                before={"arguments": locked.arguments},
+                after={"arguments": arguments, "approvals_dropped": dropped},
+            )
+            locked.arguments = arguments
+        if locked.approvals.filter(reviewer=actor).exists():
+            raise Conflict("you have already approved this action; another reviewer must", code="already_approved")
+        Approval.objects.create(action=locked, reviewer=actor, arguments=arguments)
+        count = locked.approvals.count()
+        record(
+            actor=actor,
+            event="action.approval_recorded",
+            target=locked,
+            agent_id=locked.agent_id,
+            after={"approvals": count, "required": locked.required_approvals, "comment": comment},
+        )
+        if count < locked.required_approvals:
+            transaction.on_commit(lambda: broadcast.action_changed(locked.pk))
+            return None
+        approvers = ", ".join(locked.approvals.order_by("id").values_list("reviewer__username", flat=True))
+        return _decide(
+            action=locked,
+            actor=actor,
+            verdict=verdict,
+            new_arguments=arguments,
+            comment=(comment + " " if comment else "") + f"(approved by {approvers})",
+        )
+
+
+def action_request_escalate(*, action: ActionRequest, actor: User | Actor, reason: str) -> ActionRequest:
+    """Send a pending action to the second tier, with a fresh SLA."""
+    with transaction.atomic():
+        locked = ActionRequest.objects.select_for_update().get(pk=action.pk)
+        if locked.status != ActionStatus.PENDING:
+            raise _already_decided(locked.pk)
+        if locked.tier >= MAX_TIER:
+            raise Conflict("the action is already at the highest tier", code="highest_tier")
+        sla = (locked.due_at - locked.created_at) if locked.due_at else timedelta(hours=1)
+        now = timezone.now()
+        ActionRequest.objects.filter(pk=locked.pk).update(
+            tier=locked.tier + 1,
+            warn_at=now + sla / 2,
+            due_at=now + sla,
+            warned_at=None,
+            claimed_by=None,
+            claim_expires_at=None,
+        )
+        locked.approvals.all().delete()
+        record(
+            actor=actor,
+            event="action.escalated",
+            target=locked,
+            agent_id=locked.agent_id,
+            before={"tier": locked.tier},
+            after={"tier": locked.tier + 1, "reason": reason},
+        )
+        notify_reviewers(locked, tier=locked.tier + 1, text=f"Escalated to you: {locked.tool} ({reason})")
+        transaction.on_commit(lambda: broadcast.action_escalated(locked.pk, from_tier=locked.tier))
+    locked.refresh_from_db()
+    return locked
+
+
+MAX_TIER = 2
+CLAIM_MINUTES = 5
+
+
+def action_request_claim(*, action: ActionRequest, actor: User, minutes: int = CLAIM_MINUTES) -> ActionRequest:
+    """Take an advisory lease on a pending action so others see it is being worked on."""
+    now = timezone.now()
+    with transaction.atomic():
+        taken = (
+            ActionRequest.objects.filter(pk=action.pk, status=ActionStatus.PENDING)
+            .filter(Q(claimed_by__isnull=True) | Q(claim_expires_at__lt=now) | Q(claimed_by=actor))
+            .update(claimed_by=actor, claim_expires_at=now + timedelta(minutes=minutes))
+        )
+        if not taken:
+            current = ActionRequest.objects.select_related("claimed_by").get(pk=action.pk)
+            if current.status != ActionStatus.PENDING:
+                raise _already_decided(action.pk)
+            holder = current.claimed_by.get_username() if current.claimed_by else "someone"
+            raise Conflict(
+                f"{holder} is working on this until {current.claim_expires_at:%H:%M:%S} UTC",
+                code="claimed",
+                details={"claimed_by": holder},
+            )
+        record(actor=actor, event="action.claimed", target=action, agent_id=action.agent_id, after={"minutes": minutes})
+        transaction.on_commit(lambda: broadcast.action_changed(action.pk))
+    action.refresh_from_db()
+    return action
+
+
+def action_request_release(*, action: ActionRequest, actor: User) -> None:
+    """Give up a claim."""
+    with transaction.atomic():
+        if ActionRequest.objects.filter(pk=action.pk, claimed_by=actor).update(claimed_by=None, claim_expires_at=None):
+            record(actor=actor, event="action.released", target=action, agent_id=action.agent_id)
+            transaction.on_commit(lambda: broadcast.action_changed(action.pk))
+
+
+def notify_reviewers(action: ActionRequest, *, tier: int, text: str) -> None:
+    """In-app notice (and e-mail when configured) to the people who may decide at `tier`."""
+    from agents.selectors import users_with_agent_perm
+
+    perm = "review_agent" if tier == 1 else "review_escalated_agent"
+    users = list(users_with_agent_perm(action.agent, perm))
+    url = f"/actions/{action.pk}/"
+    Notification.objects.bulk_create([Notification(user=u, text=text[:500], url=url) for u in users])
+    emails = [u.email for u in users if u.email]
+    if emails and settings.EMAIL_NOTIFICATIONS:
+        transaction.on_commit(
+            lambda: send_mail(
+                subject=f"[Countersign] {text[:80]}",
+                message=f"{text}\n\n{settings.COUNTERSIGN_BASE_URL}{url}",
+                from_email=None,
+                recipient_list=emails,
+                fail_silently=True,
+            )
+        )
+    ids = [u.pk for u in users]
+    transaction.on_commit(lambda: broadcast.notifications_changed(ids))
+
+
+def sla_tick() -> dict[str, int]:
+    """Warn at half time; at expiry escalate, or apply the default (reject unless configured). Idempotent."""
+    now = timezone.now()
+    counts = {"warned": 0, "escalated": 0, "expired": 0, "auto_approved": 0}
+    for action in ActionRequest.objects.filter(status=ActionStatus.PENDING, warned_at__isnull=True, warn_at__lte=now)[
+        :500
+    ]:
+        with transaction.atomic():
+            if ActionRequest.objects.filter(pk=action.pk, status=ActionStatus.PENDING, warned_at__isnull=True).update(
+                warned_at=now
+            ):
+                record(
+                    actor=Actor.system("sla"),
+                    event="action.sla_warning",
+                    target=action,
+                    agent_id=action.agent_id,
+                    after={"due_at": action.due_at},
+                )
+                notify_reviewers(action, tier=action.tier, text=f"Half the time is gone: {action.tool} is due soon")
+                transaction.on_commit(partial(broadcast.action_changed, action.pk))
+                counts["warned"] += 1
+    for action in ActionRequest.objects.filter(status=ActionStatus.PENDING, due_at__lte=now).select_related("run")[
+        :500
+    ]:
+        try:
+            if action.on_timeout == "escalate" and action.tier < MAX_TIER:
+                action_request_escalate(action=action, actor=Actor.system("sla"), reason="no decision within the SLA")
+                counts["escalated"] += 1
+            elif action.on_timeout == "approve":
+                _decide_by_timeout(action, to_status=ActionStatus.APPROVED)
+                counts["auto_approved"] += 1
+            else:
+                _decide_by_timeout(action, to_status=ActionStatus.EXPIRED)
+                counts["expired"] += 1
+        except Conflict:
+            continue  # decided meanwhile
+    return counts
+
+
+def _decide_by_timeout(action: ActionRequest, *, to_status: str) -> None:
+    reason = "no decision within the SLA: " + (
+        "approved by policy" if to_status == ActionStatus.APPROVED else "rejected (fail closed)"
+    )
+    with transaction.atomic():
+        if not ActionRequest.objects.filter(
+            pk=action.pk, status=ActionStatus.PENDING, due_at__lte=timezone.now()
+        ).update(status=to_status, decided_at=timezone.now(), claimed_by=None, claim_expires_at=None):
+            raise _already_decided(action.pk)
+        record(
+            actor=Actor.system("sla"),
+            event="action.expired" if to_status == ActionStatus.EXPIRED else "action.approved_on_timeout",
+            target=action,
+            agent_id=action.agent_id,
+            before={"status": ActionStatus.PENDING},
+            after={"status": to_status, "reason": reason},
+        )
+        action.status = to_status
+        _after_decision(action, to_status=to_status, reason=reason, arguments_before=action.arguments)
 
 
 def _already_decided(action_id: int) -> Conflict:

@@ -17,3 +17,10 @@ def sweep_executions() -> dict[str, int]:
     from approvals.execution import executions_sweep
 
     return executions_sweep()
+
+
+@shared_task(name="approvals.sla_tick")
+def sla_tick() -> dict[str, int]:
+    from approvals.services import sla_tick as tick
+
+    return tick()

@@ -7,8 +7,12 @@ from approvals import views
 app_name = "approvals"
 urlpatterns = [
     path("", views.inbox, name="inbox"),
+    path("actions/bulk", views.action_bulk, name="action_bulk"),
     path("actions/<int:action_id>/", views.action_detail, name="action_detail"),
     path("actions/<int:action_id>/decide", views.action_decide, name="action_decide"),
+    path("actions/<int:action_id>/claim", views.action_claim, name="action_claim"),
     path("actions/<int:action_id>/undo", views.action_undo, name="action_undo"),
     path("actions/<int:action_id>/resolve", views.action_resolve, name="action_resolve"),
+    path("notifications/", views.notifications, name="notifications"),
+    path("notifications/read", views.notifications_read, name="notifications_read"),
 ]

@@ -1,24 +1,34 @@
-"""Reviewer pages: the live inbox, an action's detail, and the decision form."""
+"""Reviewer pages: the live inbox, an action's detail, decisions, claims, bulk decisions."""
 
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
-from agents.errors import DomainError
+from agents.errors import DomainError, InvalidInput
 from agents.guard import GuardRefusal, validate_arguments
 from agents.selectors import run_steps
 from agents.tools import get_tool
 from approvals import execution, selectors, services
-from approvals.models import ActionRequest, ActionStatus, Verdict
+from approvals.forms import REJECT_REASONS, ArgumentsForm
+from approvals.models import ActionRequest, ActionStatus, Notification, Verdict
 from config.requests import AuthedRequest
 
 PAGE_SIZE = 50
+AGE_CHOICES = [
+    ("", "any age"),
+    ("newer:15", "newer than 15 min"),
+    ("older:15", "older than 15 min"),
+    ("older:60", "older than 1 h"),
+]
 
 
 def _reviewable_action(request: AuthedRequest, action_id: int) -> ActionRequest:
@@ -26,40 +36,91 @@ def _reviewable_action(request: AuthedRequest, action_id: int) -> ActionRequest:
     return get_object_or_404(selectors.actions_reviewable_by(request.user), pk=action_id)
 
 
+def _filters(request: AuthedRequest) -> selectors.InboxFilters:
+    age = request.GET.get("age", "")
+    older = newer = None
+    kind, _, minutes = age.partition(":")
+    if minutes.isdigit():
+        older = int(minutes) if kind == "older" else None
+        newer = int(minutes) if kind == "newer" else None
+    return selectors.InboxFilters(
+        agent=request.GET.get("agent", "")[:50],
+        tool=request.GET.get("tool", "")[:100],
+        impact=request.GET.get("impact", "")[:16],
+        older_than_minutes=older,
+        newer_than_minutes=newer,
+    )
+
+
 @require_GET
 @login_required
 def inbox(request: AuthedRequest) -> HttpResponse:
-    before = request.GET.get("before")
-    actions = selectors.inbox_for(
-        request.user, before=int(before) if before and before.isdigit() else None, limit=PAGE_SIZE + 1
-    )
-    context = {
-        "actions": actions[:PAGE_SIZE],
-        "next_before": actions[PAGE_SIZE - 1].pk if len(actions) > PAGE_SIZE else None,
+    cursor = selectors.InboxCursor.decode(request.GET.get("after", ""))
+    filters = _filters(request)
+    actions = selectors.inbox_for(request.user, filters=filters, cursor=cursor, limit=PAGE_SIZE + 1)
+    page = actions[:PAGE_SIZE]
+    query = request.GET.copy()
+    query.pop("after", None)
+    context: dict[str, Any] = {
+        "actions": page,
+        "next_after": selectors.InboxCursor.after(page[-1]).encode() if len(actions) > PAGE_SIZE else None,
+        "query": query.urlencode(),
+        "filters": filters,
+        "age": request.GET.get("age", ""),
+        "age_choices": AGE_CHOICES,
+        "filtered": any([filters.agent, filters.tool, filters.impact, request.GET.get("age")]),
+        "now": timezone.now(),
+        "reject_reasons": REJECT_REASONS,
     }
-    template = "approvals/inbox.html#rows" if request.htmx else "approvals/inbox.html"
-    return render(request, template, context)
+    if request.htmx:
+        return render(request, "approvals/inbox.html#rows", context)
+    context["counts"] = selectors.queue_counts(request.user)
+    context["unread"] = len(selectors.unread_notifications(request.user))
+    return render(request, "approvals/inbox.html", context)
 
 
 @require_GET
 @login_required
 def action_detail(request: AuthedRequest, action_id: int) -> HttpResponse:
     action = _reviewable_action(request, action_id)
+    return render(request, "approvals/action_detail.html", _detail_context(request, action))
+
+
+def _detail_context(request: AuthedRequest, action: ActionRequest, **extra: Any) -> dict[str, Any]:
     tool = get_tool(action.tool)
     preview = None
-    if tool is not None and tool.preview is not None and action.status == ActionStatus.PENDING:
+    edit_form = None
+    if tool is not None and action.status == ActionStatus.PENDING:
         checked = validate_arguments(tool, action.arguments)
-        preview = None if isinstance(checked, GuardRefusal) else tool.preview(checked)
+        if tool.preview is not None and not isinstance(checked, GuardRefusal):
+            preview = tool.preview(checked)
+        edit_form = ArgumentsForm(tool, initial_arguments=action.arguments)
     context = {
         "action": action,
         "arguments_json": json.dumps(action.arguments, indent=2, ensure_ascii=False),
+        "changed": _changed_arguments(action),
         "preview": preview,
+        "edit_form": edit_form,
+        "stats": selectors.decision_stats(action),
+        "approvals": list(action.approvals.select_related("reviewer").order_by("id")),
         "steps": run_steps(action.run) if action.run else [],
         "can_decide": action.status == ActionStatus.PENDING,
         "can_undo": action.status == ActionStatus.EXECUTED and tool is not None and tool.compensate is not None,
         "in_doubt": action.status == ActionStatus.IN_DOUBT,
+        "reject_reasons": REJECT_REASONS,
+        "now": timezone.now(),
     }
-    return render(request, "approvals/action_detail.html", context)
+    context.update(extra)
+    return context
+
+
+def _changed_arguments(action: ActionRequest) -> list[dict[str, Any]]:
+    keys = sorted(set(action.proposed_arguments) | set(action.arguments))
+    return [
+        {"name": k, "before": action.proposed_arguments.get(k), "after": action.arguments.get(k)}
+        for k in keys
+        if action.proposed_arguments.get(k) != action.arguments.get(k)
+    ]
 
 
 @require_POST
@@ -67,38 +128,100 @@ def action_detail(request: AuthedRequest, action_id: int) -> HttpResponse:
 def action_decide(request: AuthedRequest, action_id: int) -> HttpResponse:
     action = _reviewable_action(request, action_id)
     verdict = request.POST.get("verdict", "")
-    arguments = None
+    comment = request.POST.get("comment", "") or request.POST.get("preset", "")
+    edit_form = None
     try:
+        arguments = None
         if verdict == Verdict.EDIT:
-            try:
-                arguments = json.loads(request.POST.get("arguments", ""))
-            except json.JSONDecodeError as exc:
-                raise DomainError(f"arguments are not valid JSON: {exc.msg}", code="malformed_json") from exc
+            arguments, edit_form = _edited_arguments(request, action)
         services.action_request_decide(
-            action=action,
-            actor=request.user,
-            verdict=verdict,
-            arguments=arguments,
-            comment=request.POST.get("comment", ""),
+            action=action, actor=request.user, verdict=verdict, arguments=arguments, comment=comment
         )
     except DomainError as exc:
+        if edit_form is not None and isinstance(exc, InvalidInput) and exc.code == "invalid_arguments":
+            edit_form.add_validation_errors(exc.details, exc.message)
         if request.htmx:
+            status = exc.status
             return render(
                 request,
                 "approvals/action_detail.html#decision_error",
                 {"action": action, "error": exc.message},
-                status=exc.status,
+                status=status,
             )
         messages.error(request, exc.message)
+        if edit_form is not None:
+            context = _detail_context(request, action, edit_form=edit_form, error=exc.message)
+            return render(request, "approvals/action_detail.html", context, status=exc.status)
         return redirect("approvals:action_detail", action_id=action.pk)
     if request.htmx and request.POST.get("from") == "inbox":
         return HttpResponse("")  # the row swaps itself out; other inboxes hear it over the socket
     messages.success(request, f"Action {action.pk}: {verdict} recorded.")
+    return redirect(_next_url(request))
+
+
+def _edited_arguments(request: AuthedRequest, action: ActionRequest) -> tuple[Any, ArgumentsForm | None]:
+    if "arguments" in request.POST:  # the raw JSON field, for power users and scripts
+        try:
+            return json.loads(request.POST["arguments"]), None
+        except json.JSONDecodeError as exc:
+            raise InvalidInput(f"arguments are not valid JSON: {exc.msg}", code="malformed_json") from exc
+    tool = get_tool(action.tool)
+    if tool is None:
+        raise InvalidInput(f"tool {action.tool!r} no longer exists", code="unknown_tool")
+    form = ArgumentsForm(tool, request.POST)
+    if not form.is_valid():
+        raise InvalidInput("fix the highlighted fields", code="invalid_arguments")
+    return form.arguments(), form
+
+
+def _next_url(request: AuthedRequest) -> str:
+    target = request.POST.get("next", "")
+    if target and url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}):
+        return target
+    return "/"
+
+
+@require_POST
+@login_required
+def action_bulk(request: AuthedRequest) -> HttpResponse:
+    verdict = request.POST.get("verdict", "")
+    if verdict not in (Verdict.APPROVE, Verdict.REJECT):
+        messages.error(request, "Bulk decisions are approve or reject.")
+        return redirect(_next_url(request))
+    ids = [int(i) for i in request.POST.getlist("ids") if i.isdigit()][:200]
+    comment = request.POST.get("comment", "") or request.POST.get("preset", "")
+    done, failed = [], []
+    for action in selectors.actions_reviewable_by(request.user).filter(pk__in=ids):
+        try:
+            services.action_request_decide(action=action, actor=request.user, verdict=verdict, comment=comment)
+            done.append(action.pk)
+        except DomainError as exc:
+            failed.append(f"#{action.pk}: {exc.message}")
+    if done:
+        messages.success(request, f"{verdict} recorded for {len(done)} action(s).")
+    for line in failed:
+        messages.error(request, line)
+    if not done and not failed:
+        messages.info(request, "Nothing selected.")
+    return redirect(_next_url(request))
+
+
+@require_POST
+@login_required
+def action_claim(request: AuthedRequest, action_id: int) -> HttpResponse:
+    action = _reviewable_action(request, action_id)
+    try:
+        if request.POST.get("release"):
+            services.action_request_release(action=action, actor=request.user)
+        else:
+            services.action_request_claim(action=action, actor=request.user)
+    except DomainError as exc:
+        if request.htmx:
+            return HttpResponse(exc.message, status=exc.status)
+        messages.error(request, exc.message)
     if request.htmx:
-        response = HttpResponse(status=204)
-        response["HX-Redirect"] = request.POST.get("next") or "/"
-        return response
-    return redirect("approvals:inbox")
+        return HttpResponse(status=204)
+    return redirect("approvals:action_detail", action_id=action.pk)
 
 
 @require_POST
@@ -128,3 +251,17 @@ def action_resolve(request: AuthedRequest, action_id: int) -> HttpResponse:
     except DomainError as exc:
         messages.error(request, exc.message)
     return redirect("approvals:action_detail", action_id=action.pk)
+
+
+@require_GET
+@login_required
+def notifications(request: AuthedRequest) -> HttpResponse:
+    items = list(Notification.objects.filter(user=request.user).order_by("-id")[:100])
+    return render(request, "approvals/notifications.html", {"items": items})
+
+
+@require_POST
+@login_required
+def notifications_read(request: AuthedRequest) -> HttpResponse:
+    Notification.objects.filter(user=request.user, read_at__isnull=True).update(read_at=timezone.now())
+    return redirect("approvals:notifications")

@@ -263,6 +263,7 @@ CELERY_TASK_DEFAULT_PRIORITY = 5
 # default runs the same jobs on a timer inside the web process.
 PERIODIC_JOBS = {
     "approvals.sweep_executions": float(env_int("SWEEP_INTERVAL_SECONDS", default=10)),
+    "approvals.sla_tick": float(env_int("SLA_INTERVAL_SECONDS", default=15)),
 }
 CELERY_BEAT_SCHEDULE = {name: {"task": name, "schedule": every} for name, every in PERIODIC_JOBS.items()}
 CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_QUEUE", "countersign")
@@ -289,3 +290,18 @@ DEMO_TOOL_DELAY_SECONDS = float(env_str("DEMO_TOOL_DELAY_SECONDS", "0") or 0)
 # How long past a tool's timeout a claimed execution may run before the sweeper
 # treats its worker as dead.
 EXECUTION_LEASE_MARGIN_SECONDS = float(env_str("EXECUTION_LEASE_MARGIN_SECONDS", "15") or 15)
+
+# --- E-mail -------------------------------------------------------------------
+# Notifications go by e-mail only when EMAIL_HOST is set (or EMAIL_BACKEND chosen).
+EMAIL_HOST = env_str("EMAIL_HOST")
+EMAIL_PORT = env_int("EMAIL_PORT", default=587)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER")
+EMAIL_HOST_PASSWORD = env_secret("EMAIL_HOST_PASSWORD")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", default=True)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "countersign@localhost")
+EMAIL_BACKEND = env_str(
+    "EMAIL_BACKEND",
+    "django.core.mail.backends.smtp.EmailBackend" if EMAIL_HOST else "django.core.mail.backends.dummy.EmailBackend",
+)
+EMAIL_NOTIFICATIONS = bool(EMAIL_HOST) or env_bool("EMAIL_NOTIFICATIONS", default=False)
+COUNTERSIGN_BASE_URL = env_str("COUNTERSIGN_BASE_URL", "http://127.0.0.1:8000").rstrip("/")

@@ -67,8 +67,8 @@ def test_inbox_query_count_does_not_grow_with_rows(demo):
     with CaptureQueriesContext(connection) as many:
         response = client.get("/")
     assert response.content.decode().count('class="row ') == 25
-    # session, user, and one query for the rows with the permission filter inside
-    assert len(many) == len(one) == 3
+    # session, user, the rows (permission filter inside), the queue counts, unread notifications
+    assert len(many) == len(one) == 5
 
 
 def test_decide_rejects_get(demo):
