@@ -29,7 +29,7 @@ from agents.models import (
 from audit.services import Actor, record
 from config.background import enqueue_on_commit
 
-AGENT_PERMISSIONS = ("review_agent", "operate_agent", "configure_agent")
+AGENT_PERMISSIONS = ("review_agent", "review_escalated_agent", "operate_agent", "configure_agent")
 
 
 def run_start(

@@ -30,7 +30,7 @@ class ActionPage(Schema):
 
 @router.get("/actions", response=ActionPage, summary="Actions the caller may review, newest first")
 def list_actions(request: ApiRequest, filters: Query[ActionFilter]) -> dict[str, Any]:
-    qs = selectors.actions_reviewable_by(request.auth).order_by("-id")
+    qs = selectors.actions_reviewable_by(request.auth).prefetch_related("approvals__reviewer").order_by("-id")
     if filters.status:
         qs = qs.filter(status=filters.status)
     if filters.agent:
@@ -71,4 +71,11 @@ class UndoIn(Schema):
 def undo_action(request: ApiRequest, action_id: int, payload: UndoIn) -> dict[str, Any]:
     action = get_object_or_404(selectors.actions_reviewable_by(request.auth), pk=action_id)
     execution.action_undo(action=action, actor=request.auth, comment=payload.comment)
+    return action_out(get_object_or_404(selectors.actions_reviewable_by(request.auth), pk=action_id))
+
+
+@router.post("/actions/{action_id}/claim", response=ActionOut, summary="Claim a pending action for 5 minutes")
+def claim_action(request: ApiRequest, action_id: int) -> dict[str, Any]:
+    action = get_object_or_404(selectors.actions_reviewable_by(request.auth), pk=action_id)
+    services.action_request_claim(action=action, actor=request.auth)
     return action_out(get_object_or_404(selectors.actions_reviewable_by(request.auth), pk=action_id))

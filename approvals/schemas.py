@@ -33,6 +33,12 @@ class ActionOut(Schema):
     route: str
     route_reason: str
     status: str
+    tier: int
+    risk_score: int
+    due_at: Any
+    required_approvals: int
+    approvals: list[str]
+    claimed_by: str | None
     decision: DecisionOut | None
     result: Any
     error: str
@@ -42,7 +48,7 @@ class ActionOut(Schema):
 
 
 class DecisionIn(Schema):
-    verdict: Literal["approve", "reject", "edit"]
+    verdict: Literal["approve", "reject", "edit", "escalate"]
     arguments: dict[str, Any] | None = None
     comment: str = Field(default="", max_length=5000)
 
@@ -65,6 +71,12 @@ def action_out(action: ActionRequest) -> dict[str, Any]:
         "route": action.route,
         "route_reason": action.route_reason,
         "status": action.status,
+        "tier": action.tier,
+        "risk_score": action.risk_score,
+        "due_at": action.due_at,
+        "required_approvals": action.required_approvals,
+        "approvals": [a.reviewer.get_username() for a in action.approvals.all()],
+        "claimed_by": action.claimed_by.get_username() if action.claimed_by_id and action.claimed_by else None,
         "decision": None
         if decision is None
         else {

@@ -18,7 +18,7 @@ from django.utils import timezone
 from agents import services as agent_services
 from agents.errors import Conflict, Forbidden, IllegalTransition, InvalidInput
 from agents.guard import GuardRefusal, guard_tool_call, validate_arguments
-from agents.models import Agent, Run, StepKind
+from agents.models import Agent, AgentTool, Run, StepKind
 from agents.policy import Route, route_for
 from agents.tools import get_tool
 from approvals import broadcast, tasks
@@ -358,7 +358,12 @@ def action_request_escalate(*, action: ActionRequest, actor: User | Actor, reaso
             raise _already_decided(locked.pk)
         if locked.tier >= MAX_TIER:
             raise Conflict("the action is already at the highest tier", code="highest_tier")
-        sla = (locked.due_at - locked.created_at) if locked.due_at else timedelta(hours=1)
+        minutes = (
+            AgentTool.objects.filter(agent_id=locked.agent_id, tool=locked.tool)
+            .values_list("sla_minutes", flat=True)
+            .first()
+        )
+        sla = timedelta(minutes=minutes or 60)
         now = timezone.now()
         ActionRequest.objects.filter(pk=locked.pk).update(
             tier=locked.tier + 1,

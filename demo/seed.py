@@ -45,6 +45,9 @@ COORDINATOR_INPUT_SCHEMA: dict[str, Any] = {
 
 ALL_AGENTS = ["refund-triage", "crm-cleanup", "support-coordinator"]
 
+# Second-tier reviewers: they also see escalated actions of these agents.
+SENIOR_REVIEWERS = {"reviewer": ALL_AGENTS, "admin": ALL_AGENTS}
+
 # username -> (role, agents it may review, agents it may operate, agents it may configure)
 DEMO_USERS: dict[str, tuple[Role, list[str], list[str], list[str]]] = {
     "admin": (Role.ADMIN, ALL_AGENTS, ALL_AGENTS, ALL_AGENTS),
@@ -113,7 +116,13 @@ def seed_users(agents: dict[str, Agent], password: str) -> None:
                 user.is_superuser = True
                 user.save(update_fields=["is_staff", "is_superuser"])
         role_assign(user=user, role=role, actor=SEED)
-        for perm, slugs in (("review_agent", review), ("operate_agent", operate), ("configure_agent", configure)):
+        grants = (
+            ("review_agent", review),
+            ("operate_agent", operate),
+            ("configure_agent", configure),
+            ("review_escalated_agent", SENIOR_REVIEWERS.get(username, [])),
+        )
+        for perm, slugs in grants:
             for slug in slugs:
                 if not _holds_directly(user, perm, agents[slug]):
                     agent_permission_grant(agent=agents[slug], perm=perm, to=user, actor=SEED)
