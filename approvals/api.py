@@ -9,7 +9,7 @@ from ninja import Query, Router, Schema
 from pydantic import Field
 
 from approvals import execution, selectors, services
-from approvals.models import ActionStatus
+from approvals.models import ActionRequest, ActionStatus
 from approvals.schemas import ActionOut, DecisionIn, action_out
 from config.requests import ApiRequest
 
@@ -60,7 +60,10 @@ def decide_action(request: ApiRequest, action_id: int, payload: DecisionIn) -> d
         arguments=payload.arguments,
         comment=payload.comment,
     )
-    return action_out(get_object_or_404(selectors.actions_reviewable_by(request.auth), pk=action_id))
+    # Not re-filtered: after an escalation the caller may no longer see it, but did just act on it.
+    return action_out(
+        ActionRequest.objects.select_related("agent", "claimed_by", "decision__reviewer").get(pk=action_id)
+    )
 
 
 class UndoIn(Schema):

@@ -130,3 +130,29 @@ def test_operators_hear_when_a_run_halts(demo):
     assert f'Run <a href="/runs/{run.pk}/">{run.pk}</a>' in notices[0]
     assert "step limit reached (1 steps)" in notices[0]
     assert not any("run-notice" in m for m in to_reviewer2)
+
+
+def test_claims_and_escalations_update_open_inboxes_live(demo):
+    from approvals.services import action_request_claim, action_request_escalate
+
+    run = run_start(agent=demo["refund-triage"], input=refund_input(amount=400), actor=None)
+    action = ActionRequest.objects.get(run=run)
+    reviewer, reviewer2 = user("reviewer"), user("reviewer2")
+
+    async def scenario():
+        r1, _ = await connect(reviewer)
+        r2, _ = await connect(reviewer2)
+        await database_sync_to_async(action_request_claim)(action=action, actor=reviewer)
+        claimed = await receive_all(r2)
+        await database_sync_to_async(action_request_escalate)(action=action, actor=reviewer2, reason="too big")
+        to_r1, to_r2 = await receive_all(r1), await receive_all(r2)
+        for c in (r1, r2):
+            await c.disconnect()
+        return claimed, to_r1, to_r2
+
+    claimed, to_r1, to_r2 = async_to_sync(scenario)()
+    assert any(f'hx-swap-oob="outerHTML:#action-{action.pk}"' in m and "reviewer is on it" in m for m in claimed)
+    # reviewer2 (first tier only) loses the row; reviewer (second tier too) gets it back as escalated.
+    assert any(f'<article id="action-{action.pk}" hx-swap-oob="delete">' in m for m in to_r2)
+    assert not any("afterbegin" in m for m in to_r2)
+    assert any("afterbegin" in m and "escalated" in m for m in to_r1)

@@ -20,8 +20,10 @@ pytestmark = pytest.mark.django_db
 
 
 def pending(demo, commit, *, amount=300, ticket="arrived broken", agent="refund-triage", ids=None, actor=None):
-    payload = {"request": "x", "contact_ids": ids or [3]} if agent == "crm-cleanup" else refund_input(
-        amount=amount, ticket=ticket, order="ORD-1003"
+    payload = (
+        {"request": "x", "contact_ids": ids or [3]}
+        if agent == "crm-cleanup"
+        else refund_input(amount=amount, ticket=ticket, order="ORD-1003")
     )
     with commit():
         run = run_start(agent=demo[agent], input=payload, actor=actor)

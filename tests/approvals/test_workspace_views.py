@@ -1,0 +1,163 @@
+from __future__ import annotations
+
+import pytest
+
+from agents.models import AgentTool
+from agents.services import run_start
+from approvals.models import ActionRequest, ActionStatus, Notification
+from demo.models import Refund
+from tests.approvals.test_views import login
+from tests.conftest import refund_input
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def pending(demo, agent="refund-triage", amount=300):
+    payload = (
+        {"request": "x", "contact_ids": [3]}
+        if agent == "crm-cleanup"
+        else refund_input(amount=amount, order="ORD-1003")
+    )
+    return ActionRequest.objects.get(run=run_start(agent=demo[agent], input=payload, actor=None))
+
+
+def test_edit_form_is_generated_from_the_tool_schema(demo):
+    action = pending(demo)
+    page = login("reviewer").get(f"/actions/{action.pk}/").content.decode()
+    for name in ("order_id", "amount", "reason"):
+        assert f'name="arg-{name}"' in page
+    assert 'value="300"' in page
+    assert "What it will change" in page and "refunded_after" in page
+    assert "How people decided this before" in page
+
+
+def test_an_invalid_edit_shows_the_field_error_and_changes_nothing(demo):
+    action = pending(demo)
+    response = login("reviewer").post(
+        f"/actions/{action.pk}/decide",
+        {"verdict": "edit", "arg-order_id": "ORD-1003", "arg-amount": "-5", "arg-reason": "partial"},
+    )
+    assert response.status_code == 400
+    body = response.content.decode()
+    assert "greater than 0" in body
+    assert 'class="field invalid"' in body
+    action.refresh_from_db()
+    assert action.status == ActionStatus.PENDING
+    assert action.arguments["amount"] == "300"
+
+
+def test_a_valid_edit_from_the_form_is_approved_as_an_override(demo):
+    action = pending(demo)
+    response = login("reviewer").post(
+        f"/actions/{action.pk}/decide",
+        {"verdict": "edit", "arg-order_id": "ORD-1003", "arg-amount": "45.50", "arg-reason": "partial refund"},
+    )
+    assert response.status_code == 302
+    action.refresh_from_db()
+    assert action.status == ActionStatus.EXECUTED
+    assert action.decision.verdict == "edit"
+    assert action.decision.arguments_before["amount"] == "300"
+    assert action.decision.arguments_after["amount"] == "45.50"
+    page = login("reviewer").get(f"/actions/{action.pk}/").content.decode()
+    assert "Changed by a reviewer" in page
+
+
+def test_reject_with_a_preset_reason(demo):
+    action = pending(demo)
+    login("reviewer").post(
+        f"/actions/{action.pk}/decide", {"verdict": "reject", "preset": "Duplicate of an earlier request"}
+    )
+    action.refresh_from_db()
+    assert action.decision.comment == "Duplicate of an earlier request"
+
+
+def test_bulk_decisions_skip_what_the_user_may_not_decide(demo):
+    a1, a2 = pending(demo), pending(demo)
+    crm = pending(demo, "crm-cleanup")
+    response = login("reviewer2").post(
+        "/actions/bulk", {"verdict": "reject", "ids": [a1.pk, a2.pk, crm.pk], "comment": "batch cleanup"}, follow=True
+    )
+    assert b"reject recorded for 2 action(s)" in response.content
+    assert ActionRequest.objects.get(pk=a1.pk).status == ActionStatus.REJECTED
+    assert ActionRequest.objects.get(pk=a2.pk).status == ActionStatus.REJECTED
+    assert ActionRequest.objects.get(pk=crm.pk).status == ActionStatus.PENDING
+
+
+def test_bulk_approve_reports_conflicts(demo):
+    a1, a2 = pending(demo), pending(demo)
+    login("reviewer").post(f"/actions/{a2.pk}/decide", {"verdict": "reject", "comment": "no"})
+    response = login("reviewer2").post("/actions/bulk", {"verdict": "approve", "ids": [a1.pk, a2.pk]}, follow=True)
+    assert b"approve recorded for 1 action(s)" in response.content
+    assert b"already decided by reviewer" in response.content
+    assert Refund.objects.count() == 1
+
+
+def test_inbox_approve_button_works_without_javascript(demo):
+    action = pending(demo)
+    client = login("reviewer")
+    page = client.get("/").content.decode()
+    assert f'formaction="/actions/{action.pk}/decide"' in page
+    # What the browser sends when the button submits the surrounding bulk form to its formaction.
+    response = client.post(f"/actions/{action.pk}/decide", {"verdict": "approve", "next": "/", "comment": ""})
+    assert response.status_code == 302
+    assert ActionRequest.objects.get(pk=action.pk).status == ActionStatus.EXECUTED
+
+
+def test_inbox_shows_counts_filters_claims_and_quorum(demo):
+    AgentTool.objects.filter(tool="issue_refund").update(required_approvals=2)
+    action = pending(demo)
+    pending(demo, "crm-cleanup")
+    login("reviewer").post(f"/actions/{action.pk}/claim")
+    page = login("reviewer2").get("/").content.decode()
+    assert "reviewer is on it" in page
+    assert "0/2 approvals" in page
+    assert "refund-triage <b>1</b>" in page
+    assert "crm-cleanup" not in page  # reviewer2 may not review it: no count either
+    filtered = login("reviewer").get("/?impact=destructive").content.decode()
+    assert "delete_contacts" in filtered and f'id="action-{action.pk}"' not in filtered
+
+
+def test_claim_rejects_get_and_outsiders(demo):
+    crm = pending(demo, "crm-cleanup")
+    assert login("reviewer").get(f"/actions/{crm.pk}/claim").status_code == 405
+    assert login("reviewer2").post(f"/actions/{crm.pk}/claim").status_code == 404
+
+
+def test_escalate_from_the_page_and_notifications(demo):
+    action = pending(demo)
+    login("reviewer2").post(f"/actions/{action.pk}/decide", {"verdict": "escalate", "comment": "over my limit"})
+    assert login("reviewer2").get(f"/actions/{action.pk}/").status_code == 404
+    page = login("reviewer").get("/notifications/").content.decode()
+    assert "Escalated to you: issue_refund (over my limit)" in page
+    login("reviewer").post("/notifications/read")
+    assert not Notification.objects.filter(user__username="reviewer", read_at__isnull=True).exists()
+
+
+def test_api_escalate_claim_and_separation_of_duties(api_as, demo):
+    operator = api_as("operator")
+    from agents.services import agent_permission_grant
+    from tests.conftest import user
+
+    agent_permission_grant(agent=demo["refund-triage"], perm="review_agent", to=user("operator"), actor=None)
+    submitted = operator.post(
+        "/api/v1/agents/refund-triage/actions",
+        {
+            "tool": "issue_refund",
+            "arguments": {"order_id": "ORD-1003", "amount": 150, "reason": "x"},
+            "confidence": 0.9,
+        },
+    ).json()
+    own = operator.post(f"/api/v1/actions/{submitted['id']}/decision", {"verdict": "approve"})
+    assert own.status_code == 403
+    assert own.json()["error"] == "separation_of_duties"
+    claimed = api_as("reviewer2").post(f"/api/v1/actions/{submitted['id']}/claim")
+    assert claimed.json()["claimed_by"] == "reviewer2"
+    taken = api_as("reviewer").post(f"/api/v1/actions/{submitted['id']}/claim")
+    assert taken.status_code == 409
+    assert taken.json()["claimed_by"] == "reviewer2"
+    escalated = api_as("reviewer2").post(f"/api/v1/actions/{submitted['id']}/decision", {"verdict": "escalate"})
+    assert escalated.status_code == 200
+    assert escalated.json()["tier"] == 2
+    # Now only second-tier reviewers see it.
+    assert api_as("reviewer2").get(f"/api/v1/actions/{submitted['id']}").status_code == 404
+    assert api_as("reviewer").get(f"/api/v1/actions/{submitted['id']}").json()["tier"] == 2
