@@ -32,12 +32,14 @@ def setup_django(*, fresh: bool = True) -> None:
         sys.exit("needs DATABASE_URL=postgres://... and REDIS_URL=redis://...")
     if fresh:
         recreate_database(url)
+    os.environ.setdefault("STATIC_ROOT", "/tmp/countersign-bench-static")
     import django
 
     django.setup()
-    if fresh:
-        from django.core.management import call_command
+    from django.core.management import call_command
 
+    call_command("collectstatic", interactive=False, verbosity=0)
+    if fresh:
         from demo.seed import seed_all
 
         call_command("migrate", verbosity=0)
