@@ -178,7 +178,15 @@ def run_cancel(*, run: Run, actor: User) -> Run:
         pending = list(
             ActionRequest.objects.filter(run=locked, status=ActionStatus.PENDING).values_list("pk", flat=True)
         )
-        ActionRequest.objects.filter(pk__in=pending, status=ActionStatus.PENDING).update(status=ActionStatus.CANCELLED)
+        from approvals.services import queue_count_add
+
+        for action in ActionRequest.objects.filter(pk__in=pending, status=ActionStatus.PENDING).only(
+            "agent_id", "tier"
+        ):
+            if ActionRequest.objects.filter(pk=action.pk, status=ActionStatus.PENDING).update(
+                status=ActionStatus.CANCELLED
+            ):
+                queue_count_add(agent_id=action.agent_id, tier=action.tier, delta=-1)
         record(
             actor=actor,
             event="run.cancelled",

@@ -88,8 +88,9 @@ class ActionRequest(models.Model):
         indexes = [
             models.Index(fields=["status", "agent", "-id"], name="action_status_agent_idx"),
             # The inbox's order and keyset, over pending rows only (a small slice of all history).
+            # Scanned in order with the permission filter applied on the way, the
+            # scan stops after one page instead of sorting every visible pending row.
             models.Index(
-                "tier",
                 models.F("risk_score").desc(),
                 "due_at",
                 "id",
@@ -112,6 +113,25 @@ class ActionRequest(models.Model):
 
     def __str__(self) -> str:
         return f"action {self.pk} {self.tool} ({self.status})"
+
+
+class QueueCount(models.Model):
+    """Pending actions per agent and tier, kept as work happens so queue counts stay O(agents).
+
+    Changed only by approvals.services.queue_count_add, in the transaction that
+    moves an action into or out of `pending`; `manage.py rebuild_queue_counts`
+    recomputes it from the actions.
+    """
+
+    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="queue_counts")
+    tier = models.PositiveSmallIntegerField()
+    pending = models.IntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["agent", "tier"], name="queue_count_agent_tier_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.agent_id}/{self.tier}: {self.pending}"
 
 
 class Verdict(models.TextChoices):

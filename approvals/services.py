@@ -11,8 +11,8 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, User
 from django.core.mail import send_mail
-from django.db import transaction
-from django.db.models import Q
+from django.db import IntegrityError, transaction
+from django.db.models import Count, F, Q
 from django.utils import timezone
 
 from agents import services as agent_services
@@ -29,6 +29,7 @@ from approvals.models import (
     Decision,
     Execution,
     Notification,
+    QueueCount,
     Verdict,
 )
 from audit.services import Actor, record
@@ -162,6 +163,7 @@ def route_tool_call(
         if decision.route == Route.AUTO:
             _schedule_execution(action)
         elif decision.route == Route.REVIEW:
+            queue_count_add(agent_id=agent.pk, tier=1, delta=1)
             transaction.on_commit(lambda: broadcast.action_opened(action.pk))
         elif run is not None:
             agent_services.step_append(
@@ -178,6 +180,30 @@ def route_tool_call(
             )
             return RouteOutcome(action=action, fed_back=True)
         return RouteOutcome(action=action)
+
+
+def queue_count_add(*, agent_id: int, tier: int, delta: int) -> None:
+    """Keep the pending count of one queue in step, inside the transaction that moved the action."""
+    if not QueueCount.objects.filter(agent_id=agent_id, tier=tier).update(pending=F("pending") + delta):
+        try:
+            with transaction.atomic():
+                QueueCount.objects.create(agent_id=agent_id, tier=tier, pending=delta)
+        except IntegrityError:
+            # Another transaction created it first: add to that row.
+            QueueCount.objects.filter(agent_id=agent_id, tier=tier).update(pending=F("pending") + delta)
+
+
+def queue_counts_rebuild() -> int:
+    """Recompute every queue count from the actions (repair; not needed in normal operation)."""
+    with transaction.atomic():
+        QueueCount.objects.all().delete()
+        rows = (
+            ActionRequest.objects.filter(status=ActionStatus.PENDING).values("agent_id", "tier").annotate(n=Count("id"))
+        )
+        created = QueueCount.objects.bulk_create(
+            [QueueCount(agent_id=row["agent_id"], tier=row["tier"], pending=row["n"]) for row in rows]
+        )
+    return len(created)
 
 
 IMPACT_WEIGHT = {"read": 0, "write": 20, "financial": 40, "destructive": 60}
@@ -264,6 +290,7 @@ def _decide(
         )
         if not won:
             raise _already_decided(action.pk)
+        queue_count_add(agent_id=action.agent_id, tier=action.tier, delta=-1)
         before = action.arguments
         decision = Decision.objects.create(
             action=action,
@@ -374,6 +401,8 @@ def action_request_escalate(*, action: ActionRequest, actor: User | Actor, reaso
             claim_expires_at=None,
         )
         locked.approvals.all().delete()
+        queue_count_add(agent_id=locked.agent_id, tier=locked.tier, delta=-1)
+        queue_count_add(agent_id=locked.agent_id, tier=locked.tier + 1, delta=1)
         record(
             actor=actor,
             event="action.escalated",
@@ -496,6 +525,7 @@ def _decide_by_timeout(action: ActionRequest, *, to_status: str) -> None:
             pk=action.pk, status=ActionStatus.PENDING, due_at__lte=timezone.now()
         ).update(status=to_status, decided_at=timezone.now(), claimed_by=None, claim_expires_at=None):
             raise _already_decided(action.pk)
+        queue_count_add(agent_id=action.agent_id, tier=action.tier, delta=-1)
         record(
             actor=Actor.system("sla"),
             event="action.expired" if to_status == ActionStatus.EXPIRED else "action.approved_on_timeout",

@@ -179,6 +179,21 @@ class ApprovalMachine(RuleBasedStateMachine):
         ).exists()
 
     @invariant()
+    def queue_counts_match_the_pending_actions(self):
+        from django.db.models import Count
+
+        from approvals.models import QueueCount
+
+        actual = {
+            (row["agent_id"], row["tier"]): row["n"]
+            for row in ActionRequest.objects.filter(status=ActionStatus.PENDING)
+            .values("agent_id", "tier")
+            .annotate(n=Count("id"))
+        }
+        kept = {(q.agent_id, q.tier): q.pending for q in QueueCount.objects.all() if q.pending}
+        assert kept == actual
+
+    @invariant()
     def audit_chain_holds(self):
         assert verify_chain().ok
 
