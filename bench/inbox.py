@@ -169,7 +169,16 @@ def main() -> None:
         ready = threading.Event()
         stop = threading.Event()
 
-        async def listen(session: str) -> None:
+        per_socket: dict[int, int] = {}
+        errors: dict[int, str] = {}
+
+        async def listen(session: str, idx: int) -> None:
+            try:
+                await listen_one(session, idx)
+            except Exception as exc:  # reported below, not swallowed by gather()
+                errors[idx] = repr(exc)
+
+        async def listen_one(session: str, idx: int) -> None:
             async with connect(
                 f"ws://127.0.0.1:{PORT}/ws/inbox/",
                 additional_headers={"Cookie": f"sessionid={session}", "Origin": base},
@@ -187,6 +196,7 @@ def main() -> None:
                     match = re.search(r'id="action-(\d+)"', str(message))
                     if match and "afterbegin" in str(message):
                         arrivals.setdefault(int(match.group(1)), []).append(now)
+                        per_socket[idx] = per_socket.get(idx, 0) + 1
 
         counter = {"open": 0}
 
@@ -194,7 +204,7 @@ def main() -> None:
             async def all_sockets() -> None:
                 tasks = []
                 for i in range(SOCKETS):
-                    tasks.append(asyncio.create_task(listen(sessions[reviewers[i % REVIEWERS].pk])))
+                    tasks.append(asyncio.create_task(listen(sessions[reviewers[i % REVIEWERS].pk], i)))
                     await asyncio.sleep(0.005)
                 await asyncio.gather(*tasks, return_exceptions=True)
 
@@ -229,10 +239,12 @@ def main() -> None:
             if action_id in commits
             for arrival in times
         ]
-        expected = sum(
-            sum(1 for i in range(SOCKETS) if agents[k % AGENTS] in reviewable[reviewers[i % REVIEWERS].pk])
-            for k in range(100)
-        )
+        per_action = {
+            action_id: sum(1 for i in range(SOCKETS) if agents[k % AGENTS] in reviewable[reviewers[i % REVIEWERS].pk])
+            for k, action_id in enumerate(commits)
+        }
+        expected = sum(per_action.values())
+        short = {a: (len(arrivals.get(a, [])), n) for a, n in per_action.items() if len(arrivals.get(a, [])) != n}
     finally:
         web.terminate()
         web.wait(timeout=30)
@@ -243,6 +255,11 @@ def main() -> None:
     print(f"inbox GET over HTTP:        {summary(inbox_ms)}")
     print(f"decision POST over HTTP:    {summary(decide_ms)}")
     print(f"push, commit -> arrival, {SOCKETS} sockets: {summary(push_ms)}; delivered {len(push_ms)}/{expected}")
+    silent = [i for i in range(SOCKETS) if i not in per_socket]
+    if silent or errors:
+        print(f"  sockets that received nothing: {silent}; socket errors: {errors}")
+    if short:
+        print(f"  actions not delivered to every socket (received, expected): {short}")
 
 
 if __name__ == "__main__":
