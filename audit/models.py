@@ -42,3 +42,25 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.seq} {self.event} by {self.actor_label}"
+
+
+class AuditCheckpoint(models.Model):
+    """The chain's head at a moment, sealed with an HMAC of the server's secret.
+
+    Cutting rows off the end of the log leaves the chain itself consistent;
+    a checkpoint that names a later seq (or a different hash at its seq) is
+    how `audit_verify` notices. Checkpoints are append-only too, and can also
+    be appended to a file outside the database (AUDIT_CHECKPOINT_FILE).
+    """
+
+    seq = models.BigIntegerField()
+    hash = models.CharField(max_length=64)
+    created_at = models.DateTimeField()
+    mac = models.CharField(max_length=64)
+    chain_ok = models.BooleanField(default=True, help_text="Whether the chain verified when the checkpoint was taken.")
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"checkpoint at #{self.seq}"

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import connection, transaction
 from django.utils import timezone
 
 from audit.chain import GENESIS_HASH, canonical_row, chain_hash, to_json_value
 from audit.context import current_request_id
-from audit.models import ActorType, AuditEvent
+from audit.models import ActorType, AuditCheckpoint, AuditEvent
 
 # pg_advisory_xact_lock key for appends: one chain, one writer at a time.
 AUDIT_LOCK_KEY = 0x0C0_5161_A0D1
@@ -83,3 +88,34 @@ def record(
     }
     digest = chain_hash(prev_hash, canonical_row(**fields))
     return AuditEvent.objects.create(**fields, hash=digest)
+
+
+def checkpoint_mac(seq: int, digest: str, created_at: datetime) -> str:
+    key = (settings.AUDIT_CHECKPOINT_KEY or settings.SECRET_KEY).encode()
+    return hmac.new(key, f"{seq}:{digest}:{created_at.isoformat()}".encode(), hashlib.sha256).hexdigest()
+
+
+def checkpoint_take() -> AuditCheckpoint | None:
+    """Seal the current head of the chain (and append it to the checkpoint file when configured)."""
+    from audit.selectors import verify_chain
+
+    report = verify_chain()
+    if report.count == 0:
+        return None
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_xact_lock(%s)", [AUDIT_LOCK_KEY])
+        head = AuditEvent.objects.order_by("-seq").values_list("seq", "hash").first()
+        if head is None:
+            return None
+        now = timezone.now()
+        checkpoint = AuditCheckpoint.objects.create(
+            seq=head[0], hash=head[1], created_at=now, mac=checkpoint_mac(head[0], head[1], now), chain_ok=report.ok
+        )
+    if settings.AUDIT_CHECKPOINT_FILE:
+        # Outside the database: an attacker who can rewrite tables cannot reach it.
+        line = {"seq": checkpoint.seq, "hash": checkpoint.hash, "at": now.isoformat(), "mac": checkpoint.mac}
+        with open(settings.AUDIT_CHECKPOINT_FILE, "a") as sink:
+            sink.write(json.dumps(line) + "\n")
+    return checkpoint

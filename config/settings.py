@@ -264,6 +264,7 @@ CELERY_TASK_DEFAULT_PRIORITY = 5
 PERIODIC_JOBS = {
     "approvals.sweep_executions": float(env_int("SWEEP_INTERVAL_SECONDS", default=10)),
     "approvals.sla_tick": float(env_int("SLA_INTERVAL_SECONDS", default=15)),
+    "audit.checkpoint": float(env_int("AUDIT_CHECKPOINT_INTERVAL_SECONDS", default=300)),
 }
 CELERY_BEAT_SCHEDULE = {name: {"task": name, "schedule": every} for name, every in PERIODIC_JOBS.items()}
 CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_QUEUE", "countersign")
@@ -305,3 +306,9 @@ EMAIL_BACKEND = env_str(
 )
 EMAIL_NOTIFICATIONS = bool(EMAIL_HOST) or env_bool("EMAIL_NOTIFICATIONS", default=False)
 COUNTERSIGN_BASE_URL = env_str("COUNTERSIGN_BASE_URL", "http://127.0.0.1:8000").rstrip("/")
+
+# --- Audit ----------------------------------------------------------------------
+# Checkpoints of the chain's head are sealed with this key (default: SECRET_KEY)
+# and, when set, also appended to a file outside the database.
+AUDIT_CHECKPOINT_KEY = env_secret("AUDIT_CHECKPOINT_KEY")
+AUDIT_CHECKPOINT_FILE = env_str("AUDIT_CHECKPOINT_FILE")

@@ -8,12 +8,16 @@ from audit.selectors import verify_chain
 
 
 class Command(BaseCommand):
-    help = "Recompute the audit hash chain; exit non-zero on any edited, deleted, reordered or missing row."
+    help = (
+        "Recompute the audit hash chain and compare it with the sealed checkpoints; exit non-zero on any "
+        "edited, deleted, reordered or missing row, or a cut-off tail."
+    )
 
     def handle(self, *args: Any, **options: Any) -> None:
         report = verify_chain()
         self.stdout.write(f"events: {report.count}")
         self.stdout.write(f"head: {report.head_hash}")
+        self.stdout.write(f"checkpoints checked: {report.checkpoints_checked}")
         if not report.ok:
             for problem in report.problems:
                 self.stderr.write(problem)
