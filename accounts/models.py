@@ -30,5 +30,8 @@ class ApiToken(models.Model):
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
 
+    class Meta:
+        permissions = [("manage_access", "Assign roles and grant or revoke per-agent permissions")]
+
     def __str__(self) -> str:
         return f"{self.prefix}… ({self.user})"

@@ -28,3 +28,13 @@ def role_assign(*, user: AbstractBaseUser, role: Role, actor: Actor | AbstractBa
             return
         user.groups.add(group)  # type: ignore[attr-defined]
         record(actor=actor, event="role.granted", target=user, after={"role": role.value})
+
+
+def role_remove(*, user: AbstractBaseUser, role: Role, actor: Actor | AbstractBaseUser | None) -> None:
+    """Take `user` out of the group of `role`."""
+    with transaction.atomic():
+        group = Group.objects.filter(name=role.value).first()
+        if group is None or not user.groups.filter(pk=group.pk).exists():  # type: ignore[attr-defined]
+            return
+        user.groups.remove(group)  # type: ignore[attr-defined]
+        record(actor=actor, event="role.revoked", target=user, before={"role": role.value})

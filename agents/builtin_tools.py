@@ -61,3 +61,81 @@ DELEGATE = register(
         defers_result=True,
     )
 )
+
+
+class ConfigChangeArgs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    agent: dict[str, Any] = {}
+    tools: dict[str, dict[str, Any]] = {}
+
+
+def apply_agent_config(args: ConfigChangeArgs, idempotency_key: str) -> dict[str, Any]:
+    """Execute an approved configuration change (four eyes): re-validated, then written."""
+    from agents.configuration import _validate, apply_change
+    from agents.models import AgentTool
+    from approvals.models import ActionRequest
+
+    action = ActionRequest.objects.select_related("agent", "decision__reviewer", "submitted_by").get(
+        pk=action_id_from_key(idempotency_key)
+    )
+    current = {t.tool: t for t in AgentTool.objects.filter(agent=action.agent)}
+    try:
+        _validate(action.agent, args.agent, current, args.tools)
+    except DomainError as exc:
+        raise ToolError("invalid_config", exc.message) from exc
+    proposer = action.submitted_by.get_username() if action.submitted_by else "?"
+    approver = action.decision.reviewer.get_username() if hasattr(action, "decision") else "?"
+    apply_change(
+        agent=action.agent,
+        change={"agent": args.agent, "tools": args.tools},
+        actor=Actor.system(f"four eyes: {proposer} + {approver}"),
+    )
+    return {"applied": True, "agent": list(args.agent), "tools": list(args.tools)}
+
+
+class ActivatePromptArgs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    version: int
+    number: int
+
+
+def activate_prompt(args: ActivatePromptArgs, idempotency_key: str) -> dict[str, Any]:
+    from agents.configuration import prompt_activate
+    from agents.models import PromptVersion
+    from approvals.models import ActionRequest
+
+    action = ActionRequest.objects.select_related("decision__reviewer", "submitted_by").get(
+        pk=action_id_from_key(idempotency_key)
+    )
+    version = PromptVersion.objects.filter(pk=args.version, status="proposed").first()
+    if version is None:
+        raise ToolError("not_proposed", f"prompt version {args.number} is no longer waiting to be activated")
+    proposer = action.submitted_by.get_username() if action.submitted_by else "?"
+    approver = action.decision.reviewer.get_username() if hasattr(action, "decision") else "?"
+    prompt_activate(version=version, actor=Actor.system(f"four eyes: {proposer} + {approver}"))
+    return {"active": version.number}
+
+
+# Configuration tools are executed only for tier-0 proposals approved by a
+# second admin; no agent has them enabled, so the guard refuses them to models.
+APPLY_AGENT_CONFIG = register(
+    Tool(
+        name="apply_agent_config",
+        description="Apply an approved configuration change to an agent (four eyes).",
+        args_model=ConfigChangeArgs,
+        impact=Impact.WRITE,
+        execute=apply_agent_config,
+    )
+)
+ACTIVATE_PROMPT = register(
+    Tool(
+        name="activate_prompt",
+        description="Make an approved prompt version the active one (four eyes).",
+        args_model=ActivatePromptArgs,
+        impact=Impact.WRITE,
+        execute=activate_prompt,
+    )
+)
+CONFIG_TOOLS = frozenset({"apply_agent_config", "activate_prompt"})

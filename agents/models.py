@@ -118,6 +118,20 @@ class AgentTool(models.Model):
     required_approvals = models.PositiveSmallIntegerField(
         default=1, validators=[MinValueValidator(1), MaxValueValidator(5)]
     )
+    min_confidence = models.FloatField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
+        help_text="Overrides the agent's review threshold for this tool.",
+    )
+    reviewer_group = models.ForeignKey(
+        "auth.Group",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="Only members of this group (among the agent's reviewers) review this tool's calls.",
+    )
     sla_minutes = models.PositiveIntegerField(default=60, validators=[MinValueValidator(1)])
     on_timeout = models.CharField(
         max_length=16,
@@ -172,6 +186,9 @@ class Run(models.Model):
     # A sub-run started by a coordinator's `delegate` action; its result finishes that action.
     parent_action = models.ForeignKey(
         "approvals.ActionRequest", null=True, blank=True, on_delete=models.PROTECT, related_name="subruns"
+    )
+    prompt_version = models.ForeignKey(
+        "agents.PromptVersion", null=True, blank=True, on_delete=models.PROTECT, related_name="runs"
     )
     tokens_used = models.PositiveIntegerField(default=0)
     cost = models.DecimalField(max_digits=12, decimal_places=6, default=Decimal(0))
@@ -272,3 +289,38 @@ class AgentDailyUsage(models.Model):
 
     def __str__(self) -> str:
         return f"{self.agent_id} {self.day}"
+
+
+class PromptStatus(models.TextChoices):
+    PROPOSED = "proposed"
+    ACTIVE = "active"
+    RETIRED = "retired"
+    REJECTED = "rejected"
+
+
+class PromptVersion(models.Model):
+    """One version of an agent's system prompt. A new version is active only after a second admin approves it."""
+
+    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="prompt_versions")
+    number = models.PositiveIntegerField()
+    text = models.TextField()
+    note = models.CharField(max_length=300, blank=True)
+    status = models.CharField(max_length=16, choices=PromptStatus.choices, default=PromptStatus.PROPOSED)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    activated_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["agent", "-number"]
+        constraints = [
+            models.UniqueConstraint(fields=["agent", "number"], name="prompt_version_number_unique"),
+            # At most one active version per agent.
+            models.UniqueConstraint(
+                fields=["agent"], condition=models.Q(status="active"), name="prompt_one_active_per_agent"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.agent_id} v{self.number} ({self.status})"

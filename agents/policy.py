@@ -42,15 +42,14 @@ def route_for(
         return RouteDecision(Route.REVIEW, f"{tool.name} is destructive: always reviewed")
     if agent_tool.mode == ToolMode.REVIEW:
         return RouteDecision(Route.REVIEW, f"policy for {tool.name} is review")
-    if confidence < agent.review_threshold:
-        return RouteDecision(
-            Route.REVIEW, f"confidence {confidence:.2f} is below the threshold {agent.review_threshold:.2f}"
-        )
+    threshold = agent_tool.min_confidence if agent_tool.min_confidence is not None else agent.review_threshold
+    if confidence < threshold:
+        return RouteDecision(Route.REVIEW, f"confidence {confidence:.2f} is below the threshold {threshold:.2f}")
     limit = agent_tool.auto_max_magnitude
     if limit is not None and magnitude > limit:
         return RouteDecision(Route.REVIEW, f"magnitude {magnitude} is above the auto limit {limit}")
     return RouteDecision(
         Route.AUTO,
-        f"confidence {confidence:.2f} ≥ {agent.review_threshold:.2f}"
+        f"confidence {confidence:.2f} ≥ {threshold:.2f}"
         + (f" and magnitude {magnitude} ≤ {limit}" if limit is not None else ""),
     )

@@ -49,7 +49,7 @@ def run_advance(*, run_id: int) -> None:
     # queued and does nothing.
     if not services.run_transition(run_id=run_id, from_status=RunStatus.QUEUED, to_status=RunStatus.RUNNING):
         return
-    run = Run.objects.select_related("agent").get(pk=run_id)
+    run = Run.objects.select_related("agent", "prompt_version").get(pk=run_id)
     agent = run.agent
     step_started = time.monotonic()
 
@@ -166,7 +166,8 @@ def _take_step(
 def _context(run: Run, agent: Agent, history: list[dict[str, Any]]) -> RunContext:
     return RunContext(
         agent_slug=agent.slug,
-        system_prompt=agent.system_prompt,
+        # The version the run started with, even if a newer one went live since.
+        system_prompt=run.prompt_version.text if run.prompt_version else agent.system_prompt,
         input=run.input,
         settings=ProviderSettings(
             model=agent.model,
@@ -248,6 +249,7 @@ def _record_model_call(run: Run, agent: Agent, result: ProviderResult, *, latenc
         payload={
             "provider": agent.provider,
             "model": model,
+            "prompt_version": run.prompt_version.number if run.prompt_version else None,
             "request": redact(result.request, secrets=(secret,)),
             "response": redact(result.response, secrets=(secret,)),
         },

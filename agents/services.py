@@ -54,8 +54,11 @@ def run_start(
     if agent.is_paused:
         raise Conflict(f"agent {agent.slug} is paused", code="agent_paused")
     with transaction.atomic():
+        from agents.models import PromptVersion
+
         run = Run.objects.create(
             agent=agent,
+            prompt_version=PromptVersion.objects.filter(agent=agent, status="active").first(),
             input=input,
             created_by=actor if isinstance(actor, User) else None,
             priority=priority,
@@ -253,10 +256,21 @@ AGENT_CONFIG_FIELDS = (
     "description",
     "provider",
     "model",
-    "system_prompt",
+    "base_url",
+    "api_key_ref",
+    "request_timeout",
     "input_schema",
     "review_threshold",
     "max_steps",
+    "run_timeout_seconds",
+    "max_tokens_per_run",
+    "max_cost_per_run",
+    "max_tokens_per_day",
+    "max_cost_per_day",
+    "loop_limit",
+    "breaker_threshold",
+    "breaker_cooldown_seconds",
+    "on_breaker_open",
     "is_paused",
 )
 
@@ -265,16 +279,33 @@ def _agent_config(agent: Agent) -> dict[str, Any]:
     return {name: getattr(agent, name) for name in AGENT_CONFIG_FIELDS}
 
 
-def agent_create(*, slug: str, actor: Actor | AbstractBaseUser | None, **config: Any) -> Agent:
-    """Create an agent (configuration as keyword arguments), audited."""
+def agent_create(*, slug: str, actor: Actor | AbstractBaseUser | None, system_prompt: str = "", **config: Any) -> Agent:
+    """Create an agent (configuration as keyword arguments) with its first, active prompt version."""
+    from agents.models import PromptVersion
+
     unknown = set(config) - set(AGENT_CONFIG_FIELDS)
     if unknown:
         raise InvalidInput(f"unknown agent settings: {', '.join(sorted(unknown))}")
-    agent = Agent(slug=slug, **config)
-    _validate_agent(agent)
+    agent = Agent(slug=slug, system_prompt=system_prompt, **config)
+    validate_agent(agent)
     with transaction.atomic():
         agent.save()
-        record(actor=actor, event="agent.created", target=agent, agent_id=agent.pk, after=_agent_config(agent))
+        PromptVersion.objects.create(
+            agent=agent,
+            number=1,
+            text=system_prompt,
+            status="active",
+            note="initial",
+            created_by=actor if isinstance(actor, User) else None,
+            activated_at=timezone.now(),
+        )
+        record(
+            actor=actor,
+            event="agent.created",
+            target=agent,
+            agent_id=agent.pk,
+            after={**_agent_config(agent), "prompt_version": 1},
+        )
     return agent
 
 
@@ -288,7 +319,7 @@ def agent_update(*, agent: Agent, actor: Actor | AbstractBaseUser | None, **chan
         before = _agent_config(locked)
         for name, value in changes.items():
             setattr(locked, name, value)
-        _validate_agent(locked)
+        validate_agent(locked)
         after = _agent_config(locked)
         changed = [k for k in AGENT_CONFIG_FIELDS if before[k] != after[k]]
         if not changed:
@@ -348,7 +379,7 @@ def _tool_config(agent_tool: AgentTool) -> dict[str, Any]:
     }
 
 
-def _validate_agent(agent: Agent) -> None:
+def validate_agent(agent: Agent) -> None:
     try:
         agent.full_clean(validate_unique=agent._state.adding)
         if agent.input_schema:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -10,9 +11,11 @@ from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
-from agents import breakers, selectors, services
+from agents import breakers, configuration, selectors, services
+from agents.builtin_tools import CONFIG_TOOLS
 from agents.errors import DomainError
-from agents.models import AgentTool, Run, RunPriority, RunStatus
+from agents.forms import AgentSettingsForm, PromptForm, ToolPolicyForm
+from agents.models import Agent, AgentTool, PromptVersion, Run, RunPriority, RunStatus
 from agents.tools import all_tools
 from config.requests import AuthedRequest
 
@@ -27,6 +30,7 @@ def agent_list(request: AuthedRequest) -> HttpResponse:
     context = {
         "agents": agents,
         "operable": operable,
+        "configurable": set(selectors.agents_with_perm(request.user, "configure_agent").values_list("pk", flat=True)),
         "runs": runs,
         "halted": halted,
         "breakers": list(selectors.breakers_visible_to(request.user)),
@@ -118,3 +122,151 @@ def run_detail(request: AuthedRequest, run_id: int) -> HttpResponse:
         "can_operate": selectors.agents_with_perm(request.user, "operate_agent").filter(pk=run.agent_id).exists(),
     }
     return render(request, "agents/run_detail.html", context)
+
+
+def _configurable(request: AuthedRequest, slug: str) -> Agent:
+    return get_object_or_404(selectors.agents_with_perm(request.user, "configure_agent"), slug=slug)
+
+
+def _config_context(agent: Agent, *, settings_form: Any = None, tool_forms: Any = None, **extra: Any) -> dict[str, Any]:
+    existing = {t.tool: t for t in AgentTool.objects.filter(agent=agent).select_related("reviewer_group")}
+    if tool_forms is None:
+        tool_forms = [
+            (
+                tool,
+                ToolPolicyForm(
+                    instance=existing.get(tool.name) or AgentTool(agent=agent, tool=tool.name, enabled=False),
+                    prefix=f"tool-{tool.name}",
+                ),
+            )
+            for tool in all_tools()
+            if tool.name not in CONFIG_TOOLS
+        ]
+    versions = list(PromptVersion.objects.filter(agent=agent).select_related("created_by").order_by("-number"))
+    active = next((v for v in versions if v.status == "active"), None)
+    return {
+        "agent": agent,
+        "settings_form": settings_form or AgentSettingsForm(instance=agent, prefix="agent"),
+        "tool_forms": tool_forms,
+        "prompt_form": extra.pop("prompt_form", None) or PromptForm(initial={"text": active.text if active else ""}),
+        "versions": [
+            {
+                "version": v,
+                "diff": configuration.prompt_diff(active.text if active else "", v.text) if v != active else "",
+            }
+            for v in versions
+        ],
+        "active": active,
+        **extra,
+    }
+
+
+@require_GET
+@login_required
+def agent_configure(request: AuthedRequest, slug: str) -> HttpResponse:
+    agent = _configurable(request, slug)
+    return render(request, "agents/configure.html", _config_context(agent))
+
+
+@require_POST
+@login_required
+def agent_configure_save(request: AuthedRequest, slug: str) -> HttpResponse:
+    agent = _configurable(request, slug)
+    settings_form = AgentSettingsForm(request.POST, instance=Agent.objects.get(pk=agent.pk), prefix="agent")
+    existing = {t.tool: t for t in AgentTool.objects.filter(agent=agent)}
+    tool_forms = [
+        (
+            tool,
+            ToolPolicyForm(
+                request.POST,
+                instance=AgentTool.objects.get(pk=existing[tool.name].pk)
+                if tool.name in existing
+                else AgentTool(agent=agent, tool=tool.name, enabled=False),
+                prefix=f"tool-{tool.name}",
+            ),
+        )
+        for tool in all_tools()
+        if tool.name not in CONFIG_TOOLS
+    ]
+    valid = settings_form.is_valid() & all([form.is_valid() for _, form in tool_forms])
+    if not valid:
+        messages.error(request, "Nothing was saved: fix the highlighted fields.")
+        context = _config_context(agent, settings_form=settings_form, tool_forms=tool_forms)
+        return render(request, "agents/configure.html", context, status=400)
+    tools = {
+        tool.name: form.settings()
+        for tool, form in tool_forms
+        if tool.name in existing or form.cleaned_data.get("enabled")
+    }
+    try:
+        outcome = configuration.agent_configure(
+            agent=agent, actor=request.user, settings=settings_form.settings(), tools=tools
+        )
+    except DomainError as exc:
+        messages.error(request, f"Nothing was saved: {exc.message}")
+        context = _config_context(agent, settings_form=settings_form, tool_forms=tool_forms)
+        return render(request, "agents/configure.html", context, status=exc.status)
+    if not outcome.changed:
+        messages.info(request, "No changes.")
+    elif outcome.applied:
+        messages.success(request, "Saved.")
+    else:
+        messages.warning(request, "Waiting for a second admin (nothing applied yet): " + "; ".join(outcome.risky))
+    return redirect("agents:configure", slug=agent.slug)
+
+
+@require_POST
+@login_required
+def prompt_propose(request: AuthedRequest, slug: str) -> HttpResponse:
+    agent = _configurable(request, slug)
+    form = PromptForm(request.POST)
+    if not form.is_valid():
+        return render(request, "agents/configure.html", _config_context(agent, prompt_form=form), status=400)
+    try:
+        version, _ = configuration.prompt_propose(
+            agent=agent, actor=request.user, text=form.cleaned_data["text"], note=form.cleaned_data["note"]
+        )
+        messages.warning(request, f"Prompt v{version.number} proposed; it goes live when a second admin approves it.")
+    except DomainError as exc:
+        messages.error(request, exc.message)
+    return redirect("agents:configure", slug=agent.slug)
+
+
+@require_POST
+@login_required
+def prompt_rollback(request: AuthedRequest, slug: str, number: int) -> HttpResponse:
+    agent = _configurable(request, slug)
+    version = get_object_or_404(PromptVersion, agent=agent, number=number)
+    try:
+        configuration.prompt_rollback(agent=agent, version=version, actor=request.user)
+        messages.success(request, f"Prompt v{number} is active again.")
+    except DomainError as exc:
+        messages.error(request, exc.message)
+    return redirect("agents:configure", slug=agent.slug)
+
+
+@require_POST
+@login_required
+def agent_pause(request: AuthedRequest, slug: str) -> HttpResponse:
+    agent = get_object_or_404(selectors.agents_with_perm(request.user, "operate_agent"), slug=slug)
+    paused = request.POST.get("paused") == "1"
+    configuration.agent_set_paused(agent=agent, actor=request.user, paused=paused)
+    messages.success(request, f"{agent.slug} {'paused' if paused else 'resumed'}.")
+    return redirect(request.POST.get("next") or "agents:agent_list")
+
+
+@require_GET
+@login_required
+def config_changes(request: AuthedRequest) -> HttpResponse:
+    from approvals.selectors import config_queue_for
+
+    proposals = config_queue_for(request.user)
+    rows = []
+    for proposal in proposals:
+        detail: Any = proposal.arguments
+        if proposal.tool == "activate_prompt":
+            version = PromptVersion.objects.filter(pk=proposal.arguments.get("version")).first()
+            active = configuration.active_prompt(proposal.agent)
+            detail = configuration.prompt_diff(active.text if active else "", version.text if version else "")
+        rows.append({"proposal": proposal, "detail": detail, "own": proposal.submitted_by_id == request.user.pk})
+    return render(request, "agents/changes.html", {"rows": rows})

@@ -19,8 +19,14 @@ from approvals.models import ActionRequest
 logger = logging.getLogger(__name__)
 
 
-def agent_group(agent_id: int, tier: int = 1) -> str:
-    return f"reviewers.agent.{agent_id}.tier.{tier}"
+def agent_group(agent_id: int, tier: int = 1, reviewer_group_id: int | None = None) -> str:
+    base = f"reviewers.agent.{agent_id}.tier.{tier}"
+    # Items limited to a reviewer group go only to that group's members.
+    return base if reviewer_group_id is None else f"{base}.group.{reviewer_group_id}"
+
+
+def group_of(action: ActionRequest) -> str:
+    return agent_group(action.agent_id, action.tier, action.reviewer_group_id if action.tier == 1 else None)
 
 
 def user_group(user_id: int) -> str:
@@ -49,7 +55,7 @@ def action_opened(action_id: int) -> None:
     if action is None:
         return
     html = render_to_string("approvals/inbox.html#row_oob", {"action": action})
-    _send(agent_group(action.agent_id, action.tier), {"type": "inbox.html", "html": html, "action_id": action.pk})
+    _send(group_of(action), {"type": "inbox.html", "html": html, "action_id": action.pk})
 
 
 def action_changed(action_id: int) -> None:
@@ -58,23 +64,26 @@ def action_changed(action_id: int) -> None:
     if action is None or action.status != "pending":
         return
     html = render_to_string("approvals/inbox.html#row_replaced", {"action": action})
-    _send(agent_group(action.agent_id, action.tier), {"type": "inbox.html", "html": html, "action_id": action.pk})
+    _send(group_of(action), {"type": "inbox.html", "html": html, "action_id": action.pk})
 
 
 def action_closed(action_id: int) -> None:
-    action = ActionRequest.objects.filter(pk=action_id).only("id", "agent_id", "status", "tier").first()
+    action = (
+        ActionRequest.objects.filter(pk=action_id).only("id", "agent_id", "status", "tier", "reviewer_group").first()
+    )
     if action is None:
         return
     html = render_to_string("approvals/inbox.html#row_removed", {"action": action})
-    _send(agent_group(action.agent_id, action.tier), {"type": "inbox.html", "html": html, "action_id": action.pk})
+    _send(group_of(action), {"type": "inbox.html", "html": html, "action_id": action.pk})
 
 
 def action_escalated(action_id: int, *, from_tier: int) -> None:
-    action = ActionRequest.objects.filter(pk=action_id).only("id", "agent_id").first()
+    action = ActionRequest.objects.filter(pk=action_id).only("id", "agent_id", "reviewer_group").first()
     if action is None:
         return
     html = render_to_string("approvals/inbox.html#row_removed", {"action": action})
-    _send(agent_group(action.agent_id, from_tier), {"type": "inbox.html", "html": html, "action_id": action.pk})
+    group = agent_group(action.agent_id, from_tier, action.reviewer_group_id if from_tier == 1 else None)
+    _send(group, {"type": "inbox.html", "html": html, "action_id": action.pk})
     action_opened(action_id)
 
 

@@ -12,10 +12,15 @@ from approvals.broadcast import agent_group, operator_group, user_group
 from approvals.selectors import reviewable_groups
 
 
-def _agent_ids(user: Any) -> tuple[list[int], list[int], list[int]]:
-    operable = list(agents_with_perm(user, "operate_agent").values_list("pk", flat=True))
-    tier1, tier2 = reviewable_groups(user)
-    return tier1, tier2, operable
+def _group_names(user: Any) -> set[str]:
+    names = {agent_group(agent_id, tier) for tier, ids in reviewable_groups(user).items() for agent_id in ids}
+    member_of = list(user.groups.values_list("pk", flat=True))
+    names |= {agent_group(agent_id, 1, gid) for agent_id in reviewable_groups(user)[1] for gid in member_of}
+    names |= {
+        operator_group(agent_id) for agent_id in agents_with_perm(user, "operate_agent").values_list("pk", flat=True)
+    }
+    names.add(user_group(user.pk))
+    return names
 
 
 class InboxConsumer(AsyncWebsocketConsumer):
@@ -38,11 +43,7 @@ class InboxConsumer(AsyncWebsocketConsumer):
 
     async def _join_allowed_groups(self) -> None:
         user = self.scope["user"]
-        tier1, tier2, operable = await database_sync_to_async(_agent_ids)(user)
-        wanted = {agent_group(agent_id, 1) for agent_id in tier1}
-        wanted |= {agent_group(agent_id, 2) for agent_id in tier2}
-        wanted |= {operator_group(agent_id) for agent_id in operable}
-        wanted.add(user_group(self.user_id))
+        wanted = await database_sync_to_async(_group_names)(user)
         for group in wanted - self.groups_joined:
             await self.channel_layer.group_add(group, self.channel_name)
         for group in self.groups_joined - wanted:

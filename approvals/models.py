@@ -65,7 +65,9 @@ class ActionRequest(models.Model):
     warn_at = models.DateTimeField(null=True, blank=True, help_text="Half of the SLA: reviewers are warned.")
     due_at = models.DateTimeField(null=True, blank=True)
     warned_at = models.DateTimeField(null=True, blank=True)
-    tier = models.PositiveSmallIntegerField(default=1, help_text="1: the agent's reviewers; 2: escalated.")
+    # 0: a configuration change waiting for a second admin; 1: the agent's reviewers; 2: escalated.
+    tier = models.PositiveSmallIntegerField(default=1)
+    reviewer_group = models.ForeignKey("auth.Group", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     required_approvals = models.PositiveSmallIntegerField(default=1)
     on_timeout = models.CharField(max_length=16, default="reject")
     # An advisory lease: others see who is working on it, and until when.

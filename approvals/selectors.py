@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, Group
 from django.db.models import Count, OuterRef, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -20,10 +20,19 @@ FAR_FUTURE = datetime(9999, 1, 1, tzinfo=timezone.get_fixed_timezone(0))
 
 
 def _reviewable_filter(user: User) -> Q:
-    # Tier 1 items go to the agent's reviewers; escalated (tier 2) items only to
-    # those who may review the agent's escalations. One query, no per-row checks.
-    return Q(agent__in=agents_with_perm(user, "review_agent"), tier=1) | Q(
-        agent__in=agents_with_perm(user, "review_escalated_agent")
+    # Tier 0 (configuration changes) goes to those who may configure the agent;
+    # tier 1 to its reviewers (only members of the tool's reviewer group, when
+    # one is set); tier 2 (escalated) to those who may review its escalations.
+    # One query, no per-row checks.
+    groups = Group.objects.filter(user__pk=user.pk) if user.is_authenticated else Group.objects.none()
+    return (
+        Q(tier=0, agent__in=agents_with_perm(user, "configure_agent"))
+        | Q(
+            Q(reviewer_group__isnull=True) | Q(reviewer_group__in=groups),
+            tier=1,
+            agent__in=agents_with_perm(user, "review_agent"),
+        )
+        | Q(tier=2, agent__in=agents_with_perm(user, "review_escalated_agent"))
     )
 
 
@@ -68,14 +77,21 @@ class InboxCursor:
 
 
 def inbox_for(
-    user: User, *, filters: InboxFilters | None = None, cursor: InboxCursor | None = None, limit: int = 50
+    user: User,
+    *,
+    filters: InboxFilters | None = None,
+    cursor: InboxCursor | None = None,
+    limit: int = 50,
+    filters_tier_min: int = 1,
 ) -> list[ActionRequest]:
     """Pending actions the user may decide: riskiest first, then the nearest deadline.
 
     Keyset-paginated on (risk_score, due_at, id), served by the partial index
     over pending rows; one query whatever the page size.
     """
-    qs = with_row_data(ActionRequest.objects.filter(_reviewable_filter(user), status=ActionStatus.PENDING))
+    qs = with_row_data(
+        ActionRequest.objects.filter(_reviewable_filter(user), status=ActionStatus.PENDING, tier__gte=filters_tier_min)
+    )
     filters = filters or InboxFilters()
     if filters.agent:
         qs = qs.filter(agent__slug=filters.agent)
@@ -97,6 +113,17 @@ def inbox_for(
     return list(qs.order_by("-risk_score", "due_at", "id")[:limit])
 
 
+def config_queue_for(user: User, *, limit: int = 100) -> list[ActionRequest]:
+    """Configuration changes waiting for a second admin, oldest first."""
+    return list(
+        ActionRequest.objects.filter(
+            tier=0, status=ActionStatus.PENDING, agent__in=agents_with_perm(user, "configure_agent")
+        )
+        .select_related("agent", "submitted_by")
+        .order_by("id")[:limit]
+    )
+
+
 def with_row_data(qs: QuerySet[ActionRequest]) -> QuerySet[ActionRequest]:
     """What an inbox row shows, fetched with the rows (no query per row)."""
     # A correlated subquery, not a JOIN + GROUP BY: PostgreSQL then evaluates it
@@ -106,11 +133,15 @@ def with_row_data(qs: QuerySet[ActionRequest]) -> QuerySet[ActionRequest]:
 
 
 def queue_counts(user: User) -> list[dict[str, Any]]:
-    """Pending items per agent the user may review, from the maintained counters (one small query)."""
+    """Pending items per agent the user may review, from the maintained counters (one small query).
+
+    Counts are per agent and tier; items limited to a reviewer group are counted
+    with their agent (the count may include a few the user will not see).
+    """
     rows = (
         QueueCount.objects.filter(
             Q(agent__in=agents_with_perm(user, "review_agent"), tier=1)
-            | Q(agent__in=agents_with_perm(user, "review_escalated_agent"))
+            | Q(agent__in=agents_with_perm(user, "review_escalated_agent"), tier=2)
         )
         .values("agent__slug")
         .annotate(pending=Sum("pending"))
@@ -147,11 +178,13 @@ def decision_stats(action: ActionRequest, *, sample: int = 500) -> DecisionStats
     )
 
 
-def reviewable_groups(user: User) -> tuple[list[int], list[int]]:
-    """Agent ids whose tier-1 and tier-2 inbox groups the user may join."""
-    tier1 = list(agents_with_perm(user, "review_agent").values_list("pk", flat=True))
-    tier2 = list(agents_with_perm(user, "review_escalated_agent").values_list("pk", flat=True))
-    return tier1, tier2
+def reviewable_groups(user: User) -> dict[int, list[int]]:
+    """Agent ids per tier whose live groups the user may join (0: configuration changes)."""
+    return {
+        0: list(agents_with_perm(user, "configure_agent").values_list("pk", flat=True)),
+        1: list(agents_with_perm(user, "review_agent").values_list("pk", flat=True)),
+        2: list(agents_with_perm(user, "review_escalated_agent").values_list("pk", flat=True)),
+    }
 
 
 def unread_notifications(user: User, *, limit: int = 20) -> list[Notification]:

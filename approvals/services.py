@@ -126,6 +126,7 @@ def route_tool_call(
             due_at=now + sla,
             required_approvals=agent_tool.required_approvals,
             on_timeout=agent_tool.on_timeout,
+            reviewer_group_id=agent_tool.reviewer_group_id,
             tool=tool,
             call_id=call_id,
             arguments=args,
@@ -233,6 +234,8 @@ def action_request_decide(
     comment = (comment or "").strip()
     if verdict == Verdict.REJECT and not comment:
         raise InvalidInput("a rejection needs a reason (comment)", code="reason_required")
+    if action.tier == 0 and verdict in (Verdict.EDIT, ESCALATE):
+        raise InvalidInput("a configuration change is approved or rejected as proposed", code="invalid_verdict")
     if verdict == ESCALATE:
         if arguments is not None:
             raise InvalidInput("arguments are only accepted with verdict 'edit'", code="unexpected_arguments")

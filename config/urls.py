@@ -12,5 +12,7 @@ urlpatterns = [
     path("api/v1/", api.urls),
     path("django-admin/", admin.site.urls),
     path("", include("agents.urls")),
+    path("", include("audit.urls")),
+    path("", include("accounts.urls")),
     path("", include("approvals.urls")),
 ]

@@ -9,6 +9,7 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 
 from accounts.models import Role
+from accounts.roles import ensure_roles
 from accounts.services import role_assign
 from agents.models import Agent
 from agents.services import agent_create, agent_permission_grant, agent_tool_configure
@@ -150,6 +151,7 @@ def seed_business_data() -> None:
 
 
 def seed_all(*, password: str) -> None:
+    ensure_roles()
     agents = seed_agents()
     seed_users(agents, password)
     seed_business_data()

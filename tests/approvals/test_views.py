@@ -67,8 +67,9 @@ def test_inbox_query_count_does_not_grow_with_rows(demo):
     with CaptureQueriesContext(connection) as many:
         response = client.get("/")
     assert response.content.decode().count('class="row ') == 25
-    # session, user, the rows (permission filter inside), the queue counts, unread notifications
-    assert len(many) == len(one) == 5
+    # session, user, the rows (permission filter inside), the queue counts, unread notifications,
+    # and the user's global permissions for the navigation (user's and groups')
+    assert len(many) == len(one) == 7
 
 
 def test_decide_rejects_get(demo):

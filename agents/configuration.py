@@ -1,0 +1,348 @@
+"""Changing an agent's configuration safely: validation, four eyes on risky changes, prompt versions.
+
+A change set (agent settings and tool policies) is validated as a whole, then:
+- if nothing in it is risky, it is applied at once (one transaction, audited);
+- if anything is risky (lowering a confidence threshold, raising or removing a
+  magnitude limit, switching a tool to auto, enabling a destructive tool), the
+  whole set waits for a second admin as an action request in the configuration
+  queue (tier 0), decided and executed by the same machinery as agents' actions.
+Nothing is ever half-applied.
+
+Prompt changes are new versions; a version becomes active only when a second
+admin approves it; rollback re-activates an earlier, already approved version.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from datetime import timedelta
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from django.contrib.auth.models import Group, User
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from agents import services
+from agents.errors import Conflict, InvalidInput
+from agents.models import Agent, AgentTool, PromptStatus, PromptVersion
+from agents.tools import Impact, get_tool
+from audit.services import Actor, record
+
+TOOL_FIELDS = (
+    "enabled",
+    "mode",
+    "min_confidence",
+    "auto_max_magnitude",
+    "max_magnitude",
+    "over_limit",
+    "required_approvals",
+    "reviewer_group",
+    "sla_minutes",
+    "on_timeout",
+    "timeout_seconds",
+    "max_retries",
+)
+DECIMAL_TOOL_FIELDS = {"auto_max_magnitude", "max_magnitude"}
+CONFIG_REVIEW_HOURS = 24
+
+
+@dataclass
+class ConfigOutcome:
+    applied: bool
+    proposal: Any = None  # the ActionRequest waiting for a second admin
+    risky: list[str] = field(default_factory=list)
+    changed: bool = True
+
+
+def tool_settings(agent_tool: AgentTool) -> dict[str, Any]:
+    """A tool policy as JSON values (decimals as strings, the reviewer group by name)."""
+    values: dict[str, Any] = {}
+    for name in TOOL_FIELDS:
+        value = getattr(agent_tool, name) if name != "reviewer_group" else None
+        if name == "reviewer_group":
+            value = agent_tool.reviewer_group.name if agent_tool.reviewer_group is not None else None
+        elif isinstance(value, Decimal):
+            value = str(value)
+        values[name] = value
+    return values
+
+
+def agent_settings(agent: Agent) -> dict[str, Any]:
+    values = {name: getattr(agent, name) for name in services.AGENT_CONFIG_FIELDS}
+    return {k: str(v) if isinstance(v, Decimal) else v for k, v in values.items()}
+
+
+def agent_configure(
+    *, agent: Agent, actor: User, settings: dict[str, Any], tools: dict[str, dict[str, Any]]
+) -> ConfigOutcome:
+    """Validate a whole change set; apply it now, or queue it for a second admin if any part is risky."""
+    agent = Agent.objects.get(pk=agent.pk)
+    settings = {k: v for k, v in settings.items() if agent_settings(agent).get(k) != _json(v)}
+    current_tools = {t.tool: t for t in AgentTool.objects.filter(agent=agent).select_related("reviewer_group")}
+    tool_changes: dict[str, dict[str, Any]] = {}
+    for name, wanted in tools.items():
+        if get_tool(name) is None:
+            raise InvalidInput(f"there is no tool named {name!r}", code="unknown_tool")
+        before = tool_settings(current_tools[name]) if name in current_tools else None
+        diff = {k: _json(v) for k, v in wanted.items() if before is None or before.get(k) != _json(v)}
+        if diff:
+            tool_changes[name] = diff
+    if not settings and not tool_changes:
+        return ConfigOutcome(applied=False, changed=False)
+    _validate(agent, settings, current_tools, tool_changes)
+    risky = risky_changes(agent, settings, current_tools, tool_changes)
+    change = {"agent": _json(settings), "tools": tool_changes}
+    if not risky:
+        with transaction.atomic():
+            apply_change(agent=agent, change=change, actor=actor)
+        return ConfigOutcome(applied=True)
+    proposal = propose_change(
+        agent=agent, actor=actor, tool="apply_agent_config", arguments=change, reason="; ".join(risky)
+    )
+    return ConfigOutcome(applied=False, proposal=proposal, risky=risky)
+
+
+def _json(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _json(v) for k, v in value.items()}
+    return value
+
+
+def _decimal(value: Any) -> Decimal | None:
+    if value in (None, ""):
+        return None
+    try:
+        return Decimal(str(value))
+    except InvalidOperation:
+        raise InvalidInput(f"{value!r} is not a number", code="invalid_config") from None
+
+
+def _validate(
+    agent: Agent,
+    settings: dict[str, Any],
+    current_tools: dict[str, AgentTool],
+    tool_changes: dict[str, dict[str, Any]],
+) -> None:
+    """Check the whole set before anything is written: every error, with its field."""
+    errors: dict[str, list[str]] = {}
+    unknown = set(settings) - set(services.AGENT_CONFIG_FIELDS)
+    if unknown:
+        raise InvalidInput(f"unknown agent settings: {', '.join(sorted(unknown))}", code="invalid_config")
+    candidate = Agent.objects.get(pk=agent.pk)
+    for name, value in settings.items():
+        setattr(candidate, name, value)
+    try:
+        services.validate_agent(candidate)
+    except InvalidInput as exc:
+        for key, messages in (exc.details or {}).items():
+            errors[key] = list(messages)
+        if not exc.details:
+            errors["agent"] = [exc.message]
+    for name, changes in tool_changes.items():
+        unknown = set(changes) - set(TOOL_FIELDS)
+        if unknown:
+            errors[f"{name}"] = [f"unknown tool settings: {', '.join(sorted(unknown))}"]
+            continue
+        row = _tool_row(agent, current_tools.get(name), name, changes)
+        try:
+            row.full_clean(exclude=["agent"])
+        except ValidationError as exc:
+            for key, messages in exc.message_dict.items():
+                errors[f"{name}.{key}"] = list(messages)
+    if errors:
+        summary = "; ".join(f"{k}: {' '.join(v)}" for k, v in errors.items())
+        raise InvalidInput(f"the configuration is not valid: {summary}", code="invalid_config", details=errors)
+
+
+def _tool_row(agent: Agent, existing: AgentTool | None, name: str, changes: dict[str, Any]) -> AgentTool:
+    row = AgentTool(agent=agent, tool=name) if existing is None else AgentTool.objects.get(pk=existing.pk)
+    for key, value in changes.items():
+        if key == "reviewer_group":
+            group = Group.objects.filter(name=value).first() if value else None
+            if value and group is None:
+                raise InvalidInput(f"there is no group named {value!r}", code="invalid_config")
+            row.reviewer_group = group
+        elif key in DECIMAL_TOOL_FIELDS:
+            setattr(row, key, _decimal(value))
+        else:
+            setattr(row, key, value)
+    return row
+
+
+def risky_changes(
+    agent: Agent,
+    settings: dict[str, Any],
+    current_tools: dict[str, AgentTool],
+    tool_changes: dict[str, dict[str, Any]],
+) -> list[str]:
+    """The parts of a change set that need a second admin, each said in words."""
+    reasons: list[str] = []
+    threshold_before = agent.review_threshold
+    threshold_after = float(settings.get("review_threshold", threshold_before))
+    if threshold_after < threshold_before:
+        reasons.append(f"lowers the review threshold from {threshold_before:.2f} to {threshold_after:.2f}")
+    for name, changes in tool_changes.items():
+        tool = get_tool(name)
+        existing = current_tools.get(name)
+        after = _tool_row(agent, existing, name, changes)
+        before = existing or AgentTool(agent=agent, tool=name, enabled=False, mode="review")
+        eff_before = before.min_confidence if before.min_confidence is not None else threshold_before
+        eff_after = after.min_confidence if after.min_confidence is not None else threshold_after
+        if "min_confidence" in changes and eff_after < eff_before:
+            reasons.append(f"{name}: lowers the minimum confidence from {eff_before:.2f} to {eff_after:.2f}")
+        for limit in ("auto_max_magnitude", "max_magnitude"):
+            if limit not in changes:
+                continue
+            old, new = getattr(before, limit), getattr(after, limit)
+            if new is None and old is not None:
+                reasons.append(f"{name}: removes the limit {limit} ({old})")
+            elif old is not None and new is not None and new > old:
+                reasons.append(f"{name}: raises {limit} from {old} to {new}")
+            elif old is None and new is not None and existing is None:
+                pass  # a new tool with a limit is not a raise
+        if after.mode == "auto" and (existing is None or before.mode != "auto") and after.enabled:
+            reasons.append(f"{name}: switches to auto")
+        if (
+            tool is not None
+            and tool.impact == Impact.DESTRUCTIVE
+            and after.enabled
+            and not (existing is not None and existing.enabled)
+        ):
+            reasons.append(f"{name}: enables a destructive tool")
+    return reasons
+
+
+def apply_change(*, agent: Agent, change: dict[str, Any], actor: User | Actor) -> None:
+    """Write a validated change set (inside the caller's transaction)."""
+    if change.get("agent"):
+        services.agent_update(agent=agent, actor=actor, **change["agent"])
+    for name, changes in change.get("tools", {}).items():
+        existing = AgentTool.objects.filter(agent=agent, tool=name).first()
+        row = _tool_row(agent, existing, name, changes)
+        before = tool_settings(existing) if existing else None
+        row.save()
+        record(
+            actor=actor,
+            event="agent.tool_configured",
+            target=agent,
+            agent_id=agent.pk,
+            before=before,
+            after={"tool": name, **tool_settings(row)},
+        )
+
+
+def propose_change(*, agent: Agent, actor: User, tool: str, arguments: dict[str, Any], reason: str) -> Any:
+    """Queue a configuration change for a second admin (an action request in tier 0)."""
+    from approvals import broadcast
+    from approvals.models import ActionRequest, ActionStatus
+    from approvals.services import queue_count_add
+
+    now = timezone.now()
+    due = timedelta(hours=CONFIG_REVIEW_HOURS)
+    with transaction.atomic():
+        proposal = ActionRequest.objects.create(
+            agent=agent,
+            run=None,
+            submitted_by=actor,
+            tier=0,
+            tool=tool,
+            arguments=arguments,
+            proposed_arguments=arguments,
+            confidence=1.0,
+            rationale=f"proposed by {actor.get_username()}",
+            impact="write",
+            route="review",
+            route_reason=f"four eyes: {reason}",
+            risk_score=50,
+            warn_at=now + due / 2,
+            due_at=now + due,
+            status=ActionStatus.PENDING,
+        )
+        queue_count_add(agent_id=agent.pk, tier=0, delta=1)
+        record(
+            actor=actor,
+            event="config.proposed",
+            target=proposal,
+            agent_id=agent.pk,
+            after={"tool": tool, "change": arguments, "reason": reason},
+        )
+        transaction.on_commit(lambda: broadcast.action_opened(proposal.pk))
+    return proposal
+
+
+def prompt_propose(*, agent: Agent, actor: User, text: str, note: str = "") -> tuple[PromptVersion, Any]:
+    """A new prompt version, waiting for a second admin before it becomes active."""
+    text = text.strip()
+    if not text:
+        raise InvalidInput("the prompt must not be empty", code="invalid_config")
+    active = active_prompt(agent)
+    if active is not None and active.text == text:
+        raise Conflict("this is the active prompt already", code="no_change")
+    with transaction.atomic():
+        last = PromptVersion.objects.filter(agent=agent).order_by("-number").values_list("number", flat=True).first()
+        version = PromptVersion.objects.create(
+            agent=agent, number=(last or 0) + 1, text=text, note=note[:300], created_by=actor
+        )
+        record(
+            actor=actor,
+            event="prompt.proposed",
+            target=version,
+            agent_id=agent.pk,
+            after={"number": version.number, "diff": prompt_diff(active.text if active else "", text)},
+        )
+        proposal = propose_change(
+            agent=agent,
+            actor=actor,
+            tool="activate_prompt",
+            arguments={"version": version.pk, "number": version.number},
+            reason=f"new prompt version {version.number}",
+        )
+    return version, proposal
+
+
+def active_prompt(agent: Agent) -> PromptVersion | None:
+    return PromptVersion.objects.filter(agent=agent, status=PromptStatus.ACTIVE).first()
+
+
+def prompt_activate(*, version: PromptVersion, actor: User | Actor, event: str = "prompt.activated") -> None:
+    """Make `version` the active prompt (inside the caller's transaction)."""
+    locked = PromptVersion.objects.select_for_update().get(pk=version.pk)
+    previous = PromptVersion.objects.filter(agent_id=locked.agent_id, status=PromptStatus.ACTIVE).exclude(pk=locked.pk)
+    before = previous.values_list("number", flat=True).first()
+    previous.update(status=PromptStatus.RETIRED)
+    PromptVersion.objects.filter(pk=locked.pk).update(status=PromptStatus.ACTIVE, activated_at=timezone.now())
+    Agent.objects.filter(pk=locked.agent_id).update(system_prompt=locked.text)
+    record(
+        actor=actor,
+        event=event,
+        target=locked,
+        agent_id=locked.agent_id,
+        before={"active": before},
+        after={"active": locked.number},
+    )
+
+
+def prompt_rollback(*, agent: Agent, version: PromptVersion, actor: User) -> None:
+    """Re-activate an earlier version: it was approved by two admins when it first went live."""
+    if version.agent_id != agent.pk:
+        raise InvalidInput("that version belongs to another agent", code="invalid_config")
+    if version.status != PromptStatus.RETIRED:
+        raise Conflict(f"only a retired version can be rolled back to; v{version.number} is {version.status}")
+    with transaction.atomic():
+        prompt_activate(version=version, actor=actor, event="prompt.rolled_back")
+
+
+def prompt_diff(before: str, after: str) -> str:
+    return "\n".join(
+        difflib.unified_diff(before.splitlines(), after.splitlines(), "active", "proposed", lineterm="", n=2)
+    )
+
+
+def agent_set_paused(*, agent: Agent, actor: User, paused: bool) -> Agent:
+    """Operators pause and resume agents; this is not a policy change."""
+    return services.agent_update(agent=agent, actor=actor, is_paused=paused)

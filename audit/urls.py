@@ -1,0 +1,11 @@
+from __future__ import annotations
+
+from django.urls import path
+
+from audit import views
+
+app_name = "audit"
+urlpatterns = [
+    path("audit/", views.audit_log, name="log"),
+    path("audit/export.<fmt>", views.audit_export, name="export"),
+]
