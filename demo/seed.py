@@ -52,6 +52,8 @@ SENIOR_REVIEWERS = {"reviewer": ALL_AGENTS, "admin": ALL_AGENTS}
 # username -> (role, agents it may review, agents it may operate, agents it may configure)
 DEMO_USERS: dict[str, tuple[Role, list[str], list[str], list[str]]] = {
     "admin": (Role.ADMIN, ALL_AGENTS, ALL_AGENTS, ALL_AGENTS),
+    # A second admin, so four-eyes changes can be tried in the demo.
+    "admin2": (Role.ADMIN, [], [], ALL_AGENTS),
     "reviewer": (Role.REVIEWER, ALL_AGENTS, [], []),
     "reviewer2": (Role.REVIEWER, ["refund-triage"], [], []),
     "operator": (Role.OPERATOR, [], ALL_AGENTS, []),

@@ -1,0 +1,161 @@
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from agents.configuration import active_prompt, agent_configure, prompt_propose, prompt_rollback
+from agents.errors import Conflict, Forbidden, InvalidInput
+from agents.models import Agent, AgentTool, PromptVersion, Run
+from agents.services import run_start
+from approvals.models import ActionRequest, ActionStatus
+from approvals.services import action_request_decide
+from audit.models import AuditEvent
+from tests.conftest import refund_input, user
+
+pytestmark = pytest.mark.django_db
+
+
+def test_a_safe_change_applies_at_once_and_is_audited(demo):
+    outcome = agent_configure(
+        agent=demo["refund-triage"], actor=user("admin"), settings={"max_steps": 10, "review_threshold": 0.9}, tools={}
+    )
+    assert outcome.applied
+    agent = Agent.objects.get(slug="refund-triage")
+    assert (agent.max_steps, agent.review_threshold) == (10, 0.9)
+    event = AuditEvent.objects.filter(event="agent.updated").latest("seq")
+    assert event.before == {"max_steps": 6, "review_threshold": 0.8}
+    assert event.after == {"max_steps": 10, "review_threshold": 0.9}
+    assert event.actor_label == "admin"
+
+
+@pytest.mark.parametrize(
+    ("changes", "tools", "reason"),
+    [
+        ({"review_threshold": 0.5}, {}, "lowers the review threshold from 0.80 to 0.50"),
+        ({}, {"issue_refund": {"auto_max_magnitude": "500"}}, "raises auto_max_magnitude from 100.00 to 500"),
+        ({}, {"issue_refund": {"auto_max_magnitude": None}}, "removes the limit auto_max_magnitude"),
+        ({}, {"issue_refund": {"min_confidence": 0.3}}, "lowers the minimum confidence from 0.80 to 0.30"),
+        ({}, {"delete_contacts": {"enabled": True, "mode": "review"}}, "enables a destructive tool"),
+    ],
+)
+def test_risky_changes_wait_for_a_second_admin(demo, changes, tools, reason):
+    before = (Agent.objects.get(slug="refund-triage").review_threshold, AgentTool.objects.count())
+    outcome = agent_configure(agent=demo["refund-triage"], actor=user("admin"), settings=changes, tools=tools)
+    assert not outcome.applied
+    assert any(reason in r for r in outcome.risky), outcome.risky
+    proposal = outcome.proposal
+    assert proposal.tier == 0 and proposal.status == ActionStatus.PENDING
+    assert (Agent.objects.get(slug="refund-triage").review_threshold, AgentTool.objects.count()) == before
+
+
+def test_switching_a_tool_to_auto_is_risky(demo):
+    outcome = agent_configure(
+        agent=demo["crm-cleanup"], actor=user("admin"), settings={}, tools={"delete_contacts": {"mode": "auto"}}
+    )
+    assert outcome.risky == ["delete_contacts: switches to auto"]
+
+
+def test_the_proposer_cannot_approve_and_a_second_admin_applies_it(demo, commit):
+    outcome = agent_configure(
+        agent=demo["refund-triage"], actor=user("admin"), settings={"review_threshold": 0.5, "max_steps": 9}, tools={}
+    )
+    proposal = outcome.proposal
+    with pytest.raises(Forbidden):
+        action_request_decide(action=proposal, actor=user("admin"), verdict="approve")
+    with pytest.raises(InvalidInput):
+        action_request_decide(action=proposal, actor=user("admin2"), verdict="edit", arguments={})
+    with commit():
+        action_request_decide(action=proposal, actor=user("admin2"), verdict="approve")
+    proposal.refresh_from_db()
+    assert proposal.status == ActionStatus.EXECUTED
+    agent = Agent.objects.get(slug="refund-triage")
+    assert (agent.review_threshold, agent.max_steps) == (0.5, 9)
+    applied = AuditEvent.objects.filter(event="agent.updated").latest("seq")
+    assert applied.actor_label == "four eyes: admin + admin2"
+    assert applied.before == {"max_steps": 6, "review_threshold": 0.8}
+
+
+def test_a_rejected_change_is_never_applied(demo, commit):
+    outcome = agent_configure(
+        agent=demo["refund-triage"], actor=user("admin"), settings={"review_threshold": 0.1}, tools={}
+    )
+    with commit():
+        action_request_decide(action=outcome.proposal, actor=user("admin2"), verdict="reject", comment="too low")
+    assert Agent.objects.get(slug="refund-triage").review_threshold == 0.8
+
+
+def test_invalid_configuration_saves_nothing(demo):
+    with pytest.raises(InvalidInput) as caught:
+        agent_configure(
+            agent=demo["refund-triage"],
+            actor=user("admin"),
+            settings={"max_steps": 0, "review_threshold": 0.9},
+            tools={"issue_refund": {"required_approvals": 9}},
+        )
+    assert "max_steps" in caught.value.details
+    assert "issue_refund.required_approvals" in caught.value.details
+    agent = Agent.objects.get(slug="refund-triage")
+    assert agent.review_threshold == 0.8  # the valid part was not applied either
+    assert not ActionRequest.objects.filter(tier=0).exists()
+
+
+def test_prompt_versions_four_eyes_and_rollback(demo, commit):
+    agent = demo["refund-triage"]
+    v1 = active_prompt(agent)
+    version, proposal = prompt_propose(agent=agent, actor=user("admin"), text="Be terse. Refund only with a receipt.")
+    assert version.number == 2 and version.status == "proposed"
+    with commit():
+        old_run = run_start(agent=agent, input=refund_input(amount=300), actor=None)
+    assert Run.objects.get(pk=old_run.pk).prompt_version == v1
+    with commit():
+        action_request_decide(action=proposal, actor=user("admin2"), verdict="approve")
+    assert active_prompt(agent).number == 2
+    assert Agent.objects.get(pk=agent.pk).system_prompt == "Be terse. Refund only with a receipt."
+    with commit():
+        new_run = run_start(agent=agent, input=refund_input(amount=300), actor=None)
+    assert Run.objects.get(pk=new_run.pk).prompt_version.number == 2
+    assert new_run.steps.filter(kind="llm_call").first().payload["prompt_version"] == 2
+    prompt_rollback(agent=agent, version=PromptVersion.objects.get(agent=agent, number=1), actor=user("admin"))
+    assert active_prompt(agent).number == 1
+    assert AuditEvent.objects.filter(event="prompt.rolled_back", actor_label="admin").exists()
+    with pytest.raises(Conflict):
+        prompt_rollback(agent=agent, version=PromptVersion.objects.get(agent=agent, number=1), actor=user("admin"))
+    proposed = AuditEvent.objects.get(event="prompt.proposed")
+    assert "+Be terse. Refund only with a receipt." in proposed.after["diff"]
+
+
+def test_pause_is_an_operator_action_not_a_policy_change(demo, commit):
+    from agents.configuration import agent_set_paused
+
+    agent_set_paused(agent=demo["refund-triage"], actor=user("operator"), paused=True)
+    assert Agent.objects.get(slug="refund-triage").is_paused
+    with pytest.raises(Conflict):
+        run_start(agent=Agent.objects.get(slug="refund-triage"), input=refund_input(), actor=None)
+    assert AuditEvent.objects.filter(event="agent.updated", actor_label="operator").latest("seq").after == {
+        "is_paused": True
+    }
+
+
+def test_reviewer_group_limits_who_sees_a_tools_calls(demo, commit):
+    from django.contrib.auth.models import Group
+
+    from approvals import selectors
+
+    seniors = Group.objects.create(name="Refund seniors")
+    user("reviewer").groups.add(seniors)
+    AgentTool.objects.filter(tool="issue_refund").update(reviewer_group=seniors)
+    with commit():
+        run = run_start(agent=demo["refund-triage"], input=refund_input(amount=300), actor=None)
+    action = ActionRequest.objects.get(run=run)
+    assert selectors.actions_reviewable_by(user("reviewer")).filter(pk=action.pk).exists()
+    assert not selectors.actions_reviewable_by(user("reviewer2")).filter(pk=action.pk).exists()
+
+
+def test_per_tool_minimum_confidence(demo, commit):
+    AgentTool.objects.filter(tool="issue_refund").update(min_confidence=Decimal("0.99"))
+    with commit():
+        run = run_start(agent=demo["refund-triage"], input=refund_input(amount=20), actor=None)
+    action = ActionRequest.objects.get(run=run)
+    assert action.status == ActionStatus.PENDING
+    assert "below the threshold 0.99" in action.route_reason

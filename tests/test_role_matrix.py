@@ -1,0 +1,128 @@
+"""Least privilege, walked as a matrix: every role against every page and API endpoint.
+
+Admins configure and manage access, operators run things, reviewers decide,
+auditors read. Each cell is the HTTP status that role must get.
+"""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.test import Client
+
+from accounts.services import api_token_issue
+from agents.breakers import breaker_for
+from agents.services import run_start
+from approvals.models import ActionRequest
+from tests.conftest import refund_input, user
+
+pytestmark = pytest.mark.django_db
+
+ROLES = ["admin", "admin2", "reviewer", "operator", "auditor", "outsider", "anonymous"]
+
+# (method, path template, {role: status}); roles left out get the "other" status.
+PAGES = [
+    ("get", "/", {"anonymous": 302, "other": 200}),
+    ("get", "/agents/", {"anonymous": 302, "other": 200}),
+    ("get", "/tools/", {"anonymous": 302, "other": 200}),
+    ("get", "/changes/", {"anonymous": 302, "other": 200}),
+    ("get", "/notifications/", {"anonymous": 302, "other": 200}),
+    (
+        "get",
+        "/runs/{run}/",
+        {"admin": 200, "admin2": 200, "reviewer": 200, "operator": 200, "anonymous": 302, "other": 404},
+    ),
+    ("get", "/actions/{action}/", {"admin": 200, "reviewer": 200, "anonymous": 302, "other": 404}),
+    ("get", "/agents/refund-triage/configure", {"admin": 200, "admin2": 200, "anonymous": 302, "other": 404}),
+    ("get", "/audit/", {"admin": 200, "admin2": 200, "auditor": 200, "anonymous": 302, "other": 403}),
+    ("get", "/audit/export.csv", {"admin": 200, "admin2": 200, "auditor": 200, "anonymous": 302, "other": 403}),
+    ("get", "/access/", {"admin": 200, "admin2": 200, "auditor": 200, "anonymous": 302, "other": 403}),
+    (
+        "get",
+        "/access/agents/refund-triage/",
+        {"admin": 200, "admin2": 200, "auditor": 200, "anonymous": 302, "other": 403},
+    ),
+    ("post", "/actions/{action}/claim", {"admin": 302, "reviewer": 302, "anonymous": 302, "other": 404}),
+    ("post", "/runs/{run}/cancel", {"admin": 302, "operator": 302, "anonymous": 302, "other": 404}),
+    ("post", "/agents/refund-triage/pause", {"admin": 302, "operator": 302, "anonymous": 302, "other": 404}),
+    ("post", "/breakers/{breaker}/reset", {"admin": 302, "operator": 302, "anonymous": 302, "other": 404}),
+    ("post", "/agents/refund-triage/prompt", {"admin": 302, "admin2": 302, "anonymous": 302, "other": 404}),
+    ("post", "/access/roles", {"admin": 302, "admin2": 302, "anonymous": 302, "other": 403}),
+    ("get", "/actions/{action}/decide", {"anonymous": 405, "other": 405}),
+]
+
+API = [
+    ("get", "/api/v1/actions", {"anonymous": 401, "other": 200}),
+    (
+        "get",
+        "/api/v1/runs/{run}",
+        {"admin": 200, "admin2": 200, "reviewer": 200, "operator": 200, "anonymous": 401, "other": 404},
+    ),
+    ("get", "/api/v1/actions/{action}", {"admin": 200, "reviewer": 200, "anonymous": 401, "other": 404}),
+    ("post", "/api/v1/agents/refund-triage/runs", {"admin": 201, "operator": 201, "anonymous": 401, "other": 404}),
+    ("post", "/api/v1/actions/{action}/claim", {"admin": 200, "reviewer": 200, "anonymous": 401, "other": 404}),
+    ("post", "/api/v1/runs/{run}/cancel", {"admin": 200, "operator": 200, "anonymous": 401, "other": 404}),
+]
+
+PAYLOADS = {
+    "/agents/refund-triage/prompt": {"text": "A new prompt.", "note": "matrix"},
+    "/access/roles": {"username": "reviewer2", "role": "Auditor", "action": "assign"},
+    "/agents/refund-triage/pause": {"paused": "1"},
+    "/api/v1/agents/refund-triage/runs": {"input": refund_input(amount=300)},
+}
+
+
+@pytest.fixture
+def world(demo, commit):
+    get_user_model().objects.create_user(username="outsider")
+    with commit():
+        run = run_start(agent=demo["refund-triage"], input=refund_input(amount=300), actor=None)
+    action = ActionRequest.objects.get(run=run)
+    breaker = breaker_for(demo["refund-triage"], "issue_refund")
+    return {"run": run.pk, "action": action.pk, "breaker": breaker.pk}
+
+
+def expected(table: dict[str, int], role: str) -> int:
+    return table.get(role, table["other"])
+
+
+def browser(role: str) -> Client:
+    client = Client()
+    if role != "anonymous":
+        client.force_login(user(role))
+    return client
+
+
+@pytest.mark.parametrize("role", ROLES)
+@pytest.mark.parametrize(("method", "path", "table"), PAGES, ids=[f"{m} {p}" for m, p, _ in PAGES])
+def test_pages(world, role, method, path, table):
+    url = path.format(**world)
+    client = browser(role)
+    response = client.get(url) if method == "get" else client.post(url, PAYLOADS.get(path, {}))
+    assert response.status_code == expected(table, role), (role, method, url)
+
+
+@pytest.mark.parametrize("role", ROLES)
+@pytest.mark.parametrize(("method", "path", "table"), API, ids=[f"{m} {p}" for m, p, _ in API])
+def test_api(world, role, method, path, table):
+    import json
+
+    url = path.format(**world)
+    headers = {} if role == "anonymous" else {"Authorization": f"Bearer {api_token_issue(user=user(role), actor=None)}"}
+    client = Client()
+    if method == "get":
+        response = client.get(url, headers=headers)
+    else:
+        response = client.post(
+            url, json.dumps(PAYLOADS.get(path, {})), content_type="application/json", headers=headers
+        )
+    assert response.status_code == expected(table, role), (role, method, url, response.content[:200])
+
+
+def test_refused_access_is_audited(world):
+    from audit.models import AuditEvent
+
+    browser("operator").get("/audit/")
+    refused = AuditEvent.objects.get(event="access.refused")
+    assert refused.actor_label == "operator"
+    assert refused.after["path"] == "/audit/"
