@@ -8,16 +8,19 @@ from django.contrib import messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import Group
-from django.http import HttpResponse
+from django.contrib.auth.views import LoginView
+from django.db import transaction
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
-from accounts import selectors, services
+from accounts import selectors, services, throttle
 from accounts.access import require_global_perm
 from accounts.models import Role
 from agents.errors import DomainError
 from agents.models import Agent
 from agents.services import agent_permission_grant, agent_permission_revoke
+from audit.services import Actor, record
 from config.requests import AuthedRequest
 
 
@@ -103,3 +106,17 @@ def grant_change(request: AuthedRequest) -> HttpResponse:
         return redirect("accounts:access")
     messages.success(request, f"{perm} on {agent.slug} updated for {holder_name}.")
     return redirect("accounts:agent_access", slug=agent.slug)
+
+
+class ThrottledLoginView(LoginView):
+    """Django's login, refusing a username/address pair after too many failures (429)."""
+
+    def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        username = str(request.POST.get("username", ""))[:150]
+        if throttle.is_locked(request, username):
+            with transaction.atomic():
+                record(actor=Actor.system("anonymous"), event="auth.login_throttled", after={"username": username})
+            form = self.get_form()
+            form.add_error(None, "Too many failed attempts. Wait a few minutes and try again.")
+            return self.render_to_response(self.get_context_data(form=form), status=429)
+        return super().post(request, *args, **kwargs)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import jsonschema
@@ -392,3 +393,30 @@ def validate_agent(agent: Agent) -> None:
 
 def _first_errors(exc: ValidationError) -> str:
     return "; ".join(f"{field}: {' '.join(msgs)}" for field, msgs in exc.message_dict.items())
+
+
+# What a purged step keeps: no text a person or a model wrote.
+PURGE_KEEPS = frozenset({"provider", "model", "prompt_version", "error", "tool", "confidence"})
+
+
+def traces_purge(*, older_than_days: int | None = None) -> int:
+    """Remove prompt and response text from trace steps past the retention period.
+
+    Token counts, latency and cost stay (dashboards need them). The audit log is
+    not touched: it holds decisions, not conversations.
+    """
+    from django.conf import settings
+
+    days = settings.TRACE_RETENTION_DAYS if older_than_days is None else older_than_days
+    if days <= 0:
+        return 0
+    cutoff = timezone.now() - timedelta(days=days)
+    purged = 0
+    stale = Step.objects.filter(created_at__lt=cutoff, kind__in=[StepKind.LLM_CALL, StepKind.PROPOSAL]).exclude(
+        payload__has_key="purged"
+    )
+    for step in stale.only("pk", "kind", "payload").iterator(chunk_size=500):
+        kept = {k: v for k, v in step.payload.items() if k in PURGE_KEEPS}
+        Step.objects.filter(pk=step.pk).update(payload={**kept, "purged": True})
+        purged += 1
+    return purged

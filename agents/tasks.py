@@ -10,3 +10,10 @@ def advance_run(run_id: int) -> None:
     from agents.runtime import run_advance
 
     run_advance(run_id=run_id)
+
+
+@shared_task(name="agents.purge_traces")
+def purge_traces() -> int:
+    from agents.services import traces_purge
+
+    return traces_purge()

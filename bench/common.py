@@ -33,6 +33,7 @@ def setup_django(*, fresh: bool = True) -> None:
     if fresh:
         recreate_database(url)
     os.environ.setdefault("STATIC_ROOT", "/tmp/countersign-bench-static")
+    os.environ.setdefault("HTTPS", "0")  # a loopback benchmark: plain HTTP
     import django
 
     django.setup()

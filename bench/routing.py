@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 os.environ.setdefault("BACKGROUND_TASKS", "inline")
+os.environ.setdefault("HTTPS", "0")  # a loopback benchmark: plain HTTP
 
 N_THROUGHPUT = int(os.environ.get("BENCH_N", "1000"))
 N_LATENCY = int(os.environ.get("BENCH_LATENCY_N", "300"))

@@ -200,12 +200,36 @@ STORAGES = {
     },
 }
 
+# --- Security -------------------------------------------------------------------
+# Production is served over HTTPS unless HTTPS=0 says otherwise (e.g. a test stack
+# on loopback). The embedded demo is plain HTTP on 127.0.0.1.
+HTTPS = env_bool("HTTPS", default=PRODUCTION and not DEBUG)
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
+SESSION_COOKIE_AGE = env_int("SESSION_COOKIE_AGE", default=12 * 3600)
 CSRF_COOKIE_SAMESITE = "Lax"
-SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", default=False)
+# htmx sends the token from the page (hx-headers), so the cookie need not be readable by scripts.
+CSRF_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", default=HTTPS)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", default=HTTPS)
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", default=31_536_000 if HTTPS else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=HTTPS)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", default=HTTPS)
+if env_bool("TRUST_X_FORWARDED_PROTO", default=False):
+    # Behind a TLS-terminating proxy that sets X-Forwarded-Proto.
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
+# Login throttling: this many failures per username and address lock it for the window.
+LOGIN_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", default=5)
+LOGIN_FAILURE_WINDOW_SECONDS = env_int("LOGIN_FAILURE_WINDOW_SECONDS", default=900)
+
+if REDIS_URL:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
 # --- Channels -------------------------------------------------------------
 # Capacity and expiry are set explicitly (the defaults are 100 and 60 s);
@@ -265,6 +289,7 @@ PERIODIC_JOBS = {
     "approvals.sweep_executions": float(env_int("SWEEP_INTERVAL_SECONDS", default=10)),
     "approvals.sla_tick": float(env_int("SLA_INTERVAL_SECONDS", default=15)),
     "audit.checkpoint": float(env_int("AUDIT_CHECKPOINT_INTERVAL_SECONDS", default=300)),
+    "agents.purge_traces": 3600.0,
 }
 CELERY_BEAT_SCHEDULE = {name: {"task": name, "schedule": every} for name, every in PERIODIC_JOBS.items()}
 CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_QUEUE", "countersign")
@@ -312,3 +337,8 @@ COUNTERSIGN_BASE_URL = env_str("COUNTERSIGN_BASE_URL", "http://127.0.0.1:8000").
 # and, when set, also appended to a file outside the database.
 AUDIT_CHECKPOINT_KEY = env_secret("AUDIT_CHECKPOINT_KEY")
 AUDIT_CHECKPOINT_FILE = env_str("AUDIT_CHECKPOINT_FILE")
+
+# --- Retention -------------------------------------------------------------------
+# Prompts and responses in traces can hold personal data: after this many days
+# their text is removed (metrics stay). The audit log is never touched. 0 = keep.
+TRACE_RETENTION_DAYS = env_int("TRACE_RETENTION_DAYS", default=90)

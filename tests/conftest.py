@@ -32,6 +32,10 @@ def _inline_background_tasks(settings: Any) -> None:
     # test overrides this to use a real Celery worker.
     settings.BACKGROUND_TASKS = "inline"
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    # The test client speaks plain HTTP even when the suite runs with production URLs.
+    settings.SECURE_SSL_REDIRECT = False
+    settings.SESSION_COOKIE_SECURE = False
+    settings.CSRF_COOKIE_SECURE = False
     # Pages render without a collectstatic manifest (production settings use one).
     settings.STORAGES = {
         **settings.STORAGES,

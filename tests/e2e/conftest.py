@@ -109,6 +109,7 @@ def stack_env(settings, tmp_path) -> dict[str, str]:
         "SECRET_KEY": f"e2e-{unique}",
         "STATIC_ROOT": str(tmp_path / "static"),
         "DATABASE_POOL_MIN": "1",
+        "HTTPS": "0",  # a loopback stack: plain HTTP
     }
     subprocess.run([BIN / "python", "manage.py", "collectstatic", "--noinput", "-v0"], env=env, check=True)
     return env
