@@ -258,6 +258,7 @@ def agent_pause(request: AuthedRequest, slug: str) -> HttpResponse:
 @require_GET
 @login_required
 def config_changes(request: AuthedRequest) -> HttpResponse:
+    from approvals.models import ActionRequest as ActionRequestModel
     from approvals.selectors import config_queue_for
 
     proposals = config_queue_for(request.user)
@@ -269,4 +270,7 @@ def config_changes(request: AuthedRequest) -> HttpResponse:
             active = configuration.active_prompt(proposal.agent)
             detail = configuration.prompt_diff(active.text if active else "", version.text if version else "")
         rows.append({"proposal": proposal, "detail": detail, "own": proposal.submitted_by_id == request.user.pk})
-    return render(request, "agents/changes.html", {"rows": rows})
+    from approvals.selectors import with_row_data
+
+    live_rows = with_row_data(ActionRequestModel.objects.filter(pk__in=[p.pk for p in proposals])).order_by("id")
+    return render(request, "agents/changes.html", {"rows": rows, "proposals": live_rows})

@@ -90,7 +90,7 @@ def _detail_context(request: AuthedRequest, action: ActionRequest, **extra: Any)
     tool = get_tool(action.tool)
     preview = None
     edit_form = None
-    if tool is not None and action.status == ActionStatus.PENDING:
+    if tool is not None and action.status == ActionStatus.PENDING and action.tier > 0:
         checked = validate_arguments(tool, action.arguments)
         if tool.preview is not None and not isinstance(checked, GuardRefusal):
             preview = tool.preview(checked)

@@ -156,3 +156,25 @@ def test_claims_and_escalations_update_open_inboxes_live(demo):
     assert any(f'<article id="action-{action.pk}" hx-swap-oob="delete">' in m for m in to_r2)
     assert not any("afterbegin" in m for m in to_r2)
     assert any("afterbegin" in m and "escalated" in m for m in to_r1)
+
+
+def test_configuration_changes_reach_only_those_who_configure_the_agent(demo):
+    from agents.configuration import agent_configure
+
+    admin2, reviewer = user("admin2"), user("reviewer")
+    admin = user("admin")
+
+    async def scenario():
+        a2, _ = await connect(admin2)
+        r1, _ = await connect(reviewer)
+        outcome = await database_sync_to_async(agent_configure)(
+            agent=demo["refund-triage"], actor=admin, settings={"review_threshold": 0.4}, tools={}
+        )
+        got = await receive_all(a2), await receive_all(r1)
+        for c in (a2, r1):
+            await c.disconnect()
+        return outcome.proposal, got
+
+    proposal, (to_admin2, to_reviewer) = async_to_sync(scenario)()
+    assert any(f'id="action-{proposal.pk}"' in m and "apply_agent_config" in m for m in to_admin2)
+    assert not any(f'id="action-{proposal.pk}"' in m for m in to_reviewer)
