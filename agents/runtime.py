@@ -35,6 +35,7 @@ from agents.providers import (
 from agents.secrets import SecretUnavailable, redact, resolve_secret
 from agents.tools import get_tool
 from audit.services import Actor, record
+from ops import stats
 
 logger = logging.getLogger(__name__)
 
@@ -265,6 +266,7 @@ def _record_model_call(run: Run, agent: Agent, result: ProviderResult, *, latenc
     if tokens or cost:
         usage, _ = AgentDailyUsage.objects.get_or_create(agent=agent, day=timezone.now().date())
         AgentDailyUsage.objects.filter(pk=usage.pk).update(tokens=F("tokens") + tokens, cost=F("cost") + cost)
+        stats.bump(agent.pk, tokens=tokens, cost=cost)
 
 
 def _account_time(run: Run, started: float) -> None:

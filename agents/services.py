@@ -29,6 +29,7 @@ from agents.models import (
 )
 from audit.services import Actor, record
 from config.background import enqueue_on_commit
+from ops import stats
 
 AGENT_PERMISSIONS = ("review_agent", "review_escalated_agent", "operate_agent", "configure_agent")
 
@@ -74,6 +75,7 @@ def run_start(
         )
         usage, _ = AgentDailyUsage.objects.get_or_create(agent=agent, day=timezone.now().date())
         AgentDailyUsage.objects.filter(pk=usage.pk).update(runs=F("runs") + 1)
+        stats.bump(agent.pk, runs_started=1)
         run_schedule(run=run)
     return run
 
@@ -95,7 +97,25 @@ def run_transition(*, run_id: int, from_status: str, to_status: str, **fields: A
         fields.setdefault("started_at", timezone.now())
     if to_status in RUN_FINISHED:
         fields.setdefault("finished_at", timezone.now())
-    return Run.objects.filter(pk=run_id, status=from_status).update(status=to_status, **fields) == 1
+    changed = Run.objects.filter(pk=run_id, status=from_status).update(status=to_status, **fields) == 1
+    if changed and to_status in RUN_FINISHED | {RunStatus.HALTED}:
+        _count_run_end(run_id, to_status)
+    return changed
+
+
+def _count_run_end(run_id: int, status: str) -> None:
+    run = Run.objects.filter(pk=run_id).values("agent_id", "created_at", "finished_at").first()
+    if run is None:
+        return
+    counter = {
+        RunStatus.SUCCEEDED: "runs_succeeded",
+        RunStatus.FAILED: "runs_failed",
+        RunStatus.HALTED: "runs_halted",
+        RunStatus.CANCELLED: "runs_cancelled",
+    }[RunStatus(status)]
+    stats.bump(run["agent_id"], **{counter: 1})
+    if status == RunStatus.SUCCEEDED and run["finished_at"]:
+        stats.observe(run["agent_id"], "run_duration", (run["finished_at"] - run["created_at"]).total_seconds())
 
 
 def next_step_seq(run: Run) -> int:

@@ -37,6 +37,7 @@ from approvals import broadcast, tasks
 from approvals.models import ACTION_TRANSITIONS, ActionRequest, ActionStatus, Execution, ExecutionStatus
 from audit.services import Actor, record
 from config.background import enqueue, enqueue_on_commit
+from ops import stats
 
 logger = logging.getLogger(__name__)
 
@@ -189,6 +190,14 @@ def _finish(
     )
     if status == ActionStatus.EXECUTED:
         transaction.on_commit(lambda: breakers.breaker_record_success(action.agent, action.tool))
+    failed = status != ActionStatus.EXECUTED
+    stats.bump(
+        action.agent_id,
+        executions=1,
+        execution_failures=1 if failed else 0,
+        auto_executed=1 if action.route == "auto" and not failed else 0,
+    )
+    stats.bump_tool(action.agent_id, action.tool, calls=1, errors=1 if failed else 0)
     deferred = status == ActionStatus.EXECUTED and tool is not None and tool.defers_result
     if action.run is not None and not deferred:
         payload: dict[str, Any] = {
@@ -332,6 +341,7 @@ def action_undo(*, action: ActionRequest, actor: User, comment: str = "") -> Act
         except ToolError as exc:
             raise InvalidInput(f"undo failed: {exc.message}", code=exc.code) from exc
         _transition(locked, from_statuses=(ActionStatus.EXECUTED,), to=ActionStatus.COMPENSATED)
+        stats.bump(locked.agent_id, undos=1)
         record(
             actor=actor,
             event="action.undone",

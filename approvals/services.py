@@ -12,7 +12,7 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, User
 from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
-from django.db.models import Count, F, Q
+from django.db.models import Case, Count, F, Q, Value, When
 from django.utils import timezone
 
 from agents import services as agent_services
@@ -34,6 +34,7 @@ from approvals.models import (
 )
 from audit.services import Actor, record
 from config.background import enqueue_on_commit
+from ops import stats
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +98,7 @@ def route_tool_call(
                         "error": checked.message,
                     },
                 )
+            stats.bump(agent.pk, guard_refusals=1)
             return RouteOutcome(action=None, refusal=checked, fed_back=run is not None)
 
         args = checked.args.model_dump(mode="json")
@@ -155,6 +157,7 @@ def route_tool_call(
                 "risk_flags": checked.flags,
             },
         )
+        stats.bump(agent.pk, actions_routed=1, **{f"routed_{decision.route}": 1})
         if run is not None:
             agent_services.step_append(
                 run=run,
@@ -288,6 +291,7 @@ def _decide(
         # The race: two reviewers decide at once. Only the UPDATE that still
         # sees `pending` touches the row; the other waits for that commit,
         # re-reads, matches nothing, and is told who won.
+        claim = dict(ActionRequest.objects.filter(pk=action.pk).values("claimed_by_id", "claimed_at").first() or {})
         won = ActionRequest.objects.filter(pk=action.pk, status=ActionStatus.PENDING).update(
             status=to_status, decided_at=now, arguments=new_arguments, claimed_by=None, claim_expires_at=None
         )
@@ -304,6 +308,8 @@ def _decide(
             arguments_after=new_arguments,
         )
         action.refresh_from_db()
+        mine = claim.get("claimed_by_id") == actor.pk
+        _count_decision(action, verdict=verdict, claimed_by_actor=claim.get("claimed_at") if mine else None)
         record(
             actor=actor,
             event="action.decided",
@@ -314,6 +320,19 @@ def _decide(
         )
         _after_decision(action, to_status=to_status, reason=comment, arguments_before=before)
     return decision
+
+
+def _count_decision(action: ActionRequest, *, verdict: str, claimed_by_actor: Any) -> None:
+    if action.tier == 0:
+        return  # configuration changes are not agent decisions
+    now = timezone.now()
+    stats.bump(
+        action.agent_id,
+        **{f"decisions_{verdict}": 1},
+        review_seconds=(now - claimed_by_actor).total_seconds() if claimed_by_actor else 0.0,
+    )
+    stats.observe(action.agent_id, "decision_latency", (now - action.created_at).total_seconds())
+    stats.calibrate(agent_id=action.agent_id, tool=action.tool, confidence=action.confidence, verdict=verdict)
 
 
 def _after_decision(action: ActionRequest, *, to_status: str, reason: str, arguments_before: Any) -> None:
@@ -406,6 +425,7 @@ def action_request_escalate(*, action: ActionRequest, actor: User | Actor, reaso
         locked.approvals.all().delete()
         queue_count_add(agent_id=locked.agent_id, tier=locked.tier, delta=-1)
         queue_count_add(agent_id=locked.agent_id, tier=locked.tier + 1, delta=1)
+        stats.bump(locked.agent_id, escalations=1)
         record(
             actor=actor,
             event="action.escalated",
@@ -431,7 +451,13 @@ def action_request_claim(*, action: ActionRequest, actor: User, minutes: int = C
         taken = (
             ActionRequest.objects.filter(pk=action.pk, status=ActionStatus.PENDING)
             .filter(Q(claimed_by__isnull=True) | Q(claim_expires_at__lt=now) | Q(claimed_by=actor))
-            .update(claimed_by=actor, claim_expires_at=now + timedelta(minutes=minutes))
+            .update(
+                claimed_by=actor,
+                claim_expires_at=now + timedelta(minutes=minutes),
+                claimed_at=Case(
+                    When(claimed_by=actor, claim_expires_at__gte=now, then=F("claimed_at")), default=Value(now)
+                ),
+            )
         )
         if not taken:
             current = ActionRequest.objects.select_related("claimed_by").get(pk=action.pk)
@@ -529,6 +555,8 @@ def _decide_by_timeout(action: ActionRequest, *, to_status: str) -> None:
         ).update(status=to_status, decided_at=timezone.now(), claimed_by=None, claim_expires_at=None):
             raise _already_decided(action.pk)
         queue_count_add(agent_id=action.agent_id, tier=action.tier, delta=-1)
+        if to_status == ActionStatus.EXPIRED:
+            stats.bump(action.agent_id, decisions_expired=1)
         record(
             actor=Actor.system("sla"),
             event="action.expired" if to_status == ActionStatus.EXPIRED else "action.approved_on_timeout",

@@ -94,6 +94,7 @@ INSTALLED_APPS = [
     "agents",
     "approvals",
     "demo",
+    "ops",
 ]
 
 MIDDLEWARE = [
@@ -290,6 +291,7 @@ PERIODIC_JOBS = {
     "approvals.sla_tick": float(env_int("SLA_INTERVAL_SECONDS", default=15)),
     "audit.checkpoint": float(env_int("AUDIT_CHECKPOINT_INTERVAL_SECONDS", default=300)),
     "agents.purge_traces": 3600.0,
+    "ops.evaluate_alerts": float(env_int("ALERT_INTERVAL_SECONDS", default=60)),
 }
 CELERY_BEAT_SCHEDULE = {name: {"task": name, "schedule": every} for name, every in PERIODIC_JOBS.items()}
 CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_QUEUE", "countersign")
