@@ -111,3 +111,10 @@ def breaker_reset(*, breaker: CircuitBreaker, actor: User | Actor) -> None:
             before=before,
             after={"state": BreakerState.CLOSED, "tool": locked.tool},
         )
+        transaction.on_commit(lambda: _ops_changed(locked.agent_id))
+
+
+def _ops_changed(agent_id: int) -> None:
+    from approvals import broadcast
+
+    broadcast.ops_changed(agent_id)

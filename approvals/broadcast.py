@@ -119,3 +119,10 @@ def run_needs_operator(run_id: int) -> None:
         return
     html = render_to_string("agents/_run_notice.html", {"run": run})
     _send(operator_group(run.agent_id), {"type": "inbox.html", "html": html, "run_id": run.pk})
+    ops_changed(run.agent_id)
+
+
+def ops_changed(agent_id: int) -> None:
+    """Something on the operators' exceptions page changed: open pages refetch it."""
+    html = '<div id="ops-refresh" hx-swap-oob="true" hidden></div>'
+    _send(operator_group(agent_id), {"type": "inbox.html", "html": html})

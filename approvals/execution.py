@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import random
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 from django.conf import settings
@@ -286,6 +287,7 @@ def executions_sweep() -> dict[str, int]:
                         after={"attempt": execution.attempts, "idempotency_key": execution.idempotency_key},
                     )
                     counts["in_doubt"] += moved
+                    transaction.on_commit(partial(broadcast.ops_changed, execution.action.agent_id))
     return counts
 
 

@@ -15,5 +15,6 @@ urlpatterns = [
     path("", include("agents.urls")),
     path("", include("audit.urls")),
     path("", include("accounts.urls")),
+    path("", include("ops.urls")),
     path("", include("approvals.urls")),
 ]

@@ -25,3 +25,11 @@
     if (target && target.id === "inbox-resync") resync();
   });
 })();
+// Operators' exceptions page: a push says "changed"; fetch the list again.
+document.addEventListener("htmx:oobAfterSwap", function (evt) {
+  var target = evt.detail && evt.detail.target;
+  var page = document.getElementById("ops");
+  if (target && target.id === "ops-refresh" && page && window.htmx) {
+    htmx.ajax("GET", page.dataset.refreshUrl, { target: "#exceptions", swap: "outerHTML" });
+  }
+});

@@ -1,0 +1,380 @@
+"""Reads behind the operator pages. Every query reads maintained aggregates or a partial index.
+
+None of them scans history: hour rows (at most 720 per agent for 30 days),
+latency buckets, calibration buckets, and the pending/halted/in-doubt slices.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.db.models import Case, F, IntegerField, Q, Sum, When
+from django.db.models.functions import TruncDate
+from django.utils import timezone
+
+from agents.models import Agent, AgentDailyUsage, BreakerState, CircuitBreaker, Run, RunStatus
+from agents.selectors import agents_with_perm
+from approvals.models import ActionRequest, ActionStatus
+from ops.models import HOUR_COUNTERS, LATENCY_BOUNDS, AgentHourStat, CalibrationBucket, LatencyBucket, ToolHourStat
+
+WINDOWS = {"24h": timedelta(hours=24), "7d": timedelta(days=7), "30d": timedelta(days=30)}
+NEAR_SLA = timedelta(minutes=10)
+
+
+def window_of(raw: str) -> tuple[str, timedelta]:
+    key = raw if raw in WINDOWS else "24h"
+    return key, WINDOWS[key]
+
+
+def _ratio(part: float, whole: float) -> float | None:
+    return part / whole if whole else None
+
+
+# --- exceptions -------------------------------------------------------------------
+
+
+@dataclass
+class ExceptionRow:
+    kind: str
+    agent: Agent
+    message: str
+    url: str = ""
+    run_id: int | None = None
+    breaker_id: int | None = None
+    action_id: int | None = None
+    severity: int = 1  # 2: act now
+
+
+@dataclass
+class Exceptions:
+    rows: list[ExceptionRow] = field(default_factory=list)
+
+    def of(self, kind: str) -> list[ExceptionRow]:
+        return [r for r in self.rows if r.kind == kind]
+
+
+def exceptions_for(user: AbstractBaseUser | AnonymousUser, *, now: datetime | None = None) -> Exceptions:
+    """Everything that needs an operator now, for the agents this user may operate."""
+    now = now or timezone.now()
+    agents = {a.pk: a for a in agents_with_perm(user, "operate_agent")}
+    found = Exceptions()
+    if not agents:
+        return found
+    ids = list(agents)
+    for b in CircuitBreaker.objects.filter(agent_id__in=ids).exclude(state=BreakerState.CLOSED).order_by("agent_id"):
+        found.rows.append(
+            ExceptionRow(
+                "breaker",
+                agents[b.agent_id],
+                f"circuit breaker {b.tool or 'model'} is {b.state} after {b.consecutive_failures} failures: "
+                f"{b.last_error[:120]}",
+                breaker_id=b.pk,
+                severity=2,
+            )
+        )
+    for run in Run.objects.filter(agent_id__in=ids, status=RunStatus.HALTED).order_by("-id")[:50]:
+        found.rows.append(
+            ExceptionRow(
+                "halted",
+                agents[run.agent_id],
+                f"run {run.pk} halted: {run.halt_reason}",
+                url=f"/runs/{run.pk}/",
+                run_id=run.pk,
+                severity=2,
+            )
+        )
+    for action in ActionRequest.objects.filter(agent_id__in=ids, status=ActionStatus.IN_DOUBT).order_by("-id")[:50]:
+        found.rows.append(
+            ExceptionRow(
+                "in_doubt",
+                agents[action.agent_id],
+                f"{action.tool} #{action.pk}: the effect is unknown after a crash",
+                url=f"/actions/{action.pk}/",
+                action_id=action.pk,
+                severity=2,
+            )
+        )
+    sla = ActionRequest.objects.filter(
+        agent_id__in=ids, status=ActionStatus.PENDING, due_at__lte=now + NEAR_SLA
+    ).order_by("due_at")[:50]
+    for action in sla:
+        late = action.due_at is not None and action.due_at <= now
+        found.rows.append(
+            ExceptionRow(
+                "sla",
+                agents[action.agent_id],
+                f"{action.tool} #{action.pk} {'is past its SLA' if late else 'is due within 10 minutes'}",
+                url=f"/actions/{action.pk}/",
+                action_id=action.pk,
+                severity=2 if late else 1,
+            )
+        )
+    found.rows.extend(_budget_rows(agents, now))
+    found.rows.extend(_rate_rows(agents, now))
+    return found
+
+
+def _budget_rows(agents: dict[int, Agent], now: datetime) -> list[ExceptionRow]:
+    rows: list[ExceptionRow] = []
+    budgeted = {pk: a for pk, a in agents.items() if a.max_cost_per_day is not None or a.max_tokens_per_day is not None}
+    if not budgeted:
+        return rows
+    day_fraction = max((now - now.replace(hour=0, minute=0, second=0, microsecond=0)).total_seconds() / 86400, 1 / 96)
+    for usage in AgentDailyUsage.objects.filter(agent_id__in=list(budgeted), day=now.date()):
+        agent = budgeted[usage.agent_id]
+        for used, limit, unit in (
+            (float(usage.cost), agent.max_cost_per_day, "cost"),
+            (float(usage.tokens), agent.max_tokens_per_day, "tokens"),
+        ):
+            if limit is None:
+                continue
+            budget = float(limit)
+            if used >= budget:
+                rows.append(
+                    ExceptionRow("budget", agent, f"daily {unit} budget used up ({used:g} of {budget:g})", severity=2)
+                )
+            elif used / day_fraction > budget:
+                rows.append(
+                    ExceptionRow(
+                        "burn",
+                        agent,
+                        f"{unit} burning faster than the daily budget allows: {used:g} so far, "
+                        f"projected {used / day_fraction:.4g} of {budget:g}",
+                    )
+                )
+    return rows
+
+
+def recent_and_baseline(agent_ids: list[int], now: datetime) -> dict[int, dict[str, int]]:
+    """Per agent: counters for the last 24 h and for the 7 days before them (one grouped query)."""
+    recent = Q(hour__gte=now - timedelta(hours=24))
+    fields = ("runs_succeeded", "runs_failed", "runs_halted", "runs_cancelled", "actions_routed", "routed_review")
+    aggregates = {}
+    for name in fields:
+        aggregates[f"r_{name}"] = Sum(Case(When(recent, then=F(name)), default=0, output_field=IntegerField()))
+        aggregates[f"b_{name}"] = Sum(Case(When(~recent, then=F(name)), default=0, output_field=IntegerField()))
+    rows: Any = (
+        AgentHourStat.objects.filter(agent_id__in=agent_ids, hour__gte=now - timedelta(days=8))
+        .values("agent_id")
+        .annotate(**aggregates)
+    )
+    return {row["agent_id"]: row for row in rows}
+
+
+def _rate_rows(agents: dict[int, Agent], now: datetime) -> list[ExceptionRow]:
+    rows = []
+    for agent_id, c in recent_and_baseline(list(agents), now).items():
+        agent = agents[agent_id]
+        failed = failure_rates(c)
+        if failed is not None:
+            recent_rate, base_rate, finished = failed
+            rows.append(
+                ExceptionRow(
+                    "failing",
+                    agent,
+                    f"{recent_rate:.0%} of runs failed in the last 24 h ({finished} finished) "
+                    f"against {base_rate:.0%} over the week before",
+                )
+            )
+        spike = escalation_spike(c)
+        if spike is not None:
+            recent_rate, base_rate = spike
+            rows.append(
+                ExceptionRow(
+                    "escalation",
+                    agent,
+                    f"{recent_rate:.0%} of actions went to review in the last 24 h "
+                    f"against {base_rate:.0%} over the week before",
+                )
+            )
+    return rows
+
+
+def failure_rates(c: dict[str, int], *, factor: float = 2.0, min_runs: int = 5) -> tuple[float, float, int] | None:
+    """(recent, baseline, finished) when the last 24 h fail clearly more than the week before."""
+    finished = c["r_runs_succeeded"] + c["r_runs_failed"] + c["r_runs_halted"] + c["r_runs_cancelled"]
+    base_finished = c["b_runs_succeeded"] + c["b_runs_failed"] + c["b_runs_halted"] + c["b_runs_cancelled"]
+    if finished < min_runs:
+        return None
+    recent = (c["r_runs_failed"] + c["r_runs_halted"]) / finished
+    base = (c["b_runs_failed"] + c["b_runs_halted"]) / base_finished if base_finished else 0.0
+    if recent >= max(0.1, base * factor, base + 0.1):
+        return recent, base, finished
+    return None
+
+
+def escalation_spike(c: dict[str, int], *, factor: float = 2.0, min_actions: int = 10) -> tuple[float, float] | None:
+    """(recent, baseline) when the share routed to review jumped against its own 7-day baseline."""
+    if c["r_actions_routed"] < min_actions or not c["b_actions_routed"]:
+        return None
+    recent = c["r_routed_review"] / c["r_actions_routed"]
+    base = c["b_routed_review"] / c["b_actions_routed"]
+    if recent >= max(base * factor, base + 0.1):
+        return recent, base
+    return None
+
+
+# --- per-agent health ---------------------------------------------------------------
+
+
+def agent_health(agent: Agent, window: timedelta, *, now: datetime | None = None) -> dict[str, Any]:
+    now = now or timezone.now()
+    since = now - window
+    hours = AgentHourStat.objects.filter(agent=agent, hour__gte=since)
+    totals = hours.aggregate(**{name: Sum(name) for name in (*HOUR_COUNTERS, "cost", "review_seconds")})
+    t = {k: (v or 0) for k, v in totals.items()}
+    finished = t["runs_succeeded"] + t["runs_failed"] + t["runs_halted"] + t["runs_cancelled"]
+    decisions = t["decisions_approve"] + t["decisions_edit"] + t["decisions_reject"]
+    cost = Decimal(t["cost"] or 0)
+    days = max(window.total_seconds() / 86400, 1 / 24)
+    series_by = "day" if window > timedelta(days=2) else "hour"
+    series = _series(hours, series_by)
+    daily = list(
+        hours.annotate(day=TruncDate("hour"))
+        .values("day")
+        .annotate(cost=Sum("cost"), tokens=Sum("tokens"))
+        .order_by("day")
+    )
+    return {
+        "totals": t,
+        "finished": finished,
+        "success_rate": _ratio(t["runs_succeeded"], finished),
+        "escalation_rate": _ratio(t["routed_review"], t["actions_routed"]),
+        "approve_rate": _ratio(t["decisions_approve"], decisions),
+        "edit_rate": _ratio(t["decisions_edit"], decisions),
+        "reject_rate": _ratio(t["decisions_reject"], decisions),
+        "decisions": decisions,
+        "run_p50": percentile(agent, "run_duration", since, 0.5),
+        "run_p95": percentile(agent, "run_duration", since, 0.95),
+        "decision_p50": percentile(agent, "decision_latency", since, 0.5),
+        "decision_p95": percentile(agent, "decision_latency", since, 0.95),
+        "tokens_per_run": _ratio(t["tokens"], t["runs_started"]),
+        "cost_per_run": (cost / t["runs_started"]) if t["runs_started"] else None,
+        "cost_per_day": cost / Decimal(str(days)),
+        "daily": daily,
+        "daily_budget": agent.max_cost_per_day,
+        "series": series,
+        "series_by": series_by,
+        "tools": tool_usage(agent, since),
+        "business": business_metrics(t, cost, days),
+    }
+
+
+def _series(hours: Any, by: str) -> list[dict[str, Any]]:
+    if by == "day":
+        qs = hours.annotate(bucket=TruncDate("hour")).values("bucket")
+    else:
+        qs = hours.annotate(bucket=F("hour")).values("bucket")
+    return list(
+        qs.annotate(
+            runs=Sum("runs_started"),
+            failed=Sum("runs_failed"),
+            review=Sum("routed_review"),
+            routed=Sum("actions_routed"),
+        ).order_by("bucket")
+    )
+
+
+def percentile(agent: Agent, metric: str, since: datetime, q: float) -> float | None:
+    """Upper bound (seconds) of the histogram bucket holding the q-th observation."""
+    counts = dict(
+        LatencyBucket.objects.filter(agent=agent, metric=metric, hour__gte=since)
+        .values_list("bucket")
+        .annotate(n=Sum("count"))
+    )
+    total = sum(counts.values())
+    if not total:
+        return None
+    running = 0
+    for bucket in sorted(counts):
+        running += counts[bucket]
+        if running >= q * total:
+            return LATENCY_BOUNDS[bucket]
+    return LATENCY_BOUNDS[-1]
+
+
+def tool_usage(agent: Agent, since: datetime) -> list[dict[str, Any]]:
+    rows = (
+        ToolHourStat.objects.filter(agent=agent, hour__gte=since)
+        .values("tool")
+        .annotate(calls=Sum("calls"), errors=Sum("errors"))
+        .order_by("-calls")
+    )
+    return [{**row, "error_rate": _ratio(row["errors"], row["calls"])} for row in rows]
+
+
+def business_metrics(t: dict[str, Any], cost: Decimal, days: float) -> dict[str, Any]:
+    return {
+        "cost_per_automated_action": (cost / t["auto_executed"]) if t["auto_executed"] else None,
+        "automated_per_day": t["auto_executed"] / days,
+        "reviewer_hours": t["review_seconds"] / 3600,
+        "errors_per_1000": (1000 * (t["undos"] + t["execution_failures"]) / t["actions_routed"])
+        if t["actions_routed"]
+        else None,
+    }
+
+
+# --- calibration -----------------------------------------------------------------
+
+
+def calibration(agent: Agent, window: timedelta, *, now: datetime | None = None) -> list[dict[str, Any]]:
+    """Per tool: a reliability table by confidence tenth, the Brier score, and threshold what-ifs."""
+    since = ((now or timezone.now()) - window).date()
+    rows = (
+        CalibrationBucket.objects.filter(agent=agent, day__gte=since)
+        .values("tool", "bin")
+        .annotate(
+            reviewed=Sum("reviewed"),
+            agreed=Sum("agreed"),
+            edited=Sum("edited"),
+            rejected=Sum("rejected"),
+            confidence=Sum("confidence_sum"),
+            brier=Sum("brier_sum"),
+        )
+        .order_by("tool", "bin")
+    )
+    tools: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        tools.setdefault(row["tool"], []).append(dict(row))
+    result = []
+    for tool, bins in tools.items():
+        total = sum(b["reviewed"] for b in bins)
+        reliability = [
+            {
+                "bin": b["bin"],
+                "low": b["bin"] / 10,
+                "stated": b["confidence"] / b["reviewed"],
+                "agreement": b["agreed"] / b["reviewed"],
+                "reviewed": b["reviewed"],
+            }
+            for b in bins
+            if b["reviewed"]
+        ]
+        whatif = []
+        for step in range(5, 10):
+            above = [b for b in bins if b["bin"] >= step]
+            auto = sum(b["reviewed"] for b in above)
+            overturned = sum(b["edited"] + b["rejected"] for b in above)
+            whatif.append(
+                {
+                    "threshold": step / 10,
+                    "auto_share": _ratio(auto, total),
+                    "auto": auto,
+                    "overturned": overturned,
+                    "overturned_share": _ratio(overturned, auto),
+                }
+            )
+        result.append(
+            {
+                "tool": tool,
+                "reviewed": total,
+                "brier": sum(b["brier"] for b in bins) / total if total else None,
+                "reliability": reliability,
+                "whatif": whatif,
+            }
+        )
+    return result

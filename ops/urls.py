@@ -1,0 +1,14 @@
+from __future__ import annotations
+
+from django.urls import path
+
+from ops import views
+
+app_name = "ops"
+urlpatterns = [
+    path("ops/", views.exceptions, name="exceptions"),
+    path("ops/agents/<slug:slug>/", views.agent_dashboard, name="agent"),
+    path("ops/alerts/", views.alert_rules, name="alerts"),
+    path("ops/alerts/<int:rule_id>/toggle", views.alert_rule_toggle, name="alert_toggle"),
+    path("metrics", views.prometheus, name="metrics"),
+]

@@ -1,0 +1,120 @@
+"""Operator pages: exceptions first, per-agent health and calibration, alert rules, /metrics."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.db import transaction
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_POST
+
+from agents.selectors import agents_with_perm
+from audit.services import record
+from config.requests import AuthedRequest
+from ops import charts, metrics, selectors
+from ops.forms import AlertRuleForm
+from ops.models import Alert, AlertRule
+
+
+@require_GET
+@login_required
+def exceptions(request: AuthedRequest) -> HttpResponse:
+    found = selectors.exceptions_for(request.user)
+    context = {
+        "exceptions": found,
+        "kinds": [
+            ("breaker", "Open circuit breakers"),
+            ("halted", "Halted runs"),
+            ("in_doubt", "Executions in doubt"),
+            ("sla", "Past or near their SLA"),
+            ("budget", "Over budget"),
+            ("burn", "Burning faster than the budget allows"),
+            ("failing", "Failing above their usual rate"),
+            ("escalation", "Escalation spikes"),
+        ],
+        "alerts": Alert.objects.filter(
+            resolved_at__isnull=True, agent__in=agents_with_perm(request.user, "operate_agent")
+        ).select_related("rule", "agent")[:50],
+        "agents": agents_with_perm(request.user, "operate_agent"),
+    }
+    template = "ops/exceptions.html#list" if request.htmx else "ops/exceptions.html"
+    return render(request, template, context)
+
+
+@require_GET
+@login_required
+def agent_dashboard(request: AuthedRequest, slug: str) -> HttpResponse:
+    agent = get_object_or_404(agents_with_perm(request.user, "operate_agent"), slug=slug)
+    window_key, window = selectors.window_of(request.GET.get("window", "24h"))
+    health = selectors.agent_health(agent, window)
+    calibration = selectors.calibration(agent, window)
+    for tool in calibration:
+        tool["chart"] = charts.reliability(tool["reliability"])
+    context = {
+        "agent": agent,
+        "window": window_key,
+        "windows": list(selectors.WINDOWS),
+        "h": health,
+        "runs_chart": charts.bars(health["series"], "runs"),
+        "failed_chart": charts.bars(health["series"], "failed"),
+        "review_chart": charts.bars(health["series"], "review"),
+        "cost_chart": charts.bars(health["daily"], "cost", label="day"),
+        "calibration": calibration,
+    }
+    return render(request, "ops/agent.html", context)
+
+
+@login_required
+def alert_rules(request: AuthedRequest) -> HttpResponse:
+    operable = agents_with_perm(request.user, "operate_agent")
+    if request.method == "POST":
+        form = AlertRuleForm(request.POST, agents=operable)
+        if form.is_valid():
+            with transaction.atomic():
+                rule = form.save(commit=False)
+                rule.created_by = request.user
+                rule.save()
+                record(
+                    actor=request.user,
+                    event="alert_rule.created",
+                    target=rule,
+                    agent_id=rule.agent_id,
+                    after=form.audit_view(),
+                )
+            messages.success(request, f"Alert rule {rule.name!r} created.")
+            return redirect("ops:alerts")
+        status = 400
+    else:
+        form = AlertRuleForm(agents=operable)
+        status = 200
+    rules = AlertRule.objects.filter(agent__in=operable) | AlertRule.objects.filter(agent__isnull=True)
+    context = {
+        "form": form,
+        "rules": rules.select_related("agent").order_by("name"),
+        "recent": Alert.objects.filter(agent__in=operable).select_related("rule", "agent").order_by("-id")[:50],
+    }
+    return render(request, "ops/alerts.html", context, status=status)
+
+
+@require_POST
+@login_required
+def alert_rule_toggle(request: AuthedRequest, rule_id: int) -> HttpResponse:
+    operable = agents_with_perm(request.user, "operate_agent")
+    rule = get_object_or_404(AlertRule.objects.filter(agent__in=operable), pk=rule_id)
+    with transaction.atomic():
+        AlertRule.objects.filter(pk=rule.pk).update(enabled=not rule.enabled)
+        record(
+            actor=request.user,
+            event="alert_rule.updated",
+            target=rule,
+            agent_id=rule.agent_id,
+            before={"enabled": rule.enabled},
+            after={"enabled": not rule.enabled},
+        )
+    return redirect("ops:alerts")
+
+
+@require_GET
+def prometheus(request: HttpRequest) -> HttpResponse:
+    return metrics.metrics_view(request)
