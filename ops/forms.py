@@ -11,6 +11,8 @@ from ops.models import AlertRule
 
 
 class AlertRuleForm(forms.ModelForm):
+    webhook_url = forms.URLField(required=False, assume_scheme="https", max_length=200)
+
     class Meta:
         model = AlertRule
         fields = ["name", "kind", "agent", "threshold", "enabled", "email", "webhook_url", "webhook_secret_ref"]
