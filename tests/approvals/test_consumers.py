@@ -178,3 +178,27 @@ def test_configuration_changes_reach_only_those_who_configure_the_agent(demo):
     proposal, (to_admin2, to_reviewer) = async_to_sync(scenario)()
     assert any(f'id="action-{proposal.pk}"' in m and "apply_agent_config" in m for m in to_admin2)
     assert not any(f'id="action-{proposal.pk}"' in m for m in to_reviewer)
+
+
+def test_operator_pages_are_told_to_refresh_only_for_their_agents(demo):
+    from django.contrib.auth import get_user_model
+
+    from agents.services import agent_permission_grant
+    from approvals.broadcast import ops_changed
+
+    limited = get_user_model().objects.create_user(username="crm-operator")
+    agent_permission_grant(agent=demo["crm-cleanup"], perm="operate_agent", to=limited, actor=None)
+    operator = user("operator")
+
+    async def scenario():
+        op, _ = await connect(operator)
+        crm_op, _ = await connect(limited)
+        await database_sync_to_async(ops_changed)(demo["refund-triage"].pk)
+        got = await receive_all(op), await receive_all(crm_op)
+        for c in (op, crm_op):
+            await c.disconnect()
+        return got
+
+    to_operator, to_limited = async_to_sync(scenario)()
+    assert any('id="ops-refresh"' in m for m in to_operator)
+    assert to_limited == []
