@@ -49,6 +49,9 @@ PAGES = [
     ("post", "/agents/refund-triage/prompt", {"admin": 302, "admin2": 302, "anonymous": 302, "other": 404}),
     ("post", "/access/roles", {"admin": 302, "admin2": 302, "anonymous": 302, "other": 403}),
     ("get", "/actions/{action}/decide", {"anonymous": 405, "other": 405}),
+    ("get", "/ops/", {"anonymous": 302, "other": 200}),
+    ("get", "/ops/agents/refund-triage/", {"admin": 200, "operator": 200, "anonymous": 302, "other": 404}),
+    ("get", "/ops/alerts/", {"anonymous": 302, "other": 200}),
 ]
 
 API = [
@@ -62,6 +65,7 @@ API = [
     ("post", "/api/v1/agents/refund-triage/runs", {"admin": 201, "operator": 201, "anonymous": 401, "other": 404}),
     ("post", "/api/v1/actions/{action}/claim", {"admin": 200, "reviewer": 200, "anonymous": 401, "other": 404}),
     ("post", "/api/v1/runs/{run}/cancel", {"admin": 200, "operator": 200, "anonymous": 401, "other": 404}),
+    ("get", "/metrics", {"anonymous": 401, "other": 200}),
 ]
 
 PAYLOADS = {
