@@ -144,18 +144,8 @@ def run_finished(*, run: Run, outcome: str, result: str) -> None:
     action = ActionRequest.objects.select_related("run").get(pk=run.parent_action_id)
     if action.run is None:
         return
-    run_feed_back(
-        run=action.run,
-        payload={
-            "action_id": action.pk,
-            "call_id": action.call_id,
-            "tool": action.tool,
-            "arguments": action.arguments,
-            "outcome": outcome,
-            "result" if outcome == "executed" else "error": result,
-            "subrun": run.pk,
-        },
-    )
+    detail = {"result": result} if outcome == "executed" else {"error": result}
+    run_feed_back(run=action.run, payload=action.feedback(outcome, subrun=run.pk, **detail))
 
 
 def notify_operators_on_commit(*, run_id: int) -> None:
@@ -227,38 +217,48 @@ def run_cancel(*, run: Run, actor: User) -> Run:
 
 def agent_permission_grant(
     *, agent: Agent, perm: str, to: AbstractBaseUser | Group, actor: Actor | AbstractBaseUser | None
-) -> None:
-    """Give a user or group one of the per-agent permissions."""
-    if perm not in AGENT_PERMISSIONS:
-        raise InvalidInput(f"unknown agent permission {perm!r}")
-    with transaction.atomic():
-        assign_perm(f"agents.{perm}", to, agent)
-        record(
-            actor=actor,
-            event="permission.granted",
-            target=agent,
-            agent_id=agent.pk,
-            after={"perm": perm, _holder_key(to): str(to)},
-        )
-        _notify_permissions_changed(to)
+) -> bool:
+    """Give a user or group one of the per-agent permissions. False if they already held it."""
+    return _change_permission(agent=agent, perm=perm, holder=to, actor=actor, grant=True)
 
 
 def agent_permission_revoke(
     *, agent: Agent, perm: str, to: AbstractBaseUser | Group, actor: Actor | AbstractBaseUser | None
-) -> None:
-    """Take a per-agent permission away from a user or group."""
+) -> bool:
+    """Take a per-agent permission away from a user or group. False if they did not hold it."""
+    return _change_permission(agent=agent, perm=perm, holder=to, actor=actor, grant=False)
+
+
+def _change_permission(
+    *, agent: Agent, perm: str, holder: AbstractBaseUser | Group, actor: Actor | AbstractBaseUser | None, grant: bool
+) -> bool:
+    from agents.models import AgentGroupObjectPermission, AgentUserObjectPermission
+
     if perm not in AGENT_PERMISSIONS:
         raise InvalidInput(f"unknown agent permission {perm!r}")
     with transaction.atomic():
-        remove_perm(f"agents.{perm}", to, agent)
+        if isinstance(holder, Group):
+            holds = AgentGroupObjectPermission.objects.filter(
+                group=holder, content_object=agent, permission__codename=perm
+            ).exists()
+        else:
+            holds = AgentUserObjectPermission.objects.filter(
+                user_id=holder.pk, content_object=agent, permission__codename=perm
+            ).exists()
+        if holds == grant:
+            return False  # nothing changes, so nothing to record
+        (assign_perm if grant else remove_perm)(f"agents.{perm}", holder, agent)
+        who = {"perm": perm, _holder_key(holder): str(holder)}
         record(
             actor=actor,
-            event="permission.revoked",
+            event="permission.granted" if grant else "permission.revoked",
             target=agent,
             agent_id=agent.pk,
-            before={"perm": perm, _holder_key(to): str(to)},
+            before=None if grant else who,
+            after=who if grant else None,
         )
-        _notify_permissions_changed(to)
+        _notify_permissions_changed(holder)
+    return True
 
 
 def _holder_key(holder: AbstractBaseUser | Group) -> str:

@@ -201,18 +201,10 @@ def _finish(
     stats.bump_tool(action.agent_id, action.tool, calls=1, errors=1 if failed else 0)
     deferred = status == ActionStatus.EXECUTED and tool is not None and tool.defers_result
     if action.run is not None and not deferred:
-        payload: dict[str, Any] = {
-            "action_id": action.pk,
-            "call_id": action.call_id,
-            "tool": action.tool,
-            "arguments": action.arguments,
-            "outcome": "executed" if status == ActionStatus.EXECUTED else "failed",
-        }
         if error is None:
-            payload["result"] = result
+            payload = action.feedback("executed", result=result)
         else:
-            payload["error"] = error.message
-            payload["error_detail"] = error.as_feedback()
+            payload = action.feedback("failed", error=error.message, error_detail=error.as_feedback())
         agent_services.run_feed_back(run=action.run, payload=payload)
     transaction.on_commit(lambda: broadcast.action_closed(action.pk))
 
@@ -313,17 +305,9 @@ def action_resolve_in_doubt(*, action: ActionRequest, actor: User, executed: boo
             after={"status": to, "comment": comment},
         )
         if action.run is not None:
-            agent_services.run_feed_back(
-                run=action.run,
-                payload={
-                    "action_id": action.pk,
-                    "call_id": action.call_id,
-                    "tool": action.tool,
-                    "arguments": action.arguments,
-                    "outcome": "executed" if executed else "failed",
-                    "result" if executed else "error": f"confirmed by {actor.get_username()}: {comment}",
-                },
-            )
+            said = f"confirmed by {actor.get_username()}: {comment}"
+            payload = action.feedback("executed", result=said) if executed else action.feedback("failed", error=said)
+            agent_services.run_feed_back(run=action.run, payload=payload)
     action.refresh_from_db()
     return action
 

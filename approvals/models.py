@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
@@ -116,6 +118,17 @@ class ActionRequest(models.Model):
 
     def __str__(self) -> str:
         return f"action {self.pk} {self.tool} ({self.status})"
+
+    def feedback(self, outcome: str, *, arguments: Any = None, **detail: Any) -> dict[str, Any]:
+        """What this call came to, in the one shape fed back to the agent as the tool's result."""
+        return {
+            "action_id": self.pk,
+            "call_id": self.call_id,
+            "tool": self.tool,
+            "arguments": self.arguments if arguments is None else arguments,
+            "outcome": outcome,
+            **detail,
+        }
 
 
 class QueueCount(models.Model):

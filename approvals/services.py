@@ -173,14 +173,7 @@ def route_tool_call(
             agent_services.step_append(
                 run=run,
                 kind=StepKind.TOOL_RESULT,
-                payload={
-                    "action_id": action.pk,
-                    "call_id": call_id,
-                    "tool": tool,
-                    "arguments": args,
-                    "outcome": "denied",
-                    "error": f"denied by policy: {decision.reason}",
-                },
+                payload=action.feedback("denied", error=f"denied by policy: {decision.reason}"),
             )
             return RouteOutcome(action=action, fed_back=True)
         return RouteOutcome(action=action)
@@ -339,16 +332,9 @@ def _after_decision(action: ActionRequest, *, to_status: str, reason: str, argum
     if to_status == ActionStatus.APPROVED:
         _schedule_execution(action)
     elif action.run is not None:
+        outcome = "rejected" if to_status == ActionStatus.REJECTED else to_status
         agent_services.run_feed_back(
-            run=action.run,
-            payload={
-                "action_id": action.pk,
-                "call_id": action.call_id,
-                "tool": action.tool,
-                "arguments": arguments_before,
-                "outcome": "rejected" if to_status == ActionStatus.REJECTED else to_status,
-                "error": reason,
-            },
+            run=action.run, payload=action.feedback(outcome, arguments=arguments_before, error=reason)
         )
     transaction.on_commit(lambda: broadcast.action_closed(action.pk))
 

@@ -127,14 +127,7 @@ def seed_users(agents: dict[str, Agent], password: str) -> None:
         )
         for perm, slugs in grants:
             for slug in slugs:
-                if not _holds_directly(user, perm, agents[slug]):
-                    agent_permission_grant(agent=agents[slug], perm=perm, to=user, actor=SEED)
-
-
-def _holds_directly(user: Any, perm: str, agent: Agent) -> bool:
-    from agents.models import AgentUserObjectPermission
-
-    return AgentUserObjectPermission.objects.filter(user=user, content_object=agent, permission__codename=perm).exists()
+                agent_permission_grant(agent=agents[slug], perm=perm, to=user, actor=SEED)
 
 
 def seed_business_data() -> None:
