@@ -49,3 +49,11 @@ def test_inactive_user_sees_nothing(demo):
     reviewer.is_active = False
     reviewer.save()
     assert list(agents_with_perm(reviewer, "review_agent")) == []
+
+
+def test_granting_what_is_held_records_nothing(demo):
+    agent = demo["crm-cleanup"]
+    before = AuditEvent.objects.filter(event__startswith="permission.").count()
+    assert agent_permission_grant(agent=agent, perm="review_agent", to=user("reviewer"), actor=None) is False
+    assert agent_permission_revoke(agent=agent, perm="review_agent", to=user("reviewer2"), actor=None) is False
+    assert AuditEvent.objects.filter(event__startswith="permission.").count() == before

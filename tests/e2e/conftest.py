@@ -84,7 +84,8 @@ class Stack:
     def stop(self) -> None:
         for proc in self.procs:
             if proc.poll() is None:
-                proc.terminate()
+                # The whole group: a prefork worker's children hold database connections too.
+                os.killpg(proc.pid, signal.SIGTERM)
         for proc in self.procs:
             try:
                 proc.wait(timeout=15)
@@ -93,6 +94,22 @@ class Stack:
                 proc.wait(timeout=5)
         for f in self._log_files:
             f.close()
+        _wait_for_other_sessions_to_leave()
+
+
+def _wait_for_other_sessions_to_leave(timeout: float = 10) -> None:
+    """PostgreSQL ends a dead client's backend a moment later; the test database is dropped after us."""
+    from django.db import connection
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+            if cursor.fetchone()[0] == 0:
+                return
+        time.sleep(0.1)
 
 
 @pytest.fixture

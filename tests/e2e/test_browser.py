@@ -7,6 +7,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from django.db import connections
 
 from accounts.services import api_token_issue
 from approvals.models import ActionRequest, Decision
@@ -48,6 +49,10 @@ def browser(monkeypatch):
         )
         yield browser
         browser.close()
+        # ORM calls made while Playwright's loop runs open their own connection
+        # (another context as far as Django is concerned): close it, or the
+        # test database cannot be dropped at the end of the session.
+        connections.close_all()
 
 
 def log_in(browser, base: str, username: str):
