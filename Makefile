@@ -18,8 +18,9 @@ venv: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) manage.py migrate --noinput
+	$(PY) manage.py collectstatic --noinput -v0
 	$(PY) manage.py seed_demo
-	@echo "Countersign on http://127.0.0.1:$(PORT)/ (log in as admin, reviewer, reviewer2, operator or auditor)"
+	@echo "Countersign on http://127.0.0.1:$(PORT)/ (log in as admin, admin2, reviewer, reviewer2, operator or auditor; password countersign-demo)"
 	$(VENV)/bin/daphne -b 127.0.0.1 -p $(PORT) config.asgi:application
 
 lint: $(STAMP)
