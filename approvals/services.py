@@ -285,11 +285,13 @@ def _decide(
         # sees `pending` touches the row; the other waits for that commit,
         # re-reads, matches nothing, and is told who won.
         claim = dict(ActionRequest.objects.filter(pk=action.pk).values("claimed_by_id", "claimed_at").first() or {})
-        won = ActionRequest.objects.filter(pk=action.pk, status=ActionStatus.PENDING).update(
+        # The tier is part of the expected state: an action escalated since the
+        # reviewer loaded it is no longer theirs to decide at this tier.
+        won = ActionRequest.objects.filter(pk=action.pk, status=ActionStatus.PENDING, tier=action.tier).update(
             status=to_status, decided_at=now, arguments=new_arguments, claimed_by=None, claim_expires_at=None
         )
         if not won:
-            raise _already_decided(action.pk)
+            raise _already_decided(action.pk, tier=action.tier)
         queue_count_add(agent_id=action.agent_id, tier=action.tier, delta=-1)
         before = action.arguments
         decision = Decision.objects.create(
@@ -345,8 +347,14 @@ def _approve_toward_quorum(
     with transaction.atomic():
         # Lock the action: approvals toward one quorum are counted one at a time.
         locked = ActionRequest.objects.select_for_update().get(pk=action.pk)
-        if locked.status != ActionStatus.PENDING:
-            raise _already_decided(locked.pk)
+        if locked.status != ActionStatus.PENDING or locked.tier != action.tier:
+            raise _already_decided(locked.pk, tier=action.tier)
+        if verdict == Verdict.APPROVE and action.arguments != locked.arguments:
+            # Edited by someone else since this reviewer loaded it: they approve what they saw, not this.
+            raise Conflict(
+                "the arguments were edited since you opened this action; review them again",
+                code="arguments_changed",
+            )
         if arguments != locked.arguments:
             # An edit: earlier approvals were of other arguments and no longer count.
             dropped = list(locked.approvals.values_list("reviewer__username", flat=True))
@@ -408,6 +416,7 @@ def action_request_escalate(*, action: ActionRequest, actor: User | Actor, reaso
             claimed_by=None,
             claim_expires_at=None,
         )
+        dropped = list(locked.approvals.values_list("reviewer__username", flat=True))
         locked.approvals.all().delete()
         queue_count_add(agent_id=locked.agent_id, tier=locked.tier, delta=-1)
         queue_count_add(agent_id=locked.agent_id, tier=locked.tier + 1, delta=1)
@@ -418,10 +427,10 @@ def action_request_escalate(*, action: ActionRequest, actor: User | Actor, reaso
             target=locked,
             agent_id=locked.agent_id,
             before={"tier": locked.tier},
-            after={"tier": locked.tier + 1, "reason": reason},
+            after={"tier": locked.tier + 1, "reason": reason, "approvals_dropped": dropped},
         )
         notify_reviewers(locked, tier=locked.tier + 1, text=f"Escalated to you: {locked.tool} ({reason})")
-        transaction.on_commit(lambda: broadcast.action_escalated(locked.pk, from_tier=locked.tier))
+        transaction.on_commit(partial(broadcast.action_escalated, locked.pk, from_tier=locked.tier))
     locked.refresh_from_db()
     return locked
 
@@ -473,8 +482,11 @@ def notify_reviewers(action: ActionRequest, *, tier: int, text: str) -> None:
     """In-app notice (and e-mail when configured) to the people who may decide at `tier`."""
     from agents.selectors import users_with_agent_perm
 
-    perm = "review_agent" if tier == 1 else "review_escalated_agent"
-    users = list(users_with_agent_perm(action.agent, perm))
+    perm = {0: "configure_agent", 1: "review_agent"}.get(tier, "review_escalated_agent")
+    holders = users_with_agent_perm(action.agent, perm)
+    if tier == 1 and action.reviewer_group_id is not None:
+        holders = holders.filter(groups=action.reviewer_group_id)
+    users = list(holders)
     url = f"/actions/{action.pk}/"
     Notification.objects.bulk_create([Notification(user=u, text=text[:500], url=url) for u in users])
     emails = [u.email for u in users if u.email]
@@ -555,10 +567,15 @@ def _decide_by_timeout(action: ActionRequest, *, to_status: str) -> None:
         _after_decision(action, to_status=to_status, reason=reason, arguments_before=action.arguments)
 
 
-def _already_decided(action_id: int) -> Conflict:
+def _already_decided(action_id: int, *, tier: int | None = None) -> Conflict:
     current = ActionRequest.objects.filter(pk=action_id).select_related("decision__reviewer").first()
     if current is None:
         return IllegalTransition("the action no longer exists")
+    if tier is not None and current.status == ActionStatus.PENDING and current.tier != tier:
+        return AlreadyDecided(
+            "the action was escalated to another tier while you had it open",
+            details={"decided_by": None, "action_status": current.status, "tier": current.tier},
+        )
     decision = getattr(current, "decision", None)
     if decision is not None:
         return AlreadyDecided(

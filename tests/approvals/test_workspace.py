@@ -214,3 +214,27 @@ def test_a_user_without_review_permission_is_never_notified(demo, commit):
     action = pending(demo, commit)
     services.action_request_escalate(action=action, actor=user("reviewer2"), reason="x")
     assert not Notification.objects.filter(user__username__in=["stranger", "operator", "auditor"]).exists()
+
+
+def test_a_reviewer_holding_a_stale_tier_one_copy_cannot_decide_an_escalated_action(demo, commit):
+    action = pending(demo, commit)
+    stale = ActionRequest.objects.get(pk=action.pk)  # reviewer2 opened it at tier 1
+    services.action_request_escalate(action=action, actor=user("reviewer"), reason="too big")
+    with pytest.raises(Conflict, match="escalated to another tier"):
+        services.action_request_decide(action=stale, actor=user("reviewer2"), verdict="approve")
+    fresh = ActionRequest.objects.get(pk=action.pk)
+    assert fresh.status == ActionStatus.PENDING and fresh.tier == 2
+    assert selectors.queue_counts(user("reviewer")) == [{"agent__slug": "refund-triage", "pending": 1}]
+
+
+def test_an_approval_of_arguments_someone_since_edited_is_refused(demo, commit):
+    AgentTool.objects.filter(tool="issue_refund").update(required_approvals=2)
+    action = pending(demo, commit)
+    seen_by_a = ActionRequest.objects.get(pk=action.pk)
+    edited = {"order_id": "ORD-1003", "amount": 50, "reason": "partial"}
+    services.action_request_decide(action=action, actor=user("reviewer2"), verdict="edit", arguments=edited)
+    with pytest.raises(Conflict, match="edited since you opened"):
+        services.action_request_decide(action=seen_by_a, actor=user("reviewer"), verdict="approve")
+    action.refresh_from_db()
+    assert action.arguments["amount"] == "50"
+    assert list(action.approvals.values_list("reviewer__username", flat=True)) == ["reviewer2"]
