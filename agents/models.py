@@ -5,6 +5,7 @@ from decimal import Decimal
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
+from django.utils import timezone
 from guardian.models import GroupObjectPermissionBase, UserObjectPermissionBase
 
 
@@ -32,7 +33,8 @@ class Agent(models.Model):
         blank=True,
         help_text="Where the API key lives: env:VARIABLE or file:/run/secrets/name. Never the key itself.",
     )
-    request_timeout = models.FloatField(default=30.0, validators=[MinValueValidator(0.1), MaxValueValidator(600)])
+    # Below Celery's soft time limit (240 s): a model call must end before its task is killed.
+    request_timeout = models.FloatField(default=30.0, validators=[MinValueValidator(0.1), MaxValueValidator(200)])
     system_prompt = models.TextField(blank=True)
     input_schema = models.JSONField(default=dict, blank=True, help_text="JSON Schema every run input must match.")
     review_threshold = models.FloatField(
@@ -190,6 +192,10 @@ class Run(models.Model):
     prompt_version = models.ForeignKey(
         "agents.PromptVersion", null=True, blank=True, on_delete=models.PROTECT, related_name="runs"
     )
+    # A step in progress holds a lease; a run whose lease ran out lost its worker.
+    lease_until = models.DateTimeField(null=True, blank=True)
+    # When its next step was last published; a queued run not picked up is republished.
+    published_at = models.DateTimeField(default=timezone.now)
     tokens_used = models.PositiveIntegerField(default=0)
     cost = models.DecimalField(max_digits=12, decimal_places=6, default=Decimal(0))
     running_seconds = models.FloatField(default=0.0, help_text="Time spent in steps; waiting for people excluded.")
@@ -207,7 +213,15 @@ class Run(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
-        indexes = [models.Index(fields=["agent", "status"], name="run_agent_status_idx")]
+        indexes = [
+            models.Index(fields=["agent", "status"], name="run_agent_status_idx"),
+            # The run sweeper: queued and running runs only.
+            models.Index(
+                fields=["status", "published_at"],
+                name="run_sweep_idx",
+                condition=models.Q(status__in=["queued", "running"]),
+            ),
+        ]
         constraints = [
             # A coordinator's delegate action starts exactly one sub-run.
             models.UniqueConstraint(

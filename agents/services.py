@@ -6,6 +6,7 @@ from datetime import timedelta
 from typing import Any
 
 import jsonschema
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, Group, User
 from django.core.exceptions import ValidationError
 from django.db import transaction
@@ -28,7 +29,7 @@ from agents.models import (
     StepKind,
 )
 from audit.services import Actor, record
-from config.background import enqueue_on_commit
+from config.background import enqueue, enqueue_on_commit
 from ops import stats
 
 AGENT_PERMISSIONS = ("review_agent", "review_escalated_agent", "operate_agent", "configure_agent")
@@ -82,7 +83,34 @@ def run_start(
 
 def run_schedule(*, run: Run, countdown: float | None = None) -> None:
     """Publish the run's next step when the current transaction commits (urgent runs first)."""
+    Run.objects.filter(pk=run.pk).update(published_at=timezone.now() + timedelta(seconds=countdown or 0))
     enqueue_on_commit(tasks.advance_run, run.pk, countdown=countdown, urgent=run.priority >= RunPriority.URGENT)
+
+
+REPUBLISH_RUNS_AFTER_SECONDS = 60
+
+
+def runs_sweep() -> dict[str, int]:
+    """Republish queued runs nobody picked up; put runs whose worker died back in the queue.
+
+    A step's writes commit together at its end, so a step interrupted before
+    that left nothing behind and can simply be taken again.
+    """
+    now = timezone.now()
+    counts = {"republished": 0, "recovered": 0}
+    threshold = now - timedelta(seconds=REPUBLISH_RUNS_AFTER_SECONDS)
+    for run in Run.objects.filter(status=RunStatus.QUEUED, published_at__lt=threshold).only("pk", "priority")[:500]:
+        # Compare-and-set on published_at: two sweepers never both republish a run.
+        if Run.objects.filter(pk=run.pk, published_at__lt=threshold).update(published_at=now):
+            enqueue(tasks.advance_run, run.pk, urgent=run.priority >= RunPriority.URGENT)
+            counts["republished"] += 1
+    for run in Run.objects.filter(status=RunStatus.RUNNING, lease_until__lt=now)[:500]:
+        with transaction.atomic():
+            if run_transition(run_id=run.pk, from_status=RunStatus.RUNNING, to_status=RunStatus.QUEUED):
+                record(actor=Actor.system("sweeper"), event="run.recovered", target=run, agent_id=run.agent_id)
+                run_schedule(run=run)
+                counts["recovered"] += 1
+    return counts
 
 
 def run_transition(*, run_id: int, from_status: str, to_status: str, **fields: Any) -> bool:
@@ -95,6 +123,10 @@ def run_transition(*, run_id: int, from_status: str, to_status: str, **fields: A
         raise IllegalTransition(f"run cannot go from {from_status} to {to_status}")
     if to_status == RunStatus.RUNNING:
         fields.setdefault("started_at", timezone.now())
+        # A step cannot outlive its task's hard time limit; past that, its worker is gone.
+        fields.setdefault("lease_until", timezone.now() + timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT + 15))
+    elif from_status == RunStatus.RUNNING:
+        fields.setdefault("lease_until", None)
     if to_status in RUN_FINISHED:
         fields.setdefault("finished_at", timezone.now())
     changed = Run.objects.filter(pk=run_id, status=from_status).update(status=to_status, **fields) == 1

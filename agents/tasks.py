@@ -17,3 +17,10 @@ def purge_traces() -> int:
     from agents.services import traces_purge
 
     return traces_purge()
+
+
+@shared_task(name="agents.sweep_runs")
+def sweep_runs() -> dict[str, int]:
+    from agents.services import runs_sweep
+
+    return runs_sweep()

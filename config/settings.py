@@ -288,6 +288,7 @@ CELERY_TASK_DEFAULT_PRIORITY = 5
 # default runs the same jobs on a timer inside the web process.
 PERIODIC_JOBS = {
     "approvals.sweep_executions": float(env_int("SWEEP_INTERVAL_SECONDS", default=10)),
+    "agents.sweep_runs": float(env_int("SWEEP_INTERVAL_SECONDS", default=10)),
     "approvals.sla_tick": float(env_int("SLA_INTERVAL_SECONDS", default=15)),
     "audit.checkpoint": float(env_int("AUDIT_CHECKPOINT_INTERVAL_SECONDS", default=300)),
     "agents.purge_traces": 3600.0,

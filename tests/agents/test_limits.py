@@ -236,3 +236,35 @@ def test_urgent_delegation_makes_an_urgent_subrun(demo, commit):
         )
     child = Run.objects.get(parent_action__run=parent)
     assert child.priority == 9
+
+
+def test_sweeper_republishes_a_forgotten_queued_run(demo, commit):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from agents.services import runs_sweep
+
+    run = run_start(agent=demo["refund-triage"], input=refund_input(), actor=None)  # published never ran
+    Run.objects.filter(pk=run.pk).update(published_at=timezone.now() - timedelta(minutes=5))
+    with commit():
+        assert runs_sweep() == {"republished": 1, "recovered": 0}
+    assert Run.objects.get(pk=run.pk).status == RunStatus.SUCCEEDED
+
+
+def test_sweeper_recovers_a_run_whose_worker_died_mid_step(demo, commit):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from agents.services import runs_sweep
+
+    run = run_start(agent=demo["refund-triage"], input=refund_input(), actor=None)
+    Run.objects.filter(pk=run.pk).update(status=RunStatus.RUNNING, lease_until=timezone.now() - timedelta(seconds=1))
+    with commit():
+        assert runs_sweep()["recovered"] == 1
+    run.refresh_from_db()
+    assert run.status == RunStatus.SUCCEEDED
+    assert AuditEvent.objects.filter(event="run.recovered", target_id=str(run.pk)).count() == 1
+    with commit():
+        assert runs_sweep() == {"republished": 0, "recovered": 0}
