@@ -29,17 +29,33 @@ def breaker_allows(agent: Agent, tool: str = MODEL) -> bool:
     breaker = CircuitBreaker.objects.filter(agent=agent, tool=tool).first()
     if breaker is None or breaker.state == BreakerState.CLOSED:
         return True
-    if breaker.state == BreakerState.HALF_OPEN:
-        return False  # one probe is already under way
-    cooled = breaker.opened_at is not None and timezone.now() >= breaker.opened_at + timedelta(
+    # Open: wait for the cool-down. Half-open: one probe is under way; if it has
+    # not settled within another cool-down (rejected in review, cancelled...),
+    # let a new probe through rather than refusing the tool forever.
+    now = timezone.now()
+    cooled = breaker.opened_at is not None and now >= breaker.opened_at + timedelta(
         seconds=agent.breaker_cooldown_seconds
     )
     if not cooled:
         return False
     # Compare-and-set: of several callers after the cool-down, one becomes the probe.
-    return (
-        CircuitBreaker.objects.filter(pk=breaker.pk, state=BreakerState.OPEN).update(state=BreakerState.HALF_OPEN) == 1
-    )
+    with transaction.atomic():
+        became_probe = (
+            CircuitBreaker.objects.filter(pk=breaker.pk, state=breaker.state, opened_at=breaker.opened_at).update(
+                state=BreakerState.HALF_OPEN, opened_at=now
+            )
+            == 1
+        )
+        if became_probe:
+            record(
+                actor=Actor.system("breaker"),
+                event="breaker.half_open",
+                target=breaker,
+                agent_id=agent.pk,
+                before={"state": breaker.state},
+                after={"state": BreakerState.HALF_OPEN, "tool": tool},
+            )
+    return became_probe
 
 
 def breaker_record_success(agent: Agent, tool: str = MODEL) -> None:

@@ -186,6 +186,9 @@ def risky_changes(
     threshold_after = float(settings.get("review_threshold", threshold_before))
     if threshold_after < threshold_before:
         reasons.append(f"lowers the review threshold from {threshold_before:.2f} to {threshold_after:.2f}")
+    for name in ("provider", "base_url", "api_key_ref"):
+        if name in settings:
+            reasons.append(f"changes {name} (where prompts and the key are sent)")
     for name, changes in tool_changes.items():
         tool = get_tool(name)
         existing = current_tools.get(name)
@@ -205,8 +208,27 @@ def risky_changes(
                 reasons.append(f"{name}: raises {limit} from {old} to {new}")
             elif old is None and new is not None and existing is None:
                 pass  # a new tool with a limit is not a raise
-        if after.mode == "auto" and (existing is None or before.mode != "auto") and after.enabled:
-            reasons.append(f"{name}: switches to auto")
+        if after.mode == "auto" and after.enabled and (existing is None or before.mode != "auto" or not before.enabled):
+            reasons.append(f"{name}: switches to auto" if before.mode != "auto" else f"{name}: enables an auto tool")
+        if "on_timeout" in changes and after.on_timeout == "approve" and before.on_timeout != "approve":
+            reasons.append(f"{name}: approves on timeout")
+        if (
+            "required_approvals" in changes
+            and existing is not None
+            and after.required_approvals < before.required_approvals
+        ):
+            reasons.append(
+                f"{name}: lowers required approvals from {before.required_approvals} to {after.required_approvals}"
+            )
+        if (
+            "reviewer_group" in changes
+            and existing is not None
+            and before.reviewer_group_id
+            and after.reviewer_group is None
+        ):
+            reasons.append(f"{name}: removes the reviewer group")
+        if "over_limit" in changes and before.over_limit == "deny" and after.over_limit != "deny":
+            reasons.append(f"{name}: lets calls over the hard limit through to review instead of denying them")
         if (
             tool is not None
             and tool.impact == Impact.DESTRUCTIVE

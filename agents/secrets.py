@@ -6,15 +6,42 @@ import os
 from pathlib import Path
 from typing import Any
 
+from django.conf import settings
+
 
 class SecretUnavailable(Exception):
     pass
+
+
+def check_secret_ref(ref: str) -> None:
+    """Refuse references outside the allow-list, so configuration cannot point at other secrets.
+
+    Without it, anyone who may configure an agent could send, say, DATABASE_URL
+    or the SECRET_KEY file to a model server of their choosing.
+    """
+    if not ref:
+        return
+    kind, _, where = ref.partition(":")
+    prefix = settings.SECRET_ENV_PREFIX
+    if kind == "env":
+        if not where.startswith(prefix) or not where[len(prefix) :]:
+            raise SecretUnavailable(f"secret variables must be named {prefix}<something>")
+        return
+    if kind == "file":
+        base = Path(settings.SECRETS_DIR).resolve()
+        try:
+            Path(where).resolve().relative_to(base)
+        except ValueError:
+            raise SecretUnavailable(f"secret files must be under {base}") from None
+        return
+    raise SecretUnavailable("a secret reference looks like env:NAME or file:/path")
 
 
 def resolve_secret(ref: str) -> str:
     """`env:NAME` reads the variable NAME; `file:/path` reads the file; empty means no key."""
     if not ref:
         return ""
+    check_secret_ref(ref)
     kind, _, where = ref.partition(":")
     if kind == "env":
         value = os.environ.get(where)

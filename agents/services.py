@@ -28,6 +28,7 @@ from agents.models import (
     Step,
     StepKind,
 )
+from agents.secrets import SecretUnavailable, check_secret_ref
 from audit.services import Actor, record
 from config.background import enqueue, enqueue_on_commit
 from ops import stats
@@ -441,6 +442,10 @@ def validate_agent(agent: Agent) -> None:
         raise InvalidInput(_first_errors(exc), details=exc.message_dict) from exc
     except jsonschema.SchemaError as exc:
         raise InvalidInput(f"input_schema is not a valid JSON Schema: {exc.message}") from exc
+    try:
+        check_secret_ref(agent.api_key_ref)
+    except SecretUnavailable as exc:
+        raise InvalidInput(f"api_key_ref: {exc}", details={"api_key_ref": [str(exc)]}) from exc
 
 
 def _first_errors(exc: ValidationError) -> str:

@@ -345,3 +345,8 @@ AUDIT_CHECKPOINT_FILE = env_str("AUDIT_CHECKPOINT_FILE")
 # Prompts and responses in traces can hold personal data: after this many days
 # their text is removed (metrics stay). The audit log is never touched. 0 = keep.
 TRACE_RETENTION_DAYS = env_int("TRACE_RETENTION_DAYS", default=90)
+
+# Where provider keys and webhook secrets may be referenced from: variables with
+# this prefix, or files under this directory. Nothing else can be sent anywhere.
+SECRET_ENV_PREFIX = env_str("SECRET_ENV_PREFIX", "COUNTERSIGN_SECRET_")
+SECRETS_DIR = env_str("SECRETS_DIR", "/run/secrets")

@@ -159,3 +159,41 @@ def test_per_tool_minimum_confidence(demo, commit):
     action = ActionRequest.objects.get(run=run)
     assert action.status == ActionStatus.PENDING
     assert "below the threshold 0.99" in action.route_reason
+
+
+@pytest.mark.parametrize(
+    "ref",
+    ["env:DATABASE_URL", "env:SECRET_KEY", "file:/etc/passwd", "file:/run/secrets/../../etc/shadow", "vault:x"],
+)
+def test_key_references_outside_the_allow_list_are_refused(demo, ref):
+    with pytest.raises(InvalidInput, match="api_key_ref"):
+        agent_configure(agent=demo["refund-triage"], actor=user("admin"), settings={"api_key_ref": ref}, tools={})
+
+
+def test_pointing_an_agent_at_another_model_server_needs_four_eyes(demo):
+    outcome = agent_configure(
+        agent=demo["refund-triage"],
+        actor=user("admin"),
+        settings={
+            "provider": "openai",
+            "base_url": "http://models.example/v1",
+            "api_key_ref": "env:COUNTERSIGN_SECRET_X",
+        },
+        tools={},
+    )
+    assert not outcome.applied
+    assert "changes base_url (where prompts and the key are sent)" in outcome.risky
+
+
+@pytest.mark.parametrize(
+    ("tools", "reason"),
+    [
+        ({"issue_refund": {"on_timeout": "approve"}}, "approves on timeout"),
+        ({"issue_refund": {"required_approvals": 1}}, "lowers required approvals from 2 to 1"),
+        ({"issue_refund": {"over_limit": "review"}}, "instead of denying them"),
+    ],
+)
+def test_more_ways_to_weaken_review_need_four_eyes(demo, tools, reason):
+    AgentTool.objects.filter(tool="issue_refund").update(required_approvals=2)
+    outcome = agent_configure(agent=demo["refund-triage"], actor=user("admin"), settings={}, tools=tools)
+    assert any(reason in r for r in outcome.risky), outcome.risky

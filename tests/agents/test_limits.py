@@ -268,3 +268,17 @@ def test_sweeper_recovers_a_run_whose_worker_died_mid_step(demo, commit):
     assert AuditEvent.objects.filter(event="run.recovered", target_id=str(run.pk)).count() == 1
     with commit():
         assert runs_sweep() == {"republished": 0, "recovered": 0}
+
+
+def test_a_probe_that_never_settles_does_not_jam_the_breaker(demo):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    agent = demo["refund-triage"]
+    breaker = breaker_for(agent, "issue_refund")
+    stale = timezone.now() - timedelta(seconds=agent.breaker_cooldown_seconds + 1)
+    type(breaker).objects.filter(pk=breaker.pk).update(state=BreakerState.HALF_OPEN, opened_at=stale)
+    assert breaker_allows(agent, "issue_refund") is True  # the old probe was rejected in review, say
+    assert breaker_allows(agent, "issue_refund") is False
+    assert AuditEvent.objects.filter(event="breaker.half_open").count() == 1

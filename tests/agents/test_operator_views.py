@@ -66,9 +66,9 @@ def test_tool_catalogue_lists_tools_and_their_policies(demo):
 
 
 def test_trace_timeline_shows_model_calls_without_secrets(demo, monkeypatch):
-    monkeypatch.setenv("TEST_PROVIDER_KEY", "sk-very-secret-key-123")
+    monkeypatch.setenv("COUNTERSIGN_SECRET_TEST_PROVIDER", "sk-very-secret-key-123")
     agent = demo["refund-triage"]
-    Agent.objects.filter(pk=agent.pk).update(api_key_ref="env:TEST_PROVIDER_KEY")
+    Agent.objects.filter(pk=agent.pk).update(api_key_ref="env:COUNTERSIGN_SECRET_TEST_PROVIDER")
 
     class Leaky(Sequence):
         def propose(self, context):

@@ -20,10 +20,13 @@ KEY = "sk-loopback-secret-0123456789"
 
 @pytest.fixture
 def openai_agent(demo, llm_server, monkeypatch):  # noqa: F811
-    monkeypatch.setenv("CS_TEST_OPENAI_KEY", KEY)
+    monkeypatch.setenv("COUNTERSIGN_SECRET_TEST_OPENAI", KEY)
     agent = demo["refund-triage"]
     Agent.objects.filter(pk=agent.pk).update(
-        provider="openai", base_url=llm_server.url, model="gpt-4o-mini", api_key_ref="env:CS_TEST_OPENAI_KEY"
+        provider="openai",
+        base_url=llm_server.url,
+        model="gpt-4o-mini",
+        api_key_ref="env:COUNTERSIGN_SECRET_TEST_OPENAI",
     )
     agent.refresh_from_db()
     return agent
@@ -99,10 +102,10 @@ def test_rate_limit_then_success(openai_agent, llm_server, commit):  # noqa: F81
 
 
 def test_a_missing_key_fails_the_run_with_a_clear_reason(openai_agent, llm_server, commit, monkeypatch):  # noqa: F811
-    monkeypatch.delenv("CS_TEST_OPENAI_KEY")
+    monkeypatch.delenv("COUNTERSIGN_SECRET_TEST_OPENAI")
     with commit():
         run = run_start(agent=openai_agent, input=refund_input(), actor=None)
     run.refresh_from_db()
     assert run.status == RunStatus.FAILED
-    assert run.halt_reason == "provider configuration: environment variable CS_TEST_OPENAI_KEY is not set"
+    assert run.halt_reason == "provider configuration: environment variable COUNTERSIGN_SECRET_TEST_OPENAI is not set"
     assert llm_server.requests == []

@@ -110,7 +110,7 @@ def webhook_server():
 
 def test_alert_fires_once_notifies_signs_the_webhook_and_resolves(demo, commit, settings, monkeypatch, webhook_server):
     url, received = webhook_server
-    monkeypatch.setenv("CS_HOOK_SECRET", "hook-secret-123")
+    monkeypatch.setenv("COUNTERSIGN_SECRET_HOOK", "hook-secret-123")
     settings.EMAIL_NOTIFICATIONS = True
     settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
     agent = demo["refund-triage"]
@@ -120,7 +120,7 @@ def test_alert_fires_once_notifies_signs_the_webhook_and_resolves(demo, commit, 
         agent=agent,
         email=True,
         webhook_url=url,
-        webhook_secret_ref="env:CS_HOOK_SECRET",
+        webhook_secret_ref="env:COUNTERSIGN_SECRET_HOOK",
     )
     breaker = breaker_for(agent, "issue_refund")
     CircuitBreaker.objects.filter(pk=breaker.pk).update(state=BreakerState.OPEN)
