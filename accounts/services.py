@@ -28,6 +28,7 @@ def role_assign(*, user: AbstractBaseUser, role: Role, actor: Actor | AbstractBa
             return
         user.groups.add(group)  # type: ignore[attr-defined]
         record(actor=actor, event="role.granted", target=user, after={"role": role.value})
+        _notify(user)
 
 
 def role_remove(*, user: AbstractBaseUser, role: Role, actor: Actor | AbstractBaseUser | None) -> None:
@@ -38,3 +39,12 @@ def role_remove(*, user: AbstractBaseUser, role: Role, actor: Actor | AbstractBa
             return
         user.groups.remove(group)  # type: ignore[attr-defined]
         record(actor=actor, event="role.revoked", target=user, before={"role": role.value})
+        _notify(user)
+
+
+def _notify(user: AbstractBaseUser) -> None:
+    # Group membership can carry per-agent permissions: open sockets recompute their groups.
+    from approvals import broadcast
+
+    user_id = int(user.pk)
+    transaction.on_commit(lambda: broadcast.permissions_changed([user_id]))

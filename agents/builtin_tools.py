@@ -20,6 +20,9 @@ class DelegateArgs(BaseModel):
     urgent: bool = False
 
 
+MAX_DELEGATION_DEPTH = 3
+
+
 def action_id_from_key(idempotency_key: str) -> int:
     # Execution keys are "action-<id>" (approvals.services._schedule_execution).
     return int(idempotency_key.removeprefix("action-"))
@@ -29,7 +32,9 @@ def delegate(args: DelegateArgs, idempotency_key: str) -> dict[str, Any]:
     from agents.services import run_start
     from approvals.models import ActionRequest
 
-    action = ActionRequest.objects.select_related("agent").get(pk=action_id_from_key(idempotency_key))
+    action = ActionRequest.objects.select_related("agent", "run__created_by", "submitted_by").get(
+        pk=action_id_from_key(idempotency_key)
+    )
     existing = Run.objects.filter(parent_action=action).first()
     if existing is not None:
         return {"subrun": existing.pk, "agent": args.agent}
@@ -38,6 +43,17 @@ def delegate(args: DelegateArgs, idempotency_key: str) -> dict[str, Any]:
         raise ToolError("unknown_agent", f"there is no agent {args.agent!r}")
     if worker.pk == action.agent_id:
         raise ToolError("self_delegation", "an agent cannot delegate to itself")
+    # Whoever started the coordinator's work must be allowed to start the worker's:
+    # delegation must not widen what a person can make happen.
+    person = (action.run.created_by if action.run is not None else None) or action.submitted_by
+    if person is not None and not person.has_perm("agents.operate_agent", worker):
+        raise ToolError("not_permitted", f"{person.get_username()} may not start runs of {worker.slug}")
+    depth, parent = 0, action.run
+    while parent is not None and parent.parent_action_id is not None:
+        depth += 1
+        parent = ActionRequest.objects.select_related("run").get(pk=parent.parent_action_id).run
+        if depth >= MAX_DELEGATION_DEPTH:
+            raise ToolError("too_deep", f"delegation is limited to {MAX_DELEGATION_DEPTH} levels")
     try:
         child = run_start(
             agent=worker,

@@ -9,6 +9,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
 from agents import breakers, configuration, selectors, services
@@ -102,7 +103,10 @@ def run_start(request: AuthedRequest, slug: str) -> HttpResponse:
             payload = json.loads(request.POST.get("input", ""))
         except json.JSONDecodeError as exc:
             raise DomainError(f"input is not valid JSON: {exc.msg}", code="malformed_json") from exc
-        priority = int(request.POST.get("priority") or RunPriority.ROUTINE)
+        raw_priority = request.POST.get("priority") or str(RunPriority.ROUTINE)
+        if not raw_priority.isdecimal():
+            raise DomainError("priority must be a number", code="invalid_priority")
+        priority = int(raw_priority)
         run = services.run_start(agent=agent, input=payload, actor=request.user, priority=priority)
     except DomainError as exc:
         messages.error(request, f"{agent.slug}: {exc.message}")
@@ -252,7 +256,10 @@ def agent_pause(request: AuthedRequest, slug: str) -> HttpResponse:
     paused = request.POST.get("paused") == "1"
     configuration.agent_set_paused(agent=agent, actor=request.user, paused=paused)
     messages.success(request, f"{agent.slug} {'paused' if paused else 'resumed'}.")
-    return redirect(request.POST.get("next") or "agents:agent_list")
+    target = request.POST.get("next", "")
+    if target and url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}):
+        return redirect(target)
+    return redirect("agents:agent_list")
 
 
 @require_GET

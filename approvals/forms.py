@@ -102,4 +102,6 @@ def _number(raw: str) -> Any:
         value = Decimal(raw)
     except InvalidOperation:
         return raw  # the tool's model reports it as not a number
+    if not value.is_finite():
+        return raw  # Infinity, NaN: the tool's model refuses them with a message
     return int(value) if value == value.to_integral_value() and "." not in raw else str(value)

@@ -40,7 +40,7 @@ def _filters(request: AuthedRequest) -> selectors.InboxFilters:
     age = request.GET.get("age", "")
     older = newer = None
     kind, _, minutes = age.partition(":")
-    if minutes.isdigit():
+    if minutes.isdecimal() and len(minutes) < 7:
         older = int(minutes) if kind == "older" else None
         newer = int(minutes) if kind == "newer" else None
     return selectors.InboxFilters(
@@ -188,7 +188,7 @@ def action_bulk(request: AuthedRequest) -> HttpResponse:
     if verdict not in (Verdict.APPROVE, Verdict.REJECT):
         messages.error(request, "Bulk decisions are approve or reject.")
         return redirect(_next_url(request))
-    ids = [int(i) for i in request.POST.getlist("ids") if i.isdigit()][:200]
+    ids = [int(i) for i in request.POST.getlist("ids") if i.isdecimal() and len(i) < 19][:200]
     comment = request.POST.get("comment", "") or request.POST.get("preset", "")
     done, failed = [], []
     for action in selectors.actions_reviewable_by(request.user).filter(pk__in=ids):

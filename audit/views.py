@@ -70,7 +70,7 @@ def audit_log(request: AuthedRequest) -> HttpResponse:
     require_global_perm(request, "audit.view_auditevent")
     qs = audit_events(_filters(request))
     before = request.GET.get("before", "")
-    if before.isdigit():
+    if before.isdecimal() and len(before) < 19:
         qs = qs.filter(seq__lt=int(before))
     rows = list(qs[: PAGE_SIZE + 1])
     page = rows[:PAGE_SIZE]

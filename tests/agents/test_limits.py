@@ -282,3 +282,18 @@ def test_a_probe_that_never_settles_does_not_jam_the_breaker(demo):
     assert breaker_allows(agent, "issue_refund") is True  # the old probe was rejected in review, say
     assert breaker_allows(agent, "issue_refund") is False
     assert AuditEvent.objects.filter(event="breaker.half_open").count() == 1
+
+
+def test_delegation_cannot_start_what_its_starter_may_not(demo, commit):
+    from django.contrib.auth import get_user_model
+
+    from agents.services import agent_permission_grant
+
+    limited = get_user_model().objects.create_user(username="coordinator-only")
+    agent_permission_grant(agent=demo["support-coordinator"], perm="operate_agent", to=limited, actor=None)
+    with commit():
+        parent = run_start(agent=demo["support-coordinator"], input=refund_input(amount=300), actor=limited)
+    action = ActionRequest.objects.get(run=parent)
+    assert action.status == ActionStatus.FAILED
+    assert "may not start runs of refund-triage" in action.error
+    assert not Run.objects.filter(parent_action=action).exists()

@@ -161,3 +161,25 @@ def test_api_escalate_claim_and_separation_of_duties(api_as, demo):
     # Now only second-tier reviewers see it.
     assert api_as("reviewer2").get(f"/api/v1/actions/{submitted['id']}").status_code == 404
     assert api_as("reviewer").get(f"/api/v1/actions/{submitted['id']}").json()["tier"] == 2
+
+
+@pytest.mark.parametrize("amount", ["Infinity", "sNaN", "1e999999"])
+def test_odd_numbers_in_the_edit_form_are_a_field_error_not_a_crash(demo, amount):
+    action = pending(demo)
+    response = login("reviewer").post(
+        f"/actions/{action.pk}/decide",
+        {"verdict": "edit", "arg-order_id": "ORD-1003", "arg-amount": amount, "arg-reason": "x"},
+    )
+    assert response.status_code == 400
+    assert ActionRequest.objects.get(pk=action.pk).status == ActionStatus.PENDING
+
+
+def test_odd_query_values_do_not_crash(demo):
+    client = login("reviewer")
+    assert client.get("/?age=older:²").status_code == 200
+    assert client.post("/actions/bulk", {"verdict": "approve", "ids": ["²", "1"]}).status_code == 302
+    operator = login("operator")
+    response = operator.post(
+        "/agents/refund-triage/runs", {"input": '{"ticket": "x", "order_id": "ORD-1", "amount": 1}', "priority": "abc"}
+    )
+    assert response.status_code == 302
