@@ -102,6 +102,8 @@ def _number(raw: str) -> Any:
         value = Decimal(raw)
     except InvalidOperation:
         return raw  # the tool's model reports it as not a number
-    if not value.is_finite():
-        return raw  # Infinity, NaN: the tool's model refuses them with a message
+    if not value.is_finite() or value.adjusted() > 30:
+        # Infinity, NaN, 1e999999 (whose int() alone would take seconds): the
+        # tool's model refuses the raw text with a message.
+        return raw
     return int(value) if value == value.to_integral_value() and "." not in raw else str(value)
