@@ -280,4 +280,5 @@ def config_changes(request: AuthedRequest) -> HttpResponse:
     from approvals.selectors import with_row_data
 
     live_rows = with_row_data(ActionRequestModel.objects.filter(pk__in=[p.pk for p in proposals])).order_by("id")
-    return render(request, "agents/changes.html", {"rows": rows, "proposals": live_rows})
+    template = "agents/changes.html#rows" if request.htmx else "agents/changes.html"
+    return render(request, template, {"rows": rows, "proposals": live_rows})

@@ -202,3 +202,12 @@ def test_operator_pages_are_told_to_refresh_only_for_their_agents(demo):
     to_operator, to_limited = async_to_sync(scenario)()
     assert any('id="ops-refresh"' in m for m in to_operator)
     assert to_limited == []
+
+
+def test_the_changes_page_resyncs_with_rows_only(demo):
+    from django.test import Client
+
+    client = Client()
+    client.force_login(user("admin2"))
+    body = client.get("/changes/", headers={"HX-Request": "true"}).content.decode()
+    assert "<html" not in body
