@@ -307,6 +307,9 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     "loggers": {
+        # channels-redis reports messages dropped on full channels ("N of M channels
+        # over capacity in group G") at INFO: keep it visible whatever LOG_LEVEL is.
+        "channels_redis": {"level": "INFO", "handlers": ["console"], "propagate": False},
         "django.channels.server": {"level": "WARNING"},
         "daphne": {"level": "WARNING"},
     },
