@@ -100,14 +100,15 @@ def apply_agent_config(args: ConfigChangeArgs, idempotency_key: str) -> dict[str
         _validate(action.agent, args.agent, current, args.tools)
     except DomainError as exc:
         raise ToolError("invalid_config", exc.message) from exc
+    apply_change(agent=action.agent, change={"agent": args.agent, "tools": args.tools}, actor=_four_eyes(action))
+    return {"applied": True, "agent": list(args.agent), "tools": list(args.tools)}
+
+
+def _four_eyes(action: Any) -> Actor:
+    """The audit actor of an approved configuration change: who proposed it and who approved it."""
     proposer = action.submitted_by.get_username() if action.submitted_by else "?"
     approver = action.decision.reviewer.get_username() if hasattr(action, "decision") else "?"
-    apply_change(
-        agent=action.agent,
-        change={"agent": args.agent, "tools": args.tools},
-        actor=Actor.system(f"four eyes: {proposer} + {approver}"),
-    )
-    return {"applied": True, "agent": list(args.agent), "tools": list(args.tools)}
+    return Actor.system(f"four eyes: {proposer} + {approver}")
 
 
 class ActivatePromptArgs(BaseModel):
@@ -128,9 +129,7 @@ def activate_prompt(args: ActivatePromptArgs, idempotency_key: str) -> dict[str,
     version = PromptVersion.objects.filter(pk=args.version, status="proposed").first()
     if version is None:
         raise ToolError("not_proposed", f"prompt version {args.number} is no longer waiting to be activated")
-    proposer = action.submitted_by.get_username() if action.submitted_by else "?"
-    approver = action.decision.reviewer.get_username() if hasattr(action, "decision") else "?"
-    prompt_activate(version=version, actor=Actor.system(f"four eyes: {proposer} + {approver}"))
+    prompt_activate(version=version, actor=_four_eyes(action))
     return {"active": version.number}
 
 

@@ -222,18 +222,13 @@ def run_cancel(*, run: Run, actor: User) -> Run:
         if RunStatus.CANCELLED not in RUN_TRANSITIONS[locked.status]:
             raise IllegalTransition(f"a {locked.status} run cannot be cancelled")
         run_transition(run_id=locked.pk, from_status=locked.status, to_status=RunStatus.CANCELLED)
-        pending = list(
-            ActionRequest.objects.filter(run=locked, status=ActionStatus.PENDING).values_list("pk", flat=True)
-        )
-        from approvals.services import queue_count_add
+        from approvals.services import action_leave_pending
 
-        for action in ActionRequest.objects.filter(pk__in=pending, status=ActionStatus.PENDING).only(
-            "agent_id", "tier"
-        ):
-            if ActionRequest.objects.filter(pk=action.pk, status=ActionStatus.PENDING).update(
-                status=ActionStatus.CANCELLED
-            ):
-                queue_count_add(agent_id=action.agent_id, tier=action.tier, delta=-1)
+        pending = [
+            action.pk
+            for action in ActionRequest.objects.filter(run=locked, status=ActionStatus.PENDING).only("agent_id", "tier")
+            if action_leave_pending(action=action, to_status=ActionStatus.CANCELLED)
+        ]
         record(
             actor=actor,
             event="run.cancelled",
@@ -462,8 +457,6 @@ def traces_purge(*, older_than_days: int | None = None) -> int:
     Token counts, latency and cost stay (dashboards need them). The audit log is
     not touched: it holds decisions, not conversations.
     """
-    from django.conf import settings
-
     days = settings.TRACE_RETENTION_DAYS if older_than_days is None else older_than_days
     if days <= 0:
         return 0
@@ -472,8 +465,13 @@ def traces_purge(*, older_than_days: int | None = None) -> int:
     stale = Step.objects.filter(created_at__lt=cutoff, kind__in=[StepKind.LLM_CALL, StepKind.PROPOSAL]).exclude(
         payload__has_key="purged"
     )
-    for step in stale.only("pk", "kind", "payload").iterator(chunk_size=500):
-        kept = {k: v for k, v in step.payload.items() if k in PURGE_KEEPS}
-        Step.objects.filter(pk=step.pk).update(payload={**kept, "purged": True})
-        purged += 1
+    batch: list[Step] = []
+    for step in stale.only("pk", "payload").iterator(chunk_size=500):
+        step.payload = {**{k: v for k, v in step.payload.items() if k in PURGE_KEEPS}, "purged": True}
+        batch.append(step)
+        if len(batch) == 500:
+            purged += Step.objects.bulk_update(batch, ["payload"])
+            batch = []
+    if batch:
+        purged += Step.objects.bulk_update(batch, ["payload"])
     return purged

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from django.contrib import messages
@@ -64,22 +65,20 @@ def tool_catalogue(request: AuthedRequest) -> HttpResponse:
 @require_POST
 @login_required
 def run_resume(request: AuthedRequest, run_id: int) -> HttpResponse:
-    run = get_object_or_404(selectors.runs_operable_by(request.user), pk=run_id)
-    try:
-        services.run_resume(run=run, actor=request.user)
-        messages.success(request, f"Run {run.pk} resumed.")
-    except DomainError as exc:
-        messages.error(request, exc.message)
-    return redirect("agents:run_detail", run_id=run.pk)
+    return _operate_run(request, run_id, services.run_resume, "resumed")
 
 
 @require_POST
 @login_required
 def run_cancel(request: AuthedRequest, run_id: int) -> HttpResponse:
+    return _operate_run(request, run_id, services.run_cancel, "cancelled")
+
+
+def _operate_run(request: AuthedRequest, run_id: int, service: Callable[..., Run], done: str) -> HttpResponse:
     run = get_object_or_404(selectors.runs_operable_by(request.user), pk=run_id)
     try:
-        services.run_cancel(run=run, actor=request.user)
-        messages.success(request, f"Run {run.pk} cancelled.")
+        service(run=run, actor=request.user)
+        messages.success(request, f"Run {run.pk} {done}.")
     except DomainError as exc:
         messages.error(request, exc.message)
     return redirect("agents:run_detail", run_id=run.pk)

@@ -12,6 +12,7 @@ from typing import Any
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
+from django.db.models import Count
 from django.template.loader import render_to_string
 
 from approvals.models import ActionRequest
@@ -90,9 +91,15 @@ def action_escalated(action_id: int, *, from_tier: int) -> None:
 def notifications_changed(user_ids: list[int]) -> None:
     from approvals.models import Notification
 
+    # One grouped count for everyone notified, not a query per user.
+    unread = dict(
+        Notification.objects.filter(user_id__in=user_ids, read_at__isnull=True)
+        .values_list("user_id")
+        .annotate(n=Count("id"))
+    )
     for user_id in user_ids:
-        unread = Notification.objects.filter(user_id=user_id, read_at__isnull=True).count()
-        html = render_to_string("approvals/_notifications_badge.html", {"unread": unread, "oob": True})
+        context = {"unread": unread.get(user_id, 0), "oob": True}
+        html = render_to_string("approvals/_notifications_badge.html", context)
         _send(user_group(user_id), {"type": "inbox.html", "html": html})
 
 

@@ -13,9 +13,10 @@ from approvals.selectors import reviewable_groups
 
 
 def _group_names(user: Any) -> set[str]:
-    names = {agent_group(agent_id, tier) for tier, ids in reviewable_groups(user).items() for agent_id in ids}
+    by_tier = reviewable_groups(user)
+    names = {agent_group(agent_id, tier) for tier, ids in by_tier.items() for agent_id in ids}
     member_of = list(user.groups.values_list("pk", flat=True))
-    names |= {agent_group(agent_id, 1, gid) for agent_id in reviewable_groups(user)[1] for gid in member_of}
+    names |= {agent_group(agent_id, 1, gid) for agent_id in by_tier[1] for gid in member_of}
     names |= {
         operator_group(agent_id) for agent_id in agents_with_perm(user, "operate_agent").values_list("pk", flat=True)
     }

@@ -158,9 +158,6 @@ class DecisionStats:
     edited: int
     rejected: int
 
-    def share(self, n: int) -> int:
-        return round(100 * n / self.sample) if self.sample else 0
-
 
 def decision_stats(action: ActionRequest, *, sample: int = 500) -> DecisionStats:
     """How people decided this agent's recent calls of this tool (bounded: the latest `sample`)."""

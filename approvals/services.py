@@ -190,6 +190,22 @@ def queue_count_add(*, agent_id: int, tier: int, delta: int) -> None:
             QueueCount.objects.filter(agent_id=agent_id, tier=tier).update(pending=F("pending") + delta)
 
 
+def action_leave_pending(
+    *, action: ActionRequest, to_status: str, expect: dict[str, Any] | None = None, **fields: Any
+) -> bool:
+    """The one way out of `pending`: a compare-and-set, with the queue count kept in step.
+
+    The expected state is `pending` at the tier the caller saw (plus `expect`);
+    False when another transaction got there first.
+    """
+    won = ActionRequest.objects.filter(
+        pk=action.pk, status=ActionStatus.PENDING, tier=action.tier, **(expect or {})
+    ).update(status=to_status, claimed_by=None, claim_expires_at=None, **fields)
+    if won:
+        queue_count_add(agent_id=action.agent_id, tier=action.tier, delta=-1)
+    return bool(won)
+
+
 def queue_counts_rebuild() -> int:
     """Recompute every queue count from the actions (repair; not needed in normal operation)."""
     with transaction.atomic():
@@ -287,12 +303,8 @@ def _decide(
         claim = dict(ActionRequest.objects.filter(pk=action.pk).values("claimed_by_id", "claimed_at").first() or {})
         # The tier is part of the expected state: an action escalated since the
         # reviewer loaded it is no longer theirs to decide at this tier.
-        won = ActionRequest.objects.filter(pk=action.pk, status=ActionStatus.PENDING, tier=action.tier).update(
-            status=to_status, decided_at=now, arguments=new_arguments, claimed_by=None, claim_expires_at=None
-        )
-        if not won:
+        if not action_leave_pending(action=action, to_status=to_status, decided_at=now, arguments=new_arguments):
             raise _already_decided(action.pk, tier=action.tier)
-        queue_count_add(agent_id=action.agent_id, tier=action.tier, delta=-1)
         before = action.arguments
         decision = Decision.objects.create(
             action=action,
@@ -548,11 +560,9 @@ def _decide_by_timeout(action: ActionRequest, *, to_status: str) -> None:
         "approved by policy" if to_status == ActionStatus.APPROVED else "rejected (fail closed)"
     )
     with transaction.atomic():
-        if not ActionRequest.objects.filter(
-            pk=action.pk, status=ActionStatus.PENDING, due_at__lte=timezone.now()
-        ).update(status=to_status, decided_at=timezone.now(), claimed_by=None, claim_expires_at=None):
+        now = timezone.now()
+        if not action_leave_pending(action=action, to_status=to_status, expect={"due_at__lte": now}, decided_at=now):
             raise _already_decided(action.pk)
-        queue_count_add(agent_id=action.agent_id, tier=action.tier, delta=-1)
         if to_status == ActionStatus.EXPIRED:
             stats.bump(action.agent_id, decisions_expired=1)
         record(

@@ -20,7 +20,6 @@ from audit.models import AuditCheckpoint, AuditEvent
 class ChainReport:
     count: int = 0
     head_hash: str = GENESIS_HASH
-    head_seq: int = 0
     checkpoints_checked: int = 0
     problems: list[str] = field(default_factory=list)
 
@@ -63,7 +62,6 @@ def verify_chain(*, max_problems: int = 20) -> ChainReport:
             seen[row.seq] = row.hash
         report.count += 1
         report.head_hash = row.hash
-        report.head_seq = row.seq
         prev_hash = row.hash
         expected_seq = row.seq + 1
         if len(report.problems) >= max_problems:
