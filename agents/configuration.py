@@ -14,6 +14,7 @@ admin approves it; rollback re-activates an earlier, already approved version.
 
 from __future__ import annotations
 
+import copy
 import difflib
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -92,8 +93,8 @@ def agent_configure(
             tool_changes[name] = diff
     if not settings and not tool_changes:
         return ConfigOutcome(applied=False, changed=False)
-    _validate(agent, settings, current_tools, tool_changes)
-    risky = risky_changes(agent, settings, current_tools, tool_changes)
+    rows = _validate(agent, settings, current_tools, tool_changes)
+    risky = risky_changes(agent, settings, current_tools, tool_changes, rows)
     change = {"agent": _json(settings), "tools": tool_changes}
     if not risky:
         with transaction.atomic():
@@ -127,8 +128,12 @@ def _validate(
     settings: dict[str, Any],
     current_tools: dict[str, AgentTool],
     tool_changes: dict[str, dict[str, Any]],
-) -> None:
-    """Check the whole set before anything is written: every error, with its field."""
+) -> dict[str, AgentTool]:
+    """Check the whole set before anything is written: every error, with its field.
+
+    Returns each changed tool's policy as it would be saved.
+    """
+    rows: dict[str, AgentTool] = {}
     errors: dict[str, list[str]] = {}
     unknown = set(settings) - set(services.AGENT_CONFIG_FIELDS)
     if unknown:
@@ -148,7 +153,7 @@ def _validate(
         if unknown:
             errors[f"{name}"] = [f"unknown tool settings: {', '.join(sorted(unknown))}"]
             continue
-        row = _tool_row(agent, current_tools.get(name), name, changes)
+        row = rows[name] = _tool_row(agent, current_tools.get(name), name, changes)
         try:
             row.full_clean(exclude=["agent"])
         except ValidationError as exc:
@@ -157,10 +162,13 @@ def _validate(
     if errors:
         summary = "; ".join(f"{k}: {' '.join(v)}" for k, v in errors.items())
         raise InvalidInput(f"the configuration is not valid: {summary}", code="invalid_config", details=errors)
+    return rows
 
 
 def _tool_row(agent: Agent, existing: AgentTool | None, name: str, changes: dict[str, Any]) -> AgentTool:
-    row = AgentTool(agent=agent, tool=name) if existing is None else AgentTool.objects.get(pk=existing.pk)
+    # A deep copy (its own model state and related-object cache): the caller's row
+    # stays as it is in the database, since it is the "before".
+    row = AgentTool(agent=agent, tool=name) if existing is None else copy.deepcopy(existing)
     for key, value in changes.items():
         if key == "reviewer_group":
             group = Group.objects.filter(name=value).first() if value else None
@@ -179,6 +187,7 @@ def risky_changes(
     settings: dict[str, Any],
     current_tools: dict[str, AgentTool],
     tool_changes: dict[str, dict[str, Any]],
+    rows: dict[str, AgentTool],
 ) -> list[str]:
     """The parts of a change set that need a second admin, each said in words."""
     reasons: list[str] = []
@@ -192,7 +201,7 @@ def risky_changes(
     for name, changes in tool_changes.items():
         tool = get_tool(name)
         existing = current_tools.get(name)
-        after = _tool_row(agent, existing, name, changes)
+        after = rows[name]
         before = existing or AgentTool(agent=agent, tool=name, enabled=False, mode="review")
         eff_before = before.min_confidence if before.min_confidence is not None else threshold_before
         eff_after = after.min_confidence if after.min_confidence is not None else threshold_after
@@ -245,8 +254,8 @@ def apply_change(*, agent: Agent, change: dict[str, Any], actor: User | Actor) -
         services.agent_update(agent=agent, actor=actor, **change["agent"])
     for name, changes in change.get("tools", {}).items():
         existing = AgentTool.objects.filter(agent=agent, tool=name).first()
-        row = _tool_row(agent, existing, name, changes)
         before = tool_settings(existing) if existing else None
+        row = _tool_row(agent, existing, name, changes)
         row.save()
         record(
             actor=actor,

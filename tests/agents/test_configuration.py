@@ -197,3 +197,17 @@ def test_more_ways_to_weaken_review_need_four_eyes(demo, tools, reason):
     AgentTool.objects.filter(tool="issue_refund").update(required_approvals=2)
     outcome = agent_configure(agent=demo["refund-triage"], actor=user("admin"), settings={}, tools=tools)
     assert any(reason in r for r in outcome.risky), outcome.risky
+
+
+def test_a_reviewer_group_change_records_the_old_and_new_group(demo):
+    from django.contrib.auth.models import Group
+
+    Group.objects.create(name="g1")
+    Group.objects.create(name="g2")
+    tools = {"issue_refund": {"reviewer_group": "g1"}}
+    agent_configure(agent=demo["refund-triage"], actor=user("admin"), settings={}, tools=tools)
+    tools = {"issue_refund": {"reviewer_group": "g2"}}
+    agent_configure(agent=demo["refund-triage"], actor=user("admin"), settings={}, tools=tools)
+    event = AuditEvent.objects.filter(event="agent.tool_configured").latest("seq")
+    assert (event.before["reviewer_group"], event.after["reviewer_group"]) == ("g1", "g2")
+    assert AgentTool.objects.get(tool="issue_refund").reviewer_group.name == "g2"
