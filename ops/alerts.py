@@ -77,11 +77,14 @@ def alerts_evaluate(*, now: datetime | None = None) -> dict[str, int]:
         return counts
     agents = {a.pk: a for a in Agent.objects.all()}
     counters = recent_and_baseline(list(agents), now)
+    open_alerts = {
+        (a.rule_id, a.agent_id): a for a in Alert.objects.filter(resolved_at__isnull=True).select_related("rule")
+    }
     for rule in rules:
         targets = [rule.agent] if rule.agent is not None else list(agents.values())
         for agent in targets:
             holds, value, message = condition(rule, agent, now, counters)
-            open_alert = Alert.objects.filter(rule=rule, agent=agent, resolved_at__isnull=True).first()
+            open_alert = open_alerts.get((rule.pk, agent.pk))
             if holds and open_alert is None:
                 if _fire(rule, agent, value, message, now):
                     counts["fired"] += 1
