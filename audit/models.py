@@ -30,6 +30,8 @@ class AuditEvent(models.Model):
     after = models.JSONField(null=True, blank=True)
     request_id = models.CharField(max_length=64, blank=True)
     prev_hash = models.CharField(max_length=64)
+    # Which AUDIT_CHAIN_KEY made `hash` (an HMAC); empty for rows of the unkeyed legacy chain.
+    key_id = models.CharField(max_length=16, blank=True, default="")
     hash = models.CharField(max_length=64, unique=True)
 
     class Meta:
@@ -45,12 +47,13 @@ class AuditEvent(models.Model):
 
 
 class AuditCheckpoint(models.Model):
-    """The chain's head at a moment, sealed with an HMAC of the server's secret.
+    """The chain's head at a moment, sealed with an HMAC of the chain key.
 
     Cutting rows off the end of the log leaves the chain itself consistent;
     a checkpoint that names a later seq (or a different hash at its seq) is
-    how `audit_verify` notices. Checkpoints are append-only too, and can also
-    be appended to a file outside the database (AUDIT_CHECKPOINT_FILE).
+    how `audit_verify` notices. Checkpoints are append-only too. Someone who can
+    delete rows can delete these as well: the anchors outside the database
+    (`audit.anchors`) are what catches that.
     """
 
     seq = models.BigIntegerField()

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import hmac
-import json
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
+from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
 from django.db.models import QuerySet
 
-from audit.chain import GENESIS_HASH, canonical_row, chain_hash
+from audit.anchors import anchors_read
+from audit.chain import GENESIS_HASH, canonical_row, chain_hash, checkpoint_mac, verifying_keys
 from audit.models import AuditCheckpoint, AuditEvent
 
 
@@ -21,43 +21,86 @@ class ChainReport:
     count: int = 0
     head_hash: str = GENESIS_HASH
     checkpoints_checked: int = 0
+    anchors_checked: int = 0
+    reanchored: int = 0
     problems: list[str] = field(default_factory=list)
+    # Rows whose content no longer matches their hash (the problems name them too).
+    mismatched: list[int] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return not self.problems
 
 
+REANCHOR_EVENT = "audit.reanchored"
+
+
+def restated_rows() -> dict[int, tuple[str, str]]:
+    """seq -> (hash, restated hash) for rows an audited re-anchoring accepted (`audit_reanchor`)."""
+    accepted: dict[int, tuple[str, str]] = {}
+    for after in AuditEvent.objects.filter(event=REANCHOR_EVENT).values_list("after", flat=True):
+        for item in (after or {}).get("accepted", []):
+            accepted[int(item["seq"])] = (str(item["hash"]), str(item["restated"]))
+    return accepted
+
+
+def row_digest(row: AuditEvent, keys: dict[str, bytes]) -> str | None:
+    """The hash `row` should carry given its content, None if its key is unknown."""
+    key = None
+    if row.key_id:
+        key = keys.get(row.key_id)
+        if key is None:
+            return None
+    canonical = canonical_row(
+        seq=row.seq,
+        created_at=row.created_at,
+        actor_type=row.actor_type,
+        actor_id=row.actor_id,
+        actor_label=row.actor_label,
+        event=row.event,
+        target_type=row.target_type,
+        target_id=row.target_id,
+        agent_id=row.agent_id,
+        before=row.before,
+        after=row.after,
+        request_id=row.request_id,
+        prev_hash=row.prev_hash,
+        key_id=row.key_id,
+    )
+    return chain_hash(row.prev_hash, canonical, key)
+
+
 def verify_chain(*, max_problems: int = 20) -> ChainReport:
-    """Recompute every hash in order; report edits, deletions, reordering, gaps and a cut-off tail."""
+    """Recompute every hash in order; report edits, deletions, reordering, gaps, forgeries and a cut-off tail."""
     report = ChainReport()
+    # Anchors first: every row they name had committed before the chain is read.
+    anchors = anchors_read()
+    sealed = _checkpoints()
+    keys = verifying_keys()
+    restated = restated_rows()
+    wanted = {seq for seq, _, _ in sealed} | {a.seq for a in anchors}
+    seen: dict[int, str] = {}
     expected_seq = 1
     prev_hash = GENESIS_HASH
-    sealed = _checkpoints()
-    wanted = {seq for seq, _, _ in sealed}
-    seen: dict[int, str] = {}
+    legacy_until = settings.AUDIT_LEGACY_UNTIL_SEQ
     for row in AuditEvent.objects.order_by("seq").iterator(chunk_size=2000):
         if row.seq != expected_seq:
             report.problems.append(f"gap: expected seq {expected_seq}, found {row.seq}")
         if row.prev_hash != prev_hash:
             report.problems.append(f"seq {row.seq}: prev_hash does not match the previous row")
-        canonical = canonical_row(
-            seq=row.seq,
-            created_at=row.created_at,
-            actor_type=row.actor_type,
-            actor_id=row.actor_id,
-            actor_label=row.actor_label,
-            event=row.event,
-            target_type=row.target_type,
-            target_id=row.target_id,
-            agent_id=row.agent_id,
-            before=row.before,
-            after=row.after,
-            request_id=row.request_id,
-            prev_hash=row.prev_hash,
-        )
-        if chain_hash(row.prev_hash, canonical) != row.hash:
-            report.problems.append(f"seq {row.seq}: content does not match its hash")
+        if not row.key_id and row.seq > legacy_until:
+            # Only rows of a chain written before it was keyed may be unkeyed, and how
+            # many there were is configured outside the database.
+            report.problems.append(f"seq {row.seq}: an unkeyed row past AUDIT_LEGACY_UNTIL_SEQ (forged)")
+        digest = row_digest(row, keys)
+        if digest is None:
+            report.problems.append(f"seq {row.seq}: signed with an unknown key ({row.key_id})")
+        elif digest != row.hash:
+            if restated.get(row.seq) == (row.hash, digest):
+                report.reanchored += 1
+            else:
+                report.mismatched.append(row.seq)
+                report.problems.append(f"seq {row.seq}: content does not match its hash")
         if row.seq in wanted:
             seen[row.seq] = row.hash
         report.count += 1
@@ -69,31 +112,34 @@ def verify_chain(*, max_problems: int = 20) -> ChainReport:
             return report
     for seq, digest, source in sealed:
         report.checkpoints_checked += 1
-        if seq not in seen:
-            report.problems.append(f"{source} names seq {seq}, which is gone: the log was cut off or rows deleted")
-        elif seen[seq] != digest:
-            report.problems.append(f"{source} at seq {seq} has a different hash: the log was rewritten")
+        _check_head(report, seen, seq, digest, source)
+    for anchor in anchors:
+        report.anchors_checked += 1
+        if anchor.problem:
+            report.problems.append(f"{anchor.where} {anchor.problem}")
+        else:
+            _check_head(report, seen, anchor.seq, anchor.hash, anchor.where)
     return report
 
 
-def _checkpoints() -> list[tuple[int, str, str]]:
-    """Every (seq, hash, where) the head was sealed at, whose seal is genuine."""
-    from audit.services import checkpoint_mac
+def _check_head(report: ChainReport, seen: dict[int, str], seq: int, digest: str, source: str) -> None:
+    if seq < 0:
+        report.problems.append(source)
+    elif seq not in seen:
+        report.problems.append(f"{source} names seq {seq}, which is gone: the log was cut off or rows deleted")
+    elif seen[seq] != digest:
+        report.problems.append(f"{source} at seq {seq} has a different hash: the log was rewritten")
 
+
+def _checkpoints() -> list[tuple[int, str, str]]:
+    """Every (seq, hash, where) the head was sealed at in the database, whose seal is genuine."""
+    keys = list(verifying_keys().values())
     sealed: list[tuple[int, str, str]] = []
     for cp in AuditCheckpoint.objects.order_by("id"):
-        if hmac.compare_digest(cp.mac, checkpoint_mac(cp.seq, cp.hash, cp.created_at)):
+        if any(hmac.compare_digest(cp.mac, checkpoint_mac(cp.seq, cp.hash, cp.created_at, k)) for k in keys):
             sealed.append((cp.seq, cp.hash, f"checkpoint #{cp.pk}"))
         else:
             sealed.append((-1, "", f"checkpoint #{cp.pk} has an invalid seal (forged, or the key changed)"))
-    path = settings.AUDIT_CHECKPOINT_FILE
-    if path and Path(path).exists():
-        for number, line in enumerate(Path(path).read_text().splitlines(), start=1):
-            try:
-                item = json.loads(line)
-                sealed.append((int(item["seq"]), str(item["hash"]), f"checkpoint file line {number}"))
-            except (ValueError, KeyError, TypeError):
-                sealed.append((-1, "", f"checkpoint file line {number} is unreadable"))
     return sealed
 
 
@@ -134,3 +180,61 @@ def diff(before: Any, after: Any) -> list[dict[str, Any]]:
     if before is None and after is None:
         return []
     return [{"field": "", "before": before, "after": after, "changed": before != after}]
+
+
+def _as_written_before_the_fix(value: Any, *, negative_zero: bool) -> Any:
+    """Undo what jsonb did to numbers before canonical_value existed: 1e+16 came back as an integer, -0.0 as 0.0."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and abs(value) >= 10**16:
+        as_float = float(value)
+        if "e" in repr(as_float) and int(Decimal(repr(as_float))) == value:
+            return as_float
+        return value
+    if negative_zero and isinstance(value, float) and value == 0.0:
+        return -0.0
+    if isinstance(value, dict):
+        return {k: _as_written_before_the_fix(v, negative_zero=negative_zero) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_as_written_before_the_fix(v, negative_zero=negative_zero) for v in value]
+    return value
+
+
+def explained_by_number_forms(row: AuditEvent, keys: dict[str, bytes]) -> bool:
+    """Whether `row` matches its hash once its numbers are written the way they were before the round trip."""
+    for negative_zero in (False, True):
+        candidate = AuditEvent(
+            **{f.attname: getattr(row, f.attname) for f in AuditEvent._meta.concrete_fields},
+        )
+        candidate.before = _as_written_before_the_fix(row.before, negative_zero=negative_zero)
+        candidate.after = _as_written_before_the_fix(row.after, negative_zero=negative_zero)
+        if row_digest(candidate, keys) == row.hash:
+            return True
+    return False
+
+
+@dataclass
+class ReanchorPlan:
+    explained: list[dict[str, Any]] = field(default_factory=list)
+    unexplained: list[str] = field(default_factory=list)
+
+
+def reanchor_plan() -> ReanchorPlan:
+    """Which broken rows an audited re-anchoring may accept: those only the number round trip changed."""
+    plan = ReanchorPlan()
+    keys = verifying_keys()
+    restated = restated_rows()
+    report = verify_chain(max_problems=10**9)
+    content_broken = {
+        int(p.split(":")[0].removeprefix("seq "))
+        for p in report.problems
+        if p.endswith("content does not match its hash")
+    }
+    plan.unexplained = [p for p in report.problems if not p.endswith("content does not match its hash")]
+    for row in AuditEvent.objects.filter(seq__in=content_broken).order_by("seq"):
+        digest = row_digest(row, keys)
+        if digest is not None and row.seq not in restated and explained_by_number_forms(row, keys):
+            plan.explained.append({"seq": row.seq, "hash": row.hash, "restated": digest})
+        else:
+            plan.unexplained.append(f"seq {row.seq}: content does not match its hash, and not because of number forms")
+    return plan

@@ -55,6 +55,16 @@ def _filters(request: AuthedRequest) -> AuditFilters:
     )
 
 
+def _date_errors(request: AuthedRequest) -> dict[str, str]:
+    # A date the filter cannot read is said, not dropped: dropped, it would show
+    # (or export) every event as if they matched.
+    return {
+        name: "Enter a date as YYYY-MM-DD."
+        for name in ("since", "until")
+        if request.GET.get(name, "") and _day(request.GET[name], end=False) is None
+    }
+
+
 def _day(raw: str, *, end: bool) -> datetime | None:
     try:
         day = datetime.strptime(raw, "%Y-%m-%d").date()
@@ -68,7 +78,8 @@ def _day(raw: str, *, end: bool) -> datetime | None:
 @login_required
 def audit_log(request: AuthedRequest) -> HttpResponse:
     require_global_perm(request, "audit.view_auditevent")
-    qs = audit_events(_filters(request))
+    errors = _date_errors(request)
+    qs = audit_events(_filters(request)) if not errors else AuditEvent.objects.none()
     before = request.GET.get("before", "")
     if before.isdecimal() and len(before) < 19:
         qs = qs.filter(seq__lt=int(before))
@@ -85,14 +96,22 @@ def audit_log(request: AuthedRequest) -> HttpResponse:
         "event_types": sorted(set(AuditEvent.objects.values_list("event", flat=True).distinct()[:200])),
         "head": head,
         "checkpoint": AuditCheckpoint.objects.order_by("-id").first(),
+        "errors": errors,
     }
-    return render(request, "audit/log.html", context)
+    return render(request, "audit/log.html", context, status=400 if errors else 200)
 
 
 @require_GET
 @login_required
-def audit_export(request: AuthedRequest, fmt: str) -> StreamingHttpResponse:
+def audit_export(request: AuthedRequest, fmt: str) -> HttpResponse | StreamingHttpResponse:
     require_global_perm(request, "audit.view_auditevent")
+    errors = _date_errors(request)
+    if errors:
+        return HttpResponse(
+            "; ".join(f"{name}: {message}" for name, message in errors.items()),
+            status=400,
+            content_type="text/plain; charset=utf-8",
+        )
     filters = _filters(request)
     with transaction.atomic():
         # Reading the trail out is itself on the trail.

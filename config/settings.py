@@ -8,6 +8,7 @@ production components: psycopg 3 with its pool, channels-redis and Celery.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -100,6 +101,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "audit.context.RequestIdMiddleware",
+    # The input boundary: hostile query strings, forms and bodies never reach a view.
+    "core.middleware.InputBoundaryMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -108,7 +111,10 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "core.middleware.TransientErrorMiddleware",
 ]
+# Django's own body limit matches the boundary's (core.inbound.MAX_BODY_BYTES).
+DATA_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 
 ROOT_URLCONF = "config.urls"
 ASGI_APPLICATION = "config.asgi.application"
@@ -133,20 +139,25 @@ if DATABASE_URL:
     if not DATABASE_URL.startswith(("postgres://", "postgresql://")):
         raise ImproperlyConfigured("DATABASE_URL must be a postgres:// URL.")
     _db = dj_database_url.parse(DATABASE_URL, conn_max_age=0)
-    _db["ENGINE"] = "django.db.backends.postgresql"
+    # Django's backends plus writes deferred to just before COMMIT (core.transactions).
+    _db["ENGINE"] = "core.backends.postgresql"
     _db.setdefault("OPTIONS", {})
     if env_bool("DATABASE_POOL", default=True):
         # psycopg 3's pool; Django requires CONN_MAX_AGE=0 with it.
+        # The pool tests a connection before handing it out, so after a PostgreSQL
+        # restart a dead one is replaced instead of failing the request.
         _db["OPTIONS"]["pool"] = {
             "min_size": env_int("DATABASE_POOL_MIN", default=2),
             "max_size": env_int("DATABASE_POOL_MAX", default=10),
             "timeout": 10,
         }
+        # Django passes ConnectionPool.check_connection as the pool's `check`.
+        _db["CONN_HEALTH_CHECKS"] = True
     DATABASES = {"default": _db}
 else:
     DATABASES = {
         "default": {
-            "ENGINE": "django.db.backends.sqlite3",
+            "ENGINE": "core.backends.sqlite3",
             "NAME": env_str("SQLITE_PATH", str(BASE_DIR / "db.sqlite3")),
             "OPTIONS": {
                 # The web thread and the background worker share one file: wait for
@@ -236,6 +247,11 @@ else:
 # Capacity and expiry are set explicitly (the defaults are 100 and 60 s);
 # a reviewer socket that falls behind loses messages and resyncs over HTTP.
 CHANNEL_CAPACITY = env_int("CHANNEL_CAPACITY", default=1000)
+# Open sockets re-validate their session and rights this often, besides at once on
+# logout, user changes and grants: a safety net for changes that send no signal.
+SOCKET_RECHECK_SECONDS = env_int("SOCKET_RECHECK_SECONDS", default=30)
+if SOCKET_RECHECK_SECONDS < 1:
+    raise ImproperlyConfigured(f"SOCKET_RECHECK_SECONDS must be at least 1, got {SOCKET_RECHECK_SECONDS}")
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
@@ -290,7 +306,7 @@ PERIODIC_JOBS = {
     "approvals.sweep_executions": float(env_int("SWEEP_INTERVAL_SECONDS", default=10)),
     "agents.sweep_runs": float(env_int("SWEEP_INTERVAL_SECONDS", default=10)),
     "approvals.sla_tick": float(env_int("SLA_INTERVAL_SECONDS", default=15)),
-    "audit.checkpoint": float(env_int("AUDIT_CHECKPOINT_INTERVAL_SECONDS", default=300)),
+    "audit.checkpoint": float(env_int("AUDIT_CHECKPOINT_INTERVAL_SECONDS", default=60)),
     "agents.purge_traces": 3600.0,
     "ops.evaluate_alerts": float(env_int("ALERT_INTERVAL_SECONDS", default=60)),
 }
@@ -339,10 +355,36 @@ EMAIL_NOTIFICATIONS = bool(EMAIL_HOST) or env_bool("EMAIL_NOTIFICATIONS", defaul
 COUNTERSIGN_BASE_URL = env_str("COUNTERSIGN_BASE_URL", "http://127.0.0.1:8000").rstrip("/")
 
 # --- Audit ----------------------------------------------------------------------
-# Checkpoints of the chain's head are sealed with this key (default: SECRET_KEY)
-# and, when set, also appended to a file outside the database.
-AUDIT_CHECKPOINT_KEY = env_secret("AUDIT_CHECKPOINT_KEY")
-AUDIT_CHECKPOINT_FILE = env_str("AUDIT_CHECKPOINT_FILE")
+# The chain is keyed: each row's hash is an HMAC with this key, which must not live
+# in the database, so someone who can only write rows cannot forge one that verifies.
+# Old keys stay listed after a rotation so the rows they signed still verify.
+# Anchors (the chain's head, appended after every commit) go to a file outside the
+# database; `audit_verify` checks them, so a cut-off tail is caught.
+AUDIT_CHAIN_KEY = env_secret("AUDIT_CHAIN_KEY")
+AUDIT_CHAIN_OLD_KEYS = [k for k in env_secret("AUDIT_CHAIN_OLD_KEYS").split(",") if k.strip()]
+# A deployment whose chain began before it was keyed: its unkeyed rows end at this seq
+# (what `audit_verify` printed as "events" before the upgrade). 0 = every row is keyed.
+AUDIT_LEGACY_UNTIL_SEQ = env_int("AUDIT_LEGACY_UNTIL_SEQ", default=0)
+AUDIT_ANCHOR_FILE = env_str("AUDIT_ANCHOR_FILE")
+# Anchor files of other hosts (each host appends its own), read by audit_verify.
+AUDIT_ANCHOR_EXTRA_FILES = env_list("AUDIT_ANCHOR_EXTRA_FILES", default=[])
+if PRODUCTION and not env_bool("AUDIT_UNPROTECTED", default=False):
+    if not AUDIT_CHAIN_KEY:
+        raise ImproperlyConfigured(
+            "AUDIT_CHAIN_KEY (or AUDIT_CHAIN_KEY_FILE) must be set in production; "
+            "AUDIT_UNPROTECTED=1 runs without tamper evidence."
+        )
+    if not AUDIT_ANCHOR_FILE:
+        raise ImproperlyConfigured(
+            "AUDIT_ANCHOR_FILE must name a file outside the database in production; "
+            "AUDIT_UNPROTECTED=1 runs without an external anchor."
+        )
+if not AUDIT_CHAIN_KEY:
+    # The embedded demo (or an explicitly unprotected deployment): a key derived from
+    # SECRET_KEY, which is not in the database either.
+    AUDIT_CHAIN_KEY = hashlib.sha256(f"countersign audit chain:{SECRET_KEY}".encode()).hexdigest()
+if not AUDIT_ANCHOR_FILE and not PRODUCTION:
+    AUDIT_ANCHOR_FILE = env_str("SQLITE_PATH", str(BASE_DIR / "db.sqlite3")) + ".anchors"
 
 # --- Retention -------------------------------------------------------------------
 # Prompts and responses in traces can hold personal data: after this many days

@@ -1,8 +1,10 @@
-"""Writers of the dashboard aggregates, called inside the transaction of the event they count.
+"""Writers of the dashboard aggregates, counted in the transaction of the event they count.
 
-Increments are `UPDATE ... SET n = n + delta` on one row per agent and hour
-(created on first use), so counting costs one short statement and dashboards
-read at most a few hundred rows per agent and window.
+Increments are buffered and written just before COMMIT as one
+`INSERT ... ON CONFLICT DO UPDATE SET n = n + delta` per row (one row per agent
+and hour), so counting costs one short statement per row and transaction, the
+counter rows are locked in one order, and dashboards read at most a few
+hundred rows per agent and window.
 """
 
 from __future__ import annotations
@@ -12,10 +14,10 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from django.db import IntegrityError, transaction
-from django.db.models import F, Model
+from django.db.models import Model
 from django.utils import timezone
 
+from core.transactions import COUNTERS, defer, register_flusher
 from ops.models import LATENCY_BOUNDS, AgentHourStat, CalibrationBucket, LatencyBucket, ToolHourStat
 
 
@@ -25,17 +27,52 @@ def hour_of(moment: datetime | None = None) -> datetime:
 
 
 def _increment(model: type[Model], keys: dict[str, Any], deltas: dict[str, Any]) -> None:
-    updates = {name: F(name) + value for name, value in deltas.items() if value}
-    if not updates:
-        return
-    if model._default_manager.filter(**keys).update(**updates):
-        return
-    try:
-        with transaction.atomic():
-            model._default_manager.create(**keys, **{k: v for k, v in deltas.items()})
-    except IntegrityError:
-        # Created by a concurrent transaction a moment ago: add to that row.
-        model._default_manager.filter(**keys).update(**updates)
+    # Deferred to just before COMMIT, after every domain row and before the audit
+    # append (core.transactions: the lock order), summed per row and written sorted.
+    if any(deltas.values()):
+        defer(COUNTERS, (model, keys, deltas))
+
+
+def _flush_counters(connection: Any, items: list[tuple[type[Model], dict[str, Any], dict[str, Any]]]) -> None:
+    """Upsert `n = n + delta` for every counter row touched in this transaction, in key order."""
+    merged: dict[tuple[str, tuple[tuple[str, Any], ...]], tuple[type[Model], dict[str, Any]]] = {}
+    for model, keys, deltas in items:
+        row_key = (model._meta.db_table, tuple(sorted(keys.items())))
+        _, total = merged.setdefault(row_key, (model, {}))
+        for name, value in deltas.items():
+            if value:
+                total[name] = total.get(name, 0) + value
+    for row_key in sorted(merged, key=lambda k: (k[0], tuple((n, str(v)) for n, v in k[1]))):
+        model, total = merged[row_key]
+        if total:
+            _upsert(connection, model, dict(row_key[1]), total)
+
+
+def _upsert(connection: Any, model: type[Model], keys: dict[str, Any], deltas: dict[str, Any]) -> None:
+    table = connection.ops.quote_name(model._meta.db_table)
+    columns: list[str] = []
+    values: list[Any] = []
+    for f in model._meta.concrete_fields:
+        if f.primary_key:
+            continue
+        name = next((n for n in (f.name, f.attname) if n in keys), f.name)
+        value = keys[name] if name in keys else deltas.get(name, f.get_default())
+        columns.append(connection.ops.quote_name(f.column))
+        values.append(f.get_db_prep_save(value, connection))
+    key_columns = [connection.ops.quote_name(model._meta.get_field(k).column) for k in keys]
+    updates = ", ".join(
+        f"{(col := connection.ops.quote_name(model._meta.get_field(name).column))} = {table}.{col} + EXCLUDED.{col}"
+        for name in deltas
+    )
+    sql = (
+        f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join(['%s'] * len(values))}) "  # noqa: S608
+        f"ON CONFLICT ({', '.join(key_columns)}) DO UPDATE SET {updates}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, values)
+
+
+register_flusher(COUNTERS, _flush_counters)
 
 
 def bump(agent_id: int, **deltas: int | float | Decimal) -> None:

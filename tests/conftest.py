@@ -27,6 +27,13 @@ PASSWORD = "test-password-1"
 
 
 @pytest.fixture(autouse=True)
+def _anchors_per_test(settings: Any, tmp_path: Any) -> None:
+    # Each test's database starts empty, so its audit anchors start empty too.
+    settings.AUDIT_ANCHOR_FILE = str(tmp_path / "audit-anchors.log")
+    settings.AUDIT_ANCHOR_EXTRA_FILES = []
+
+
+@pytest.fixture(autouse=True)
 def _inline_background_tasks(settings: Any) -> None:
     # Tasks run synchronously when their transaction commits; the end-to-end
     # test overrides this to use a real Celery worker.

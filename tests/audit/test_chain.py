@@ -4,7 +4,12 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import DatabaseError, connection, transaction
+from django.utils import timezone
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
+from audit.chain import canonical_row, chain_hash
 from audit.models import AuditEvent
 from audit.selectors import verify_chain
 from audit.services import Actor, record
@@ -122,3 +127,100 @@ def test_orm_update_is_refused_too_on_postgres():
         pytest.skip("the trigger exists on PostgreSQL only: set DATABASE_URL=postgres://... (CI does)")
     with pytest.raises(DatabaseError), transaction.atomic():
         AuditEvent.objects.update(event="tampered")
+
+
+# --- The round trip: what is hashed is what the database gives back ----------------
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.just(-0.0)
+    | st.integers(min_value=-(10**40), max_value=10**40)
+    | st.text(),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=12,
+)
+
+
+@hypothesis_settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(payload=json_values)
+def test_generated_payloads_read_back_from_the_database_verify(payload):
+    with transaction.atomic():
+        record(actor=Actor.system("test"), event="test.payload", before={"x": payload}, after=payload)
+    row = AuditEvent.objects.order_by("-seq").first()
+    assert row is not None
+    # Read back from the database (jsonb on PostgreSQL), not the object that was written.
+    row.refresh_from_db()
+    report = verify_chain()
+    assert report.ok, report.problems
+
+
+def test_floats_that_jsonb_rewrites_are_stored_in_the_form_it_returns():
+    with transaction.atomic():
+        record(actor=None, event="test.event", after={"a": 1e16, "b": -0.0, "c": 1e300, "d": 1.5e-7, "e": 2.5})
+    row = AuditEvent.objects.get()
+    assert row.after == {"a": 10**16, "b": 0, "c": int(1e300), "d": 1.5e-7, "e": 2.5}
+    assert verify_chain().ok
+
+
+def _legacy_row(seq: int, prev: str, after_sql: str, after_py: dict) -> str:
+    """Insert a row as the code before the fix did: hashed over 1e+16, stored as jsonb (which rewrites it)."""
+    created = timezone.now()
+    fields = {
+        "seq": seq,
+        "created_at": created,
+        "actor_type": "system",
+        "actor_id": None,
+        "actor_label": "old",
+        "event": "run.started",
+        "target_type": "",
+        "target_id": "",
+        "agent_id": None,
+        "before": None,
+        "after": after_py,
+        "request_id": "",
+        "prev_hash": prev,
+    }
+    digest = chain_hash(prev, canonical_row(**fields))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO audit_auditevent (seq, created_at, actor_type, actor_id, actor_label, event, target_type,"
+            " target_id, agent_id, before, after, request_id, prev_hash, key_id, hash)"
+            f" VALUES (%s, %s, 'system', NULL, 'old', 'run.started', '', '', NULL, NULL, {after_sql}, '', %s, '', %s)",
+            [seq, created, prev, digest],
+        )
+    return digest
+
+
+@needs_postgres
+def test_a_chain_broken_only_by_the_number_bug_can_be_reanchored_and_that_is_audited(settings, capsys):
+    settings.AUDIT_LEGACY_UNTIL_SEQ = 2
+    head = _legacy_row(1, "0" * 64, "'{\"amount\": 1e+16}'::jsonb", {"amount": 1e16})
+    _legacy_row(2, head, "'{\"amount\": 3}'::jsonb", {"amount": 3})
+    write_events(1)
+    assert verify_chain().mismatched == [1]
+
+    call_command("audit_reanchor", "--reason", "ticket 42: jsonb number forms")
+    assert "seq 1: broken only by number forms" in capsys.readouterr().out
+    event = AuditEvent.objects.get(event="audit.reanchored")
+    assert event.after["reason"] == "ticket 42: jsonb number forms"
+    assert [item["seq"] for item in event.after["accepted"]] == [1]
+    report = verify_chain()
+    assert report.ok and report.reanchored == 1
+
+    # The acceptance is for exactly that content: a later edit of the row is caught again.
+    raw("UPDATE audit_auditevent SET after = '{\"amount\": 2e+16}'::jsonb WHERE seq = 1")
+    assert verify_chain().mismatched == [1]
+
+
+@needs_postgres
+def test_reanchoring_refuses_a_row_edited_for_other_reasons(settings, capsys):
+    settings.AUDIT_LEGACY_UNTIL_SEQ = 1
+    _legacy_row(1, "0" * 64, "'{\"amount\": 1e+16}'::jsonb", {"amount": 1e16})
+    write_events(1)
+    raw("UPDATE audit_auditevent SET actor_label = 'mallory' WHERE seq = 1")
+    with pytest.raises(CommandError, match="refused"):
+        call_command("audit_reanchor", "--reason", "trying")
+    assert "not because of number forms" in capsys.readouterr().err
+    assert not AuditEvent.objects.filter(event="audit.reanchored").exists()

@@ -1,0 +1,1 @@
+"""Django's database backends plus deferred writes before COMMIT (`core.transactions`)."""
