@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser, Group, User
 from django.db import transaction
 
@@ -40,6 +41,27 @@ def role_remove(*, user: AbstractBaseUser, role: Role, actor: Actor | AbstractBa
         user.groups.remove(group)  # type: ignore[attr-defined]
         record(actor=actor, event="role.revoked", target=user, before={"role": role.value})
         _notify(user)
+
+
+def user_set_active(*, user: AbstractBaseUser, actor: Actor | AbstractBaseUser | None, active: bool) -> bool:
+    """Deactivate or reactivate `user`, audited. False if it already was so (nothing recorded)."""
+    with transaction.atomic():
+        # Read under the row lock: two admins saving at once record one change, not two.
+        locked = get_user_model()._default_manager.select_for_update().get(pk=user.pk)
+        if locked.is_active == active:
+            return False
+        locked.is_active = active
+        # A real save (not QuerySet.update): its post_save is what closes the user's open sockets.
+        locked.save(update_fields=["is_active"])
+        record(
+            actor=actor,
+            event="access.user_activated" if active else "access.user_deactivated",
+            target=locked,
+            before={"is_active": not active},
+            after={"is_active": active},
+        )
+    user.is_active = active
+    return True
 
 
 def _notify(user: AbstractBaseUser) -> None:

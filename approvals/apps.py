@@ -5,3 +5,6 @@ from django.apps import AppConfig
 
 class ApprovalsConfig(AppConfig):
     name = "approvals"
+
+    def ready(self) -> None:
+        from approvals import signals  # noqa: F401  (connects the socket re-check receivers)

@@ -7,6 +7,7 @@ joins only the groups of agents the reviewer may review.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from typing import Any
 
@@ -111,6 +112,21 @@ def actions_closed(action_ids: list[int]) -> None:
 def permissions_changed(user_ids: list[int]) -> None:
     for user_id in user_ids:
         _send(user_group(user_id), {"type": "permissions.changed"})
+
+
+def session_tag(session_key: str) -> str:
+    # Messages name a session by a digest: the key itself is a credential and
+    # should not travel through (or sit in) the channel layer.
+    return hashlib.sha256(session_key.encode()).hexdigest()
+
+
+def sessions_check(user_ids: list[int], *, ended_session_key: str | None = None) -> None:
+    """Open sockets of these users re-validate their session now; the one on `ended_session_key` closes."""
+    message: dict[str, Any] = {"type": "session.check"}
+    if ended_session_key:
+        message["ended"] = session_tag(ended_session_key)
+    for user_id in user_ids:
+        _send(user_group(user_id), message)
 
 
 def operator_group(agent_id: int) -> str:

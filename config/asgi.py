@@ -13,10 +13,10 @@ django_asgi_app = get_asgi_application()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402  (needs Django set up)
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.urls import path  # noqa: E402
 
 from approvals.consumers import InboxConsumer  # noqa: E402
+from approvals.origin import SameOriginWebsocket  # noqa: E402
 from config.background import remember_server_loop  # noqa: E402
 
 websocket_urlpatterns = [path("ws/inbox/", InboxConsumer.as_asgi())]
@@ -40,8 +40,9 @@ application = RecordServerLoop(
     ProtocolTypeRouter(
         {
             "http": django_asgi_app,
-            # Origin check: a page on another site cannot open a socket with the user's cookie.
-            "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+            # Origin check (scheme, host and port): a page on another site, or on another port or
+            # scheme of this host, cannot open a socket with the user's cookie.
+            "websocket": SameOriginWebsocket(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
         }
     )
 )

@@ -1,25 +1,47 @@
 from __future__ import annotations
 
+import time
+
 import pytest
 from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
-from django.contrib.auth.models import AnonymousUser
+from django.test import Client
 
 from agents.services import agent_permission_revoke, run_start
-from approvals.consumers import InboxConsumer
+from approvals.consumers import CLOSE_NO_RIGHTS, CLOSE_SESSION_ENDED
 from approvals.models import ActionRequest
 from approvals.services import action_request_decide
+from config.asgi import application
 from tests.conftest import refund_input, user
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-async def connect(the_user):
-    communicator = WebsocketCommunicator(InboxConsumer.as_asgi(), "/ws/inbox/")
-    communicator.scope["user"] = the_user
+def logged_in(the_user) -> Client:
+    client = Client()
+    client.force_login(the_user)
+    return client
+
+
+async def connect(the_user=None, *, client: Client | None = None):
+    """Open the socket the way a browser does: the whole ASGI stack, a real session cookie."""
+    if client is None and the_user is not None:
+        client = await database_sync_to_async(logged_in)(the_user)
+    headers = [(b"origin", b"http://testserver"), (b"host", b"testserver")]
+    if client is not None:
+        headers.append((b"cookie", f"sessionid={client.cookies['sessionid'].value}".encode()))
+    communicator = WebsocketCommunicator(application, "/ws/inbox/", headers=headers)
     connected, _ = await communicator.connect()
     return communicator, connected
+
+
+async def close_code(communicator, timeout=5.0):
+    """Wait for the server to close the socket (fails on timeout); skip what was sent before."""
+    while True:
+        message = await communicator.receive_output(timeout=timeout)
+        if message["type"] == "websocket.close":
+            return message.get("code")
 
 
 async def receive_all(communicator, timeout=0.3):
@@ -32,7 +54,7 @@ async def receive_all(communicator, timeout=0.3):
 
 def test_anonymous_socket_is_refused(demo):
     async def scenario():
-        _, connected = await connect(AnonymousUser())
+        _, connected = await connect(None)
         return connected
 
     assert async_to_sync(scenario)() is False
@@ -74,31 +96,38 @@ def test_a_decision_removes_the_row_from_every_open_inbox(demo):
     async def scenario():
         r2, _ = await connect(reviewer2)
         await database_sync_to_async(action_request_decide)(action=action, actor=reviewer, verdict="approve")
-        got = await receive_all(r2)
+        first = await r2.receive_from(timeout=5)  # wait for it: a fixed window is flaky on a busy machine
         await r2.disconnect()
-        return got
+        return first
 
-    messages = async_to_sync(scenario)()
-    assert f'<article id="action-{action.pk}" hx-swap-oob="delete">' in messages[0]
+    first = async_to_sync(scenario)()
+    assert f'<article id="action-{action.pk}" hx-swap-oob="delete">' in first
 
 
 def test_revoked_reviewer_stops_receiving(demo):
-    reviewer2, admin = user("reviewer2"), user("admin")
+    reviewer, admin = user("reviewer"), user("admin")
 
     async def scenario():
-        r2, _ = await connect(reviewer2)
+        r1, _ = await connect(reviewer)
         await database_sync_to_async(agent_permission_revoke)(
-            agent=demo["refund-triage"], perm="review_agent", to=reviewer2, actor=admin
+            agent=demo["crm-cleanup"], perm="review_agent", to=reviewer, actor=admin
         )
-        resync = await receive_all(r2)
+        resync = await receive_all(r1)
+        await database_sync_to_async(run_start)(
+            agent=demo["crm-cleanup"], input={"request": "x", "contact_ids": [9]}, actor=None
+        )
         await database_sync_to_async(run_start)(agent=demo["refund-triage"], input=refund_input(amount=400), actor=None)
-        after = await receive_all(r2)
-        await r2.disconnect()
+        after = await receive_all(r1)
+        await r1.disconnect()
         return resync, after
 
     resync, after = async_to_sync(scenario)()
     assert any("inbox-resync" in m for m in resync)
-    assert after == []
+    # Still a reviewer of refund-triage: that row arrives, crm-cleanup's does not.
+    refund = ActionRequest.objects.get(agent=demo["refund-triage"])
+    crm = ActionRequest.objects.get(agent=demo["crm-cleanup"])
+    assert any(f'id="action-{refund.pk}"' in m for m in after)
+    assert not any(f'id="action-{crm.pk}"' in m for m in after)
 
 
 def test_operators_hear_when_a_run_halts(demo):
@@ -211,3 +240,124 @@ def test_the_changes_page_resyncs_with_rows_only(demo):
     client.force_login(user("admin2"))
     body = client.get("/changes/", headers={"HX-Request": "true"}).content.decode()
     assert "<html" not in body
+
+
+# --- The socket follows the session ----------------------------------------------
+
+
+def test_logout_closes_the_socket_of_that_session_only(demo):
+    reviewer = user("reviewer")
+    laptop, phone = logged_in(reviewer), logged_in(reviewer)
+
+    async def scenario():
+        on_laptop, _ = await connect(client=laptop)
+        on_phone, _ = await connect(client=phone)
+        response = await database_sync_to_async(laptop.post)("/logout/")
+        code = await close_code(on_laptop)
+        # The other session's socket is still open and still served.
+        await database_sync_to_async(run_start)(agent=demo["refund-triage"], input=refund_input(amount=400), actor=None)
+        still_served = await on_phone.receive_from(timeout=5)
+        await on_laptop.disconnect()
+        await on_phone.disconnect()
+        return response.status_code, code, still_served
+
+    status, code, still_served = async_to_sync(scenario)()
+    assert status == 302
+    assert code == CLOSE_SESSION_ENDED
+    assert "action-" in still_served
+
+
+def test_deactivating_the_user_closes_the_socket(demo):
+    reviewer = user("reviewer")
+
+    def deactivate():
+        reviewer.is_active = False
+        reviewer.save()
+
+    async def scenario():
+        socket_, connected = await connect(reviewer)
+        await database_sync_to_async(deactivate)()
+        code = await close_code(socket_)
+        await socket_.disconnect()
+        return connected, code
+
+    assert async_to_sync(scenario)() == (True, CLOSE_SESSION_ENDED)
+
+
+def test_a_password_change_closes_the_socket(demo):
+    reviewer = user("reviewer")
+
+    def change_password():
+        reviewer.set_password("another-password-2")
+        reviewer.save()
+
+    async def scenario():
+        socket_, connected = await connect(reviewer)
+        await database_sync_to_async(change_password)()
+        code = await close_code(socket_)
+        await socket_.disconnect()
+        return connected, code
+
+    assert async_to_sync(scenario)() == (True, CLOSE_SESSION_ENDED)
+
+
+def test_the_socket_closes_when_its_session_expires(demo):
+    client = logged_in(user("reviewer"))
+    session = client.session
+    session.set_expiry(2)
+    session.save()
+
+    async def scenario():
+        socket_, connected = await connect(client=client)
+        opened = time.monotonic()
+        code = await close_code(socket_, timeout=8)
+        lasted = time.monotonic() - opened
+        await socket_.disconnect()
+        return connected, code, lasted
+
+    connected, code, lasted = async_to_sync(scenario)()
+    assert connected is True
+    assert code == CLOSE_SESSION_ENDED
+    assert 0.5 < lasted < 6  # closed by the expiry timer, not at once and not by the 30 s re-check
+
+
+def test_losing_the_last_right_closes_the_socket(demo):
+    reviewer2, admin = user("reviewer2"), user("admin")
+
+    async def scenario():
+        socket_, connected = await connect(reviewer2)
+        await database_sync_to_async(agent_permission_revoke)(
+            agent=demo["refund-triage"], perm="review_agent", to=reviewer2, actor=admin
+        )
+        code = await close_code(socket_)
+        await socket_.disconnect()
+        return connected, code
+
+    assert async_to_sync(scenario)() == (True, CLOSE_NO_RIGHTS)
+
+
+def test_a_user_with_nothing_to_review_or_operate_is_refused(demo):
+    auditor = user("auditor")
+
+    async def scenario():
+        _, connected = await connect(auditor)
+        return connected
+
+    assert async_to_sync(scenario)() is False
+
+
+def test_the_periodic_recheck_catches_changes_that_send_no_signal(demo, settings):
+    from django.contrib.auth import get_user_model
+
+    settings.SOCKET_RECHECK_SECONDS = 1
+    reviewer = user("reviewer")
+
+    async def scenario():
+        socket_, connected = await connect(reviewer)
+        # QuerySet.update sends no post_save: only the timer can notice.
+        await database_sync_to_async(get_user_model().objects.filter(pk=reviewer.pk).update)(is_active=False)
+        code = await close_code(socket_)
+        await socket_.disconnect()
+        return connected, code
+
+    assert async_to_sync(scenario)() == (True, CLOSE_SESSION_ENDED)
