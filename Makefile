@@ -32,9 +32,13 @@ typecheck: $(STAMP)
 	env -u DATABASE_URL -u REDIS_URL $(VENV)/bin/mypy
 
 # With DATABASE_URL and REDIS_URL set the suite runs on PostgreSQL and Redis;
-# the production settings then need a SECRET_KEY, which tests may make up.
+# the production settings then need a SECRET_KEY, an audit chain key and an anchor
+# file, which tests may make up (each test then uses an anchor file of its own).
 pytest: $(STAMP)
-	SECRET_KEY="$${SECRET_KEY:-test-only-not-a-secret}" $(PY) -m pytest
+	SECRET_KEY="$${SECRET_KEY:-test-only-not-a-secret}" \
+	AUDIT_CHAIN_KEY="$${AUDIT_CHAIN_KEY:-test-only-audit-chain-key}" \
+	AUDIT_ANCHOR_FILE="$${AUDIT_ANCHOR_FILE:-/tmp/countersign-test-anchors.log}" \
+	$(PY) -m pytest
 
 test: lint typecheck pytest
 

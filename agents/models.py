@@ -1,8 +1,10 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from urllib.parse import urlsplit
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils import timezone
@@ -19,6 +21,17 @@ class BreakerPolicy(models.TextChoices):
     DEGRADE = "degrade", "Tell the agent the tool is unavailable and go on"
 
 
+def validate_endpoint_url(value: str) -> None:
+    """A provider endpoint is http(s) with a host: prompts and the key are sent there."""
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 -- raises ValueError on a port that is not a number
+    except ValueError:
+        raise ValidationError("Enter an http:// or https:// URL.", code="invalid_url") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or any(c.isspace() for c in value):
+        raise ValidationError("Enter an http:// or https:// URL with a host.", code="invalid_url")
+
+
 class Agent(models.Model):
     slug = models.SlugField(unique=True)
     name = models.CharField(max_length=200)
@@ -26,7 +39,10 @@ class Agent(models.Model):
     provider = models.CharField(max_length=32, choices=ProviderName.choices, default=ProviderName.SCRIPTED)
     model = models.CharField(max_length=200, blank=True, help_text="Model name, or the script for `scripted`.")
     base_url = models.CharField(
-        max_length=500, blank=True, help_text="OpenAI-compatible endpoint, e.g. http://vllm:8000/v1"
+        max_length=500,
+        blank=True,
+        validators=[validate_endpoint_url],
+        help_text="OpenAI-compatible endpoint, e.g. http://vllm:8000/v1",
     )
     api_key_ref = models.CharField(
         max_length=300,
@@ -192,8 +208,10 @@ class Run(models.Model):
     prompt_version = models.ForeignKey(
         "agents.PromptVersion", null=True, blank=True, on_delete=models.PROTECT, related_name="runs"
     )
-    # A step in progress holds a lease; a run whose lease ran out lost its worker.
+    # A step in progress holds a lease, renewed by its worker's heartbeat; a run whose
+    # lease ran out lost its worker. The token fences a worker whose lease was handed on.
     lease_until = models.DateTimeField(null=True, blank=True)
+    step_token = models.CharField(max_length=16, blank=True, default="")
     # When its next step was last published; a queued run not picked up is republished.
     published_at = models.DateTimeField(default=timezone.now)
     tokens_used = models.PositiveIntegerField(default=0)

@@ -11,8 +11,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import random
+import secrets
 import time
+from datetime import datetime
 from typing import Any
 
 from django.db import transaction
@@ -30,11 +33,16 @@ from agents.providers import (
     RunContext,
     ToolCallProposal,
     ToolSpec,
+    Usage,
     provider_for,
 )
 from agents.secrets import SecretUnavailable, redact, resolve_secret
 from agents.tools import get_tool
 from audit.services import Actor, record
+from core.inbound import sanitise
+from core.leases import heartbeat
+from core.secrets import register_secret, scrub_text
+from core.transient import is_transient
 from ops import stats
 
 logger = logging.getLogger(__name__)
@@ -44,12 +52,37 @@ logger = logging.getLogger(__name__)
 MAX_PROVIDER_RETRIES = 4
 
 
+class StaleStep(Exception):
+    """This worker's lease on the run was handed on; its step must not commit."""
+
+
 def run_advance(*, run_id: int) -> None:
     """Take one step of a queued run."""
     # Compare-and-set: a redelivered or duplicate task finds the run no longer
-    # queued and does nothing.
-    if not services.run_transition(run_id=run_id, from_status=RunStatus.QUEUED, to_status=RunStatus.RUNNING):
+    # queued and does nothing. The token fences this worker's writes (core.leases).
+    token = secrets.token_hex(8)
+    if not services.run_transition(
+        run_id=run_id, from_status=RunStatus.QUEUED, to_status=RunStatus.RUNNING, step_token=token
+    ):
         return
+
+    def renew(until: datetime) -> int:
+        return Run.objects.filter(pk=run_id, status=RunStatus.RUNNING, step_token=token).update(lease_until=until)
+
+    try:
+        with heartbeat(renew):
+            _advance(run_id)
+    except StaleStep:
+        logger.warning("run %s: the step's lease was handed on; this attempt's writes were rolled back", run_id)
+    except Exception as exc:
+        if not is_transient(exc):
+            raise
+        # A deadlock or a lost connection rolled the step back: take it again in a moment.
+        logger.warning("run %s: transient database error, step retried: %s", run_id, exc)
+        services.run_retry_step(run_id=run_id, step_token=token, reason=f"{type(exc).__name__}: {exc}")
+
+
+def _advance(run_id: int) -> None:
     run = Run.objects.select_related("agent", "prompt_version").get(pk=run_id)
     agent = run.agent
     step_started = time.monotonic()
@@ -77,6 +110,8 @@ def run_advance(*, run_id: int) -> None:
         _provider_failed(run, agent, exc, latency_ms=(time.monotonic() - called) * 1000)
         return
     except Exception as exc:
+        if is_transient(exc):
+            raise
         logger.exception("provider crashed for run %s", run_id)
         _provider_failed(
             run,
@@ -87,10 +122,57 @@ def run_advance(*, run_id: int) -> None:
         return
     latency_ms = (time.monotonic() - called) * 1000
     breakers.breaker_record_success(agent)
+    result, repairs = _screened(result)
 
-    _take_step(
-        run, agent, result, history, latency_ms=latency_ms, started=step_started, secret=context.settings.api_key
+    _take_step(run, agent, result, history, latency_ms=latency_ms, started=step_started, repairs=repairs)
+
+
+def _screened(result: ProviderResult) -> tuple[ProviderResult, list[str]]:
+    """What the model returned, through the input boundary: repaired where needed, secrets scrubbed.
+
+    A model's output cannot be refused back to a client, so it is sanitised and
+    the repairs go into the trace; the run goes on with the repaired values.
+    """
+    repairs: list[str] = []
+
+    def clean(value: Any, path: str) -> Any:
+        cleaned = sanitise(value, path=path)
+        repairs.extend(cleaned.repairs)
+        return cleaned.value
+
+    proposal = result.proposal
+    if isinstance(proposal, FinalAnswer):
+        proposal = FinalAnswer(text=str(clean(proposal.text, "answer")))
+    else:
+        confidence = proposal.confidence
+        if not isinstance(confidence, int | float) or not math.isfinite(confidence):
+            repairs.append("confidence: not a finite number; taken as 0")
+            confidence = 0.0
+        proposal = ToolCallProposal(
+            tool=str(clean(proposal.tool, "tool")),
+            arguments=clean(proposal.arguments, "arguments"),
+            confidence=float(confidence),
+            rationale=str(clean(proposal.rationale, "rationale")),
+            call_id=str(clean(proposal.call_id, "call_id")),
+        )
+    usage = Usage(
+        prompt_tokens=max(0, min(int(result.usage.prompt_tokens), 10**9)),
+        completion_tokens=max(0, min(int(result.usage.completion_tokens), 10**9)),
     )
+    screened = ProviderResult(
+        proposal=proposal,
+        usage=usage,
+        model=str(clean(result.model, "model"))[:200],
+        request=clean(result.request, "request"),
+        response=clean(result.response, "response"),
+    )
+    return screened, repairs
+
+
+def _own_step(run: Run) -> None:
+    """Lock the run row, and refuse if this worker's lease was handed on (the first lock of a step's commit)."""
+    if not Run.objects.select_for_update().filter(pk=run.pk, status=RunStatus.RUNNING, step_token=run.step_token):
+        raise StaleStep(run.pk)
 
 
 def _take_step(
@@ -101,13 +183,14 @@ def _take_step(
     *,
     latency_ms: float,
     started: float,
-    secret: str,
+    repairs: list[str],
 ) -> None:
     """Record the model call, then finish the run or route its tool call (one transaction)."""
     from approvals import services as approval_services
 
     with transaction.atomic():
-        _record_model_call(run, agent, result, latency_ms=latency_ms, secret=secret)
+        _own_step(run)
+        _record_model_call(run, agent, result, latency_ms=latency_ms, repairs=repairs)
         proposal = result.proposal
         if isinstance(proposal, FinalAnswer):
             services.step_append(run=run, kind=StepKind.FINAL, payload={"text": proposal.text})
@@ -173,12 +256,18 @@ def _context(run: Run, agent: Agent, history: list[dict[str, Any]]) -> RunContex
         settings=ProviderSettings(
             model=agent.model,
             base_url=agent.base_url,
-            api_key=resolve_secret(agent.api_key_ref),
+            api_key=_known_secret(resolve_secret(agent.api_key_ref)),
             timeout=agent.request_timeout,
         ),
         tools=_tool_specs(agent),
         history=history,
     )
+
+
+def _known_secret(value: str) -> str:
+    # Whatever the model echoes of its key is scrubbed from everything stored, shown and logged.
+    register_secret(value)
+    return value
 
 
 def _tool_specs(agent: Agent) -> list[ToolSpec]:
@@ -240,7 +329,9 @@ def _fingerprint(payload: dict[str, Any]) -> str:
     return hashlib.sha256(body.encode()).hexdigest()
 
 
-def _record_model_call(run: Run, agent: Agent, result: ProviderResult, *, latency_ms: float, secret: str) -> None:
+def _record_model_call(
+    run: Run, agent: Agent, result: ProviderResult, *, latency_ms: float, repairs: list[str]
+) -> None:
     model = result.model or agent.model
     cost = cost_of(model, result.usage.prompt_tokens, result.usage.completion_tokens, configured_model=agent.model)
     Step.objects.create(
@@ -251,8 +342,10 @@ def _record_model_call(run: Run, agent: Agent, result: ProviderResult, *, latenc
             "provider": agent.provider,
             "model": model,
             "prompt_version": run.prompt_version.number if run.prompt_version else None,
-            "request": redact(result.request, secrets=(secret,)),
-            "response": redact(result.response, secrets=(secret,)),
+            "request": redact(result.request),
+            "response": redact(result.response),
+            # What the input boundary repaired in the model's output, if anything.
+            **({"repairs": repairs} if repairs else {}),
         },
         latency_ms=round(latency_ms, 3),
         tokens_in=result.usage.prompt_tokens,
@@ -275,17 +368,19 @@ def _account_time(run: Run, started: float) -> None:
 
 def _provider_failed(run: Run, agent: Agent, exc: ProviderError, *, latency_ms: float) -> None:
     tripped = breakers.breaker_record_failure(agent, f"{exc.code}: {exc.message}")
+    message = scrub_text(exc.message)
     with transaction.atomic():
+        _own_step(run)
         Step.objects.create(
             run=run,
             seq=services.next_step_seq(run),
             kind=StepKind.LLM_CALL,
-            payload={"provider": agent.provider, "model": agent.model, "error": exc.code, "message": exc.message},
+            payload={"provider": agent.provider, "model": agent.model, "error": exc.code, "message": message},
             latency_ms=round(latency_ms, 3),
         )
         failures = _consecutive_provider_failures(run)
         if tripped:
-            _halt_in_transaction(run, f"the agent's model circuit breaker opened ({exc.code}: {exc.message})")
+            _halt_in_transaction(run, f"the agent's model circuit breaker opened ({exc.code}: {message})")
         elif exc.transient and failures <= MAX_PROVIDER_RETRIES:
             # Back off with jitter, or as long as the server asked; re-queue
             # instead of sleeping so no worker is held.
@@ -294,7 +389,7 @@ def _provider_failed(run: Run, agent: Agent, exc: ProviderError, *, latency_ms: 
             services.run_transition(run_id=run.pk, from_status=RunStatus.RUNNING, to_status=RunStatus.QUEUED)
             services.run_schedule(run=run, countdown=delay)
         else:
-            fail_in_transaction(run, f"provider error: {exc.code}: {exc.message}")
+            fail_in_transaction(run, f"provider error: {exc.code}: {message}")
 
 
 def _consecutive_provider_failures(run: Run) -> int:
@@ -310,6 +405,7 @@ def _consecutive_provider_failures(run: Run) -> int:
 
 def halt(run: Run, reason: str) -> None:
     with transaction.atomic():
+        _own_step(run)
         _halt_in_transaction(run, reason)
 
 
@@ -324,6 +420,7 @@ def _halt_in_transaction(run: Run, reason: str) -> None:
 
 def fail(run: Run, reason: str) -> None:
     with transaction.atomic():
+        _own_step(run)
         fail_in_transaction(run, reason)
 
 

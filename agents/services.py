@@ -31,6 +31,8 @@ from agents.models import (
 from agents.secrets import SecretUnavailable, check_secret_ref
 from audit.services import Actor, record
 from config.background import enqueue, enqueue_on_commit
+from core.leases import lease_until
+from core.transient import retry_delay
 from ops import stats
 
 AGENT_PERMISSIONS = ("review_agent", "review_escalated_agent", "operate_agent", "configure_agent")
@@ -124,8 +126,8 @@ def run_transition(*, run_id: int, from_status: str, to_status: str, **fields: A
         raise IllegalTransition(f"run cannot go from {from_status} to {to_status}")
     if to_status == RunStatus.RUNNING:
         fields.setdefault("started_at", timezone.now())
-        # A step cannot outlive its task's hard time limit; past that, its worker is gone.
-        fields.setdefault("lease_until", timezone.now() + timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT + 15))
+        # A short lease, renewed by the step's heartbeat (core.leases).
+        fields.setdefault("lease_until", lease_until())
     elif from_status == RunStatus.RUNNING:
         fields.setdefault("lease_until", None)
     if to_status in RUN_FINISHED:
@@ -134,6 +136,23 @@ def run_transition(*, run_id: int, from_status: str, to_status: str, **fields: A
     if changed and to_status in RUN_FINISHED | {RunStatus.HALTED}:
         _count_run_end(run_id, to_status)
     return changed
+
+
+def run_retry_step(*, run_id: int, step_token: str, reason: str) -> bool:
+    """Queue a step again in a moment after a transient error rolled it back; False if it was handed on."""
+    with transaction.atomic():
+        run = Run.objects.filter(pk=run_id, status=RunStatus.RUNNING, step_token=step_token).first()
+        if run is None or not run_transition(run_id=run_id, from_status=RunStatus.RUNNING, to_status=RunStatus.QUEUED):
+            return False
+        record(
+            actor=Actor.system("runtime"),
+            event="run.step_retried",
+            target=run,
+            agent_id=run.agent_id,
+            after={"reason": reason},
+        )
+        run_schedule(run=run, countdown=retry_delay(0))
+    return True
 
 
 def _count_run_end(run_id: int, status: str) -> None:

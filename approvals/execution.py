@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import logging
 import random
-from datetime import timedelta
+from collections.abc import Callable
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
@@ -38,6 +39,9 @@ from approvals import broadcast, tasks
 from approvals.models import ACTION_TRANSITIONS, ActionRequest, ActionStatus, Execution, ExecutionStatus
 from audit.services import Actor, record
 from config.background import enqueue, enqueue_on_commit
+from core.inbound import sanitise
+from core.leases import heartbeat, lease_until
+from core.transient import is_transient, retry_delay
 from ops import stats
 
 logger = logging.getLogger(__name__)
@@ -60,9 +64,9 @@ def action_execute(*, execution_id: int) -> None:
         if tool is None:
             raise ToolError("unknown_tool", f"tool {action.tool!r} is no longer registered")
         args = tool.args_model.model_validate(action.arguments)
-        with transaction.atomic():
+        with heartbeat(_renewal(execution, agent_tool)), transaction.atomic():
             _apply_timeout(agent_tool)
-            result = tool.execute(args, execution.idempotency_key)
+            result = _screened(tool.execute(args, execution.idempotency_key))
             _finish(execution, action, tool, status=ActionStatus.EXECUTED, result=result, error=None)
     except StaleExecution:
         logger.warning("execution %s: lease taken over; this attempt's effect was rolled back", execution.pk)
@@ -70,6 +74,10 @@ def action_execute(*, execution_id: int) -> None:
     except ToolError as exc:
         _tool_failed(execution, action, tool, agent_tool, exc)
     except Exception as exc:
+        if is_transient(exc):
+            # A deadlock, serialization failure or lost connection is not the tool's answer.
+            _interrupted(execution, action, tool, reason=f"transient database error: {type(exc).__name__}")
+            return
         if _is_timeout(exc):
             error = ToolError(
                 "timeout", f"{action.tool} took longer than {agent_tool.timeout_seconds} s", transient=True
@@ -86,12 +94,11 @@ def _claim(execution_id: int) -> tuple[Execution, ActionRequest, AgentTool] | No
         if execution is None:
             return None
         agent_tool = AgentTool.objects.filter(agent_id=execution.action.agent_id, tool=execution.action.tool).first()
-        timeout = agent_tool.timeout_seconds if agent_tool else 10.0
         # Claim: only one delivery moves pending -> running.
         claimed = Execution.objects.filter(pk=execution_id, status=ExecutionStatus.PENDING).update(
             status=ExecutionStatus.RUNNING,
             started_at=timezone.now(),
-            lease_until=timezone.now() + timedelta(seconds=timeout + settings.EXECUTION_LEASE_MARGIN_SECONDS),
+            lease_until=lease_until(),
             attempts=F("attempts") + 1,
         )
         if not claimed:
@@ -103,6 +110,29 @@ def _claim(execution_id: int) -> tuple[Execution, ActionRequest, AgentTool] | No
                 action, from_statuses=(ActionStatus.APPROVED, ActionStatus.AUTO_APPROVED), to=ActionStatus.EXECUTING
             )
     return execution, action, agent_tool or AgentTool(agent=action.agent, tool=action.tool)
+
+
+def _renewal(execution: Execution, agent_tool: AgentTool) -> Callable[[datetime], int]:
+    """Extend this attempt's lease, but not past the tool's timeout (with a margin for the commit)."""
+    deadline = timezone.now() + timedelta(seconds=agent_tool.timeout_seconds + settings.LEASE_SECONDS)
+
+    def renew(until: datetime) -> int:
+        if timezone.now() > deadline:
+            return 0
+        return Execution.objects.filter(
+            pk=execution.pk, status=ExecutionStatus.RUNNING, attempts=execution.attempts
+        ).update(lease_until=min(until, deadline))
+
+    return renew
+
+
+def _screened(result: Any) -> dict[str, Any] | None:
+    """A tool's result, through the input boundary: repaired where needed (and said so), secrets scrubbed."""
+    cleaned = sanitise(result, path="result")
+    value = cleaned.value
+    if cleaned.repairs:
+        value = {**(value if isinstance(value, dict) else {"value": value}), "repairs": cleaned.repairs}
+    return value
 
 
 def _apply_timeout(agent_tool: AgentTool) -> None:
@@ -117,6 +147,49 @@ def _apply_timeout(agent_tool: AgentTool) -> None:
 
 def _is_timeout(exc: Exception) -> bool:
     return "statement timeout" in str(exc) or "canceling statement" in str(exc)
+
+
+def _interrupted(
+    execution: Execution, action: ActionRequest, tool: Tool | None, *, reason: str, by: str = "executor"
+) -> str:
+    """An attempt ended without the tool's answer: retry it if its effect rolled back, else ask a person.
+
+    A transactional tool's effect lives in this database and rolled back with
+    the attempt, so the same idempotency key is tried again in a moment. Any
+    other effect may or may not have happened: the action goes `in_doubt`.
+    Returns "retried", "in_doubt", or "" if another delivery got there first.
+    """
+    retry = tool is not None and tool.transactional
+    with transaction.atomic():
+        still_ours = Execution.objects.filter(
+            pk=execution.pk, status=ExecutionStatus.RUNNING, attempts=execution.attempts
+        )
+        if retry:
+            if not still_ours.update(
+                status=ExecutionStatus.PENDING, lease_until=None, published_at=timezone.now(), last_error=reason
+            ):
+                return ""
+            record(
+                actor=Actor.system(by),
+                event="execution.recovered",
+                target=action,
+                agent_id=action.agent_id,
+                after={"attempt": execution.attempts, "idempotency_key": execution.idempotency_key, "reason": reason},
+            )
+            enqueue_on_commit(tasks.execute_action, execution.pk, countdown=retry_delay(min(execution.attempts, 5)))
+            return "retried"
+        if not still_ours.update(status=ExecutionStatus.IN_DOUBT, last_error=f"{reason}: effect unknown"):
+            return ""
+        _transition(action, from_statuses=(ActionStatus.EXECUTING,), to=ActionStatus.IN_DOUBT)
+        record(
+            actor=Actor.system(by),
+            event="action.in_doubt",
+            target=action,
+            agent_id=action.agent_id,
+            after={"attempt": execution.attempts, "idempotency_key": execution.idempotency_key, "reason": reason},
+        )
+        transaction.on_commit(partial(broadcast.ops_changed, action.agent_id))
+        return "in_doubt"
 
 
 def _tool_failed(
@@ -242,44 +315,11 @@ def executions_sweep() -> dict[str, int]:
         "action__agent", "action__run"
     )[:500]
     for execution in expired:
-        tool = get_tool(execution.action.tool)
-        if tool is not None and tool.transactional:
-            with transaction.atomic():
-                # The worker died mid-effect: its transaction rolled back with it.
-                moved = Execution.objects.filter(
-                    pk=execution.pk, status=ExecutionStatus.RUNNING, attempts=execution.attempts
-                ).update(
-                    status=ExecutionStatus.PENDING,
-                    lease_until=None,
-                    published_at=now,
-                    last_error="interrupted: lease expired",
-                )
-                if moved:
-                    record(
-                        actor=Actor.system("sweeper"),
-                        event="execution.recovered",
-                        target=execution.action,
-                        agent_id=execution.action.agent_id,
-                        after={"attempt": execution.attempts, "idempotency_key": execution.idempotency_key},
-                    )
-                    enqueue_on_commit(tasks.execute_action, execution.pk)
-                    counts["retried"] += moved
-        else:
-            with transaction.atomic():
-                moved = Execution.objects.filter(
-                    pk=execution.pk, status=ExecutionStatus.RUNNING, attempts=execution.attempts
-                ).update(status=ExecutionStatus.IN_DOUBT, last_error="interrupted: effect unknown")
-                if moved:
-                    _transition(execution.action, from_statuses=(ActionStatus.EXECUTING,), to=ActionStatus.IN_DOUBT)
-                    record(
-                        actor=Actor.system("sweeper"),
-                        event="action.in_doubt",
-                        target=execution.action,
-                        agent_id=execution.action.agent_id,
-                        after={"attempt": execution.attempts, "idempotency_key": execution.idempotency_key},
-                    )
-                    counts["in_doubt"] += moved
-                    transaction.on_commit(partial(broadcast.ops_changed, execution.action.agent_id))
+        outcome = _interrupted(
+            execution, execution.action, get_tool(execution.action.tool), reason="interrupted", by="sweeper"
+        )
+        if outcome:
+            counts[outcome] += 1
     return counts
 
 

@@ -1,15 +1,20 @@
-"""Celery tasks: thin, take ids, safe to run twice."""
+"""Celery tasks: thin, take ids, safe to run twice; a transient database error retries them."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from celery import shared_task
 
+from core.transient import retry_on_transient
 
-@shared_task(name="approvals.execute_action")
-def execute_action(execution_id: int) -> None:
+
+@shared_task(name="approvals.execute_action", bind=True, max_retries=None)
+def execute_action(self: Any, execution_id: int) -> None:
     from approvals.execution import action_execute
 
-    action_execute(execution_id=execution_id)
+    with retry_on_transient(self):
+        action_execute(execution_id=execution_id)
 
 
 @shared_task(name="approvals.sweep_executions")

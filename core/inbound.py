@@ -50,8 +50,9 @@ class Problem:
 class InputRefused(ValueError):
     """A value from outside broke a limit; `problems` say where and why."""
 
-    def __init__(self, problems: list[Problem]) -> None:
+    def __init__(self, problems: list[Problem], *, code: str = "invalid_request") -> None:
         self.problems = problems
+        self.code = code
         super().__init__("; ".join(f"{p.field or '(value)'}: {p.message}" for p in problems))
 
 
@@ -153,8 +154,9 @@ def parse_json(raw: str | bytes, *, path: str = "") -> Any:
         raise InputRefused([Problem(path, f"nested deeper than {MAX_DEPTH} levels")]) from None
     except ValueError as exc:
         # json.JSONDecodeError is a ValueError; so are the two refusals above.
-        message = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
-        raise InputRefused([Problem(path, f"not valid JSON: {message}")]) from None
+        if isinstance(exc, json.JSONDecodeError):
+            raise InputRefused([Problem(path, f"not valid JSON: {exc.msg}")], code="malformed_json") from None
+        raise InputRefused([Problem(path, str(exc))]) from None
     return refuse_invalid(value, path=path)
 
 

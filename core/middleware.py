@@ -47,7 +47,7 @@ class InputBoundaryMiddleware:
         try:
             self._check(request)
         except inbound.InputRefused as exc:
-            return error_response(request, 400, "invalid_request", str(exc), exc.problems)
+            return error_response(request, 400, exc.code, str(exc), exc.problems)
         except _TooLarge as exc:
             return error_response(request, exc.status, exc.code, exc.detail)
         return self.get_response(request)

@@ -7,7 +7,15 @@ restarts, SQLite's "database is locked". Everything else is final.
 
 from __future__ import annotations
 
+import logging
+import random
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
 import django.db
+
+logger = logging.getLogger(__name__)
 
 try:
     import psycopg
@@ -50,3 +58,24 @@ def is_transient(exc: BaseException) -> bool:
             return "locked" in str(current) or "busy" in str(current)
         current = current.__cause__ or current.__context__
     return False
+
+
+def retry_delay(attempt: int) -> float:
+    """Seconds before retry number `attempt` (0-based): 0.5, 1, 2, ... capped at 30, with jitter."""
+    return min(30.0, 0.5 * 2**attempt) * random.uniform(1.0, 1.5)  # noqa: S311  (jitter, not crypto)
+
+
+@contextmanager
+def retry_on_transient(task: Any) -> Iterator[None]:
+    """Inside a bound Celery task: a transient database error re-publishes the task in a moment.
+
+    Tasks are safe to run twice (compare-and-set on status), so a retry of
+    work whose transaction rolled back is the same work again.
+    """
+    try:
+        yield
+    except Exception as exc:
+        if not is_transient(exc) or task.request.called_directly:
+            raise
+        logger.warning("task %s: transient database error, retrying: %s", task.name, exc)
+        raise task.retry(exc=exc, countdown=retry_delay(task.request.retries)) from exc

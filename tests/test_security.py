@@ -21,6 +21,8 @@ from audit.selectors import verify_chain
 from tests.conftest import PASSWORD, refund_input
 
 ROOT = Path(__file__).resolve().parent.parent
+# What production needs for tamper evidence besides SECRET_KEY (the tests below start it).
+AUDIT_PROTECTION = {"AUDIT_CHAIN_KEY": "k" * 40, "AUDIT_ANCHOR_FILE": "/var/lib/countersign/anchors.log"}
 
 
 @pytest.fixture(autouse=True)
@@ -75,6 +77,7 @@ def test_deploy_check_is_clean_with_production_settings():
         "REDIS_URL": "redis://redis.internal:6379/0",
         "SECRET_KEY": secrets.token_urlsafe(50),
         "ALLOWED_HOSTS": "countersign.example.com",
+        **AUDIT_PROTECTION,
     }
     env.pop("HTTPS", None)
     env.pop("DEBUG", None)
@@ -99,11 +102,45 @@ def test_production_refuses_to_start_without_a_secret_key():
     assert "SECRET_KEY (or SECRET_KEY_FILE) must be set" in done.stderr
 
 
+@pytest.mark.parametrize(
+    ("missing", "message"),
+    [
+        ("AUDIT_CHAIN_KEY", "AUDIT_CHAIN_KEY (or AUDIT_CHAIN_KEY_FILE) must be set in production"),
+        ("AUDIT_ANCHOR_FILE", "AUDIT_ANCHOR_FILE must name a file outside the database in production"),
+    ],
+)
+def test_production_refuses_to_start_without_audit_protection(missing, message):
+    env = {
+        **os.environ,
+        **AUDIT_PROTECTION,
+        "DATABASE_URL": "postgres://x@h/db",
+        "REDIS_URL": "redis://h:6379/0",
+        "SECRET_KEY": "s" * 50,
+    }
+    env.pop(missing)
+    done = subprocess.run(
+        [sys.executable, "manage.py", "check"], check=False, cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert done.returncode != 0
+    assert message in done.stderr
+    # Unless it is told, in so many words, to run without.
+    done = subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        check=False,
+        cwd=ROOT,
+        env={**env, "AUDIT_UNPROTECTED": "1"},
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+
+
 def test_secret_key_can_come_from_a_file(tmp_path):
     key_file = tmp_path / "secret"
     key_file.write_text(secrets.token_urlsafe(50))
     env = {
         **os.environ,
+        **AUDIT_PROTECTION,
         "DATABASE_URL": "postgres://x@h/db",
         "REDIS_URL": "redis://h:6379/0",
         "SECRET_KEY_FILE": str(key_file),

@@ -127,6 +127,9 @@ def stack_env(settings, tmp_path) -> dict[str, str]:
         "STATIC_ROOT": str(tmp_path / "static"),
         "DATABASE_POOL_MIN": "1",
         "HTTPS": "0",  # a loopback stack: plain HTTP
+        # The same chain key and anchor file as this test's own process, so it verifies what they wrote.
+        "AUDIT_CHAIN_KEY": settings.AUDIT_CHAIN_KEY,
+        "AUDIT_ANCHOR_FILE": settings.AUDIT_ANCHOR_FILE,
     }
     subprocess.run([BIN / "python", "manage.py", "collectstatic", "--noinput", "-v0"], env=env, check=True)
     return env
