@@ -133,6 +133,12 @@ def activate_prompt(args: ActivatePromptArgs, idempotency_key: str) -> dict[str,
     return {"active": version.number}
 
 
+def decline_prompt(args: ActivatePromptArgs, actor: Any) -> None:
+    from agents.configuration import prompt_reject
+
+    prompt_reject(version_id=args.version, actor=actor)
+
+
 # Configuration tools are executed only for tier-0 proposals approved by a
 # second admin; no agent has them enabled, so the guard refuses them to models.
 APPLY_AGENT_CONFIG = register(
@@ -151,6 +157,7 @@ ACTIVATE_PROMPT = register(
         args_model=ActivatePromptArgs,
         impact=Impact.WRITE,
         execute=activate_prompt,
+        declined=decline_prompt,
     )
 )
 CONFIG_TOOLS = frozenset({"apply_agent_config", "activate_prompt"})

@@ -358,6 +358,24 @@ def prompt_activate(*, version: PromptVersion, actor: User | Actor, event: str =
     )
 
 
+def prompt_reject(*, version_id: int, actor: User | Actor) -> None:
+    """A proposed version whose activation was rejected or expired (inside the caller's transaction)."""
+    version = PromptVersion.objects.filter(pk=version_id).first()
+    # Compare-and-set: only a version still waiting is marked; an active or retired one keeps its status.
+    if version is None or not PromptVersion.objects.filter(pk=version.pk, status=PromptStatus.PROPOSED).update(
+        status=PromptStatus.REJECTED
+    ):
+        return
+    record(
+        actor=actor,
+        event="prompt.rejected",
+        target=version,
+        agent_id=version.agent_id,
+        before={"status": PromptStatus.PROPOSED},
+        after={"status": PromptStatus.REJECTED, "number": version.number},
+    )
+
+
 def prompt_rollback(*, agent: Agent, version: PromptVersion, actor: User) -> None:
     """Re-activate an earlier version: it was approved by two admins when it first went live."""
     if version.agent_id != agent.pk:

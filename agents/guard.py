@@ -54,19 +54,53 @@ def guard_tool_call(
 
     flags: list[str] = []
     reasons: list[str] = []
-    magnitude = tool.magnitude(args)
-    limit = agent_tool.max_magnitude
-    if limit is not None and magnitude > limit:
-        message = f"magnitude {magnitude} exceeds the hard limit {limit} for {tool_name}"
-        if agent_tool.over_limit == "deny":
-            return GuardRefusal("over_limit", message)
+    over = _over_limit(tool, agent_tool, args)
+    if over is not None and agent_tool.over_limit == "deny":
+        return GuardRefusal("over_limit", over)
+    if over is not None:
         flags.append(FLAG_OVER_LIMIT)
-        reasons.append(message)
+        reasons.append(over)
     fragment = suspected_injection(arguments, *untrusted)
     if fragment:
         flags.append(FLAG_INJECTION)
         reasons.append(f"untrusted input looks like a prompt injection ({fragment[:60]!r})")
     return GuardPass(tool=tool, agent_tool=agent_tool, args=args, flags=flags, flag_reasons=reasons)
+
+
+def guard_edited_call(*, agent: Agent, tool_name: str, arguments: Any) -> GuardPass | GuardRefusal:
+    """A reviewer's edited arguments: the agent's own checks (schema, hard limit) and the
+    tool's own validation against the world, so a wrong field is refused before anything changes."""
+    tool = get_tool(tool_name)
+    if tool is None:
+        return GuardRefusal("unknown_tool", f"tool {tool_name!r} no longer exists")
+    agent_tool = AgentTool.objects.filter(agent=agent, tool=tool_name).first()
+    if agent_tool is None:
+        return GuardRefusal("tool_not_enabled", f"tool {tool_name!r} is not configured for agent {agent.slug!r}")
+    args = validate_arguments(tool, arguments)
+    if isinstance(args, GuardRefusal):
+        return args
+    problems = tool.validate(args) if tool.validate is not None else []
+    if problems:
+        summary = "; ".join(f"{p['field']}: {p['message']}" for p in problems)
+        return GuardRefusal("invalid_arguments", f"arguments do not fit {tool.name}: {summary}", problems)
+    over = _over_limit(tool, agent_tool, args)
+    if over is not None and agent_tool.over_limit == "deny":
+        return GuardRefusal("over_limit", over)
+    return GuardPass(
+        tool=tool,
+        agent_tool=agent_tool,
+        args=args,
+        flags=[FLAG_OVER_LIMIT] if over else [],
+        flag_reasons=[over] if over else [],
+    )
+
+
+def _over_limit(tool: Tool, agent_tool: AgentTool, args: BaseModel) -> str | None:
+    magnitude = tool.magnitude(args)
+    limit = agent_tool.max_magnitude
+    if limit is not None and magnitude > limit:
+        return f"magnitude {magnitude} exceeds the hard limit {limit} for {tool.name}"
+    return None
 
 
 def validate_arguments(tool: Tool, arguments: Any) -> BaseModel | GuardRefusal:

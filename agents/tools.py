@@ -51,6 +51,13 @@ class Tool:
     compensate: Callable[[Any, dict[str, Any], str], dict[str, Any]] | None = None
     # What the call would change, without changing it (shown to reviewers).
     preview: Callable[[Any], dict[str, Any]] | None = None
+    # What the schema cannot know (the order exists, the amount is still
+    # refundable), checked when a reviewer edits the arguments: field errors as
+    # {"field": ..., "message": ...}, empty when the call fits.
+    validate: Callable[[Any], list[dict[str, str]]] | None = None
+    # Called in the transaction that rejects or expires the call without running
+    # it, with the validated arguments and the deciding actor.
+    declined: Callable[[Any, Any], None] | None = None
     # True when the effect is written to Countersign's own database, so it
     # commits in the same transaction as the execution record: a crash leaves
     # neither, and an interrupted execution may be retried safely. False for

@@ -10,6 +10,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
@@ -19,6 +20,7 @@ from agents.errors import DomainError
 from agents.forms import AgentSettingsForm, PromptForm, ToolPolicyForm
 from agents.models import Agent, AgentTool, PromptVersion, Run, RunPriority, RunStatus
 from agents.tools import all_tools
+from config.pages import render_failed_post
 from config.requests import AuthedRequest
 
 
@@ -195,7 +197,7 @@ def agent_configure_save(request: AuthedRequest, slug: str) -> HttpResponse:
     if not valid:
         messages.error(request, "Nothing was saved: fix the highlighted fields.")
         context = _config_context(agent, settings_form=settings_form, tool_forms=tool_forms)
-        return render(request, "agents/configure.html", context, status=400)
+        return _configure_failed(request, agent, context, status=400)
     tools = {
         tool.name: form.settings()
         for tool, form in tool_forms
@@ -208,7 +210,7 @@ def agent_configure_save(request: AuthedRequest, slug: str) -> HttpResponse:
     except DomainError as exc:
         messages.error(request, f"Nothing was saved: {exc.message}")
         context = _config_context(agent, settings_form=settings_form, tool_forms=tool_forms)
-        return render(request, "agents/configure.html", context, status=exc.status)
+        return _configure_failed(request, agent, context, status=exc.status)
     if not outcome.changed:
         messages.info(request, "No changes.")
     elif outcome.applied:
@@ -218,13 +220,18 @@ def agent_configure_save(request: AuthedRequest, slug: str) -> HttpResponse:
     return redirect("agents:configure", slug=agent.slug)
 
 
+def _configure_failed(request: AuthedRequest, agent: Agent, context: dict[str, Any], *, status: int) -> HttpResponse:
+    page = reverse("agents:configure", kwargs={"slug": agent.slug})
+    return render_failed_post(request, "agents/configure.html", context, page_url=page, status=status)
+
+
 @require_POST
 @login_required
 def prompt_propose(request: AuthedRequest, slug: str) -> HttpResponse:
     agent = _configurable(request, slug)
     form = PromptForm(request.POST)
     if not form.is_valid():
-        return render(request, "agents/configure.html", _config_context(agent, prompt_form=form), status=400)
+        return _configure_failed(request, agent, _config_context(agent, prompt_form=form), status=400)
     try:
         version, _ = configuration.prompt_propose(
             agent=agent, actor=request.user, text=form.cleaned_data["text"], note=form.cleaned_data["note"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
+from decimal import Decimal
 from functools import partial
 from typing import Any
 
@@ -17,7 +18,7 @@ from django.utils import timezone
 
 from agents import services as agent_services
 from agents.errors import Conflict, Forbidden, IllegalTransition, InvalidInput
-from agents.guard import GuardRefusal, guard_tool_call, validate_arguments
+from agents.guard import GuardRefusal, guard_edited_call, guard_tool_call, validate_arguments
 from agents.models import Agent, AgentTool, Run, StepKind
 from agents.policy import Route, route_for
 from agents.tools import get_tool
@@ -253,33 +254,37 @@ def action_request_decide(
             raise InvalidInput("arguments are only accepted with verdict 'edit'", code="unexpected_arguments")
         action_request_escalate(action=action, actor=actor, reason=comment or "escalated by a reviewer")
         return None
-    new_arguments = action.arguments
+    new_arguments, magnitude = action.arguments, action.magnitude
     if verdict == Verdict.EDIT:
-        new_arguments = validated_edit(action, arguments)
+        new_arguments, magnitude = validated_edit(action, arguments)
     elif arguments is not None:
         raise InvalidInput("arguments are only accepted with verdict 'edit'", code="unexpected_arguments")
     if verdict in (Verdict.APPROVE, Verdict.EDIT):
         _check_separation_of_duties(action, actor)
         if action.required_approvals > 1:
             return _approve_toward_quorum(
-                action=action, actor=actor, verdict=verdict, arguments=new_arguments, comment=comment
+                action=action,
+                actor=actor,
+                verdict=verdict,
+                arguments=new_arguments,
+                magnitude=magnitude,
+                comment=comment,
             )
-    return _decide(action=action, actor=actor, verdict=verdict, new_arguments=new_arguments, comment=comment)
+    return _decide(
+        action=action, actor=actor, verdict=verdict, new_arguments=new_arguments, magnitude=magnitude, comment=comment
+    )
 
 
 ESCALATE = "escalate"
 
 
-def validated_edit(action: ActionRequest, arguments: Any) -> dict[str, Any]:
-    """Edited arguments, validated exactly as the guard validates the agent's."""
-    tool = get_tool(action.tool)
-    if tool is None:
-        raise InvalidInput(f"tool {action.tool!r} no longer exists", code="unknown_tool")
-    checked = validate_arguments(tool, arguments)
+def validated_edit(action: ActionRequest, arguments: Any) -> tuple[dict[str, Any], Decimal]:
+    """Edited arguments and their magnitude, checked as the guard checks the agent's and by the tool itself."""
+    checked = guard_edited_call(agent=action.agent, tool_name=action.tool, arguments=arguments)
     if isinstance(checked, GuardRefusal):
         raise InvalidInput(checked.message, code=checked.code, details=checked.details)
-    edited: dict[str, Any] = checked.model_dump(mode="json")
-    return edited
+    edited: dict[str, Any] = checked.args.model_dump(mode="json")
+    return edited, checked.tool.magnitude(checked.args)
 
 
 def _check_separation_of_duties(action: ActionRequest, actor: User) -> None:
@@ -292,7 +297,13 @@ def _check_separation_of_duties(action: ActionRequest, actor: User) -> None:
 
 
 def _decide(
-    *, action: ActionRequest, actor: User, verdict: str, new_arguments: dict[str, Any], comment: str
+    *,
+    action: ActionRequest,
+    actor: User,
+    verdict: str,
+    new_arguments: dict[str, Any],
+    magnitude: Decimal,
+    comment: str,
 ) -> Decision:
     to_status = ActionStatus.REJECTED if verdict == Verdict.REJECT else ActionStatus.APPROVED
     now = timezone.now()
@@ -303,7 +314,9 @@ def _decide(
         claim = dict(ActionRequest.objects.filter(pk=action.pk).values("claimed_by_id", "claimed_at").first() or {})
         # The tier is part of the expected state: an action escalated since the
         # reviewer loaded it is no longer theirs to decide at this tier.
-        if not action_leave_pending(action=action, to_status=to_status, decided_at=now, arguments=new_arguments):
+        if not action_leave_pending(
+            action=action, to_status=to_status, decided_at=now, arguments=new_arguments, magnitude=magnitude
+        ):
             raise _already_decided(action.pk, tier=action.tier)
         before = action.arguments
         decision = Decision.objects.create(
@@ -323,9 +336,10 @@ def _decide(
             target=action,
             agent_id=action.agent_id,
             before={"status": ActionStatus.PENDING, "arguments": before},
-            after={"status": to_status, "verdict": verdict, "comment": comment, "arguments": new_arguments},
+            after={"status": to_status, "verdict": verdict, "comment": comment, "arguments": new_arguments}
+            | ({"magnitude": str(magnitude)} if verdict == Verdict.EDIT else {}),
         )
-        _after_decision(action, to_status=to_status, reason=comment, arguments_before=before)
+        _after_decision(action, to_status=to_status, reason=comment, arguments_before=before, actor=actor)
     return decision
 
 
@@ -342,19 +356,33 @@ def _count_decision(action: ActionRequest, *, verdict: str, claimed_by_actor: An
     stats.calibrate(agent_id=action.agent_id, tool=action.tool, confidence=action.confidence, verdict=verdict)
 
 
-def _after_decision(action: ActionRequest, *, to_status: str, reason: str, arguments_before: Any) -> None:
+def _after_decision(
+    action: ActionRequest, *, to_status: str, reason: str, arguments_before: Any, actor: User | Actor
+) -> None:
     if to_status == ActionStatus.APPROVED:
         _schedule_execution(action)
-    elif action.run is not None:
-        outcome = "rejected" if to_status == ActionStatus.REJECTED else to_status
-        agent_services.run_feed_back(
-            run=action.run, payload=action.feedback(outcome, arguments=arguments_before, error=reason)
-        )
+    else:
+        _declined(action, actor=actor)
+        if action.run is not None:
+            outcome = "rejected" if to_status == ActionStatus.REJECTED else to_status
+            agent_services.run_feed_back(
+                run=action.run, payload=action.feedback(outcome, arguments=arguments_before, error=reason)
+            )
     transaction.on_commit(lambda: broadcast.action_closed(action.pk))
 
 
+def _declined(action: ActionRequest, *, actor: User | Actor) -> None:
+    # What a proposal held is released with it (a prompt version stops being "proposed").
+    tool = get_tool(action.tool)
+    if tool is None or tool.declined is None:
+        return
+    args = validate_arguments(tool, action.arguments)
+    if not isinstance(args, GuardRefusal):
+        tool.declined(args, actor)
+
+
 def _approve_toward_quorum(
-    *, action: ActionRequest, actor: User, verdict: str, arguments: dict[str, Any], comment: str
+    *, action: ActionRequest, actor: User, verdict: str, arguments: dict[str, Any], magnitude: Decimal, comment: str
 ) -> Decision | None:
     with transaction.atomic():
         # Lock the action: approvals toward one quorum are counted one at a time.
@@ -371,14 +399,14 @@ def _approve_toward_quorum(
             # An edit: earlier approvals were of other arguments and no longer count.
             dropped = list(locked.approvals.values_list("reviewer__username", flat=True))
             locked.approvals.all().delete()
-            ActionRequest.objects.filter(pk=locked.pk).update(arguments=arguments)
+            ActionRequest.objects.filter(pk=locked.pk).update(arguments=arguments, magnitude=magnitude)
             record(
                 actor=actor,
                 event="action.edited",
                 target=locked,
                 agent_id=locked.agent_id,
-                before={"arguments": locked.arguments},
-                after={"arguments": arguments, "approvals_dropped": dropped},
+                before={"arguments": locked.arguments, "magnitude": str(locked.magnitude)},
+                after={"arguments": arguments, "magnitude": str(magnitude), "approvals_dropped": dropped},
             )
             locked.arguments = arguments
         if locked.approvals.filter(reviewer=actor).exists():
@@ -401,6 +429,7 @@ def _approve_toward_quorum(
             actor=actor,
             verdict=verdict,
             new_arguments=arguments,
+            magnitude=magnitude,
             comment=(comment + " " if comment else "") + f"(approved by {approvers})",
         )
 
@@ -574,7 +603,9 @@ def _decide_by_timeout(action: ActionRequest, *, to_status: str) -> None:
             after={"status": to_status, "reason": reason},
         )
         action.status = to_status
-        _after_decision(action, to_status=to_status, reason=reason, arguments_before=action.arguments)
+        _after_decision(
+            action, to_status=to_status, reason=reason, arguments_before=action.arguments, actor=Actor.system("sla")
+        )
 
 
 def _already_decided(action_id: int, *, tier: int | None = None) -> Conflict:

@@ -9,9 +9,11 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
+from django_htmx.http import reswap, retarget
 
 from agents.errors import DomainError, InvalidInput
 from agents.guard import GuardRefusal, validate_arguments
@@ -20,6 +22,7 @@ from agents.tools import get_tool
 from approvals import execution, selectors, services
 from approvals.forms import REJECT_REASONS, ArgumentsForm
 from approvals.models import ActionRequest, ActionStatus, Notification, Verdict
+from config.pages import render_failed_post
 from config.requests import AuthedRequest
 
 PAGE_SIZE = 50
@@ -138,20 +141,24 @@ def action_decide(request: AuthedRequest, action_id: int) -> HttpResponse:
             action=action, actor=request.user, verdict=verdict, arguments=arguments, comment=comment
         )
     except DomainError as exc:
-        if edit_form is not None and isinstance(exc, InvalidInput) and exc.code == "invalid_arguments":
+        if edit_form is not None and isinstance(exc, InvalidInput):
             edit_form.add_validation_errors(exc.details, exc.message)
         if request.htmx:
-            status = exc.status
-            return render(
+            response = render(
                 request,
                 "approvals/action_detail.html#decision_error",
                 {"action": action, "error": exc.message},
-                status=status,
+                status=exc.status,
             )
+            # Into the page's message area: the row or list the button sits in stays as it was.
+            return reswap(retarget(response, "#notices"), "innerHTML")
         messages.error(request, exc.message)
         if edit_form is not None:
             context = _detail_context(request, action, edit_form=edit_form, error=exc.message)
-            return render(request, "approvals/action_detail.html", context, status=exc.status)
+            page = reverse("approvals:action_detail", args=[action.pk])
+            return render_failed_post(
+                request, "approvals/action_detail.html", context, page_url=page, status=exc.status
+            )
         return redirect("approvals:action_detail", action_id=action.pk)
     if request.htmx and request.POST.get("from") == "inbox":
         return HttpResponse("")  # the row swaps itself out; other inboxes hear it over the socket

@@ -74,6 +74,16 @@ def preview_refund(args: IssueRefundArgs) -> dict[str, Any]:
     }
 
 
+def validate_refund(args: IssueRefundArgs) -> list[dict[str, str]]:
+    order = Order.objects.filter(order_id=args.order_id).first()
+    if order is None:
+        return [{"field": "order_id", "message": f"there is no order {args.order_id}"}]
+    remaining = order.total - order.refunded_total
+    if args.amount > remaining:
+        return [{"field": "amount", "message": f"at most {remaining} of order {order.order_id} is left to refund"}]
+    return []
+
+
 def _refund_result(refund: Refund) -> dict[str, Any]:
     return {"refund_id": refund.pk, "order_id": refund.order.order_id, "amount": str(refund.amount)}
 
@@ -117,6 +127,15 @@ def preview_delete(args: DeleteContactsArgs) -> dict[str, Any]:
     }
 
 
+def validate_delete(args: DeleteContactsArgs) -> list[dict[str, str]]:
+    live = set(Contact.objects.filter(id__in=args.ids, deleted_at__isnull=True).values_list("id", flat=True))
+    missing = [i for i in args.ids if i not in live]
+    if missing:
+        listed = ", ".join(str(i) for i in missing[:20]) + (" …" if len(missing) > 20 else "")
+        return [{"field": "ids", "message": f"no such contact (or already deleted): {listed}"}]
+    return []
+
+
 ISSUE_REFUND = register(
     Tool(
         name="issue_refund",
@@ -127,6 +146,7 @@ ISSUE_REFUND = register(
         magnitude=lambda args: args.amount,
         compensate=reverse_refund,
         preview=preview_refund,
+        validate=validate_refund,
     )
 )
 
@@ -140,5 +160,6 @@ DELETE_CONTACTS = register(
         magnitude=lambda args: Decimal(len(args.ids)),
         compensate=restore_contacts,
         preview=preview_delete,
+        validate=validate_delete,
     )
 )

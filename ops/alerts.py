@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from agents.models import Agent, AgentDailyUsage, BreakerState, CircuitBreaker
 from agents.secrets import SecretUnavailable, resolve_secret
-from agents.selectors import users_with_agent_perm
+from agents.selectors import agents_with_perm, users_with_agent_perm
 from approvals.models import ActionRequest, ActionStatus, Notification
 from audit.services import Actor, record
 from ops.models import Alert, AlertKind, AlertRule
@@ -72,7 +72,7 @@ def alerts_evaluate(*, now: datetime | None = None) -> dict[str, int]:
     """Fire, refresh or resolve every rule's alerts. Safe to run any time, twice."""
     now = now or timezone.now()
     counts = {"fired": 0, "still_firing": 0, "resolved": 0}
-    rules = list(AlertRule.objects.filter(enabled=True).select_related("agent"))
+    rules = list(AlertRule.objects.filter(enabled=True).select_related("agent", "created_by"))
     if not rules:
         return counts
     agents = {a.pk: a for a in Agent.objects.all()}
@@ -80,8 +80,16 @@ def alerts_evaluate(*, now: datetime | None = None) -> dict[str, int]:
     open_alerts = {
         (a.rule_id, a.agent_id): a for a in Alert.objects.filter(resolved_at__isnull=True).select_related("rule")
     }
+    operated: dict[int, set[int]] = {}
     for rule in rules:
         targets = [rule.agent] if rule.agent is not None else list(agents.values())
+        creator = rule.created_by
+        if rule.agent is None and creator is not None:
+            # "All agents" is those its creator operates now: a rule must not watch (and
+            # send webhooks about) agents its creator may not see.
+            if creator.pk not in operated:
+                operated[creator.pk] = set(agents_with_perm(creator, "operate_agent").values_list("pk", flat=True))
+            targets = [a for a in targets if a.pk in operated[creator.pk]]
         for agent in targets:
             holds, value, message = condition(rule, agent, now, counters)
             open_alert = open_alerts.get((rule.pk, agent.pk))

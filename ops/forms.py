@@ -7,7 +7,7 @@ from django.db.models import QuerySet
 
 from agents.models import Agent
 from agents.secrets import SecretUnavailable, resolve_secret
-from ops.models import AlertRule
+from ops.models import ALERT_THRESHOLDS, AlertRule
 
 
 class AlertRuleForm(forms.ModelForm):
@@ -21,9 +21,12 @@ class AlertRuleForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
         field = self.fields["agent"]
         assert isinstance(field, forms.ModelChoiceField)
-        # Operators set rules only for agents they may operate.
+        # Operators set rules only for agents they may operate; no agent means all of
+        # those (ops.alerts evaluates such a rule for the agents its creator operates).
         field.queryset = agents
-        field.required = True
+        field.required = False
+        field.empty_label = "all agents you operate"
+        field.help_text = "Empty: every agent you may operate."
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
@@ -35,8 +38,14 @@ class AlertRuleForm(forms.ModelForm):
                 resolve_secret(ref)
             except SecretUnavailable as exc:
                 self.add_error("webhook_secret_ref", str(exc))
-        if data.get("threshold") is not None and data["threshold"] < 0:
-            self.add_error("threshold", "The threshold cannot be negative.")
+        threshold, kind = data.get("threshold"), data.get("kind")
+        if threshold is not None and kind in ALERT_THRESHOLDS:
+            low, high, whole = ALERT_THRESHOLDS[kind]
+            # The form field already refuses NaN and infinity; 1e308 is finite but no threshold.
+            if not low <= threshold <= high:
+                self.add_error("threshold", f"For this kind the threshold is between {low:g} and {high:g}.")
+            elif whole and threshold != int(threshold):
+                self.add_error("threshold", "For this kind the threshold is a whole number.")
         return data
 
     def audit_view(self) -> dict[str, Any]:

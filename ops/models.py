@@ -137,6 +137,18 @@ class AlertKind(models.TextChoices):
     BREAKER_OPEN = "breaker_open", "Any circuit breaker open"
 
 
+# The thresholds each kind can use, so a rule that could never (or would always) fire is
+# refused: (lowest, highest, whole numbers only), inclusive. Rates are fractions (0.25 is
+# 25 %), as the kind labels say; factors multiply a baseline or a budget; counts count.
+ALERT_THRESHOLDS: dict[str, tuple[float, float, bool]] = {
+    AlertKind.ESCALATION_SPIKE: (1.0, 1000.0, False),
+    AlertKind.FAILURE_RATE: (0.001, 1.0, False),
+    AlertKind.COST_BURN: (0.01, 1000.0, False),
+    AlertKind.SLA_BREACHES: (1.0, 1_000_000.0, True),
+    AlertKind.BREAKER_OPEN: (0.0, 1_000_000.0, False),  # not used: any open breaker fires
+}
+
+
 class AlertRule(models.Model):
     name = models.CharField(max_length=100)
     kind = models.CharField(max_length=32, choices=AlertKind.choices)

@@ -5,12 +5,15 @@ from __future__ import annotations
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.db import transaction
+from django.db.models import Q, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from agents.selectors import agents_with_perm
 from audit.services import record
+from config.pages import render_failed_post
 from config.requests import AuthedRequest
 from ops import charts, metrics, selectors
 from ops.forms import AlertRuleForm
@@ -84,24 +87,30 @@ def alert_rules(request: AuthedRequest) -> HttpResponse:
                 )
             messages.success(request, f"Alert rule {rule.name!r} created.")
             return redirect("ops:alerts")
-        status = 400
     else:
         form = AlertRuleForm(agents=operable)
-        status = 200
     rules = AlertRule.objects.filter(agent__in=operable) | AlertRule.objects.filter(agent__isnull=True)
     context = {
         "form": form,
         "rules": rules.select_related("agent").order_by("name"),
         "recent": Alert.objects.filter(agent__in=operable).select_related("rule", "agent").order_by("-id")[:50],
     }
-    return render(request, "ops/alerts.html", context, status=status)
+    if request.method == "POST":
+        return render_failed_post(request, "ops/alerts.html", context, page_url=reverse("ops:alerts"))
+    return render(request, "ops/alerts.html", context)
+
+
+def _switchable_rules(request: AuthedRequest) -> QuerySet[AlertRule]:
+    # A rule for one agent is for whoever operates it; a rule for all agents covers
+    # the agents its creator operates, so it is the creator's to switch.
+    operable = agents_with_perm(request.user, "operate_agent")
+    return AlertRule.objects.filter(Q(agent__in=operable) | Q(agent__isnull=True, created_by=request.user))
 
 
 @require_POST
 @login_required
 def alert_rule_toggle(request: AuthedRequest, rule_id: int) -> HttpResponse:
-    operable = agents_with_perm(request.user, "operate_agent")
-    rule = get_object_or_404(AlertRule.objects.filter(agent__in=operable), pk=rule_id)
+    rule = get_object_or_404(_switchable_rules(request), pk=rule_id)
     with transaction.atomic():
         AlertRule.objects.filter(pk=rule.pk).update(enabled=not rule.enabled)
         record(

@@ -139,3 +139,70 @@ def test_risky_change_from_the_page_goes_to_the_changes_queue(demo):
     theirs = browser("admin").get("/changes/").content.decode()
     assert f"/actions/{proposal.pk}/decide" in theirs
     assert AgentTool.objects.get(agent=agent, tool="issue_refund").auto_max_magnitude == 100
+
+
+def test_the_proposer_of_a_change_sees_it_waiting_for_a_second_admin_not_an_approve_button(demo):
+    agent = Agent.objects.get(slug="refund-triage")
+    browser("admin2").post(
+        "/agents/refund-triage/configure/save", _config_post(agent, **{"tool-issue_refund-auto_max_magnitude": "1000"})
+    )
+    proposal = ActionRequest.objects.get(tier=0)
+    approve = f'hx-post="/actions/{proposal.pk}/decide"'
+    mine = browser("admin2").get("/changes/").content.decode()
+    assert approve not in mine
+    assert "waiting for a second admin" in mine
+    rows = browser("admin2").get("/changes/", headers={"HX-Request": "true"}).content.decode()
+    assert approve not in rows and "waiting for a second admin" in rows
+    assert approve in browser("admin").get("/changes/").content.decode()
+
+
+def test_a_failed_configure_post_answers_at_the_configure_page_url(demo):
+    agent = Agent.objects.get(slug="refund-triage")
+    data = _config_post(agent, **{"agent-review_threshold": "1.5"})
+    plain = browser("admin2").post("/agents/refund-triage/configure/save", data)
+    assert plain.status_code == 400
+    assert 'data-page-url="/agents/refund-triage/configure"' in plain.content.decode()
+    htmx = browser("admin2").post("/agents/refund-triage/configure/save", data, headers={"HX-Request": "true"})
+    assert htmx.status_code == 400
+    assert htmx["HX-Replace-Url"] == "/agents/refund-triage/configure"
+    prompt = browser("admin2").post("/agents/refund-triage/prompt", {"text": ""})
+    assert prompt.status_code == 400
+    assert 'data-page-url="/agents/refund-triage/configure"' in prompt.content.decode()
+    assert browser("admin2").get("/agents/refund-triage/configure").status_code == 200
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "javascript:alert(1)",
+        "file:///etc/passwd",
+        "ftp://models.example/v1",
+        "http://",
+        "https:///v1",
+        "//models.example",
+    ],
+)
+def test_a_provider_base_url_that_is_not_http_with_a_host_is_refused_on_its_field(demo, url):
+    agent = Agent.objects.get(slug="refund-triage")
+    response = browser("admin2").post(
+        "/agents/refund-triage/configure/save", _config_post(agent, **{"agent-base_url": url})
+    )
+    assert response.status_code == 400
+    body = response.content.decode()
+    assert 'class="field invalid"><label for="id_agent-base_url"' in body
+    assert "Enter an http:// or https:// URL" in body
+    assert not ActionRequest.objects.filter(tier=0).exists()
+    assert Agent.objects.get(slug="refund-triage").base_url == ""
+
+
+def test_an_unreadable_audit_date_is_a_field_error_not_a_filter_silently_dropped(demo):
+    client = browser("auditor")
+    page = client.get("/audit/?since=garbage&until=2026-02-30")
+    assert page.status_code == 400
+    body = page.content.decode()
+    assert body.count("Enter a date as YYYY-MM-DD.") == 2
+    assert "<code>agent.created</code>" not in body  # not every event, as if nothing was asked
+    exported = AuditEvent.objects.filter(event="audit.exported").count()
+    assert client.get("/audit/export.csv?since=garbage").status_code == 400
+    assert AuditEvent.objects.filter(event="audit.exported").count() == exported
+    assert client.get("/audit/?since=2020-01-01").status_code == 200

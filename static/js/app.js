@@ -33,3 +33,26 @@ document.addEventListener("htmx:oobAfterSwap", function (evt) {
     htmx.ajax("GET", page.dataset.refreshUrl, { target: "#exceptions", swap: "outerHTML" });
   }
 });
+// A form that failed re-renders its page at the POST URL: show the page's own URL instead,
+// and replace the history entry so a reload is a GET of the page, not the post again.
+(function () {
+  "use strict";
+  var page = document.body && document.body.dataset.pageUrl;
+  if (page && window.history && window.history.replaceState) window.history.replaceState(null, "", page);
+})();
+// Rows pushed live are rendered once for everyone: the person who proposed an item may not
+// approve it, so their copy says who it waits for instead (the server re-checks every POST).
+document.addEventListener("htmx:load", function (evt) {
+  var me = document.body.dataset.user;
+  var elt = evt.detail && evt.detail.elt;
+  if (!me || !elt || !elt.querySelectorAll) return;
+  var rows = elt.matches("article.row") ? [elt] : Array.prototype.slice.call(elt.querySelectorAll("article.row"));
+  rows.forEach(function (row) {
+    var button = row.querySelector("button.approve");
+    if (!button || row.dataset.proposer !== me) return;
+    var note = document.createElement("span");
+    note.className = "muted waiting";
+    note.textContent = row.dataset.tier === "0" ? "waiting for a second admin" : "waiting for another reviewer";
+    button.replaceWith(note);
+  });
+});

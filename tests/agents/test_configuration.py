@@ -211,3 +211,46 @@ def test_a_reviewer_group_change_records_the_old_and_new_group(demo):
     event = AuditEvent.objects.filter(event="agent.tool_configured").latest("seq")
     assert (event.before["reviewer_group"], event.after["reviewer_group"]) == ("g1", "g2")
     assert AgentTool.objects.get(tool="issue_refund").reviewer_group.name == "g2"
+
+
+def test_a_rejected_prompt_version_shows_as_rejected_not_proposed(demo, commit):
+    from django.test import Client
+
+    agent = demo["refund-triage"]
+    version, proposal = prompt_propose(agent=agent, actor=user("admin"), text="Refund everything, always.")
+    with commit():
+        action_request_decide(action=proposal, actor=user("admin2"), verdict="reject", comment="too generous")
+    version.refresh_from_db()
+    assert version.status == "rejected"
+    event = AuditEvent.objects.get(event="prompt.rejected")
+    assert (event.actor_label, event.after["number"]) == ("admin2", version.number)
+    assert active_prompt(agent).number == 1
+    client = Client()
+    client.force_login(user("admin"))
+    page = client.get("/agents/refund-triage/configure").content.decode()
+    assert f'<strong>v{version.number}</strong> <span class="status status-rejected">rejected</span>' in page
+
+
+def test_a_prompt_version_whose_proposal_expired_is_rejected_too(demo, commit):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from approvals.services import sla_tick
+
+    version, proposal = prompt_propose(agent=demo["refund-triage"], actor=user("admin"), text="Be brief.")
+    ActionRequest.objects.filter(pk=proposal.pk).update(due_at=timezone.now() - timedelta(minutes=1))
+    with commit():
+        assert sla_tick()["expired"] == 1
+    version.refresh_from_db()
+    assert version.status == "rejected"
+    assert AuditEvent.objects.get(event="prompt.rejected").actor_label == "sla"
+
+
+def test_a_provider_base_url_must_be_http_with_a_host(demo):
+    with pytest.raises(InvalidInput) as caught:
+        agent_configure(
+            agent=demo["refund-triage"], actor=user("admin"), settings={"base_url": "javascript:alert(1)"}, tools={}
+        )
+    assert "base_url" in caught.value.details
+    assert not ActionRequest.objects.filter(tier=0).exists()

@@ -185,6 +185,22 @@ def test_bad_decisions_are_400_and_write_nothing(api_as, payload, code):
     assert AuditEvent.objects.count() == audit_before
 
 
+def test_an_edit_naming_an_unknown_order_is_400_on_the_field_and_writes_nothing(api_as):
+    action = _pending_action(api_as)
+    reviewer = api_as("reviewer")
+    audit_before = AuditEvent.objects.count()
+    edited = {"order_id": "ORD-9999", "amount": 5, "reason": "x"}
+    response = reviewer.post(f"/api/v1/actions/{action.pk}/decision", {"verdict": "edit", "arguments": edited})
+    assert response.status_code == 400, response.content
+    body = response.json()
+    assert body["error"] == "invalid_arguments"
+    assert body["errors"] == [{"field": "order_id", "message": "there is no order ORD-9999"}]
+    action.refresh_from_db()
+    assert action.status == ActionStatus.PENDING and action.arguments["order_id"] == "ORD-1001"
+    assert not Decision.objects.exists() and not Execution.objects.exists()
+    assert AuditEvent.objects.count() == audit_before
+
+
 def test_decision_on_a_finished_action_is_409(api_as):
     operator = api_as("operator")
     run_id = operator.post("/api/v1/agents/refund-triage/runs", {"input": refund_input(amount=20)}).json()["id"]

@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+from decimal import Decimal
+
 import pytest
 
 from agents.models import AgentTool
 from agents.services import run_start
-from approvals.models import ActionRequest, ActionStatus, Notification
-from demo.models import Refund
+from approvals.models import ActionRequest, ActionStatus, Decision, Notification
+from audit.models import AuditEvent
+from demo.models import Order, Refund
 from tests.approvals.test_views import login
 from tests.conftest import refund_input
 
@@ -183,3 +186,101 @@ def test_odd_query_values_do_not_crash(demo):
         "/agents/refund-triage/runs", {"input": '{"ticket": "x", "order_id": "ORD-1", "amount": 1}', "priority": "abc"}
     )
     assert response.status_code == 302
+
+
+def test_an_edit_naming_an_unknown_order_is_refused_on_its_field_and_changes_nothing(demo):
+    action = pending(demo)
+    decided_before = AuditEvent.objects.filter(event="action.decided").count()
+    response = login("reviewer").post(
+        f"/actions/{action.pk}/decide",
+        {"verdict": "edit", "arg-order_id": "ORD-9999", "arg-amount": "20", "arg-reason": "partial"},
+    )
+    assert response.status_code == 400
+    body = response.content.decode()
+    assert "there is no order ORD-9999" in body
+    assert 'class="field invalid"><label for="id_arg-order_id"' in body
+    action.refresh_from_db()
+    assert (action.status, action.arguments["order_id"], action.magnitude) == (ActionStatus.PENDING, "ORD-1003", 300)
+    assert not Decision.objects.exists() and not Refund.objects.exists()
+    assert AuditEvent.objects.filter(event="action.decided").count() == decided_before
+
+
+def test_an_edit_refunding_more_than_is_left_is_refused_on_the_amount_field(demo):
+    Order.objects.filter(order_id="ORD-1003").update(total=Decimal("351"), refunded_total=Decimal("300"))
+    action = pending(demo)
+    response = login("reviewer").post(
+        f"/actions/{action.pk}/decide",
+        {"verdict": "edit", "arg-order_id": "ORD-1003", "arg-amount": "51.01", "arg-reason": "partial"},
+    )
+    assert response.status_code == 400
+    assert "at most 51.00 of order ORD-1003 is left to refund" in response.content.decode()
+    assert ActionRequest.objects.get(pk=action.pk).status == ActionStatus.PENDING
+
+
+def test_an_edit_deleting_a_contact_that_does_not_exist_is_refused(demo):
+    action = pending(demo, "crm-cleanup")
+    response = login("reviewer").post(f"/actions/{action.pk}/decide", {"verdict": "edit", "arg-ids": "3, 9999"})
+    assert response.status_code == 400
+    assert "no such contact (or already deleted): 9999" in response.content.decode()
+    assert ActionRequest.objects.get(pk=action.pk).status == ActionStatus.PENDING
+
+
+def test_an_edit_over_the_hard_limit_is_refused_when_the_tool_denies_over_limit_calls(demo):
+    action = pending(demo)
+    AgentTool.objects.filter(tool="issue_refund").update(max_magnitude=Decimal(320), over_limit="deny")
+    response = login("reviewer").post(
+        f"/actions/{action.pk}/decide",
+        {"verdict": "edit", "arg-order_id": "ORD-1003", "arg-amount": "321", "arg-reason": "more"},
+    )
+    assert response.status_code == 400
+    assert "exceeds the hard limit 320.00" in response.content.decode()
+    assert ActionRequest.objects.get(pk=action.pk).status == ActionStatus.PENDING
+
+
+def test_an_edit_stores_the_magnitude_of_the_edited_arguments(demo):
+    action = pending(demo)
+    response = login("reviewer").post(
+        f"/actions/{action.pk}/decide",
+        {"verdict": "edit", "arg-order_id": "ORD-1003", "arg-amount": "45.50", "arg-reason": "partial refund"},
+    )
+    assert response.status_code == 302
+    action.refresh_from_db()
+    assert action.magnitude == Decimal("45.50")
+    assert AuditEvent.objects.get(event="action.decided", target_id=str(action.pk)).after["magnitude"] == "45.50"
+
+
+def test_an_edit_toward_a_quorum_stores_the_new_magnitude_and_preview(demo):
+    AgentTool.objects.filter(tool="issue_refund").update(required_approvals=2)
+    action = pending(demo)
+    client = login("reviewer")
+    client.post(
+        f"/actions/{action.pk}/decide",
+        {"verdict": "edit", "arg-order_id": "ORD-1003", "arg-amount": "12", "arg-reason": "partial"},
+    )
+    action.refresh_from_db()
+    assert (action.status, action.magnitude) == (ActionStatus.PENDING, Decimal(12))
+    page = login("reviewer2").get(f"/actions/{action.pk}/").content.decode()
+    assert "magnitude 12.00" in page
+    assert "<dt>refunded_after</dt><dd>12.00</dd>" in page
+
+
+def test_a_failed_edit_answers_at_the_action_page_url_not_the_post_url(demo):
+    action = pending(demo)
+    data = {"verdict": "edit", "arg-order_id": "ORD-9999", "arg-amount": "20", "arg-reason": "partial"}
+    plain = login("reviewer").post(f"/actions/{action.pk}/decide", data)
+    assert plain.status_code == 400
+    assert f'data-page-url="/actions/{action.pk}/"' in plain.content.decode()
+    # The same page, asked for with GET, is what a reload then shows.
+    assert login("reviewer").get(f"/actions/{action.pk}/").status_code == 200
+
+
+def test_an_htmx_decision_error_goes_to_the_message_area_and_leaves_the_row(demo):
+    action = pending(demo)
+    login("reviewer").post(f"/actions/{action.pk}/decide", {"verdict": "reject", "comment": "no"})
+    response = login("reviewer2").post(
+        f"/actions/{action.pk}/decide", {"verdict": "approve", "from": "inbox"}, headers={"HX-Request": "true"}
+    )
+    assert response.status_code == 409
+    assert response["HX-Retarget"] == "#notices"
+    assert response["HX-Reswap"] == "innerHTML"
+    assert "already decided by reviewer" in response.content.decode()

@@ -214,3 +214,39 @@ def test_pages_render_for_operators_and_404_for_others(demo, commit):
     reviewer.force_login(user("reviewer"))
     assert reviewer.get("/ops/agents/refund-triage/").status_code == 404
     assert b"Nothing needs you right now" in reviewer.get("/ops/").content
+
+
+def test_an_alert_rule_without_an_agent_covers_the_agents_its_creator_operates(demo, commit):
+    from django.contrib.auth import get_user_model
+
+    from agents.services import agent_permission_grant
+
+    refunds_only = get_user_model().objects.create_user(username="refund-operator", password="x")
+    agent_permission_grant(agent=demo["refund-triage"], perm="operate_agent", to=refunds_only, actor=None)
+    client = Client()
+    client.force_login(refunds_only)
+    created = client.post(
+        "/ops/alerts/", {"name": "any breaker", "kind": "breaker_open", "threshold": 1, "enabled": "on"}
+    )
+    assert created.status_code == 302
+    rule = AlertRule.objects.get(name="any breaker")
+    assert rule.agent is None and rule.created_by == refunds_only
+    for slug, tool in (("refund-triage", "issue_refund"), ("crm-cleanup", "delete_contacts")):
+        CircuitBreaker.objects.filter(pk=breaker_for(demo[slug], tool).pk).update(state=BreakerState.OPEN)
+    with commit():
+        assert alerts_evaluate()["fired"] == 1
+    assert list(Alert.objects.values_list("agent__slug", flat=True)) == ["refund-triage"]
+    # The creator can switch off the rule they made for all their agents.
+    assert client.post(f"/ops/alerts/{rule.pk}/toggle").status_code == 302
+    assert AlertRule.objects.get(pk=rule.pk).enabled is False
+
+
+def test_a_failure_rate_threshold_out_of_range_is_refused_at_the_alerts_page_url(demo):
+    client = Client()
+    client.force_login(user("operator"))
+    response = client.post("/ops/alerts/", {"name": "huge", "kind": "failure_rate", "threshold": "1e308"})
+    assert response.status_code == 400
+    body = response.content.decode()
+    assert "For this kind the threshold is between 0.001 and 1." in body
+    assert 'data-page-url="/ops/alerts/"' in body
+    assert not AlertRule.objects.filter(name="huge").exists()
