@@ -107,7 +107,7 @@ def validate_arguments(tool: Tool, arguments: Any) -> BaseModel | GuardRefusal:
     if isinstance(arguments, str):
         try:
             arguments = json.loads(arguments)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             return GuardRefusal("invalid_arguments", f"arguments are not valid JSON: {exc}")
     if not isinstance(arguments, dict):
         return GuardRefusal("invalid_arguments", "arguments must be a JSON object")

@@ -31,6 +31,7 @@ from agents.models import (
 from agents.secrets import SecretUnavailable, check_secret_ref
 from audit.services import Actor, record
 from config.background import enqueue, enqueue_on_commit
+from core.inbound import InputRefused, refuse_invalid
 from core.leases import lease_until
 from core.transient import retry_delay
 from ops import stats
@@ -51,6 +52,11 @@ def run_start(
         raise InvalidInput(f"priority must be one of {RunPriority.values}", code="invalid_priority")
     if not isinstance(input, dict):
         raise InvalidInput("input must be a JSON object", code="invalid_input")
+    try:
+        # Whoever started it (a page, the API, a delegating agent), the input crosses the boundary.
+        input = refuse_invalid(input, path="input")
+    except InputRefused as exc:
+        raise InvalidInput(str(exc), code="invalid_input", details=[p.as_dict() for p in exc.problems]) from exc
     if agent.input_schema:
         errors = sorted(jsonschema.Draft202012Validator(agent.input_schema).iter_errors(input), key=str)
         if errors:

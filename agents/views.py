@@ -22,6 +22,7 @@ from agents.models import Agent, AgentTool, PromptVersion, Run, RunPriority, Run
 from agents.tools import all_tools
 from config.pages import render_failed_post
 from config.requests import AuthedRequest
+from core.inbound import InputRefused, parse_json
 
 
 @require_GET
@@ -101,9 +102,9 @@ def run_start(request: AuthedRequest, slug: str) -> HttpResponse:
     agent = get_object_or_404(selectors.agents_with_perm(request.user, "operate_agent"), slug=slug)
     try:
         try:
-            payload = json.loads(request.POST.get("input", ""))
-        except json.JSONDecodeError as exc:
-            raise DomainError(f"input is not valid JSON: {exc.msg}", code="malformed_json") from exc
+            payload = parse_json(request.POST.get("input", ""), path="input")
+        except InputRefused as exc:
+            raise DomainError(str(exc), code=exc.code, details=[p.as_dict() for p in exc.problems]) from exc
         raw_priority = request.POST.get("priority") or str(RunPriority.ROUTINE)
         if not raw_priority.isdecimal():
             raise DomainError("priority must be a number", code="invalid_priority")

@@ -24,6 +24,7 @@ from approvals.forms import REJECT_REASONS, ArgumentsForm
 from approvals.models import ActionRequest, ActionStatus, Notification, Verdict
 from config.pages import render_failed_post
 from config.requests import AuthedRequest
+from core.inbound import InputRefused, parse_json
 
 PAGE_SIZE = 50
 AGE_CHOICES = [
@@ -169,9 +170,9 @@ def action_decide(request: AuthedRequest, action_id: int) -> HttpResponse:
 def _edited_arguments(request: AuthedRequest, action: ActionRequest) -> tuple[Any, ArgumentsForm | None]:
     if "arguments" in request.POST:  # the raw JSON field, for power users and scripts
         try:
-            return json.loads(request.POST["arguments"]), None
-        except json.JSONDecodeError as exc:
-            raise InvalidInput(f"arguments are not valid JSON: {exc.msg}", code="malformed_json") from exc
+            return parse_json(request.POST["arguments"], path="arguments"), None
+        except InputRefused as exc:
+            raise InvalidInput(str(exc), code=exc.code, details=[p.as_dict() for p in exc.problems]) from exc
     tool = get_tool(action.tool)
     if tool is None:
         raise InvalidInput(f"tool {action.tool!r} no longer exists", code="unknown_tool")

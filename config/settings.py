@@ -303,8 +303,8 @@ CELERY_TASK_DEFAULT_PRIORITY = 5
 # Periodic jobs, run by `celery -A config beat` (one beat process). The embedded
 # default runs the same jobs on a timer inside the web process.
 PERIODIC_JOBS = {
-    "approvals.sweep_executions": float(env_int("SWEEP_INTERVAL_SECONDS", default=10)),
-    "agents.sweep_runs": float(env_int("SWEEP_INTERVAL_SECONDS", default=10)),
+    "approvals.sweep_executions": float(env_int("SWEEP_INTERVAL_SECONDS", default=5)),
+    "agents.sweep_runs": float(env_int("SWEEP_INTERVAL_SECONDS", default=5)),
     "approvals.sla_tick": float(env_int("SLA_INTERVAL_SECONDS", default=15)),
     "audit.checkpoint": float(env_int("AUDIT_CHECKPOINT_INTERVAL_SECONDS", default=60)),
     "agents.purge_traces": 3600.0,
@@ -312,6 +312,8 @@ PERIODIC_JOBS = {
 }
 CELERY_BEAT_SCHEDULE = {name: {"task": name, "schedule": every} for name, every in PERIODIC_JOBS.items()}
 CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_QUEUE", "countersign")
+# Workers log through LOGGING below (its formatter masks secrets), not Celery's own.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
 # --- Countersign ------------------------------------------------------------
 COUNTERSIGN_DEMO_PASSWORD = env_str("COUNTERSIGN_DEMO_PASSWORD", "countersign-demo")
@@ -319,7 +321,10 @@ COUNTERSIGN_DEMO_PASSWORD = env_str("COUNTERSIGN_DEMO_PASSWORD", "countersign-de
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    # Known secret values are masked in every line, tracebacks included (core.logs).
+    "formatters": {
+        "plain": {"()": "core.logs.ScrubbingFormatter", "format": "%(asctime)s %(levelname)s %(name)s %(message)s"}
+    },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     "loggers": {
@@ -335,9 +340,10 @@ COUNTERSIGN_MODEL_PRICES = env_str("COUNTERSIGN_MODEL_PRICES")
 # Fault injection for tests and the soak benchmark: the demo tools hold their
 # effect's transaction open this long. Never set in production.
 DEMO_TOOL_DELAY_SECONDS = float(env_str("DEMO_TOOL_DELAY_SECONDS", "0") or 0)
-# How long past a tool's timeout a claimed execution may run before the sweeper
-# treats its worker as dead.
-EXECUTION_LEASE_MARGIN_SECONDS = float(env_str("EXECUTION_LEASE_MARGIN_SECONDS", "15") or 15)
+# A run's step or an execution in progress holds a lease this long, renewed by a
+# heartbeat every third of it (core.leases); the sweeper hands on work whose lease
+# ran out. Interrupted work settles within LEASE_SECONDS + SWEEP_INTERVAL_SECONDS.
+LEASE_SECONDS = float(env_int("LEASE_SECONDS", default=15))
 
 # --- E-mail -------------------------------------------------------------------
 # Notifications go by e-mail only when EMAIL_HOST is set (or EMAIL_BACKEND chosen).

@@ -183,7 +183,7 @@ def _parse_arguments(raw: Any) -> Any:
         return "" if raw is None else json.dumps(raw)
     try:
         parsed = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         return raw
     return parsed if isinstance(parsed, dict) else raw
 
