@@ -71,6 +71,11 @@ class Stack:
         argv = [BIN / "celery", "-A", "config", "worker", "-Q", self.env["CELERY_QUEUE"], "-c", str(concurrency)]
         return self._spawn("worker", [*argv, "-l", "INFO"], extra_env)
 
+    def start_beat(self) -> subprocess.Popen:
+        """celery beat with the production schedule (the sweepers every SWEEP_INTERVAL_SECONDS)."""
+        schedule = self.logs / "beat-schedule"
+        return self._spawn("beat", [BIN / "celery", "-A", "config", "beat", "-s", str(schedule), "-l", "INFO"])
+
     def manage(self, *args: str) -> str:
         done = subprocess.run(
             [BIN / "python", "manage.py", *args], env=self.env, capture_output=True, text=True, check=True
