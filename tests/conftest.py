@@ -13,6 +13,7 @@ from django.test import Client
 
 from accounts.services import api_token_issue
 from agents.models import Agent
+from core.secrets import forget_cached
 from demo.seed import seed_all
 
 ON_POSTGRES = os.environ.get("DATABASE_URL", "").startswith(("postgres://", "postgresql://"))
@@ -31,6 +32,8 @@ def _anchors_per_test(settings: Any, tmp_path: Any) -> None:
     # Each test's database starts empty, so its audit anchors start empty too.
     settings.AUDIT_ANCHOR_FILE = str(tmp_path / "audit-anchors.log")
     settings.AUDIT_ANCHOR_EXTRA_FILES = []
+    # Known secrets are cached for a while; each test reads its own settings afresh.
+    forget_cached()
 
 
 @pytest.fixture(autouse=True)

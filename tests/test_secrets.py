@@ -103,6 +103,7 @@ def test_a_model_echoing_its_key_leaves_it_nowhere(openai_agent, llm_server, com
 
 def test_server_secrets_sent_by_a_client_are_scrubbed_on_the_way_in(api_as, settings):
     # SECRET_KEY in an API body is stored as [redacted], like any known secret.
+    settings.SECRET_KEY = "a-server-secret-key-of-fifty-characters-0123456789"
     forget_cached()
     api = api_as("operator")
     response = api.post(

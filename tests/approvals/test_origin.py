@@ -9,7 +9,8 @@ from approvals.origin import parse_origin
 from config.asgi import application
 from tests.conftest import user
 
-pytestmark = pytest.mark.django_db
+# The consumer reads the database from its own threads: they must see committed rows.
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
