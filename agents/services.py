@@ -96,7 +96,9 @@ def run_schedule(*, run: Run, countdown: float | None = None) -> None:
     enqueue_on_commit(tasks.advance_run, run.pk, countdown=countdown, urgent=run.priority >= RunPriority.URGENT)
 
 
-REPUBLISH_RUNS_AFTER_SECONDS = 60
+# A publish lost with a Redis restart (it keeps nothing on disk) is redone this long after; with the
+# sweep interval that keeps settling under 30 s. A copy of a message still queued is harmless (CAS).
+REPUBLISH_RUNS_AFTER_SECONDS = 20
 
 
 def runs_sweep() -> dict[str, int]:

@@ -32,7 +32,7 @@ from django.utils import timezone
 
 from agents import breakers
 from agents import services as agent_services
-from agents.errors import IllegalTransition, InvalidInput
+from agents.errors import Conflict, IllegalTransition, InvalidInput
 from agents.models import AgentTool
 from agents.tools import Tool, ToolError, get_tool
 from approvals import broadcast, tasks
@@ -46,7 +46,8 @@ from ops import stats
 
 logger = logging.getLogger(__name__)
 
-REPUBLISH_AFTER_SECONDS = 30
+# As for runs (agents.services): a lost publish is redone within this, plus a sweep interval.
+REPUBLISH_AFTER_SECONDS = 20
 
 
 class StaleExecution(Exception):
@@ -356,7 +357,8 @@ def action_undo(*, action: ActionRequest, actor: User, comment: str = "") -> Act
     """Run an executed action's compensation, once."""
     tool = get_tool(action.tool)
     if tool is None or tool.compensate is None:
-        raise InvalidInput(f"{action.tool} cannot be undone", code="not_reversible")
+        # Not bad input: this action's tool has no compensation (409, like any state that forbids it).
+        raise Conflict(f"{action.tool} cannot be undone", code="not_reversible")
     with transaction.atomic():
         locked = ActionRequest.objects.select_for_update().get(pk=action.pk)
         if locked.status != ActionStatus.EXECUTED:
@@ -365,7 +367,7 @@ def action_undo(*, action: ActionRequest, actor: User, comment: str = "") -> Act
         try:
             undo_result = tool.compensate(args, locked.result or {}, f"undo-action-{locked.pk}")
         except ToolError as exc:
-            raise InvalidInput(f"undo failed: {exc.message}", code=exc.code) from exc
+            raise Conflict(f"undo failed: {exc.message}", code=exc.code) from exc
         _transition(locked, from_statuses=(ActionStatus.EXECUTED,), to=ActionStatus.COMPENSATED)
         stats.bump(locked.agent_id, undos=1)
         record(

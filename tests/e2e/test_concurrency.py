@@ -9,6 +9,8 @@ or automatic refund must be issued exactly once.
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -36,10 +38,12 @@ def deadlocks() -> int:
         return int(cursor.fetchone()[0])
 
 
-def test_two_workers_concurrent_runs_and_decisions_never_deadlock_or_strand(demo, bare_stack):
+@pytest.mark.parametrize("kill_a_worker", [False, True], ids=["steady", "a-worker-sigkilled"])
+def test_two_workers_concurrent_runs_and_decisions_never_deadlock_or_strand(demo, bare_stack, kill_a_worker):
     stack = bare_stack
+    doomed = stack.start_worker(concurrency=2)
     stack.start_worker(concurrency=2)
-    stack.start_worker(concurrency=2)
+    stack.start_beat()  # the sweepers, as in production
     operator = api_token_issue(user=user("operator"), actor=None)
     reviewers = [api_token_issue(user=user(name), actor=None) for name in ("reviewer", "reviewer2")]
     before = deadlocks()
@@ -83,6 +87,11 @@ def test_two_workers_concurrent_runs_and_decisions_never_deadlock_or_strand(demo
         deciders = [pool.submit(approve_pending, token) for token in reviewers]
         run_ids = list(pool.map(start, range(RUNS)))
         all_started.set()
+        if kill_a_worker:
+            # Mid-flight: steps and executions of the killed worker are handed on by the sweepers.
+            os.killpg(doomed.pid, signal.SIGKILL)
+            doomed.wait(timeout=10)
+            stack.start_worker(concurrency=2)
         for decider in deciders:
             decider.result()
 
@@ -93,9 +102,13 @@ def test_two_workers_concurrent_runs_and_decisions_never_deadlock_or_strand(demo
     assert deadlocks() - before == 0, stack.log("worker")
     assert "deadlock detected" not in stack.log("worker")
     assert all(status < 500 for status in statuses), sorted(set(statuses))
-    # Each run issued its refund exactly once (approved by whichever reviewer won, or automatically).
+    # Each run issued its refund exactly once (approved by whichever reviewer won, or automatically):
+    # no approved action ended without its effect, none had it twice.
     actions = ActionRequest.objects.filter(run_id__in=run_ids)
     assert actions.count() == RUNS
+    approved_without_effect = actions.exclude(execution__idempotency_key__in=Refund.objects.values("idempotency_key"))
+    print(f"approved actions without their effect: {approved_without_effect.count()}")
+    assert approved_without_effect.count() == 0
     assert set(actions.values_list("status", flat=True)) == {"executed"}, list(
         actions.exclude(status="executed").values_list("error", flat=True)
     )
