@@ -2,70 +2,102 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Literal
 
 from django.shortcuts import get_object_or_404
 from ninja import Router, Schema, Status
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from agents import selectors, services
-from agents.models import RunPriority
+from agents.models import RunPriority, RunStatus, StepKind
 from approvals.schemas import ActionOut, action_out
+from config.api_contract import AgentSlug, ApiInput, ObjectId, responses
 from config.requests import ApiRequest
 
 router = Router(tags=["runs"])
 
 
-class RunCreateIn(Schema):
-    input: dict[str, Any]
+class RunCreateIn(ApiInput):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"input": {"ticket": "Arrived broken.", "order_id": "ORD-1002", "amount": 250}}]
+        }
+    )
+
+    input: dict[str, Any] = Field(
+        description="The run's input, validated against the agent's input schema "
+        "(a mismatch is 400 invalid_input with field errors)."
+    )
     priority: Literal["routine", "urgent"] = "routine"
 
 
 class RunCreatedOut(Schema):
     id: int
-    status: str
+    status: RunStatus
 
 
 class RunOut(Schema):
     id: int
     agent: str
-    status: str
+    status: RunStatus
     result: str
     halt_reason: str
     step_count: int
-    created_at: Any
-    finished_at: Any
+    created_at: datetime
+    finished_at: datetime | None
     actions: list[ActionOut]
 
 
 class StepOut(Schema):
     seq: int
-    kind: str
+    kind: StepKind
     payload: dict[str, Any]
     latency_ms: float | None
     tokens_in: int
     tokens_out: int
     cost: str
-    created_at: Any
+    created_at: datetime
 
 
-class ActionSubmitIn(Schema):
-    tool: str = Field(min_length=1, max_length=100)
-    arguments: dict[str, Any]
+class ActionSubmitIn(ApiInput):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "tool": "issue_refund",
+                    "arguments": {"order_id": "ORD-1002", "amount": 150, "reason": "arrived broken"},
+                    "confidence": 0.9,
+                    "rationale": "The customer sent a photo of the damage.",
+                }
+            ]
+        }
+    )
+
+    tool: str = Field(
+        min_length=1,
+        max_length=100,
+        description="A tool enabled for the agent (unknown_tool / tool_not_enabled otherwise).",
+    )
+    arguments: dict[str, Any] = Field(
+        description="Validated against the tool's schema and limits (400 invalid_arguments / over_limit)."
+    )
     confidence: float = Field(ge=0.0, le=1.0)
     rationale: str = Field(default="", max_length=10000)
 
 
-@router.post("/agents/{slug}/runs", response={201: RunCreatedOut}, summary="Start a run")
-def create_run(request: ApiRequest, slug: str, payload: RunCreateIn) -> Status[dict[str, Any]]:
+@router.post(
+    "/agents/{slug}/runs", response=responses(RunCreatedOut, 404, 409, status=201, body=True), summary="Start a run"
+)
+def create_run(request: ApiRequest, slug: AgentSlug, payload: RunCreateIn) -> Status[dict[str, Any]]:
     agent = get_object_or_404(selectors.agents_with_perm(request.auth, "operate_agent"), slug=slug)
     priority = RunPriority.URGENT if payload.priority == "urgent" else RunPriority.ROUTINE
     run = services.run_start(agent=agent, input=payload.input, actor=request.auth, priority=priority)
     return Status(201, {"id": run.pk, "status": run.status})
 
 
-@router.get("/runs/{run_id}", response=RunOut, summary="A run with its actions")
-def get_run(request: ApiRequest, run_id: int) -> dict[str, Any]:
+@router.get("/runs/{run_id}", response=responses(RunOut, 404), summary="A run with its actions")
+def get_run(request: ApiRequest, run_id: ObjectId) -> dict[str, Any]:
     run = get_object_or_404(selectors.runs_visible_to(request.auth), pk=run_id)
     actions = run.actions.select_related("agent", "decision__reviewer").order_by("id")
     return {
@@ -83,10 +115,10 @@ def get_run(request: ApiRequest, run_id: int) -> dict[str, Any]:
 
 @router.post(
     "/agents/{slug}/actions",
-    response={201: ActionOut},
+    response=responses(ActionOut, 404, status=201, body=True),
     summary="Submit a tool call for guard, policy and (if needed) review",
 )
-def submit_action(request: ApiRequest, slug: str, payload: ActionSubmitIn) -> Status[dict[str, Any]]:
+def submit_action(request: ApiRequest, slug: AgentSlug, payload: ActionSubmitIn) -> Status[dict[str, Any]]:
     from approvals.services import route_tool_call
 
     agent = get_object_or_404(selectors.agents_with_perm(request.auth, "operate_agent"), slug=slug)
@@ -104,8 +136,8 @@ def submit_action(request: ApiRequest, slug: str, payload: ActionSubmitIn) -> St
     return Status(201, action_out(outcome.action))
 
 
-@router.get("/runs/{run_id}/trace", response=list[StepOut], summary="A run's trace, step by step")
-def get_trace(request: ApiRequest, run_id: int) -> list[dict[str, Any]]:
+@router.get("/runs/{run_id}/trace", response=responses(list[StepOut], 404), summary="A run's trace, step by step")
+def get_trace(request: ApiRequest, run_id: ObjectId) -> list[dict[str, Any]]:
     run = get_object_or_404(selectors.runs_visible_to(request.auth), pk=run_id)
     return [
         {
@@ -122,15 +154,21 @@ def get_trace(request: ApiRequest, run_id: int) -> list[dict[str, Any]]:
     ]
 
 
-@router.post("/runs/{run_id}/resume", response=RunCreatedOut, summary="Resume a halted run (operators)")
-def resume_run(request: ApiRequest, run_id: int) -> dict[str, Any]:
+@router.post(
+    "/runs/{run_id}/resume", response=responses(RunCreatedOut, 404, 409), summary="Resume a halted run (operators)"
+)
+def resume_run(request: ApiRequest, run_id: ObjectId) -> dict[str, Any]:
     run = get_object_or_404(selectors.runs_operable_by(request.auth), pk=run_id)
     run = services.run_resume(run=run, actor=request.auth)
     return {"id": run.pk, "status": run.status}
 
 
-@router.post("/runs/{run_id}/cancel", response=RunCreatedOut, summary="Cancel a queued, waiting or halted run")
-def cancel_run(request: ApiRequest, run_id: int) -> dict[str, Any]:
+@router.post(
+    "/runs/{run_id}/cancel",
+    response=responses(RunCreatedOut, 404, 409),
+    summary="Cancel a queued, waiting or halted run",
+)
+def cancel_run(request: ApiRequest, run_id: ObjectId) -> dict[str, Any]:
     run = get_object_or_404(selectors.runs_operable_by(request.auth), pk=run_id)
     run = services.run_cancel(run=run, actor=request.auth)
     return {"id": run.pk, "status": run.status}

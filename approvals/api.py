@@ -5,12 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from django.shortcuts import get_object_or_404
-from ninja import Query, Router, Schema
+from ninja import Body, Query, Router, Schema
 from pydantic import Field
 
 from approvals import execution, selectors, services
 from approvals.models import ActionRequest, ActionStatus
-from approvals.schemas import ActionOut, DecisionIn, action_out
+from approvals.schemas import COMMENT_MAX, ActionOut, DecisionIn, action_out
+from config.api_contract import MAX_ID, AgentSlug, ApiInput, ObjectId, responses
 from config.requests import ApiRequest
 
 router = Router(tags=["actions"])
@@ -18,8 +19,10 @@ router = Router(tags=["actions"])
 
 class ActionFilter(Schema):
     status: ActionStatus | None = None
-    agent: str | None = None
-    before: int | None = Field(default=None, description="Keyset cursor: only actions with a smaller id.")
+    agent: AgentSlug | None = None
+    before: int | None = Field(
+        default=None, ge=1, le=MAX_ID, description="Keyset cursor: only actions with a smaller id."
+    )
     limit: int = Field(default=50, ge=1, le=200)
 
 
@@ -28,7 +31,7 @@ class ActionPage(Schema):
     next_before: int | None
 
 
-@router.get("/actions", response=ActionPage, summary="Actions the caller may review, newest first")
+@router.get("/actions", response=responses(ActionPage), summary="Actions the caller may review, newest first")
 def list_actions(request: ApiRequest, filters: Query[ActionFilter]) -> dict[str, Any]:
     qs = selectors.actions_reviewable_by(request.auth).prefetch_related("approvals__reviewer").order_by("-id")
     if filters.status:
@@ -45,13 +48,17 @@ def list_actions(request: ApiRequest, filters: Query[ActionFilter]) -> dict[str,
     }
 
 
-@router.get("/actions/{action_id}", response=ActionOut, summary="One action")
-def get_action(request: ApiRequest, action_id: int) -> dict[str, Any]:
+@router.get("/actions/{action_id}", response=responses(ActionOut, 404), summary="One action")
+def get_action(request: ApiRequest, action_id: ObjectId) -> dict[str, Any]:
     return action_out(get_object_or_404(selectors.actions_reviewable_by(request.auth), pk=action_id))
 
 
-@router.post("/actions/{action_id}/decision", response=ActionOut, summary="Approve, reject or edit a pending action")
-def decide_action(request: ApiRequest, action_id: int, payload: DecisionIn) -> dict[str, Any]:
+@router.post(
+    "/actions/{action_id}/decision",
+    response=responses(ActionOut, 403, 404, 409, body=True),
+    summary="Approve, reject, edit-and-approve or escalate a pending action",
+)
+def decide_action(request: ApiRequest, action_id: ObjectId, payload: Body[DecisionIn]) -> dict[str, Any]:
     action = get_object_or_404(selectors.actions_reviewable_by(request.auth), pk=action_id)
     services.action_request_decide(
         action=action,
@@ -66,19 +73,27 @@ def decide_action(request: ApiRequest, action_id: int, payload: DecisionIn) -> d
     )
 
 
-class UndoIn(Schema):
-    comment: str = Field(default="", max_length=5000)
+class UndoIn(ApiInput):
+    comment: str = Field(default="", max_length=COMMENT_MAX)
 
 
-@router.post("/actions/{action_id}/undo", response=ActionOut, summary="Undo an executed, reversible action")
-def undo_action(request: ApiRequest, action_id: int, payload: UndoIn) -> dict[str, Any]:
+@router.post(
+    "/actions/{action_id}/undo",
+    response=responses(ActionOut, 404, 409, body=True),
+    summary="Undo an executed, reversible action",
+)
+def undo_action(request: ApiRequest, action_id: ObjectId, payload: UndoIn) -> dict[str, Any]:
     action = get_object_or_404(selectors.actions_reviewable_by(request.auth), pk=action_id)
     execution.action_undo(action=action, actor=request.auth, comment=payload.comment)
     return action_out(get_object_or_404(selectors.actions_reviewable_by(request.auth), pk=action_id))
 
 
-@router.post("/actions/{action_id}/claim", response=ActionOut, summary="Claim a pending action for 5 minutes")
-def claim_action(request: ApiRequest, action_id: int) -> dict[str, Any]:
+@router.post(
+    "/actions/{action_id}/claim",
+    response=responses(ActionOut, 404, 409),
+    summary="Claim a pending action for 5 minutes",
+)
+def claim_action(request: ApiRequest, action_id: ObjectId) -> dict[str, Any]:
     action = get_object_or_404(selectors.actions_reviewable_by(request.auth), pk=action_id)
     services.action_request_claim(action=action, actor=request.auth)
     return action_out(get_object_or_404(selectors.actions_reviewable_by(request.auth), pk=action_id))

@@ -46,8 +46,7 @@ from ops import stats
 
 logger = logging.getLogger(__name__)
 
-# As for runs (agents.services): a lost publish is redone within this, plus a sweep interval.
-REPUBLISH_AFTER_SECONDS = 20
+REPUBLISH_AFTER_SECONDS = 30
 
 
 class StaleExecution(Exception):

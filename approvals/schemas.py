@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from datetime import datetime
+from typing import Annotated, Any, Literal
 
 from ninja import Schema
-from pydantic import Field
+from pydantic import BeforeValidator, ConfigDict, Field
+from pydantic_core import PydanticCustomError
 
-from approvals.models import ActionRequest
+from approvals.models import ActionRequest, ActionStatus
+from config.api_contract import ApiInput
+
+COMMENT_MAX = 5000
 
 
 class DecisionOut(Schema):
@@ -16,7 +21,7 @@ class DecisionOut(Schema):
     comment: str
     arguments_before: dict[str, Any]
     arguments_after: dict[str, Any]
-    created_at: Any
+    created_at: datetime
 
 
 class ActionOut(Schema):
@@ -32,25 +37,71 @@ class ActionOut(Schema):
     magnitude: str
     route: str
     route_reason: str
-    status: str
+    status: ActionStatus
     tier: int
     risk_score: int
-    due_at: Any
+    due_at: datetime | None
     required_approvals: int
     approvals: list[str]
     claimed_by: str | None
     decision: DecisionOut | None
     result: Any
     error: str
-    created_at: Any
-    decided_at: Any
-    executed_at: Any
+    created_at: datetime
+    decided_at: datetime | None
+    executed_at: datetime | None
 
 
-class DecisionIn(Schema):
-    verdict: Literal["approve", "reject", "edit", "escalate"]
-    arguments: dict[str, Any] | None = None
-    comment: str = Field(default="", max_length=5000)
+# A decision is one of four shapes, told apart by `verdict`. Only an edit carries
+# arguments (the service refuses them with any other verdict), so the document
+# says so too; null is taken as absent, and a reason is required to reject.
+def _only_with_edit(value: Any) -> Any:
+    if value is not None:
+        raise PydanticCustomError("unexpected_arguments", "arguments are only accepted with verdict 'edit'")
+    return value
+
+
+NoArguments = Annotated[None, BeforeValidator(_only_with_edit)]
+
+
+class ApproveIn(ApiInput):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"verdict": "approve", "comment": "checked the order"}]})
+
+    verdict: Literal["approve"]
+    arguments: NoArguments = Field(default=None, description="Not with approve: use verdict edit to change them.")
+    comment: str = Field(default="", max_length=COMMENT_MAX)
+
+
+class RejectIn(ApiInput):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"verdict": "reject", "comment": "already refunded"}]})
+
+    verdict: Literal["reject"]
+    arguments: NoArguments = Field(default=None, description="Not with reject.")
+    comment: str = Field(min_length=1, max_length=COMMENT_MAX, pattern=r"\S", description="The reason, required.")
+
+
+class EditIn(ApiInput):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"verdict": "edit", "arguments": {"order_id": "ORD-1002", "amount": 90, "reason": "partial"}}]
+        }
+    )
+
+    verdict: Literal["edit"]
+    arguments: dict[str, Any] = Field(
+        description="The arguments to approve instead, validated like the agent's own call against the tool's "
+        "schema (a mismatch is 400 invalid_arguments with field errors)."
+    )
+    comment: str = Field(default="", max_length=COMMENT_MAX)
+
+
+class EscalateIn(ApiInput):
+    verdict: Literal["escalate"]
+    arguments: NoArguments = Field(default=None, description="Not with escalate.")
+    comment: str = Field(default="", max_length=COMMENT_MAX, description="Why; a default reason when empty.")
+
+
+DecisionIn = Annotated[ApproveIn | RejectIn | EditIn | EscalateIn, Field(discriminator="verdict")]
 
 
 def action_out(action: ActionRequest) -> dict[str, Any]:

@@ -1,4 +1,8 @@
-"""The JSON API, version 1: bearer-token auth, errors as {"error": code, "detail": text}."""
+"""The JSON API, version 1: bearer-token auth, errors as {"error": code, "detail": text}.
+
+Every status an operation can answer is declared (config.api_contract.responses);
+tests/test_api_contract.py holds the document to that and runs Schemathesis against it.
+"""
 
 from __future__ import annotations
 
@@ -7,19 +11,45 @@ from typing import Any
 from django.http import Http404, HttpRequest, HttpResponse
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
+from ninja.openapi.schema import OpenAPISchema
+from ninja.parser import Parser
 
 from accounts.auth import BearerToken
 from agents.api import router as agents_router
 from agents.errors import DomainError
 from approvals.api import router as approvals_router
+from config.api_contract import describe_errors
 
-api = NinjaAPI(
+
+class UnsupportedMediaType(Exception):
+    pass
+
+
+class JsonOnlyParser(Parser):
+    """Bodies are JSON, said so by their Content-Type: the input boundary checks exactly those."""
+
+    def parse_body(self, request: HttpRequest) -> Any:
+        content_type = request.content_type or ""
+        if content_type != "application/json" and not content_type.endswith("+json"):
+            raise UnsupportedMediaType(content_type)
+        return super().parse_body(request)
+
+
+class CountersignApi(NinjaAPI):
+    def get_openapi_schema(self, *, path_prefix: str | None = None, path_params: Any = None) -> OpenAPISchema:
+        document = super().get_openapi_schema(path_prefix=path_prefix, path_params=path_params)
+        describe_errors(document)
+        return document
+
+
+api = CountersignApi(
     title="Countersign API",
     version="1",
     description="Submit runs and actions, read them, and decide pending actions.",
     auth=BearerToken(),
     urls_namespace="api-v1",
     docs_url=None,
+    parser=JsonOnlyParser(),
 )
 api.add_router("", agents_router)
 api.add_router("", approvals_router)
@@ -41,15 +71,17 @@ def domain_error(request: HttpRequest, exc: DomainError) -> HttpResponse:
 
 @api.exception_handler(ValidationError)
 def validation_error(request: HttpRequest, exc: ValidationError) -> HttpResponse:
-    errors = [
-        {
-            "field": ".".join(str(p) for p in err.get("loc", ()) if p not in {"body", "payload"}),
-            "message": err.get("msg", ""),
-        }
-        for err in exc.errors
-    ]
+    errors = [{"field": _field(err), "message": err.get("msg", "")} for err in exc.errors]
     detail = "; ".join(f"{e['field'] or '(body)'}: {e['message']}" for e in errors) or "invalid request"
     return error_response(request, 400, "invalid_request", detail, errors=errors)
+
+
+def _field(err: dict[str, Any]) -> str:
+    path = [str(p) for p in err.get("loc", ()) if p not in {"body", "payload"}]
+    if str(err.get("type", "")).startswith("union_tag_"):
+        # The body is one of several shapes, chosen by a key (the verdict): name that key.
+        path.append(str(err.get("ctx", {}).get("discriminator", "")).strip("'"))
+    return ".".join(p for p in path if p)
 
 
 @api.exception_handler(AuthenticationError)
@@ -69,6 +101,15 @@ def not_found(request: HttpRequest, exc: Http404) -> HttpResponse:
 @api.exception_handler(HttpError)
 def http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
     code = {400: "bad_request", 403: "forbidden", 404: "not_found", 429: "throttled"}.get(exc.status_code, "error")
+    if exc.status_code == 400 and isinstance(exc.__cause__, UnsupportedMediaType):
+        return error_response(
+            request, 415, "unsupported_media_type", "send the body as JSON, with 'Content-Type: application/json'"
+        )
     if exc.status_code == 400 and "parse request body" in str(exc.message):
         return error_response(request, 400, "malformed_json", "the request body is not valid JSON")
     return error_response(request, exc.status_code, code, str(exc.message))
+
+
+def not_found_view(request: HttpRequest, path: str = "") -> HttpResponse:
+    """Any other URL under the API: the API's 404, in JSON, not the site's page."""
+    return error_response(request, 404, "not_found", "no such endpoint")

@@ -162,14 +162,20 @@ def test_second_decision_loses_with_409_naming_the_winner(api_as):
     ("payload", "code"),
     [
         ({"verdict": "maybe"}, "invalid_request"),
-        ({"verdict": "reject"}, "reason_required"),
+        ({"verdict": "reject"}, "invalid_request"),
+        ({"verdict": "reject", "comment": "   "}, "invalid_request"),
         ({"verdict": "edit", "arguments": {"order_id": "ORD-1001", "amount": -1, "reason": "x"}}, "invalid_arguments"),
         (
             {"verdict": "edit", "arguments": {"order_id": "ORD-1001", "amount": 5, "reason": "x", "extra": 1}},
             "invalid_arguments",
         ),
-        ({"verdict": "edit"}, "invalid_arguments"),
-        ({"verdict": "approve", "arguments": {"amount": 1}}, "unexpected_arguments"),
+        ({"verdict": "edit"}, "invalid_request"),
+        ({"verdict": "approve", "arguments": {"amount": 1}}, "invalid_request"),
+        ({"verdict": "approve", "arguments": {}}, "invalid_request"),
+        ({"verdict": "escalate", "arguments": {}}, "invalid_request"),
+        ({"verdict": "approve", "comment": 5}, "invalid_request"),
+        ({"verdict": "approve", "reason": "typo for comment"}, "invalid_request"),
+        (["approve"], "invalid_request"),
     ],
 )
 def test_bad_decisions_are_400_and_write_nothing(api_as, payload, code):
