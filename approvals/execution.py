@@ -46,7 +46,8 @@ from ops import stats
 
 logger = logging.getLogger(__name__)
 
-REPUBLISH_AFTER_SECONDS = 30
+# As for runs (agents.services): a lost publish is redone within this, plus a sweep interval.
+REPUBLISH_AFTER_SECONDS = 20
 
 
 class StaleExecution(Exception):
