@@ -11,7 +11,6 @@ from django.contrib.auth.decorators import login_required
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
-from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
 from agents import breakers, configuration, selectors, services
@@ -23,6 +22,7 @@ from agents.tools import all_tools
 from config.pages import render_failed_post
 from config.requests import AuthedRequest
 from core.inbound import InputRefused, parse_json
+from core.redirects import next_url
 
 
 @require_GET
@@ -263,10 +263,7 @@ def agent_pause(request: AuthedRequest, slug: str) -> HttpResponse:
     paused = request.POST.get("paused") == "1"
     configuration.agent_set_paused(agent=agent, actor=request.user, paused=paused)
     messages.success(request, f"{agent.slug} {'paused' if paused else 'resumed'}.")
-    target = request.POST.get("next", "")
-    if target and url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}):
-        return redirect(target)
-    return redirect("agents:agent_list")
+    return redirect(next_url(request, reverse("agents:agent_list")))
 
 
 @require_GET

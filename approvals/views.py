@@ -11,7 +11,6 @@ from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import reswap, retarget
 
@@ -25,6 +24,7 @@ from approvals.models import ActionRequest, ActionStatus, Notification, Verdict
 from config.pages import render_failed_post
 from config.requests import AuthedRequest
 from core.inbound import InputRefused, parse_json
+from core.redirects import next_url
 
 PAGE_SIZE = 50
 AGE_CHOICES = [
@@ -164,7 +164,7 @@ def action_decide(request: AuthedRequest, action_id: int) -> HttpResponse:
     if request.htmx and request.POST.get("from") == "inbox":
         return HttpResponse("")  # the row swaps itself out; other inboxes hear it over the socket
     messages.success(request, f"Action {action.pk}: {verdict} recorded.")
-    return redirect(_next_url(request))
+    return redirect(next_url(request, "/"))
 
 
 def _edited_arguments(request: AuthedRequest, action: ActionRequest) -> tuple[Any, ArgumentsForm | None]:
@@ -182,20 +182,13 @@ def _edited_arguments(request: AuthedRequest, action: ActionRequest) -> tuple[An
     return form.arguments(), form
 
 
-def _next_url(request: AuthedRequest) -> str:
-    target = request.POST.get("next", "")
-    if target and url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}):
-        return target
-    return "/"
-
-
 @require_POST
 @login_required
 def action_bulk(request: AuthedRequest) -> HttpResponse:
     verdict = request.POST.get("verdict", "")
     if verdict not in (Verdict.APPROVE, Verdict.REJECT):
         messages.error(request, "Bulk decisions are approve or reject.")
-        return redirect(_next_url(request))
+        return redirect(next_url(request, "/"))
     ids = [int(i) for i in request.POST.getlist("ids") if i.isdecimal() and len(i) < 19][:200]
     comment = request.POST.get("comment", "") or request.POST.get("preset", "")
     done, failed = [], []
@@ -211,7 +204,7 @@ def action_bulk(request: AuthedRequest) -> HttpResponse:
         messages.error(request, line)
     if not done and not failed:
         messages.info(request, "Nothing selected.")
-    return redirect(_next_url(request))
+    return redirect(next_url(request, "/"))
 
 
 @require_POST

@@ -104,6 +104,8 @@ def _check(value: Any, path: str, depth: int, walk: _Walk) -> None:
         problem = number_problem(value)
         if problem:
             walk.add(path, problem)
+    elif isinstance(value, _Unparsable):
+        walk.add(path, value.reason)
     elif isinstance(value, dict | list | tuple):
         if depth >= MAX_DEPTH:
             walk.add(path, f"nested deeper than {MAX_DEPTH} levels")
@@ -128,14 +130,21 @@ def refuse_invalid(value: Any, *, path: str = "") -> Any:
     return _scrub(value)
 
 
+@dataclass(frozen=True)
+class _Unparsable:
+    """A token the parser met that no JSON value may be; reported with its path by the walk."""
+
+    reason: str
+
+
 def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
+    return _Unparsable(f"{name} is not a JSON number")
 
 
-def _bounded_int(text: str) -> int:
+def _bounded_int(text: str) -> int | _Unparsable:
     # int() of a million digits alone takes seconds: refuse by length first.
     if len(text.lstrip("-")) > 19:
-        raise ValueError(f"integer outside ±{MAX_INT}")
+        return _Unparsable(f"integer outside ±{MAX_INT}")
     return int(text)
 
 
@@ -152,11 +161,8 @@ def parse_json(raw: str | bytes, *, path: str = "") -> Any:
         value = json.loads(raw, parse_constant=_reject_constant, parse_int=_bounded_int)
     except RecursionError:
         raise InputRefused([Problem(path, f"nested deeper than {MAX_DEPTH} levels")]) from None
-    except ValueError as exc:
-        # json.JSONDecodeError is a ValueError; so are the two refusals above.
-        if isinstance(exc, json.JSONDecodeError):
-            raise InputRefused([Problem(path, f"not valid JSON: {exc.msg}")], code="malformed_json") from None
-        raise InputRefused([Problem(path, str(exc))]) from None
+    except json.JSONDecodeError as exc:
+        raise InputRefused([Problem(path, f"not valid JSON: {exc.msg}")], code="malformed_json") from None
     return refuse_invalid(value, path=path)
 
 

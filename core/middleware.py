@@ -6,8 +6,9 @@ import json
 import logging
 from collections.abc import Callable
 
-from django.core.exceptions import RequestDataTooBig
+from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent
 from django.http import HttpRequest, HttpResponse, JsonResponse, QueryDict
+from django.http.multipartparser import MultiPartParserError
 from django.template.loader import render_to_string
 
 from core import inbound
@@ -83,6 +84,8 @@ class InputBoundaryMiddleware:
                     request.POST = cleaned
         except RequestDataTooBig:
             raise _TooLarge(413, "too_large", "the body is too large") from None
+        except (MultiPartParserError, TooManyFieldsSent) as exc:
+            raise inbound.InputRefused([inbound.Problem("(body)", f"the form cannot be read: {exc}")]) from None
 
 
 class _TooLarge(Exception):
