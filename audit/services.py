@@ -117,6 +117,7 @@ def _flush_events(connection: Any, items: list[dict[str, Any]]) -> Callable[[], 
     key_id, key = signing_key()
     _lock_chain(connection)
     table = connection.ops.quote_name(AuditEvent._meta.db_table)
+    by_name = {f.name: f for f in AuditEvent._meta.concrete_fields}
     with connection.cursor() as cursor:
         cursor.execute(f"SELECT seq, hash FROM {table} ORDER BY seq DESC LIMIT 1")  # noqa: S608
         last = cursor.fetchone()
@@ -128,10 +129,8 @@ def _flush_events(connection: Any, items: list[dict[str, Any]]) -> Callable[[], 
             fields = {**item, "seq": seq, "created_at": now, "prev_hash": prev_hash, "key_id": key_id}
             fields["hash"] = chain_hash(prev_hash, canonical_row(**fields), key)
             prev_hash = fields["hash"]
-            rows.append(
-                [AuditEvent._meta.get_field(name).get_db_prep_save(fields[name], connection) for name in _COLUMNS]
-            )
-        columns = ", ".join(connection.ops.quote_name(AuditEvent._meta.get_field(n).column) for n in _COLUMNS)
+            rows.append([by_name[name].get_db_prep_save(fields[name], connection) for name in _COLUMNS])
+        columns = ", ".join(connection.ops.quote_name(by_name[n].column) for n in _COLUMNS)
         placeholders = ", ".join(["%s"] * len(_COLUMNS))
         cursor.executemany(f"INSERT INTO {table} ({columns}) VALUES ({placeholders})", rows)  # noqa: S608
     head_seq, head_hash = seq, prev_hash

@@ -62,7 +62,8 @@ class InputBoundaryMiddleware:
         if query:
             cleaned = _clean_querydict(request.GET, where="query")
             if cleaned is not None:
-                request.GET = cleaned
+                # The stubs type GET and POST as immutable; so is this copy.
+                request.GET = cleaned  # type: ignore[assignment]
         if request.method in {"GET", "HEAD", "OPTIONS"}:
             return
         try:
@@ -77,11 +78,11 @@ class InputBoundaryMiddleware:
                 body = request.body
                 if body.strip():
                     value = inbound.parse_json(body)
-                    request._body = json.dumps(value, ensure_ascii=False).encode()  # type: ignore[attr-defined]
+                    request._body = json.dumps(value, ensure_ascii=False).encode()
             elif content_type in _FORM_TYPES:
                 cleaned = _clean_querydict(request.POST, where="form")
                 if cleaned is not None:
-                    request.POST = cleaned
+                    request.POST = cleaned  # type: ignore[assignment]
         except RequestDataTooBig:
             raise _TooLarge(413, "too_large", "the body is too large") from None
         except (MultiPartParserError, TooManyFieldsSent) as exc:

@@ -45,7 +45,7 @@ def register_flusher(kind: str, flusher: Flusher) -> None:
 
 def defer(kind: str, item: Any, *, using: str = DEFAULT_DB_ALIAS) -> None:
     """Buffer `item` for the current transaction; written just before it commits."""
-    connection = connections[using]
+    connection: Any = connections[using]
     if not connection.in_atomic_block:
         raise RuntimeError(f"defer({kind!r}) needs a transaction: the write belongs to a change")
     connection.deferred_writes.append((set(connection.savepoint_ids), kind, item))

@@ -50,6 +50,7 @@ def _flush_counters(connection: Any, items: list[tuple[type[Model], dict[str, An
 
 def _upsert(connection: Any, model: type[Model], keys: dict[str, Any], deltas: dict[str, Any]) -> None:
     table = connection.ops.quote_name(model._meta.db_table)
+    by_name = {n: f for f in model._meta.concrete_fields for n in (f.name, f.attname)}
     columns: list[str] = []
     values: list[Any] = []
     for f in model._meta.concrete_fields:
@@ -59,9 +60,9 @@ def _upsert(connection: Any, model: type[Model], keys: dict[str, Any], deltas: d
         value = keys[name] if name in keys else deltas.get(name, f.get_default())
         columns.append(connection.ops.quote_name(f.column))
         values.append(f.get_db_prep_save(value, connection))
-    key_columns = [connection.ops.quote_name(model._meta.get_field(k).column) for k in keys]
+    key_columns = [connection.ops.quote_name(by_name[k].column) for k in keys]
     updates = ", ".join(
-        f"{(col := connection.ops.quote_name(model._meta.get_field(name).column))} = {table}.{col} + EXCLUDED.{col}"
+        f"{(col := connection.ops.quote_name(by_name[name].column))} = {table}.{col} + EXCLUDED.{col}"
         for name in deltas
     )
     sql = (
