@@ -62,7 +62,7 @@ def main() -> None:
     pending = list(ActionRequest.objects.filter(status=ActionStatus.PENDING).order_by("pk"))
     assert len(pending) == N
 
-    worker_env = {**os.environ, "DEMO_TOOL_DELAY_SECONDS": "0.02", "EXECUTION_LEASE_MARGIN_SECONDS": "2"}
+    worker_env = {**os.environ, "DEMO_TOOL_DELAY_SECONDS": "0.02", "LEASE_SECONDS": "3"}
     log = Path("/tmp/bench-soak-worker.log")
     argv = [str(BIN / "celery"), "-A", "config", "worker", "-Q", queue, "-c", "2", "-l", "WARNING"]
     worker = spawn(argv, worker_env, log)
