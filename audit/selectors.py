@@ -70,20 +70,26 @@ def row_digest(row: AuditEvent, keys: dict[str, bytes]) -> str | None:
     return chain_hash(row.prev_hash, canonical, key)
 
 
-def verify_chain(*, max_problems: int = 20) -> ChainReport:
-    """Recompute every hash in order; report edits, deletions, reordering, gaps, forgeries and a cut-off tail."""
+def verify_chain(*, max_problems: int = 20, after: tuple[int, str] | None = None) -> ChainReport:
+    """Recompute every hash in order; report edits, deletions, reordering, gaps, forgeries and a cut-off tail.
+
+    With `after=(seq, hash)` of a sealed, intact checkpoint, only the rows since
+    it are checked (and no anchors): what the periodic checkpoint records.
+    """
     report = ChainReport()
     # Anchors first: every row they name had committed before the chain is read.
-    anchors = anchors_read()
-    sealed = _checkpoints()
+    anchors = anchors_read() if after is None else []
+    sealed = _checkpoints() if after is None else []
     keys = verifying_keys()
     restated = restated_rows()
     wanted = {seq for seq, _, _ in sealed} | {a.seq for a in anchors}
     seen: dict[int, str] = {}
-    expected_seq = 1
-    prev_hash = GENESIS_HASH
+    expected_seq, prev_hash = (after[0] + 1, after[1]) if after else (1, GENESIS_HASH)
     legacy_until = settings.AUDIT_LEGACY_UNTIL_SEQ
-    for row in AuditEvent.objects.order_by("seq").iterator(chunk_size=2000):
+    rows = AuditEvent.objects.order_by("seq")
+    if after is not None:
+        rows = rows.filter(seq__gt=after[0])
+    for row in rows.iterator(chunk_size=2000):
         if row.seq != expected_seq:
             report.problems.append(f"gap: expected seq {expected_seq}, found {row.seq}")
         if row.prev_hash != prev_hash:
@@ -129,6 +135,15 @@ def _check_head(report: ChainReport, seen: dict[int, str], seq: int, digest: str
         report.problems.append(f"{source} names seq {seq}, which is gone: the log was cut off or rows deleted")
     elif seen[seq] != digest:
         report.problems.append(f"{source} at seq {seq} has a different hash: the log was rewritten")
+
+
+def last_intact_checkpoint() -> AuditCheckpoint | None:
+    """The newest checkpoint that found the chain intact and whose seal is genuine."""
+    keys = list(verifying_keys().values())
+    for cp in AuditCheckpoint.objects.filter(chain_ok=True).order_by("-id")[:5]:
+        if any(hmac.compare_digest(cp.mac, checkpoint_mac(cp.seq, cp.hash, cp.created_at, k)) for k in keys):
+            return cp
+    return None
 
 
 def _checkpoints() -> list[tuple[int, str, str]]:

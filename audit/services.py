@@ -14,7 +14,7 @@ from audit.anchors import anchor_append
 from audit.chain import GENESIS_HASH, canonical_row, canonical_value, chain_hash, checkpoint_mac, signing_key
 from audit.context import current_request_id
 from audit.models import ActorType, AuditCheckpoint, AuditEvent
-from audit.selectors import REANCHOR_EVENT, ReanchorPlan, reanchor_plan, verify_chain
+from audit.selectors import REANCHOR_EVENT, ReanchorPlan, last_intact_checkpoint, reanchor_plan, verify_chain
 from core.secrets import scrub_text
 from core.transactions import AUDIT, defer, register_flusher
 
@@ -141,9 +141,14 @@ register_flusher(AUDIT, _flush_events)
 
 
 def checkpoint_take() -> AuditCheckpoint | None:
-    """Seal the current head of the chain in the database, and anchor it outside."""
-    report = verify_chain()
-    if report.count == 0:
+    """Seal the current head of the chain in the database, and anchor it outside.
+
+    Whether the chain is intact is checked from the last intact checkpoint on,
+    not from the first row: the job runs every minute and the chain grows forever.
+    """
+    since = last_intact_checkpoint()
+    report = verify_chain(after=(since.seq, since.hash) if since else None)
+    if report.count == 0 and since is None:
         return None
     with transaction.atomic():
         _lock_chain(connection)

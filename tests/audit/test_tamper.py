@@ -286,3 +286,15 @@ def test_insert_only_user_cannot_forge_an_append(sealed_log, insert_only_role, c
 def test_checkpoints_are_append_only_on_postgres(sealed_log):
     with pytest.raises(DatabaseError, match="audit_auditcheckpoint is append-only"), transaction.atomic():
         AuditCheckpoint.objects.update(seq=1)
+
+
+def test_the_periodic_checkpoint_checks_the_rows_since_the_last_intact_one(capsys):
+    write_events(3)
+    first = checkpoint_take()
+    assert first is not None and first.chain_ok
+    write_events(2, start=3)
+    attack("UPDATE audit_auditevent SET actor_label = 'mallory' WHERE seq = 5")
+    second = checkpoint_take()
+    assert second is not None and second.seq == 5
+    assert not second.chain_ok  # the edit after the first checkpoint is seen
+    verify_fails(capsys, "seq 5: content does not match its hash")
