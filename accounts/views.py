@@ -17,11 +17,11 @@ from django.views.decorators.http import require_GET, require_POST
 from accounts import selectors, services, throttle
 from accounts.access import require_global_perm
 from accounts.models import Role
-from agents.errors import DomainError
 from agents.models import Agent
 from agents.services import agent_permission_grant, agent_permission_revoke
 from audit.services import Actor, record
-from config.requests import AuthedRequest
+from core.errors import DomainError
+from core.requests import AuthedRequest
 
 
 def _require_read(request: AuthedRequest) -> None:

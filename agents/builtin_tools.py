@@ -6,10 +6,10 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from agents.errors import DomainError
 from agents.models import Agent, Run, RunPriority
 from agents.tools import Impact, Tool, ToolError, register
 from audit.services import Actor
+from core.errors import DomainError
 
 
 class DelegateArgs(BaseModel):

@@ -27,10 +27,10 @@ from django.db import transaction
 from django.utils import timezone
 
 from agents import services
-from agents.errors import Conflict, InvalidInput
 from agents.models import Agent, AgentTool, PromptStatus, PromptVersion
 from agents.tools import Impact, get_tool
 from audit.services import Actor, record
+from core.errors import Conflict, InvalidInput
 
 TOOL_FIELDS = (
     "enabled",

@@ -15,7 +15,6 @@ from django.utils import timezone
 from guardian.shortcuts import assign_perm, remove_perm
 
 from agents import tasks
-from agents.errors import Conflict, IllegalTransition, InvalidInput
 from agents.models import (
     RUN_FINISHED,
     RUN_TRANSITIONS,
@@ -30,7 +29,8 @@ from agents.models import (
 )
 from agents.secrets import SecretUnavailable, check_secret_ref
 from audit.services import Actor, record
-from config.background import enqueue, enqueue_on_commit
+from core.background import enqueue, enqueue_on_commit
+from core.errors import Conflict, IllegalTransition, InvalidInput
 from core.inbound import InputRefused, refuse_invalid
 from core.leases import lease_until
 from core.transient import retry_delay

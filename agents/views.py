@@ -15,14 +15,14 @@ from django.views.decorators.http import require_GET, require_POST
 
 from agents import breakers, configuration, selectors, services
 from agents.builtin_tools import CONFIG_TOOLS
-from agents.errors import DomainError
 from agents.forms import AgentSettingsForm, PromptForm, ToolPolicyForm
 from agents.models import Agent, AgentTool, PromptVersion, Run, RunPriority, RunStatus
 from agents.tools import all_tools
-from config.pages import render_failed_post
-from config.requests import AuthedRequest
+from core.errors import DomainError
 from core.inbound import InputRefused, parse_json
+from core.pages import render_failed_post
 from core.redirects import next_url
+from core.requests import AuthedRequest
 
 
 @require_GET

@@ -5,16 +5,64 @@ from __future__ import annotations
 from typing import Any
 
 from django.shortcuts import get_object_or_404
-from ninja import Body, Query, Router, Schema
-from pydantic import Field
+from ninja import Body, Query, Router, Schema, Status
+from pydantic import ConfigDict, Field
 
+from agents import selectors as agent_selectors
 from approvals import execution, selectors, services
 from approvals.models import ActionRequest, ActionStatus
 from approvals.schemas import COMMENT_MAX, ActionOut, DecisionIn, action_out
-from config.api_contract import MAX_ID, AgentSlug, ApiInput, ObjectId, responses
-from config.requests import ApiRequest
+from core.api_contract import MAX_ID, AgentSlug, ApiInput, ObjectId, responses
+from core.requests import ApiRequest
 
 router = Router(tags=["actions"])
+
+
+class ActionSubmitIn(ApiInput):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "tool": "issue_refund",
+                    "arguments": {"order_id": "ORD-1002", "amount": 150, "reason": "arrived broken"},
+                    "confidence": 0.9,
+                    "rationale": "The customer sent a photo of the damage.",
+                }
+            ]
+        }
+    )
+
+    tool: str = Field(
+        min_length=1,
+        max_length=100,
+        description="A tool enabled for the agent (unknown_tool / tool_not_enabled otherwise).",
+    )
+    arguments: dict[str, Any] = Field(
+        description="Validated against the tool's schema and limits (400 invalid_arguments / over_limit)."
+    )
+    confidence: float = Field(ge=0.0, le=1.0)
+    rationale: str = Field(default="", max_length=10000)
+
+
+@router.post(
+    "/agents/{slug}/actions",
+    response=responses(ActionOut, 404, status=201, body=True),
+    summary="Submit a tool call for guard, policy and (if needed) review",
+)
+def submit_action(request: ApiRequest, slug: AgentSlug, payload: ActionSubmitIn) -> Status[dict[str, Any]]:
+    agent = get_object_or_404(agent_selectors.agents_with_perm(request.auth, "operate_agent"), slug=slug)
+    outcome = services.route_tool_call(
+        agent=agent,
+        run=None,
+        tool=payload.tool,
+        arguments=payload.arguments,
+        confidence=payload.confidence,
+        rationale=payload.rationale,
+        actor=request.auth,
+    )
+    assert outcome.action is not None  # a refusal without a run raises InvalidInput
+    outcome.action.refresh_from_db()
+    return Status(201, action_out(outcome.action))
 
 
 class ActionFilter(Schema):

@@ -32,13 +32,13 @@ from django.utils import timezone
 
 from agents import breakers
 from agents import services as agent_services
-from agents.errors import Conflict, IllegalTransition, InvalidInput
 from agents.models import AgentTool
 from agents.tools import Tool, ToolError, get_tool
 from approvals import broadcast, tasks
 from approvals.models import ACTION_TRANSITIONS, ActionRequest, ActionStatus, Execution, ExecutionStatus
 from audit.services import Actor, record
-from config.background import enqueue, enqueue_on_commit
+from core.background import enqueue, enqueue_on_commit
+from core.errors import Conflict, IllegalTransition, InvalidInput
 from core.inbound import sanitise
 from core.leases import heartbeat, lease_until
 from core.transient import is_transient, retry_delay

@@ -10,7 +10,7 @@ from pydantic import BeforeValidator, ConfigDict, Field
 from pydantic_core import PydanticCustomError
 
 from approvals.models import ActionRequest, ActionStatus
-from config.api_contract import ApiInput
+from core.api_contract import ApiInput
 
 COMMENT_MAX = 5000
 

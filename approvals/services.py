@@ -17,7 +17,6 @@ from django.db.models import Case, Count, F, Q, Value, When
 from django.utils import timezone
 
 from agents import services as agent_services
-from agents.errors import Conflict, Forbidden, IllegalTransition, InvalidInput
 from agents.guard import GuardRefusal, guard_edited_call, guard_tool_call, validate_arguments
 from agents.models import Agent, AgentTool, Run, StepKind
 from agents.policy import Route, route_for
@@ -34,7 +33,8 @@ from approvals.models import (
     Verdict,
 )
 from audit.services import Actor, record
-from config.background import enqueue_on_commit
+from core.background import enqueue_on_commit
+from core.errors import Conflict, Forbidden, IllegalTransition, InvalidInput
 from ops import stats
 
 logger = logging.getLogger(__name__)

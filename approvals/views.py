@@ -14,17 +14,17 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import reswap, retarget
 
-from agents.errors import DomainError, InvalidInput
 from agents.guard import GuardRefusal, validate_arguments
 from agents.selectors import run_steps
 from agents.tools import get_tool
 from approvals import execution, selectors, services
 from approvals.forms import REJECT_REASONS, ArgumentsForm
 from approvals.models import ActionRequest, ActionStatus, Notification, Verdict
-from config.pages import render_failed_post
-from config.requests import AuthedRequest
+from core.errors import DomainError, InvalidInput
 from core.inbound import InputRefused, parse_json
+from core.pages import render_failed_post
 from core.redirects import next_url
+from core.requests import AuthedRequest
 
 PAGE_SIZE = 50
 AGE_CHOICES = [

@@ -20,7 +20,7 @@ from agents.models import Agent
 from audit.models import AuditCheckpoint, AuditEvent
 from audit.selectors import AuditFilters, audit_events, diff
 from audit.services import record
-from config.requests import AuthedRequest
+from core.requests import AuthedRequest
 
 PAGE_SIZE = 50
 EXPORT_FIELDS = [

@@ -31,7 +31,7 @@ def main() -> None:
     setup_django()
     from django.conf import settings
 
-    import config.background as background
+    import core.background as background
     from agents.models import Agent, Run, Step, StepKind
     from agents.services import run_start
 

@@ -1,6 +1,6 @@
 """The JSON API, version 1: bearer-token auth, errors as {"error": code, "detail": text}.
 
-Every status an operation can answer is declared (config.api_contract.responses);
+Every status an operation can answer is declared (core.api_contract.responses);
 tests/test_api_contract.py holds the document to that and runs Schemathesis against it.
 """
 
@@ -16,9 +16,9 @@ from ninja.parser import Parser
 
 from accounts.auth import BearerToken
 from agents.api import router as agents_router
-from agents.errors import DomainError
 from approvals.api import router as approvals_router
-from config.api_contract import describe_errors
+from core.api_contract import describe_errors
+from core.errors import DomainError
 
 
 class UnsupportedMediaType(Exception):

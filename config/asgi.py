@@ -18,7 +18,7 @@ from django.urls import path  # noqa: E402
 from approvals.consumers import InboxConsumer  # noqa: E402
 from approvals.origin import SameOriginWebsocket  # noqa: E402
 from config import server_limits  # noqa: E402, F401  (daphne answers 414 instead of hanging up)
-from config.background import remember_server_loop  # noqa: E402
+from core.background import remember_server_loop  # noqa: E402
 
 websocket_urlpatterns = [path("ws/inbox/", InboxConsumer.as_asgi())]
 

@@ -11,10 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-try:
-    from twisted.web.http import HTTPChannel
-except ImportError:  # pragma: no cover  (another ASGI server)
-    HTTPChannel = None
+from twisted.web.http import HTTPChannel
 
 BODY = b"the request line or a header is longer than 16384 bytes\n"
 RESPONSE = (
@@ -31,5 +28,4 @@ def _line_too_long(self: Any, line: bytes) -> None:
     self.loseConnection()
 
 
-if HTTPChannel is not None:
-    HTTPChannel.lineLengthExceeded = _line_too_long
+HTTPChannel.lineLengthExceeded = _line_too_long  # type: ignore[method-assign]

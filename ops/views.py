@@ -13,8 +13,8 @@ from django.views.decorators.http import require_GET, require_POST
 
 from agents.selectors import agents_with_perm
 from audit.services import record
-from config.pages import render_failed_post
-from config.requests import AuthedRequest
+from core.pages import render_failed_post
+from core.requests import AuthedRequest
 from ops import charts, metrics, selectors
 from ops.forms import AlertRuleForm
 from ops.models import Alert, AlertRule

@@ -24,8 +24,8 @@ from schemathesis.engine import events
 from schemathesis.openapi.checks import RejectedPositiveData
 
 from approvals.models import ActionRequest, ActionStatus
-from config.api_contract import COMMON_ERRORS, ERROR_HEADERS
 from core import inbound
+from core.api_contract import COMMON_ERRORS, ERROR_HEADERS
 from tests.conftest import ON_POSTGRES, refund_input
 from tests.e2e.conftest import BIN, _wait_for_other_sessions_to_leave, free_port, wait_for_port
 

@@ -16,9 +16,13 @@
     // A reconnect may have missed messages: fetch the list again over HTTP.
     if (opened++ > 0) resync();
   });
-  document.addEventListener("htmx:wsClose", function () {
+  document.addEventListener("htmx:wsClose", function (evt) {
     var dot = document.getElementById("live-status");
     if (dot) dot.classList.remove("on");
+    // 4401: the session ended (logout, expiry, password change, deactivation); 4403: no right left.
+    // The socket will not reopen by itself: reload, and the server decides what this user sees.
+    var code = evt.detail && evt.detail.event && evt.detail.event.code;
+    if (code === 4401 || code === 4403) window.location.reload();
   });
   document.addEventListener("htmx:oobAfterSwap", function (evt) {
     var target = evt.detail && evt.detail.target;

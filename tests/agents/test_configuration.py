@@ -5,12 +5,12 @@ from decimal import Decimal
 import pytest
 
 from agents.configuration import active_prompt, agent_configure, prompt_propose, prompt_rollback
-from agents.errors import Conflict, Forbidden, InvalidInput
 from agents.models import Agent, AgentTool, PromptVersion, Run
 from agents.services import run_start
 from approvals.models import ActionRequest, ActionStatus
 from approvals.services import action_request_decide
 from audit.models import AuditEvent
+from core.errors import Conflict, Forbidden, InvalidInput
 from tests.conftest import refund_input, user
 
 pytestmark = pytest.mark.django_db

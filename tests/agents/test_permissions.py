@@ -3,10 +3,10 @@ from __future__ import annotations
 import pytest
 from django.contrib.auth import get_user_model
 
-from agents.errors import InvalidInput
 from agents.selectors import agents_with_perm
 from agents.services import agent_permission_grant, agent_permission_revoke
 from audit.models import AuditEvent
+from core.errors import InvalidInput
 from tests.conftest import user
 
 pytestmark = pytest.mark.django_db

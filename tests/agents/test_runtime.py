@@ -4,7 +4,6 @@ from decimal import Decimal
 
 import pytest
 
-from agents.errors import Conflict, InvalidInput
 from agents.models import Run, RunStatus, StepKind
 from agents.providers import FinalAnswer, ProviderResult, ToolCallProposal, register_provider
 from agents.services import agent_update, run_start
@@ -13,6 +12,7 @@ from approvals.execution import action_execute
 from approvals.models import ActionRequest, ActionStatus, Execution
 from approvals.services import action_request_decide
 from audit.models import AuditEvent
+from core.errors import Conflict, InvalidInput
 from demo.models import Contact, Order, Refund
 from tests.conftest import refund_input, user
 

@@ -6,13 +6,13 @@ from decimal import Decimal
 import pytest
 from django.utils import timezone
 
-from agents.errors import IllegalTransition, InvalidInput
 from agents.models import RunStatus
 from agents.services import run_start
 from agents.tools import ToolError, get_tool
 from approvals.execution import action_execute, action_resolve_in_doubt, action_undo, executions_sweep
 from approvals.models import ActionRequest, ActionStatus, Execution, ExecutionStatus
 from audit.models import AuditEvent
+from core.errors import IllegalTransition, InvalidInput
 from demo.models import Contact, Order, Refund
 from tests.conftest import refund_input, user
 

@@ -7,12 +7,12 @@ from django.contrib.auth import get_user_model
 from django.core import mail
 from django.utils import timezone
 
-from agents.errors import Conflict, Forbidden
 from agents.models import AgentTool, RunStatus
 from agents.services import agent_permission_grant, run_start
 from approvals import selectors, services
 from approvals.models import ActionRequest, ActionStatus, Decision, Notification
 from audit.models import AuditEvent
+from core.errors import Conflict, Forbidden
 from demo.models import Refund
 from tests.conftest import refund_input, user
 

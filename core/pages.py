@@ -8,7 +8,7 @@ from django.http import HttpResponse
 from django.shortcuts import render
 from django_htmx.http import replace_url
 
-from config.requests import AuthedRequest
+from core.requests import AuthedRequest
 
 
 def render_failed_post(

@@ -1,0 +1,89 @@
+"""Dependencies between apps point one way: down the order in docs/architecture.md.
+
+Every module of every app is parsed with `ast`, imports inside functions
+included, and each import of another app is checked against the order. An app
+may import the apps below it, never one above. The imports that still point up
+are listed in KNOWN_UPWARD with the knot they belong to (issue 10); the list
+may only shrink: a new upward import, or a listed one that is gone but still
+listed, fails.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# Bottom to top. config/ is the composition root and may import any app.
+ORDER = ["core", "audit", "accounts", "agents", "approvals", "ops", "demo", "config"]
+
+# (importing module, imported app): the knots not untied yet.
+KNOWN_UPWARD = {
+    # The audit viewer needs the access decorator and agent slugs: the viewer belongs above accounts.
+    ("audit.views", "accounts"),
+    ("audit.views", "agents"),
+    # Access pages list agents and grant their object permissions.
+    ("accounts.selectors", "agents"),
+    ("accounts.views", "agents"),
+    # A role change refreshes open sockets (the push hub lives in approvals.broadcast).
+    ("accounts.services", "approvals"),
+    # Four-eyes configuration changes are built in agents but stored as approvals' tier-0 actions.
+    ("agents.configuration", "approvals"),
+    ("agents.builtin_tools", "approvals"),
+    # The run loop routes tool calls (approvals) and finishes sub-runs of coordinator actions.
+    ("agents.runtime", "approvals"),
+    ("agents.services", "approvals"),
+    ("agents.api", "approvals"),
+    ("agents.views", "approvals"),
+    # Counters are written by the services of the apps they count.
+    ("agents.runtime", "ops"),
+    ("agents.services", "ops"),
+    ("agents.breakers", "approvals"),
+    ("approvals.execution", "ops"),
+    ("approvals.services", "ops"),
+}
+
+
+def _imports() -> set[tuple[str, str]]:
+    found = set()
+    for app in ORDER:
+        for path in (ROOT / app).rglob("*.py"):
+            if "migrations" in path.parts:
+                continue
+            module = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Import):
+                    names = [alias.name for alias in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                    names = [node.module]
+                else:
+                    continue
+                for name in names:
+                    top = name.split(".")[0]
+                    if top in ORDER and top != app:
+                        found.add((module, top))
+    return found
+
+
+def _upward(imports: set[tuple[str, str]]) -> set[tuple[str, str]]:
+    return {
+        (module, target)
+        for module, target in imports
+        if module.split(".")[0] != "config" and ORDER.index(target) > ORDER.index(module.split(".")[0])
+    }
+
+
+def test_no_app_imports_one_above_it():
+    upward = _upward(_imports())
+    new = upward - KNOWN_UPWARD
+    assert not new, f"imports against the layer order {ORDER}: {sorted(new)}"
+
+
+def test_the_list_of_known_knots_only_shrinks():
+    gone = KNOWN_UPWARD - _upward(_imports())
+    assert not gone, f"these knots are untied: remove them from KNOWN_UPWARD: {sorted(gone)}"
+
+
+def test_core_depends_on_no_app():
+    assert not {(m, t) for m, t in _imports() if m.startswith("core")}
