@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from agents.models import Agent, Run, RunPriority
-from agents.tools import Impact, Tool, ToolError, register
+from agents.tools import Impact, Tool, ToolContext, ToolError, register
 from audit.services import Actor
 from core.errors import DomainError
 
@@ -23,18 +23,11 @@ class DelegateArgs(BaseModel):
 MAX_DELEGATION_DEPTH = 3
 
 
-def action_id_from_key(idempotency_key: str) -> int:
-    # Execution keys are "action-<id>" (approvals.services._schedule_execution).
-    return int(idempotency_key.removeprefix("action-"))
-
-
-def delegate(args: DelegateArgs, idempotency_key: str) -> dict[str, Any]:
+def delegate(args: DelegateArgs, context: ToolContext) -> dict[str, Any]:
     from agents.services import run_start
     from approvals.models import ActionRequest
 
-    action = ActionRequest.objects.select_related("agent", "run__created_by", "submitted_by").get(
-        pk=action_id_from_key(idempotency_key)
-    )
+    action = ActionRequest.objects.select_related("agent", "run__created_by", "submitted_by").get(pk=context.action_id)
     existing = Run.objects.filter(parent_action=action).first()
     if existing is not None:
         return {"subrun": existing.pk, "agent": args.agent}
@@ -86,14 +79,14 @@ class ConfigChangeArgs(BaseModel):
     tools: dict[str, dict[str, Any]] = {}
 
 
-def apply_agent_config(args: ConfigChangeArgs, idempotency_key: str) -> dict[str, Any]:
+def apply_agent_config(args: ConfigChangeArgs, context: ToolContext) -> dict[str, Any]:
     """Execute an approved configuration change (four eyes): re-validated, then written."""
     from agents.configuration import _validate, apply_change
     from agents.models import AgentTool
     from approvals.models import ActionRequest
 
     action = ActionRequest.objects.select_related("agent", "decision__reviewer", "submitted_by").get(
-        pk=action_id_from_key(idempotency_key)
+        pk=context.action_id
     )
     current = {t.tool: t for t in AgentTool.objects.filter(agent=action.agent)}
     try:
@@ -118,14 +111,12 @@ class ActivatePromptArgs(BaseModel):
     number: int
 
 
-def activate_prompt(args: ActivatePromptArgs, idempotency_key: str) -> dict[str, Any]:
+def activate_prompt(args: ActivatePromptArgs, context: ToolContext) -> dict[str, Any]:
     from agents.configuration import prompt_activate
     from agents.models import PromptVersion
     from approvals.models import ActionRequest
 
-    action = ActionRequest.objects.select_related("decision__reviewer", "submitted_by").get(
-        pk=action_id_from_key(idempotency_key)
-    )
+    action = ActionRequest.objects.select_related("decision__reviewer", "submitted_by").get(pk=context.action_id)
     version = PromptVersion.objects.filter(pk=args.version, status="proposed").first()
     if version is None:
         raise ToolError("not_proposed", f"prompt version {args.number} is no longer waiting to be activated")

@@ -37,14 +37,25 @@ class ToolError(Exception):
 
 
 @dataclass(frozen=True)
+class ToolContext:
+    """What a tool's effect is told about the call it carries out."""
+
+    # Unique per execution: an effect must not happen twice for one key.
+    idempotency_key: str
+    action_id: int
+    agent_id: int
+    run_id: int | None = None
+
+
+@dataclass(frozen=True)
 class Tool:
     name: str
     description: str
     args_model: type[BaseModel]
     impact: Impact
-    # Runs the effect. Receives validated arguments and the execution's
-    # idempotency key; must not apply the effect twice for one key.
-    execute: Callable[[Any, str], dict[str, Any]]
+    # Runs the effect. Receives validated arguments and the call's context;
+    # must not apply the effect twice for one `context.idempotency_key`.
+    execute: Callable[[Any, ToolContext], dict[str, Any]]
     # How big the effect is (an amount, a record count), for policy limits.
     magnitude: Callable[[Any], Decimal] = lambda args: Decimal(0)
     # Undo: receives the arguments, the execution's result and the key.

@@ -33,7 +33,7 @@ from django.utils import timezone
 from agents import breakers
 from agents import services as agent_services
 from agents.models import AgentTool
-from agents.tools import Tool, ToolError, get_tool
+from agents.tools import Tool, ToolContext, ToolError, get_tool
 from approvals import broadcast, tasks
 from approvals.models import ACTION_TRANSITIONS, ActionRequest, ActionStatus, Execution, ExecutionStatus
 from audit.services import Actor, record
@@ -67,7 +67,13 @@ def action_execute(*, execution_id: int) -> None:
         args = tool.args_model.model_validate(action.arguments)
         with heartbeat(_renewal(execution, agent_tool)), transaction.atomic():
             _apply_timeout(agent_tool)
-            result = _screened(tool.execute(args, execution.idempotency_key))
+            context = ToolContext(
+                idempotency_key=execution.idempotency_key,
+                action_id=action.pk,
+                agent_id=action.agent_id,
+                run_id=action.run_id,
+            )
+            result = _screened(tool.execute(args, context))
             _finish(execution, action, tool, status=ActionStatus.EXECUTED, result=result, error=None)
     except StaleExecution:
         logger.warning("execution %s: lease taken over; this attempt's effect was rolled back", execution.pk)

@@ -11,7 +11,7 @@ from django.db.models import F
 from django.utils import timezone
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from agents.tools import Impact, Tool, ToolError, register
+from agents.tools import Impact, Tool, ToolContext, ToolError, register
 from demo.models import Contact, Order, Refund
 
 
@@ -31,7 +31,8 @@ def _fault_injection_delay() -> None:
         time.sleep(delay)
 
 
-def issue_refund(args: IssueRefundArgs, idempotency_key: str) -> dict[str, Any]:
+def issue_refund(args: IssueRefundArgs, context: ToolContext) -> dict[str, Any]:
+    idempotency_key = context.idempotency_key
     existing = Refund.objects.filter(idempotency_key=idempotency_key).select_related("order").first()
     if existing is not None:
         return _refund_result(existing)
@@ -101,7 +102,8 @@ class DeleteContactsArgs(BaseModel):
         return value
 
 
-def delete_contacts(args: DeleteContactsArgs, idempotency_key: str) -> dict[str, Any]:
+def delete_contacts(args: DeleteContactsArgs, context: ToolContext) -> dict[str, Any]:
+    idempotency_key = context.idempotency_key
     already = list(Contact.objects.filter(deleted_by_key=idempotency_key).values_list("id", flat=True))
     if already:
         return {"deleted": sorted(already), "missing": sorted(set(args.ids) - set(already))}
