@@ -10,6 +10,7 @@ from django.db import transaction
 
 from accounts.models import ApiToken, Role, hash_token
 from audit.services import Actor, record
+from core.push import PERMISSIONS_CHANGED, push_on_commit
 
 
 def api_token_issue(*, user: User, actor: Actor | AbstractBaseUser | None, name: str = "") -> str:
@@ -66,7 +67,4 @@ def user_set_active(*, user: AbstractBaseUser, actor: Actor | AbstractBaseUser |
 
 def _notify(user: AbstractBaseUser) -> None:
     # Group membership can carry per-agent permissions: open sockets recompute their groups.
-    from approvals import broadcast
-
-    user_id = int(user.pk)
-    transaction.on_commit(lambda: broadcast.permissions_changed([user_id]))
+    push_on_commit(PERMISSIONS_CHANGED, user_ids=[int(user.pk)])

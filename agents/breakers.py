@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from agents.models import Agent, BreakerState, CircuitBreaker
 from audit.services import Actor, record
+from core.push import OPS_CHANGED, push_on_commit
 
 MODEL = ""  # the breaker of the agent's model calls
 
@@ -127,10 +128,4 @@ def breaker_reset(*, breaker: CircuitBreaker, actor: User | Actor) -> None:
             before=before,
             after={"state": BreakerState.CLOSED, "tool": locked.tool},
         )
-        transaction.on_commit(lambda: _ops_changed(locked.agent_id))
-
-
-def _ops_changed(agent_id: int) -> None:
-    from approvals import broadcast
-
-    broadcast.ops_changed(agent_id)
+        push_on_commit(OPS_CHANGED, agent_id=locked.agent_id)

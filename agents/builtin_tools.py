@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+from django.contrib.auth.models import User
 from pydantic import BaseModel, ConfigDict, Field
 
 from agents.models import Agent, Run, RunPriority
@@ -25,35 +26,36 @@ MAX_DELEGATION_DEPTH = 3
 
 def delegate(args: DelegateArgs, context: ToolContext) -> dict[str, Any]:
     from agents.services import run_start
-    from approvals.models import ActionRequest
 
-    action = ActionRequest.objects.select_related("agent", "run__created_by", "submitted_by").get(pk=context.action_id)
-    existing = Run.objects.filter(parent_action=action).first()
+    existing = Run.objects.filter(parent_action_id=context.action_id).first()
     if existing is not None:
         return {"subrun": existing.pk, "agent": args.agent}
     worker = Agent.objects.filter(slug=args.agent).first()
     if worker is None:
         raise ToolError("unknown_agent", f"there is no agent {args.agent!r}")
-    if worker.pk == action.agent_id:
+    if worker.pk == context.agent_id:
         raise ToolError("self_delegation", "an agent cannot delegate to itself")
     # Whoever started the coordinator's work must be allowed to start the worker's:
     # delegation must not widen what a person can make happen.
-    person = (action.run.created_by if action.run is not None else None) or action.submitted_by
+    person = User.objects.filter(pk=context.requested_by_id).first() if context.requested_by_id else None
     if person is not None and not person.has_perm("agents.operate_agent", worker):
         raise ToolError("not_permitted", f"{person.get_username()} may not start runs of {worker.slug}")
-    depth, parent = 0, action.run
-    while parent is not None and parent.parent_action_id is not None:
+    depth, run_id = 0, context.run_id
+    while run_id is not None:
+        # The run that delegated to this one, if any (through the action that started it).
+        run_id = Run.objects.filter(pk=run_id).values_list("parent_action__run_id", flat=True).first()
+        if run_id is None:
+            break
         depth += 1
-        parent = ActionRequest.objects.select_related("run").get(pk=parent.parent_action_id).run
         if depth >= MAX_DELEGATION_DEPTH:
             raise ToolError("too_deep", f"delegation is limited to {MAX_DELEGATION_DEPTH} levels")
     try:
         child = run_start(
             agent=worker,
             input=args.input,
-            actor=Actor.agent(action.agent),
+            actor=Actor.agent(Agent.objects.get(pk=context.agent_id)),
             priority=RunPriority.URGENT if args.urgent else RunPriority.ROUTINE,
-            parent_action=action,
+            parent_action_id=context.action_id,
         )
     except DomainError as exc:
         raise ToolError(exc.code, exc.message) from exc
@@ -83,25 +85,20 @@ def apply_agent_config(args: ConfigChangeArgs, context: ToolContext) -> dict[str
     """Execute an approved configuration change (four eyes): re-validated, then written."""
     from agents.configuration import _validate, apply_change
     from agents.models import AgentTool
-    from approvals.models import ActionRequest
 
-    action = ActionRequest.objects.select_related("agent", "decision__reviewer", "submitted_by").get(
-        pk=context.action_id
-    )
-    current = {t.tool: t for t in AgentTool.objects.filter(agent=action.agent)}
+    agent = Agent.objects.get(pk=context.agent_id)
+    current = {t.tool: t for t in AgentTool.objects.filter(agent=agent)}
     try:
-        _validate(action.agent, args.agent, current, args.tools)
+        _validate(agent, args.agent, current, args.tools)
     except DomainError as exc:
         raise ToolError("invalid_config", exc.message) from exc
-    apply_change(agent=action.agent, change={"agent": args.agent, "tools": args.tools}, actor=_four_eyes(action))
+    apply_change(agent=agent, change={"agent": args.agent, "tools": args.tools}, actor=_four_eyes(context))
     return {"applied": True, "agent": list(args.agent), "tools": list(args.tools)}
 
 
-def _four_eyes(action: Any) -> Actor:
+def _four_eyes(context: ToolContext) -> Actor:
     """The audit actor of an approved configuration change: who proposed it and who approved it."""
-    proposer = action.submitted_by.get_username() if action.submitted_by else "?"
-    approver = action.decision.reviewer.get_username() if hasattr(action, "decision") else "?"
-    return Actor.system(f"four eyes: {proposer} + {approver}")
+    return Actor.system(f"four eyes: {context.proposed_by or '?'} + {context.approved_by or '?'}")
 
 
 class ActivatePromptArgs(BaseModel):
@@ -114,13 +111,11 @@ class ActivatePromptArgs(BaseModel):
 def activate_prompt(args: ActivatePromptArgs, context: ToolContext) -> dict[str, Any]:
     from agents.configuration import prompt_activate
     from agents.models import PromptVersion
-    from approvals.models import ActionRequest
 
-    action = ActionRequest.objects.select_related("decision__reviewer", "submitted_by").get(pk=context.action_id)
     version = PromptVersion.objects.filter(pk=args.version, status="proposed").first()
     if version is None:
         raise ToolError("not_proposed", f"prompt version {args.number} is no longer waiting to be activated")
-    prompt_activate(version=version, actor=_four_eyes(action))
+    prompt_activate(version=version, actor=_four_eyes(context))
     return {"active": version.number}
 
 

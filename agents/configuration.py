@@ -17,7 +17,6 @@ from __future__ import annotations
 import copy
 import difflib
 from dataclasses import dataclass, field
-from datetime import timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -47,15 +46,6 @@ TOOL_FIELDS = (
     "max_retries",
 )
 DECIMAL_TOOL_FIELDS = {"auto_max_magnitude", "max_magnitude"}
-CONFIG_REVIEW_HOURS = 24
-
-
-@dataclass
-class ConfigOutcome:
-    applied: bool
-    proposal: Any = None  # the ActionRequest waiting for a second admin
-    risky: list[str] = field(default_factory=list)
-    changed: bool = True
 
 
 def tool_settings(agent_tool: AgentTool) -> dict[str, Any]:
@@ -76,10 +66,16 @@ def agent_settings(agent: Agent) -> dict[str, Any]:
     return {k: str(v) if isinstance(v, Decimal) else v for k, v in values.items()}
 
 
-def agent_configure(
-    *, agent: Agent, actor: User, settings: dict[str, Any], tools: dict[str, dict[str, Any]]
-) -> ConfigOutcome:
-    """Validate a whole change set; apply it now, or queue it for a second admin if any part is risky."""
+@dataclass
+class ChangePlan:
+    """A validated change set: what to write, and why it needs a second admin (empty: it does not)."""
+
+    change: dict[str, Any]
+    risky: list[str] = field(default_factory=list)
+
+
+def plan_change(*, agent: Agent, settings: dict[str, Any], tools: dict[str, dict[str, Any]]) -> ChangePlan | None:
+    """Validate a whole change set against the agent as it is now; None if it changes nothing."""
     agent = Agent.objects.get(pk=agent.pk)
     settings = {k: v for k, v in settings.items() if agent_settings(agent).get(k) != _json(v)}
     current_tools = {t.tool: t for t in AgentTool.objects.filter(agent=agent).select_related("reviewer_group")}
@@ -92,18 +88,10 @@ def agent_configure(
         if diff:
             tool_changes[name] = diff
     if not settings and not tool_changes:
-        return ConfigOutcome(applied=False, changed=False)
+        return None
     rows = _validate(agent, settings, current_tools, tool_changes)
     risky = risky_changes(agent, settings, current_tools, tool_changes, rows)
-    change = {"agent": _json(settings), "tools": tool_changes}
-    if not risky:
-        with transaction.atomic():
-            apply_change(agent=agent, change=change, actor=actor)
-        return ConfigOutcome(applied=True)
-    proposal = propose_change(
-        agent=agent, actor=actor, tool="apply_agent_config", arguments=change, reason="; ".join(risky)
-    )
-    return ConfigOutcome(applied=False, proposal=proposal, risky=risky)
+    return ChangePlan(change={"agent": _json(settings), "tools": tool_changes}, risky=risky)
 
 
 def _json(value: Any) -> Any:
@@ -265,75 +253,6 @@ def apply_change(*, agent: Agent, change: dict[str, Any], actor: User | Actor) -
             before=before,
             after={"tool": name, **tool_settings(row)},
         )
-
-
-def propose_change(*, agent: Agent, actor: User, tool: str, arguments: dict[str, Any], reason: str) -> Any:
-    """Queue a configuration change for a second admin (an action request in tier 0)."""
-    from approvals import broadcast
-    from approvals.models import ActionRequest, ActionStatus
-    from approvals.services import queue_count_add
-
-    now = timezone.now()
-    due = timedelta(hours=CONFIG_REVIEW_HOURS)
-    with transaction.atomic():
-        proposal = ActionRequest.objects.create(
-            agent=agent,
-            run=None,
-            submitted_by=actor,
-            tier=0,
-            tool=tool,
-            arguments=arguments,
-            proposed_arguments=arguments,
-            confidence=1.0,
-            rationale=f"proposed by {actor.get_username()}",
-            impact="write",
-            route="review",
-            route_reason=f"four eyes: {reason}",
-            risk_score=50,
-            warn_at=now + due / 2,
-            due_at=now + due,
-            status=ActionStatus.PENDING,
-        )
-        queue_count_add(agent_id=agent.pk, tier=0, delta=1)
-        record(
-            actor=actor,
-            event="config.proposed",
-            target=proposal,
-            agent_id=agent.pk,
-            after={"tool": tool, "change": arguments, "reason": reason},
-        )
-        transaction.on_commit(lambda: broadcast.action_opened(proposal.pk))
-    return proposal
-
-
-def prompt_propose(*, agent: Agent, actor: User, text: str, note: str = "") -> tuple[PromptVersion, Any]:
-    """A new prompt version, waiting for a second admin before it becomes active."""
-    text = text.strip()
-    if not text:
-        raise InvalidInput("the prompt must not be empty", code="invalid_config")
-    active = active_prompt(agent)
-    if active is not None and active.text == text:
-        raise Conflict("this is the active prompt already", code="no_change")
-    with transaction.atomic():
-        last = PromptVersion.objects.filter(agent=agent).order_by("-number").values_list("number", flat=True).first()
-        version = PromptVersion.objects.create(
-            agent=agent, number=(last or 0) + 1, text=text, note=note[:300], created_by=actor
-        )
-        record(
-            actor=actor,
-            event="prompt.proposed",
-            target=version,
-            agent_id=agent.pk,
-            after={"number": version.number, "diff": prompt_diff(active.text if active else "", text)},
-        )
-        proposal = propose_change(
-            agent=agent,
-            actor=actor,
-            tool="activate_prompt",
-            arguments={"version": version.pk, "number": version.number},
-            reason=f"new prompt version {version.number}",
-        )
-    return version, proposal
 
 
 def active_prompt(agent: Agent) -> PromptVersion | None:

@@ -39,11 +39,11 @@ from agents.providers import (
 from agents.secrets import SecretUnavailable, redact, resolve_secret
 from agents.tools import get_tool
 from audit.services import Actor, record
+from core import counters
 from core.inbound import sanitise
 from core.leases import heartbeat
 from core.secrets import register_secret, scrub_text
 from core.transient import is_transient
-from ops import stats
 
 logger = logging.getLogger(__name__)
 
@@ -359,7 +359,7 @@ def _record_model_call(
     if tokens or cost:
         usage, _ = AgentDailyUsage.objects.get_or_create(agent=agent, day=timezone.now().date())
         AgentDailyUsage.objects.filter(pk=usage.pk).update(tokens=F("tokens") + tokens, cost=F("cost") + cost)
-        stats.bump(agent.pk, tokens=tokens, cost=cost)
+        counters.bump(agent.pk, tokens=tokens, cost=cost)
 
 
 def _account_time(run: Run, started: float) -> None:

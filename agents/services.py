@@ -29,12 +29,13 @@ from agents.models import (
 )
 from agents.secrets import SecretUnavailable, check_secret_ref
 from audit.services import Actor, record
+from core import counters
 from core.background import enqueue, enqueue_on_commit
 from core.errors import Conflict, IllegalTransition, InvalidInput
 from core.inbound import InputRefused, refuse_invalid
 from core.leases import lease_until
+from core.push import ACTIONS_CLOSED, PERMISSIONS_CHANGED, RUN_NEEDS_OPERATOR, push_on_commit
 from core.transient import retry_delay
-from ops import stats
 
 AGENT_PERMISSIONS = ("review_agent", "review_escalated_agent", "operate_agent", "configure_agent")
 
@@ -45,7 +46,7 @@ def run_start(
     input: Any,
     actor: User | Actor | None,
     priority: int = RunPriority.ROUTINE,
-    parent_action: Any = None,
+    parent_action_id: int | None = None,
 ) -> Run:
     """Validate the input, create a queued run and schedule its first step on commit."""
     if priority not in RunPriority.values:
@@ -74,18 +75,18 @@ def run_start(
             input=input,
             created_by=actor if isinstance(actor, User) else None,
             priority=priority,
-            parent_action=parent_action,
+            parent_action_id=parent_action_id,
         )
         record(
             actor=actor,
             event="run.started",
             target=run,
             agent_id=agent.pk,
-            after={"input": input, "priority": priority, "parent_action": getattr(parent_action, "pk", None)},
+            after={"input": input, "priority": priority, "parent_action": parent_action_id},
         )
         usage, _ = AgentDailyUsage.objects.get_or_create(agent=agent, day=timezone.now().date())
         AgentDailyUsage.objects.filter(pk=usage.pk).update(runs=F("runs") + 1)
-        stats.bump(agent.pk, runs_started=1)
+        counters.bump(agent.pk, runs_started=1)
         run_schedule(run=run)
     return run
 
@@ -173,9 +174,9 @@ def _count_run_end(run_id: int, status: str) -> None:
         RunStatus.HALTED: "runs_halted",
         RunStatus.CANCELLED: "runs_cancelled",
     }[RunStatus(status)]
-    stats.bump(run["agent_id"], **{counter: 1})
+    counters.bump(run["agent_id"], **{counter: 1})
     if status == RunStatus.SUCCEEDED and run["finished_at"]:
-        stats.observe(run["agent_id"], "run_duration", (run["finished_at"] - run["created_at"]).total_seconds())
+        counters.observe(run["agent_id"], "run_duration", (run["finished_at"] - run["created_at"]).total_seconds())
 
 
 def next_step_seq(run: Run) -> int:
@@ -209,9 +210,7 @@ def run_finished(*, run: Run, outcome: str, result: str) -> None:
 
 
 def notify_operators_on_commit(*, run_id: int) -> None:
-    from approvals import broadcast
-
-    transaction.on_commit(lambda: broadcast.run_needs_operator(run_id))
+    push_on_commit(RUN_NEEDS_OPERATOR, run_id=run_id)
 
 
 def run_resume(*, run: Run, actor: User) -> Run:
@@ -241,7 +240,6 @@ def run_resume(*, run: Run, actor: User) -> Run:
 
 def run_cancel(*, run: Run, actor: User) -> Run:
     """An operator cancels a queued, waiting or halted run; its pending actions are cancelled too."""
-    from approvals import broadcast
     from approvals.models import ActionRequest, ActionStatus
 
     with transaction.atomic():
@@ -264,7 +262,7 @@ def run_cancel(*, run: Run, actor: User) -> Run:
             before={"status": locked.status},
             after={"cancelled_actions": pending},
         )
-        transaction.on_commit(lambda: broadcast.actions_closed(pending))
+        push_on_commit(ACTIONS_CLOSED, action_ids=pending)
         run_finished(run=locked, outcome="failed", result="sub-run cancelled")
     locked.refresh_from_db()
     return locked
@@ -321,10 +319,8 @@ def _holder_key(holder: AbstractBaseUser | Group) -> str:
 
 
 def _notify_permissions_changed(holder: AbstractBaseUser | Group) -> None:
-    from approvals import broadcast
-
     user_ids = list(holder.user_set.values_list("pk", flat=True)) if isinstance(holder, Group) else [int(holder.pk)]
-    transaction.on_commit(lambda: broadcast.permissions_changed(user_ids))
+    push_on_commit(PERMISSIONS_CHANGED, user_ids=user_ids)
 
 
 AGENT_CONFIG_FIELDS = (

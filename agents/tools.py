@@ -45,6 +45,11 @@ class ToolContext:
     action_id: int
     agent_id: int
     run_id: int | None = None
+    # Who asked for the call (the run's starter or the API submitter) and, when a
+    # person approved it, who (the four-eyes pair of a configuration change).
+    requested_by_id: int | None = None
+    proposed_by: str = ""
+    approved_by: str = ""
 
 
 @dataclass(frozen=True)

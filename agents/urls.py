@@ -14,9 +14,6 @@ urlpatterns = [
     path("breakers/<int:breaker_id>/reset", views.breaker_reset, name="breaker_reset"),
     path("tools/", views.tool_catalogue, name="tool_catalogue"),
     path("agents/<slug:slug>/configure", views.agent_configure, name="configure"),
-    path("agents/<slug:slug>/configure/save", views.agent_configure_save, name="configure_save"),
-    path("agents/<slug:slug>/prompt", views.prompt_propose, name="prompt_propose"),
     path("agents/<slug:slug>/prompt/<int:number>/rollback", views.prompt_rollback, name="prompt_rollback"),
     path("agents/<slug:slug>/pause", views.agent_pause, name="pause"),
-    path("changes/", views.config_changes, name="changes"),
 ]

@@ -130,11 +130,11 @@ def run_detail(request: AuthedRequest, run_id: int) -> HttpResponse:
     return render(request, "agents/run_detail.html", context)
 
 
-def _configurable(request: AuthedRequest, slug: str) -> Agent:
+def configurable(request: AuthedRequest, slug: str) -> Agent:
     return get_object_or_404(selectors.agents_with_perm(request.user, "configure_agent"), slug=slug)
 
 
-def _config_context(agent: Agent, *, settings_form: Any = None, tool_forms: Any = None, **extra: Any) -> dict[str, Any]:
+def config_context(agent: Agent, *, settings_form: Any = None, tool_forms: Any = None, **extra: Any) -> dict[str, Any]:
     existing = {t.tool: t for t in AgentTool.objects.filter(agent=agent).select_related("reviewer_group")}
     if tool_forms is None:
         tool_forms = [
@@ -170,83 +170,19 @@ def _config_context(agent: Agent, *, settings_form: Any = None, tool_forms: Any 
 @require_GET
 @login_required
 def agent_configure(request: AuthedRequest, slug: str) -> HttpResponse:
-    agent = _configurable(request, slug)
-    return render(request, "agents/configure.html", _config_context(agent))
+    agent = configurable(request, slug)
+    return render(request, "agents/configure.html", config_context(agent))
 
 
-@require_POST
-@login_required
-def agent_configure_save(request: AuthedRequest, slug: str) -> HttpResponse:
-    agent = _configurable(request, slug)
-    settings_form = AgentSettingsForm(request.POST, instance=Agent.objects.get(pk=agent.pk), prefix="agent")
-    existing = {t.tool: t for t in AgentTool.objects.filter(agent=agent)}
-    tool_forms = [
-        (
-            tool,
-            ToolPolicyForm(
-                request.POST,
-                instance=AgentTool.objects.get(pk=existing[tool.name].pk)
-                if tool.name in existing
-                else AgentTool(agent=agent, tool=tool.name, enabled=False),
-                prefix=f"tool-{tool.name}",
-            ),
-        )
-        for tool in all_tools()
-        if tool.name not in CONFIG_TOOLS
-    ]
-    valid = settings_form.is_valid() & all([form.is_valid() for _, form in tool_forms])
-    if not valid:
-        messages.error(request, "Nothing was saved: fix the highlighted fields.")
-        context = _config_context(agent, settings_form=settings_form, tool_forms=tool_forms)
-        return _configure_failed(request, agent, context, status=400)
-    tools = {
-        tool.name: form.settings()
-        for tool, form in tool_forms
-        if tool.name in existing or form.cleaned_data.get("enabled")
-    }
-    try:
-        outcome = configuration.agent_configure(
-            agent=agent, actor=request.user, settings=settings_form.settings(), tools=tools
-        )
-    except DomainError as exc:
-        messages.error(request, f"Nothing was saved: {exc.message}")
-        context = _config_context(agent, settings_form=settings_form, tool_forms=tool_forms)
-        return _configure_failed(request, agent, context, status=exc.status)
-    if not outcome.changed:
-        messages.info(request, "No changes.")
-    elif outcome.applied:
-        messages.success(request, "Saved.")
-    else:
-        messages.warning(request, "Waiting for a second admin (nothing applied yet): " + "; ".join(outcome.risky))
-    return redirect("agents:configure", slug=agent.slug)
-
-
-def _configure_failed(request: AuthedRequest, agent: Agent, context: dict[str, Any], *, status: int) -> HttpResponse:
+def configure_failed(request: AuthedRequest, agent: Agent, context: dict[str, Any], *, status: int) -> HttpResponse:
     page = reverse("agents:configure", kwargs={"slug": agent.slug})
     return render_failed_post(request, "agents/configure.html", context, page_url=page, status=status)
 
 
 @require_POST
 @login_required
-def prompt_propose(request: AuthedRequest, slug: str) -> HttpResponse:
-    agent = _configurable(request, slug)
-    form = PromptForm(request.POST)
-    if not form.is_valid():
-        return _configure_failed(request, agent, _config_context(agent, prompt_form=form), status=400)
-    try:
-        version, _ = configuration.prompt_propose(
-            agent=agent, actor=request.user, text=form.cleaned_data["text"], note=form.cleaned_data["note"]
-        )
-        messages.warning(request, f"Prompt v{version.number} proposed; it goes live when a second admin approves it.")
-    except DomainError as exc:
-        messages.error(request, exc.message)
-    return redirect("agents:configure", slug=agent.slug)
-
-
-@require_POST
-@login_required
 def prompt_rollback(request: AuthedRequest, slug: str, number: int) -> HttpResponse:
-    agent = _configurable(request, slug)
+    agent = configurable(request, slug)
     version = get_object_or_404(PromptVersion, agent=agent, number=number)
     try:
         configuration.prompt_rollback(agent=agent, version=version, actor=request.user)
@@ -264,25 +200,3 @@ def agent_pause(request: AuthedRequest, slug: str) -> HttpResponse:
     configuration.agent_set_paused(agent=agent, actor=request.user, paused=paused)
     messages.success(request, f"{agent.slug} {'paused' if paused else 'resumed'}.")
     return redirect(next_url(request, reverse("agents:agent_list")))
-
-
-@require_GET
-@login_required
-def config_changes(request: AuthedRequest) -> HttpResponse:
-    from approvals.models import ActionRequest as ActionRequestModel
-    from approvals.selectors import config_queue_for
-
-    proposals = config_queue_for(request.user)
-    rows = []
-    for proposal in proposals:
-        detail: Any = proposal.arguments
-        if proposal.tool == "activate_prompt":
-            version = PromptVersion.objects.filter(pk=proposal.arguments.get("version")).first()
-            active = configuration.active_prompt(proposal.agent)
-            detail = configuration.prompt_diff(active.text if active else "", version.text if version else "")
-        rows.append({"proposal": proposal, "detail": detail, "own": proposal.submitted_by_id == request.user.pk})
-    from approvals.selectors import with_row_data
-
-    live_rows = with_row_data(ActionRequestModel.objects.filter(pk__in=[p.pk for p in proposals])).order_by("id")
-    template = "agents/changes.html#rows" if request.htmx else "agents/changes.html"
-    return render(request, template, {"rows": rows, "proposals": live_rows})

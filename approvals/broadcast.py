@@ -17,6 +17,7 @@ from django.db.models import Count
 from django.template.loader import render_to_string
 
 from approvals.models import ActionRequest
+from core import push
 
 logger = logging.getLogger(__name__)
 
@@ -149,3 +150,11 @@ def ops_changed(agent_id: int) -> None:
     """Something on the operators' exceptions page changed: open pages refetch it."""
     html = '<div id="ops-refresh" hx-swap-oob="true" hidden></div>'
     _send(operator_group(agent_id), {"type": "inbox.html", "html": html})
+
+
+def register_pushes() -> None:
+    """How the events lower apps push (core.push) reach the sockets."""
+    push.handle(push.PERMISSIONS_CHANGED, lambda *, user_ids: permissions_changed(user_ids))
+    push.handle(push.RUN_NEEDS_OPERATOR, lambda *, run_id: run_needs_operator(run_id))
+    push.handle(push.OPS_CHANGED, lambda *, agent_id: ops_changed(agent_id))
+    push.handle(push.ACTIONS_CLOSED, lambda *, action_ids: actions_closed(action_ids))

@@ -35,14 +35,14 @@ from agents import services as agent_services
 from agents.models import AgentTool
 from agents.tools import Tool, ToolContext, ToolError, get_tool
 from approvals import broadcast, tasks
-from approvals.models import ACTION_TRANSITIONS, ActionRequest, ActionStatus, Execution, ExecutionStatus
+from approvals.models import ACTION_TRANSITIONS, ActionRequest, ActionStatus, Decision, Execution, ExecutionStatus
 from audit.services import Actor, record
+from core import counters
 from core.background import enqueue, enqueue_on_commit
 from core.errors import Conflict, IllegalTransition, InvalidInput
 from core.inbound import sanitise
 from core.leases import heartbeat, lease_until
 from core.transient import is_transient, retry_delay
-from ops import stats
 
 logger = logging.getLogger(__name__)
 
@@ -67,12 +67,7 @@ def action_execute(*, execution_id: int) -> None:
         args = tool.args_model.model_validate(action.arguments)
         with heartbeat(_renewal(execution, agent_tool)), transaction.atomic():
             _apply_timeout(agent_tool)
-            context = ToolContext(
-                idempotency_key=execution.idempotency_key,
-                action_id=action.pk,
-                agent_id=action.agent_id,
-                run_id=action.run_id,
-            )
+            context = _context(execution, action)
             result = _screened(tool.execute(args, context))
             _finish(execution, action, tool, status=ActionStatus.EXECUTED, result=result, error=None)
     except StaleExecution:
@@ -117,6 +112,21 @@ def _claim(execution_id: int) -> tuple[Execution, ActionRequest, AgentTool] | No
                 action, from_statuses=(ActionStatus.APPROVED, ActionStatus.AUTO_APPROVED), to=ActionStatus.EXECUTING
             )
     return execution, action, agent_tool or AgentTool(agent=action.agent, tool=action.tool)
+
+
+def _context(execution: Execution, action: ActionRequest) -> ToolContext:
+    """What the tool is told about the call: its key, its action, who asked and who approved."""
+    decision = Decision.objects.filter(action=action).select_related("reviewer").first()
+    requester = action.run.created_by_id if action.run is not None else None
+    return ToolContext(
+        idempotency_key=execution.idempotency_key,
+        action_id=action.pk,
+        agent_id=action.agent_id,
+        run_id=action.run_id,
+        requested_by_id=requester or action.submitted_by_id,
+        proposed_by=action.submitted_by.get_username() if action.submitted_by else "",
+        approved_by=decision.reviewer.get_username() if decision and decision.reviewer else "",
+    )
 
 
 def _renewal(execution: Execution, agent_tool: AgentTool) -> Callable[[datetime], int]:
@@ -272,13 +282,13 @@ def _finish(
     if status == ActionStatus.EXECUTED:
         transaction.on_commit(lambda: breakers.breaker_record_success(action.agent, action.tool))
     failed = status != ActionStatus.EXECUTED
-    stats.bump(
+    counters.bump(
         action.agent_id,
         executions=1,
         execution_failures=1 if failed else 0,
         auto_executed=1 if action.route == "auto" and not failed else 0,
     )
-    stats.bump_tool(action.agent_id, action.tool, calls=1, errors=1 if failed else 0)
+    counters.bump_tool(action.agent_id, action.tool, calls=1, errors=1 if failed else 0)
     deferred = status == ActionStatus.EXECUTED and tool is not None and tool.defers_result
     if action.run is not None and not deferred:
         if error is None:
@@ -375,7 +385,7 @@ def action_undo(*, action: ActionRequest, actor: User, comment: str = "") -> Act
         except ToolError as exc:
             raise Conflict(f"undo failed: {exc.message}", code=exc.code) from exc
         _transition(locked, from_statuses=(ActionStatus.EXECUTED,), to=ActionStatus.COMPENSATED)
-        stats.bump(locked.agent_id, undos=1)
+        counters.bump(locked.agent_id, undos=1)
         record(
             actor=actor,
             event="action.undone",

@@ -33,9 +33,9 @@ from approvals.models import (
     Verdict,
 )
 from audit.services import Actor, record
+from core import counters
 from core.background import enqueue_on_commit
 from core.errors import Conflict, Forbidden, IllegalTransition, InvalidInput
-from ops import stats
 
 logger = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ def route_tool_call(
                         "error": checked.message,
                     },
                 )
-            stats.bump(agent.pk, guard_refusals=1)
+            counters.bump(agent.pk, guard_refusals=1)
             return RouteOutcome(action=None, refusal=checked, fed_back=run is not None)
 
         args = checked.args.model_dump(mode="json")
@@ -158,7 +158,7 @@ def route_tool_call(
                 "risk_flags": checked.flags,
             },
         )
-        stats.bump(agent.pk, actions_routed=1, **{f"routed_{decision.route}": 1})
+        counters.bump(agent.pk, actions_routed=1, **{f"routed_{decision.route}": 1})
         if run is not None:
             agent_services.step_append(
                 run=run,
@@ -347,13 +347,13 @@ def _count_decision(action: ActionRequest, *, verdict: str, claimed_by_actor: An
     if action.tier == 0:
         return  # configuration changes are not agent decisions
     now = timezone.now()
-    stats.bump(
+    counters.bump(
         action.agent_id,
         **{f"decisions_{verdict}": 1},
         review_seconds=(now - claimed_by_actor).total_seconds() if claimed_by_actor else 0.0,
     )
-    stats.observe(action.agent_id, "decision_latency", (now - action.created_at).total_seconds())
-    stats.calibrate(agent_id=action.agent_id, tool=action.tool, confidence=action.confidence, verdict=verdict)
+    counters.observe(action.agent_id, "decision_latency", (now - action.created_at).total_seconds())
+    counters.calibrate(agent_id=action.agent_id, tool=action.tool, confidence=action.confidence, verdict=verdict)
 
 
 def _after_decision(
@@ -461,7 +461,7 @@ def action_request_escalate(*, action: ActionRequest, actor: User | Actor, reaso
         locked.approvals.all().delete()
         queue_count_add(agent_id=locked.agent_id, tier=locked.tier, delta=-1)
         queue_count_add(agent_id=locked.agent_id, tier=locked.tier + 1, delta=1)
-        stats.bump(locked.agent_id, escalations=1)
+        counters.bump(locked.agent_id, escalations=1)
         record(
             actor=actor,
             event="action.escalated",
@@ -593,7 +593,7 @@ def _decide_by_timeout(action: ActionRequest, *, to_status: str) -> None:
         if not action_leave_pending(action=action, to_status=to_status, expect={"due_at__lte": now}, decided_at=now):
             raise _already_decided(action.pk)
         if to_status == ActionStatus.EXPIRED:
-            stats.bump(action.agent_id, decisions_expired=1)
+            counters.bump(action.agent_id, decisions_expired=1)
         record(
             actor=Actor.system("sla"),
             event="action.expired" if to_status == ActionStatus.EXPIRED else "action.approved_on_timeout",

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from approvals import views
+from approvals import config_views, views
 
 app_name = "approvals"
 urlpatterns = [
@@ -15,4 +15,8 @@ urlpatterns = [
     path("actions/<int:action_id>/resolve", views.action_resolve, name="action_resolve"),
     path("notifications/", views.notifications, name="notifications"),
     path("notifications/read", views.notifications_read, name="notifications_read"),
+    # Four eyes: configuration posts that may queue a change, and the changes queue.
+    path("agents/<slug:slug>/configure/save", config_views.agent_configure_save, name="configure_save"),
+    path("agents/<slug:slug>/prompt", config_views.prompt_propose, name="prompt_propose"),
+    path("changes/", config_views.config_changes, name="changes"),
 ]

@@ -6,3 +6,7 @@ from django.apps import AppConfig
 class OpsConfig(AppConfig):
     name = "ops"
     verbose_name = "Operations: dashboards, alerts, metrics"
+
+    def ready(self) -> None:
+        # Registers the writer of what core.counters buffers in every transaction.
+        from ops import stats  # noqa: F401

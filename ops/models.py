@@ -9,8 +9,8 @@ from django.db import models
 
 from agents.models import Agent
 
-# Counters per agent per UTC hour. Each is incremented by ops.stats.bump in the
-# transaction of the event it counts.
+# Counters per agent per UTC hour. Each is incremented by core.counters.bump in the
+# transaction of the event it counts (written by ops.stats).
 HOUR_COUNTERS = (
     "runs_started",
     "runs_succeeded",
@@ -85,7 +85,6 @@ class ToolHourStat(models.Model):
 
 
 # Log-scale upper bounds (seconds) of the latency histograms; the last is open.
-LATENCY_BOUNDS = (0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 4 * 3600, 24 * 3600, float("inf"))
 
 
 class LatencyBucket(models.Model):

@@ -19,7 +19,8 @@ from django.utils import timezone
 from agents.models import Agent, AgentDailyUsage, BreakerState, CircuitBreaker, Run, RunStatus
 from agents.selectors import agents_with_perm
 from approvals.models import ActionRequest, ActionStatus
-from ops.models import HOUR_COUNTERS, LATENCY_BOUNDS, AgentHourStat, CalibrationBucket, LatencyBucket, ToolHourStat
+from core.counters import LATENCY_BOUNDS
+from ops.models import HOUR_COUNTERS, AgentHourStat, CalibrationBucket, LatencyBucket, ToolHourStat
 
 WINDOWS = {"24h": timedelta(hours=24), "7d": timedelta(days=7), "30d": timedelta(days=30)}
 NEAR_SLA = timedelta(minutes=10)

@@ -4,9 +4,10 @@ from decimal import Decimal
 
 import pytest
 
-from agents.configuration import active_prompt, agent_configure, prompt_propose, prompt_rollback
+from agents.configuration import active_prompt, prompt_rollback
 from agents.models import Agent, AgentTool, PromptVersion, Run
 from agents.services import run_start
+from approvals.four_eyes import agent_configure, prompt_propose
 from approvals.models import ActionRequest, ActionStatus
 from approvals.services import action_request_decide
 from audit.models import AuditEvent

@@ -188,7 +188,7 @@ def test_claims_and_escalations_update_open_inboxes_live(demo):
 
 
 def test_configuration_changes_reach_only_those_who_configure_the_agent(demo):
-    from agents.configuration import agent_configure
+    from approvals.four_eyes import agent_configure
 
     admin2, reviewer = user("admin2"), user("reviewer")
     admin = user("admin")

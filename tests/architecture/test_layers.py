@@ -16,32 +16,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 # Bottom to top. config/ is the composition root and may import any app.
-ORDER = ["core", "audit", "accounts", "agents", "approvals", "ops", "demo", "config"]
+ORDER = ["core", "audit", "agents", "accounts", "approvals", "ops", "demo", "config"]
 
 # (importing module, imported app): the knots not untied yet.
 KNOWN_UPWARD = {
-    # The audit viewer needs the access decorator and agent slugs: the viewer belongs above accounts.
-    ("audit.views", "accounts"),
-    ("audit.views", "agents"),
-    # Access pages list agents and grant their object permissions.
-    ("accounts.selectors", "agents"),
-    ("accounts.views", "agents"),
-    # A role change refreshes open sockets (the push hub lives in approvals.broadcast).
-    ("accounts.services", "approvals"),
-    # Four-eyes configuration changes are built in agents but stored as approvals' tier-0 actions.
-    ("agents.configuration", "approvals"),
-    ("agents.builtin_tools", "approvals"),
     # The run loop routes tool calls (approvals) and finishes sub-runs of coordinator actions.
     ("agents.runtime", "approvals"),
     ("agents.services", "approvals"),
     ("agents.api", "approvals"),
-    ("agents.views", "approvals"),
-    # Counters are written by the services of the apps they count.
-    ("agents.runtime", "ops"),
-    ("agents.services", "ops"),
-    ("agents.breakers", "approvals"),
-    ("approvals.execution", "ops"),
-    ("approvals.services", "ops"),
 }
 
 

@@ -11,9 +11,9 @@ from agents.breakers import breaker_for, breaker_reset
 from agents.models import Agent, AgentDailyUsage, BreakerState, CircuitBreaker, Run, RunStatus
 from agents.services import agent_permission_grant, run_resume, run_start
 from approvals.models import ActionRequest, ActionStatus
+from core.counters import hour_of
 from ops.models import AgentHourStat
 from ops.selectors import exceptions_for
-from ops.stats import hour_of
 from tests.conftest import refund_input, user
 
 pytestmark = pytest.mark.django_db

@@ -1,4 +1,6 @@
-"""The audit viewer: filter, read each change as a diff, export, see whether the chain holds."""
+"""The audit viewer (for auditors and admins): filter, read each change as a diff, export, see whether the chain holds.
+
+It lives with the access pages, above the agents whose slugs it filters by; the chain itself is `audit`."""
 
 from __future__ import annotations
 

@@ -1,0 +1,103 @@
+"""The changes queue and the configuration posts that can put a change in it (four eyes)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_POST
+
+from agents import configuration
+from agents.builtin_tools import CONFIG_TOOLS
+from agents.forms import AgentSettingsForm, PromptForm, ToolPolicyForm
+from agents.models import Agent, AgentTool, PromptVersion
+from agents.tools import all_tools
+from agents.views import config_context, configurable, configure_failed
+from approvals import four_eyes, selectors
+from approvals.models import ActionRequest
+from core.errors import DomainError
+from core.requests import AuthedRequest
+
+
+@require_POST
+@login_required
+def agent_configure_save(request: AuthedRequest, slug: str) -> HttpResponse:
+    agent = configurable(request, slug)
+    settings_form = AgentSettingsForm(request.POST, instance=Agent.objects.get(pk=agent.pk), prefix="agent")
+    existing = {t.tool: t for t in AgentTool.objects.filter(agent=agent)}
+    tool_forms = [
+        (
+            tool,
+            ToolPolicyForm(
+                request.POST,
+                instance=AgentTool.objects.get(pk=existing[tool.name].pk)
+                if tool.name in existing
+                else AgentTool(agent=agent, tool=tool.name, enabled=False),
+                prefix=f"tool-{tool.name}",
+            ),
+        )
+        for tool in all_tools()
+        if tool.name not in CONFIG_TOOLS
+    ]
+    valid = settings_form.is_valid() & all([form.is_valid() for _, form in tool_forms])
+    if not valid:
+        messages.error(request, "Nothing was saved: fix the highlighted fields.")
+        context = config_context(agent, settings_form=settings_form, tool_forms=tool_forms)
+        return configure_failed(request, agent, context, status=400)
+    tools = {
+        tool.name: form.settings()
+        for tool, form in tool_forms
+        if tool.name in existing or form.cleaned_data.get("enabled")
+    }
+    try:
+        outcome = four_eyes.agent_configure(
+            agent=agent, actor=request.user, settings=settings_form.settings(), tools=tools
+        )
+    except DomainError as exc:
+        messages.error(request, f"Nothing was saved: {exc.message}")
+        context = config_context(agent, settings_form=settings_form, tool_forms=tool_forms)
+        return configure_failed(request, agent, context, status=exc.status)
+    if not outcome.changed:
+        messages.info(request, "No changes.")
+    elif outcome.applied:
+        messages.success(request, "Saved.")
+    else:
+        messages.warning(request, "Waiting for a second admin (nothing applied yet): " + "; ".join(outcome.risky))
+    return redirect("agents:configure", slug=agent.slug)
+
+
+@require_POST
+@login_required
+def prompt_propose(request: AuthedRequest, slug: str) -> HttpResponse:
+    agent = configurable(request, slug)
+    form = PromptForm(request.POST)
+    if not form.is_valid():
+        return configure_failed(request, agent, config_context(agent, prompt_form=form), status=400)
+    try:
+        version, _ = four_eyes.prompt_propose(
+            agent=agent, actor=request.user, text=form.cleaned_data["text"], note=form.cleaned_data["note"]
+        )
+        messages.warning(request, f"Prompt v{version.number} proposed; it goes live when a second admin approves it.")
+    except DomainError as exc:
+        messages.error(request, exc.message)
+    return redirect("agents:configure", slug=agent.slug)
+
+
+@require_GET
+@login_required
+def config_changes(request: AuthedRequest) -> HttpResponse:
+    proposals = selectors.config_queue_for(request.user)
+    rows = []
+    for proposal in proposals:
+        detail: Any = proposal.arguments
+        if proposal.tool == "activate_prompt":
+            version = PromptVersion.objects.filter(pk=proposal.arguments.get("version")).first()
+            active = configuration.active_prompt(proposal.agent)
+            detail = configuration.prompt_diff(active.text if active else "", version.text if version else "")
+        rows.append({"proposal": proposal, "detail": detail, "own": proposal.submitted_by_id == request.user.pk})
+    live_rows = selectors.with_row_data(ActionRequest.objects.filter(pk__in=[p.pk for p in proposals])).order_by("id")
+    template = "approvals/changes.html#rows" if request.htmx else "approvals/changes.html"
+    return render(request, template, {"rows": rows, "proposals": live_rows})
