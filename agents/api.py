@@ -11,7 +11,6 @@ from pydantic import ConfigDict, Field
 
 from agents import selectors, services
 from agents.models import RunPriority, RunStatus, StepKind
-from approvals.schemas import ActionOut, action_out
 from core.api_contract import AgentSlug, ApiInput, ObjectId, responses
 from core.requests import ApiRequest
 
@@ -37,18 +36,6 @@ class RunCreatedOut(Schema):
     status: RunStatus
 
 
-class RunOut(Schema):
-    id: int
-    agent: str
-    status: RunStatus
-    result: str
-    halt_reason: str
-    step_count: int
-    created_at: datetime
-    finished_at: datetime | None
-    actions: list[ActionOut]
-
-
 class StepOut(Schema):
     seq: int
     kind: StepKind
@@ -68,23 +55,6 @@ def create_run(request: ApiRequest, slug: AgentSlug, payload: RunCreateIn) -> St
     priority = RunPriority.URGENT if payload.priority == "urgent" else RunPriority.ROUTINE
     run = services.run_start(agent=agent, input=payload.input, actor=request.auth, priority=priority)
     return Status(201, {"id": run.pk, "status": run.status})
-
-
-@router.get("/runs/{run_id}", response=responses(RunOut, 404), summary="A run with its actions")
-def get_run(request: ApiRequest, run_id: ObjectId) -> dict[str, Any]:
-    run = get_object_or_404(selectors.runs_visible_to(request.auth), pk=run_id)
-    actions = run.actions.select_related("agent", "decision__reviewer").order_by("id")
-    return {
-        "id": run.pk,
-        "agent": run.agent.slug,
-        "status": run.status,
-        "result": run.result,
-        "halt_reason": run.halt_reason,
-        "step_count": run.step_count,
-        "created_at": run.created_at,
-        "finished_at": run.finished_at,
-        "actions": [action_out(a) for a in actions],
-    }
 
 
 @router.get("/runs/{run_id}/trace", response=responses(list[StepOut], 404), summary="A run's trace, step by step")
@@ -111,15 +81,4 @@ def get_trace(request: ApiRequest, run_id: ObjectId) -> list[dict[str, Any]]:
 def resume_run(request: ApiRequest, run_id: ObjectId) -> dict[str, Any]:
     run = get_object_or_404(selectors.runs_operable_by(request.auth), pk=run_id)
     run = services.run_resume(run=run, actor=request.auth)
-    return {"id": run.pk, "status": run.status}
-
-
-@router.post(
-    "/runs/{run_id}/cancel",
-    response=responses(RunCreatedOut, 404, 409),
-    summary="Cancel a queued, waiting or halted run",
-)
-def cancel_run(request: ApiRequest, run_id: ObjectId) -> dict[str, Any]:
-    run = get_object_or_404(selectors.runs_operable_by(request.auth), pk=run_id)
-    run = services.run_cancel(run=run, actor=request.auth)
     return {"id": run.pk, "status": run.status}

@@ -14,7 +14,6 @@ from django.db.models import F
 from django.utils import timezone
 from guardian.shortcuts import assign_perm, remove_perm
 
-from agents import tasks
 from agents.models import (
     RUN_FINISHED,
     RUN_TRANSITIONS,
@@ -34,8 +33,11 @@ from core.background import enqueue, enqueue_on_commit
 from core.errors import Conflict, IllegalTransition, InvalidInput
 from core.inbound import InputRefused, refuse_invalid
 from core.leases import lease_until
-from core.push import ACTIONS_CLOSED, PERMISSIONS_CHANGED, RUN_NEEDS_OPERATOR, push_on_commit
+from core.push import PERMISSIONS_CHANGED, RUN_NEEDS_OPERATOR, push_on_commit
 from core.transient import retry_delay
+
+# The run loop's task (runtime.tasks), named: the loop sits above this app.
+ADVANCE_RUN = "agents.advance_run"
 
 AGENT_PERMISSIONS = ("review_agent", "review_escalated_agent", "operate_agent", "configure_agent")
 
@@ -94,7 +96,7 @@ def run_start(
 def run_schedule(*, run: Run, countdown: float | None = None) -> None:
     """Publish the run's next step when the current transaction commits (urgent runs first)."""
     Run.objects.filter(pk=run.pk).update(published_at=timezone.now() + timedelta(seconds=countdown or 0))
-    enqueue_on_commit(tasks.advance_run, run.pk, countdown=countdown, urgent=run.priority >= RunPriority.URGENT)
+    enqueue_on_commit(ADVANCE_RUN, run.pk, countdown=countdown, urgent=run.priority >= RunPriority.URGENT)
 
 
 # A publish lost with a Redis restart (it keeps nothing on disk) is redone this long after; with the
@@ -114,7 +116,7 @@ def runs_sweep() -> dict[str, int]:
     for run in Run.objects.filter(status=RunStatus.QUEUED, published_at__lt=threshold).only("pk", "priority")[:500]:
         # Compare-and-set on published_at: two sweepers never both republish a run.
         if Run.objects.filter(pk=run.pk, published_at__lt=threshold).update(published_at=now):
-            enqueue(tasks.advance_run, run.pk, urgent=run.priority >= RunPriority.URGENT)
+            enqueue(ADVANCE_RUN, run.pk, urgent=run.priority >= RunPriority.URGENT)
             counts["republished"] += 1
     for run in Run.objects.filter(status=RunStatus.RUNNING, lease_until__lt=now)[:500]:
         with transaction.atomic():
@@ -196,19 +198,6 @@ def run_feed_back(*, run: Run, payload: dict[str, Any]) -> None:
         run_schedule(run=run)
 
 
-def run_finished(*, run: Run, outcome: str, result: str) -> None:
-    """A finished sub-run hands its result to the coordinator run waiting on it."""
-    if run.parent_action_id is None:
-        return
-    from approvals.models import ActionRequest
-
-    action = ActionRequest.objects.select_related("run").get(pk=run.parent_action_id)
-    if action.run is None:
-        return
-    detail = {"result": result} if outcome == "executed" else {"error": result}
-    run_feed_back(run=action.run, payload=action.feedback(outcome, subrun=run.pk, **detail))
-
-
 def notify_operators_on_commit(*, run_id: int) -> None:
     push_on_commit(RUN_NEEDS_OPERATOR, run_id=run_id)
 
@@ -234,36 +223,6 @@ def run_resume(*, run: Run, actor: User) -> Run:
             actor=actor, event="run.resumed", target=locked, agent_id=locked.agent_id, before={"halt_reason": reason}
         )
         run_schedule(run=locked)
-    locked.refresh_from_db()
-    return locked
-
-
-def run_cancel(*, run: Run, actor: User) -> Run:
-    """An operator cancels a queued, waiting or halted run; its pending actions are cancelled too."""
-    from approvals.models import ActionRequest, ActionStatus
-
-    with transaction.atomic():
-        locked = Run.objects.select_for_update().get(pk=run.pk)
-        if RunStatus.CANCELLED not in RUN_TRANSITIONS[locked.status]:
-            raise IllegalTransition(f"a {locked.status} run cannot be cancelled")
-        run_transition(run_id=locked.pk, from_status=locked.status, to_status=RunStatus.CANCELLED)
-        from approvals.services import action_leave_pending
-
-        pending = [
-            action.pk
-            for action in ActionRequest.objects.filter(run=locked, status=ActionStatus.PENDING).only("agent_id", "tier")
-            if action_leave_pending(action=action, to_status=ActionStatus.CANCELLED)
-        ]
-        record(
-            actor=actor,
-            event="run.cancelled",
-            target=locked,
-            agent_id=locked.agent_id,
-            before={"status": locked.status},
-            after={"cancelled_actions": pending},
-        )
-        push_on_commit(ACTIONS_CLOSED, action_ids=pending)
-        run_finished(run=locked, outcome="failed", result="sub-run cancelled")
     locked.refresh_from_db()
     return locked
 

@@ -10,7 +10,6 @@ urlpatterns = [
     path("agents/<slug:slug>/runs", views.run_start, name="run_start"),
     path("runs/<int:run_id>/", views.run_detail, name="run_detail"),
     path("runs/<int:run_id>/resume", views.run_resume, name="run_resume"),
-    path("runs/<int:run_id>/cancel", views.run_cancel, name="run_cancel"),
     path("breakers/<int:breaker_id>/reset", views.breaker_reset, name="breaker_reset"),
     path("tools/", views.tool_catalogue, name="tool_catalogue"),
     path("agents/<slug:slug>/configure", views.agent_configure, name="configure"),

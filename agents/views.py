@@ -68,16 +68,10 @@ def tool_catalogue(request: AuthedRequest) -> HttpResponse:
 @require_POST
 @login_required
 def run_resume(request: AuthedRequest, run_id: int) -> HttpResponse:
-    return _operate_run(request, run_id, services.run_resume, "resumed")
+    return operate_run(request, run_id, services.run_resume, "resumed")
 
 
-@require_POST
-@login_required
-def run_cancel(request: AuthedRequest, run_id: int) -> HttpResponse:
-    return _operate_run(request, run_id, services.run_cancel, "cancelled")
-
-
-def _operate_run(request: AuthedRequest, run_id: int, service: Callable[..., Run], done: str) -> HttpResponse:
+def operate_run(request: AuthedRequest, run_id: int, service: Callable[..., Run], done: str) -> HttpResponse:
     run = get_object_or_404(selectors.runs_operable_by(request.user), pk=run_id)
     try:
         service(run=run, actor=request.user)

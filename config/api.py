@@ -19,6 +19,7 @@ from agents.api import router as agents_router
 from approvals.api import router as approvals_router
 from core.api_contract import describe_errors
 from core.errors import DomainError
+from runtime.api import router as runtime_router
 
 
 class UnsupportedMediaType(Exception):
@@ -53,6 +54,7 @@ api = CountersignApi(
 )
 api.add_router("", agents_router)
 api.add_router("", approvals_router)
+api.add_router("", runtime_router)
 
 
 def error_response(request: HttpRequest, status: int, code: str, detail: str, **extra: Any) -> HttpResponse:

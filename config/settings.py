@@ -94,6 +94,7 @@ INSTALLED_APPS = [
     "accounts",
     "agents",
     "approvals",
+    "runtime",
     "demo",
     "ops",
 ]

@@ -14,6 +14,7 @@ urlpatterns = [
     re_path(r"^api/v1/(?P<path>.*)$", not_found_view),
     path("django-admin/", admin.site.urls),
     path("", include("agents.urls")),
+    path("", include("runtime.urls")),
     path("", include("accounts.audit_urls")),
     path("", include("accounts.urls")),
     path("", include("ops.urls")),

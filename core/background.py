@@ -50,7 +50,14 @@ PRIORITY_ROUTINE = 5
 
 
 def enqueue(task: Any, *args: Any, countdown: float | None = None, urgent: bool = False) -> None:
-    """Run `task(*args)` in the background according to settings.BACKGROUND_TASKS."""
+    """Run `task(*args)` in the background according to settings.BACKGROUND_TASKS.
+
+    `task` is a Celery task or its registered name (for a task of an app above the caller).
+    """
+    if isinstance(task, str):
+        from celery import current_app
+
+        task = current_app.tasks[task]
     mode = settings.BACKGROUND_TASKS
     if mode == "celery":
         task.apply_async(args=args, countdown=countdown, priority=PRIORITY_URGENT if urgent else PRIORITY_ROUTINE)

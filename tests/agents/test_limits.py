@@ -7,11 +7,12 @@ import pytest
 from agents.breakers import breaker_allows, breaker_for, breaker_reset
 from agents.models import Agent, AgentDailyUsage, BreakerState, Run, RunStatus, StepKind
 from agents.providers import ProviderError, ToolCallProposal
-from agents.services import agent_tool_configure, run_cancel, run_resume, run_start
+from agents.services import agent_tool_configure, run_resume, run_start
 from approvals.models import ActionRequest, ActionStatus
 from audit.models import AuditEvent
 from core.errors import IllegalTransition
 from demo.models import Refund
+from runtime.services import run_cancel
 from tests.agents.fakes import Sequence, use_provider
 from tests.conftest import refund_input, user
 

@@ -7,13 +7,13 @@ import pytest
 from agents.models import Run, RunStatus, StepKind
 from agents.providers import FinalAnswer, ProviderResult, ToolCallProposal, register_provider
 from agents.services import agent_update, run_start
-from agents.tasks import advance_run
 from approvals.execution import action_execute
 from approvals.models import ActionRequest, ActionStatus, Execution
 from approvals.services import action_request_decide
 from audit.models import AuditEvent
 from core.errors import Conflict, InvalidInput
 from demo.models import Contact, Order, Refund
+from runtime.tasks import advance_run
 from tests.conftest import refund_input, user
 
 pytestmark = pytest.mark.django_db

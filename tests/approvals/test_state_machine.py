@@ -22,13 +22,14 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
 from agents.models import RUN_TRANSITIONS, Agent, Run, RunStatus
-from agents.services import run_cancel, run_resume, run_start
+from agents.services import run_resume, run_start
 from approvals.execution import action_execute, action_undo, executions_sweep
 from approvals.models import ACTION_TRANSITIONS, ActionRequest, ActionStatus, Decision, Execution, ExecutionStatus
 from audit.models import AuditEvent
 from audit.selectors import verify_chain
 from core.errors import DomainError
 from demo.models import Contact, Refund
+from runtime.services import run_cancel
 
 EXECUTED_LIKE = {ActionStatus.EXECUTED, ActionStatus.COMPENSATED}
 

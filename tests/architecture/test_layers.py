@@ -2,10 +2,7 @@
 
 Every module of every app is parsed with `ast`, imports inside functions
 included, and each import of another app is checked against the order. An app
-may import the apps below it, never one above. The imports that still point up
-are listed in KNOWN_UPWARD with the knot they belong to (issue 10); the list
-may only shrink: a new upward import, or a listed one that is gone but still
-listed, fails.
+may import the apps below it, never one above.
 """
 
 from __future__ import annotations
@@ -16,15 +13,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 # Bottom to top. config/ is the composition root and may import any app.
-ORDER = ["core", "audit", "agents", "accounts", "approvals", "ops", "demo", "config"]
-
-# (importing module, imported app): the knots not untied yet.
-KNOWN_UPWARD = {
-    # The run loop routes tool calls (approvals) and finishes sub-runs of coordinator actions.
-    ("agents.runtime", "approvals"),
-    ("agents.services", "approvals"),
-    ("agents.api", "approvals"),
-}
+ORDER = ["core", "audit", "agents", "accounts", "approvals", "runtime", "ops", "demo", "config"]
 
 
 def _imports() -> set[tuple[str, str]]:
@@ -57,14 +46,8 @@ def _upward(imports: set[tuple[str, str]]) -> set[tuple[str, str]]:
 
 
 def test_no_app_imports_one_above_it():
-    upward = _upward(_imports())
-    new = upward - KNOWN_UPWARD
-    assert not new, f"imports against the layer order {ORDER}: {sorted(new)}"
-
-
-def test_the_list_of_known_knots_only_shrinks():
-    gone = KNOWN_UPWARD - _upward(_imports())
-    assert not gone, f"these knots are untied: remove them from KNOWN_UPWARD: {sorted(gone)}"
+    upward = sorted(_upward(_imports()))
+    assert not upward, f"imports against the layer order {ORDER}: {upward}"
 
 
 def test_core_depends_on_no_app():

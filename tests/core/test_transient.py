@@ -117,7 +117,7 @@ def test_a_deadlock_around_an_effect_outside_the_database_goes_to_a_person(demo,
 
 
 def test_a_deadlock_in_a_runs_step_requeues_the_step(demo, commit, monkeypatch):
-    from agents import runtime
+    from runtime import loop as runtime
 
     real = runtime._record_model_call
     calls: list[int] = []

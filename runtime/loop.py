@@ -38,12 +38,14 @@ from agents.providers import (
 )
 from agents.secrets import SecretUnavailable, redact, resolve_secret
 from agents.tools import get_tool
+from approvals import services as approval_services
 from audit.services import Actor, record
 from core import counters
 from core.inbound import sanitise
 from core.leases import heartbeat
 from core.secrets import register_secret, scrub_text
 from core.transient import is_transient
+from runtime import services as runtime_services
 
 logger = logging.getLogger(__name__)
 
@@ -186,8 +188,6 @@ def _take_step(
     repairs: list[str],
 ) -> None:
     """Record the model call, then finish the run or route its tool call (one transaction)."""
-    from approvals import services as approval_services
-
     with transaction.atomic():
         _own_step(run)
         _record_model_call(run, agent, result, latency_ms=latency_ms, repairs=repairs)
@@ -205,7 +205,7 @@ def _take_step(
                 agent_id=agent.pk,
                 after={"result": proposal.text},
             )
-            services.run_finished(run=run, outcome="executed", result=proposal.text)
+            runtime_services.run_finished(run=run, outcome="executed", result=proposal.text)
             return
         assert isinstance(proposal, ToolCallProposal)
         services.step_append(
@@ -430,4 +430,4 @@ def fail_in_transaction(run: Run, reason: str) -> None:
         run_id=run.pk, from_status=RunStatus.RUNNING, to_status=RunStatus.FAILED, halt_reason=reason
     )
     record(actor=Actor.system(), event="run.failed", target=run, agent_id=run.agent_id, after={"reason": reason})
-    services.run_finished(run=run, outcome="failed", result=reason)
+    runtime_services.run_finished(run=run, outcome="failed", result=reason)
