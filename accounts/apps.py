@@ -7,4 +7,4 @@ class AccountsConfig(AppConfig):
     name = "accounts"
 
     def ready(self) -> None:
-        from accounts import signals  # noqa: F401  (connects the login audit receivers)
+        from accounts import signals  # noqa: F401, PLC0415  (connects the login audit receivers once the app registry is ready)

@@ -7,4 +7,4 @@ class AgentsConfig(AppConfig):
     name = "agents"
 
     def ready(self) -> None:
-        from agents import builtin_tools  # noqa: F401  (registers `delegate`)
+        from agents import builtin_tools  # noqa: F401, PLC0415  (registers the built-in tools once the app registry is ready)

@@ -7,7 +7,9 @@ from typing import Annotated, Any
 from django.contrib.auth.models import User
 from pydantic import BaseModel, ConfigDict, Field
 
-from agents.models import Agent, Run, RunPriority
+from agents.configuration import _validate, apply_change, prompt_activate, prompt_reject
+from agents.models import Agent, AgentTool, PromptVersion, Run, RunPriority
+from agents.services import run_start
 from agents.tools import Impact, Tool, ToolContext, ToolError, register
 from audit.services import Actor
 from core.errors import DomainError
@@ -25,7 +27,6 @@ MAX_DELEGATION_DEPTH = 3
 
 
 def delegate(args: DelegateArgs, context: ToolContext) -> dict[str, Any]:
-    from agents.services import run_start
 
     existing = Run.objects.filter(parent_action_id=context.action_id).first()
     if existing is not None:
@@ -83,8 +84,6 @@ class ConfigChangeArgs(BaseModel):
 
 def apply_agent_config(args: ConfigChangeArgs, context: ToolContext) -> dict[str, Any]:
     """Execute an approved configuration change (four eyes): re-validated, then written."""
-    from agents.configuration import _validate, apply_change
-    from agents.models import AgentTool
 
     agent = Agent.objects.get(pk=context.agent_id)
     current = {t.tool: t for t in AgentTool.objects.filter(agent=agent)}
@@ -109,8 +108,6 @@ class ActivatePromptArgs(BaseModel):
 
 
 def activate_prompt(args: ActivatePromptArgs, context: ToolContext) -> dict[str, Any]:
-    from agents.configuration import prompt_activate
-    from agents.models import PromptVersion
 
     version = PromptVersion.objects.filter(pk=args.version, status="proposed").first()
     if version is None:
@@ -120,7 +117,6 @@ def activate_prompt(args: ActivatePromptArgs, context: ToolContext) -> dict[str,
 
 
 def decline_prompt(args: ActivatePromptArgs, actor: Any) -> None:
-    from agents.configuration import prompt_reject
 
     prompt_reject(version_id=args.version, actor=actor)
 

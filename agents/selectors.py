@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db.models import Q, QuerySet
 from guardian.shortcuts import get_objects_for_user
@@ -58,7 +59,6 @@ def breakers_operable_by(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Cir
 
 def users_with_agent_perm(agent: Agent, perm: str) -> QuerySet[Any]:
     """Active users holding `perm` on `agent`, directly or through a group (superusers excluded)."""
-    from django.contrib.auth import get_user_model
 
     return (
         get_user_model()

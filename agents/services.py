@@ -19,7 +19,10 @@ from agents.models import (
     RUN_TRANSITIONS,
     Agent,
     AgentDailyUsage,
+    AgentGroupObjectPermission,
     AgentTool,
+    AgentUserObjectPermission,
+    PromptVersion,
     Run,
     RunPriority,
     RunStatus,
@@ -27,6 +30,7 @@ from agents.models import (
     StepKind,
 )
 from agents.secrets import SecretUnavailable, check_secret_ref
+from agents.tools import get_tool
 from audit.services import Actor, record
 from core import counters
 from core.background import enqueue, enqueue_on_commit
@@ -69,8 +73,6 @@ def run_start(
     if agent.is_paused:
         raise Conflict(f"agent {agent.slug} is paused", code="agent_paused")
     with transaction.atomic():
-        from agents.models import PromptVersion
-
         run = Run.objects.create(
             agent=agent,
             prompt_version=PromptVersion.objects.filter(agent=agent, status="active").first(),
@@ -244,7 +246,6 @@ def agent_permission_revoke(
 def _change_permission(
     *, agent: Agent, perm: str, holder: AbstractBaseUser | Group, actor: Actor | AbstractBaseUser | None, grant: bool
 ) -> bool:
-    from agents.models import AgentGroupObjectPermission, AgentUserObjectPermission
 
     if perm not in AGENT_PERMISSIONS:
         raise InvalidInput(f"unknown agent permission {perm!r}")
@@ -312,7 +313,6 @@ def _agent_config(agent: Agent) -> dict[str, Any]:
 
 def agent_create(*, slug: str, actor: Actor | AbstractBaseUser | None, system_prompt: str = "", **config: Any) -> Agent:
     """Create an agent (configuration as keyword arguments) with its first, active prompt version."""
-    from agents.models import PromptVersion
 
     unknown = set(config) - set(AGENT_CONFIG_FIELDS)
     if unknown:
@@ -377,7 +377,6 @@ def agent_tool_configure(
     auto_max_magnitude: Any = None,
 ) -> AgentTool:
     """Enable or change one tool's policy for an agent, audited."""
-    from agents.tools import get_tool
 
     if get_tool(tool) is None:
         raise InvalidInput(f"there is no tool named {tool!r}", code="unknown_tool")

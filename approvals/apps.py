@@ -7,8 +7,10 @@ class ApprovalsConfig(AppConfig):
     name = "approvals"
 
     def ready(self) -> None:
-        from approvals import signals  # noqa: F401  (connects the socket re-check receivers)
-        from approvals.broadcast import register_pushes
+        # Modules with models load once the app registry is ready: the socket re-check
+        # receivers, the tasks services publish by name, and the pushes.
+        from approvals import signals, tasks  # noqa: F401, PLC0415
+        from approvals.broadcast import register_pushes  # noqa: PLC0415
 
         # The pushes lower apps name (core.push): this app owns the sockets and renders them.
         register_pushes()

@@ -16,7 +16,9 @@ from channels.layers import get_channel_layer
 from django.db.models import Count
 from django.template.loader import render_to_string
 
-from approvals.models import ActionRequest
+from agents.models import Run
+from approvals.models import ActionRequest, Notification
+from approvals.selectors import with_row_data
 from core import push
 
 logger = logging.getLogger(__name__)
@@ -48,7 +50,6 @@ def _send(group: str, message: dict[str, Any]) -> None:
 
 
 def _row(action_id: int) -> ActionRequest | None:
-    from approvals.selectors import with_row_data
 
     return with_row_data(ActionRequest.objects.filter(pk=action_id)).first()
 
@@ -91,7 +92,6 @@ def action_escalated(action_id: int, *, from_tier: int) -> None:
 
 
 def notifications_changed(user_ids: list[int]) -> None:
-    from approvals.models import Notification
 
     # One grouped count for everyone notified, not a query per user.
     unread = dict(
@@ -136,7 +136,6 @@ def operator_group(agent_id: int) -> str:
 
 def run_needs_operator(run_id: int) -> None:
     """A halted run: tell the operators of its agent (rendered into their open pages)."""
-    from agents.models import Run
 
     run = Run.objects.select_related("agent").filter(pk=run_id).first()
     if run is None:

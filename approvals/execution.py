@@ -34,8 +34,16 @@ from agents import breakers
 from agents import services as agent_services
 from agents.models import AgentTool
 from agents.tools import Tool, ToolContext, ToolError, get_tool
-from approvals import broadcast, tasks
-from approvals.models import ACTION_TRANSITIONS, ActionRequest, ActionStatus, Decision, Execution, ExecutionStatus
+from approvals import broadcast
+from approvals.models import (
+    ACTION_TRANSITIONS,
+    EXECUTE_ACTION,
+    ActionRequest,
+    ActionStatus,
+    Decision,
+    Execution,
+    ExecutionStatus,
+)
 from audit.services import Actor, record
 from core import counters
 from core.background import enqueue, enqueue_on_commit
@@ -193,7 +201,7 @@ def _interrupted(
                 agent_id=action.agent_id,
                 after={"attempt": execution.attempts, "idempotency_key": execution.idempotency_key, "reason": reason},
             )
-            enqueue_on_commit(tasks.execute_action, execution.pk, countdown=retry_delay(min(execution.attempts, 5)))
+            enqueue_on_commit(EXECUTE_ACTION, execution.pk, countdown=retry_delay(min(execution.attempts, 5)))
             return "retried"
         if not still_ours.update(status=ExecutionStatus.IN_DOUBT, last_error=f"{reason}: effect unknown"):
             return ""
@@ -234,7 +242,7 @@ def _tool_failed(
                     agent_id=action.agent_id,
                     after={"attempt": execution.attempts, "error": error.as_feedback(), "delay_s": round(delay, 2)},
                 )
-                enqueue_on_commit(tasks.execute_action, execution.pk, countdown=delay)
+                enqueue_on_commit(EXECUTE_ACTION, execution.pk, countdown=delay)
             return
         try:
             _finish(execution, action, tool, status=ActionStatus.FAILED, result=None, error=error)
@@ -326,7 +334,7 @@ def executions_sweep() -> dict[str, int]:
     for execution_id in stale:
         # Compare-and-set on published_at: two sweepers never both republish one execution.
         if Execution.objects.filter(pk=execution_id, published_at__lt=threshold).update(published_at=now):
-            enqueue(tasks.execute_action, execution_id)
+            enqueue(EXECUTE_ACTION, execution_id)
             counts["republished"] += 1
     expired = Execution.objects.filter(status=ExecutionStatus.RUNNING, lease_until__lt=now).select_related(
         "action__agent", "action__run"

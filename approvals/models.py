@@ -8,6 +8,9 @@ from django.utils import timezone
 
 from agents.models import Agent, Run
 
+# The execution task (approvals.tasks), published by name: the tasks module imports the services.
+EXECUTE_ACTION = "approvals.execute_action"
+
 
 class ActionStatus(models.TextChoices):
     PENDING = "pending"

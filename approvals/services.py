@@ -20,9 +20,11 @@ from agents import services as agent_services
 from agents.guard import GuardRefusal, guard_edited_call, guard_tool_call, validate_arguments
 from agents.models import Agent, AgentTool, Run, StepKind
 from agents.policy import Route, route_for
+from agents.selectors import users_with_agent_perm
 from agents.tools import get_tool
-from approvals import broadcast, tasks
+from approvals import broadcast
 from approvals.models import (
+    EXECUTE_ACTION,
     ActionRequest,
     ActionStatus,
     Approval,
@@ -521,7 +523,6 @@ def action_request_release(*, action: ActionRequest, actor: User) -> None:
 
 def notify_reviewers(action: ActionRequest, *, tier: int, text: str) -> None:
     """In-app notice (and e-mail when configured) to the people who may decide at `tier`."""
-    from agents.selectors import users_with_agent_perm
 
     perm = {0: "configure_agent", 1: "review_agent"}.get(tier, "review_escalated_agent")
     holders = users_with_agent_perm(action.agent, perm)
@@ -630,4 +631,4 @@ def _already_decided(action_id: int, *, tier: int | None = None) -> Conflict:
 
 def _schedule_execution(action: ActionRequest) -> None:
     execution = Execution.objects.create(action=action, idempotency_key=f"action-{action.pk}")
-    enqueue_on_commit(tasks.execute_action, execution.pk)
+    enqueue_on_commit(EXECUTE_ACTION, execution.pk)

@@ -6,26 +6,23 @@ from typing import Any
 
 from celery import shared_task
 
+from approvals.execution import action_execute, executions_sweep
+from approvals.models import EXECUTE_ACTION
+from approvals.services import sla_tick as tick
 from core.transient import retry_on_transient
 
 
-@shared_task(name="approvals.execute_action", bind=True, max_retries=None)
+@shared_task(name=EXECUTE_ACTION, bind=True, max_retries=None)
 def execute_action(self: Any, execution_id: int) -> None:
-    from approvals.execution import action_execute
-
     with retry_on_transient(self):
         action_execute(execution_id=execution_id)
 
 
 @shared_task(name="approvals.sweep_executions")
 def sweep_executions() -> dict[str, int]:
-    from approvals.execution import executions_sweep
-
     return executions_sweep()
 
 
 @shared_task(name="approvals.sla_tick")
 def sla_tick() -> dict[str, int]:
-    from approvals.services import sla_tick as tick
-
     return tick()

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from asgiref.sync import sync_to_async
+from celery import current_app
 from django.conf import settings
 from django.db import close_old_connections, transaction
 
@@ -36,7 +37,6 @@ def remember_server_loop(loop: asyncio.AbstractEventLoop) -> None:
 
 
 async def _every(task_name: str, seconds: float) -> None:
-    from celery import current_app
 
     task = current_app.tasks[task_name]
     while True:
@@ -55,8 +55,6 @@ def enqueue(task: Any, *args: Any, countdown: float | None = None, urgent: bool 
     `task` is a Celery task or its registered name (for a task of an app above the caller).
     """
     if isinstance(task, str):
-        from celery import current_app
-
         task = current_app.tasks[task]
     mode = settings.BACKGROUND_TASKS
     if mode == "celery":

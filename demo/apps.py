@@ -8,4 +8,4 @@ class DemoConfig(AppConfig):
     verbose_name = "Demo business tables"
 
     def ready(self) -> None:
-        from demo import tools  # noqa: F401  (registers the demo tools)
+        from demo import tools  # noqa: F401, PLC0415  (registers the demo tools once the app registry is ready)

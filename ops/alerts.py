@@ -17,6 +17,7 @@ from django.utils import timezone
 from agents.models import Agent, AgentDailyUsage, BreakerState, CircuitBreaker
 from agents.secrets import SecretUnavailable, resolve_secret
 from agents.selectors import agents_with_perm, users_with_agent_perm
+from approvals import broadcast
 from approvals.models import ActionRequest, ActionStatus, Notification
 from audit.services import Actor, record
 from ops.models import Alert, AlertKind, AlertRule
@@ -192,6 +193,5 @@ def _post_webhook(alert_id: int, state: str) -> None:
 
 
 def _refresh(agent_id: int) -> None:
-    from approvals import broadcast
 
     broadcast.ops_changed(agent_id)

@@ -9,4 +9,4 @@ class OpsConfig(AppConfig):
 
     def ready(self) -> None:
         # Registers the writer of what core.counters buffers in every transaction.
-        from ops import stats  # noqa: F401
+        from ops import stats  # noqa: F401, PLC0415  (models load after the app registry is ready)

@@ -10,4 +10,4 @@ class RuntimeConfig(AppConfig):
     def ready(self) -> None:
         # Lower apps publish the run loop's task by name (agents.services.ADVANCE_RUN);
         # registering it here makes the name resolvable in every process, not only workers.
-        from runtime import tasks  # noqa: F401
+        from runtime import tasks  # noqa: F401, PLC0415  (models load after the app registry is ready)

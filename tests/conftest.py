@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -112,7 +113,6 @@ class ApiClient:
         return self.client.get(path, headers=self.headers)
 
     def post(self, path: str, data: Any = None, *, raw: str | None = None) -> Any:
-        import json
 
         body = raw if raw is not None else json.dumps(data)
         return self.client.post(path, data=body, content_type="application/json", headers=self.headers)

@@ -7,7 +7,11 @@ import json
 import pytest
 from django.test import Client
 
+from agents.configuration import tool_settings
+from agents.forms import EDITABLE_AGENT_FIELDS
 from agents.models import Agent, AgentTool
+from agents.services import agent_update
+from agents.tools import all_tools
 from approvals.models import ActionRequest
 from audit.models import AuditEvent
 from audit.services import checkpoint_take
@@ -23,7 +27,6 @@ def browser(role: str) -> Client:
 
 
 def test_audit_viewer_filters_and_shows_diffs(demo):
-    from agents.services import agent_update
 
     agent_update(agent=demo["refund-triage"], actor=user("admin"), max_steps=12)
     checkpoint_take()
@@ -80,9 +83,6 @@ def test_admin_grants_and_revokes_from_the_page_auditor_cannot(demo):
 
 
 def _config_post(agent: Agent, **overrides: str) -> dict[str, str]:
-    from agents.configuration import tool_settings
-    from agents.forms import EDITABLE_AGENT_FIELDS
-    from agents.tools import all_tools
 
     data: dict[str, str] = {}
     for name in EDITABLE_AGENT_FIELDS:

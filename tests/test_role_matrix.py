@@ -6,6 +6,8 @@ auditors read. Each cell is the HTTP status that role must get.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from django.contrib.auth import get_user_model
 from django.test import Client
@@ -14,6 +16,7 @@ from accounts.services import api_token_issue
 from agents.breakers import breaker_for
 from agents.services import run_start
 from approvals.models import ActionRequest
+from audit.models import AuditEvent
 from tests.conftest import refund_input, user
 
 pytestmark = pytest.mark.django_db
@@ -109,7 +112,6 @@ def test_pages(world, role, method, path, table):
 @pytest.mark.parametrize("role", ROLES)
 @pytest.mark.parametrize(("method", "path", "table"), API, ids=[f"{m} {p}" for m, p, _ in API])
 def test_api(world, role, method, path, table):
-    import json
 
     url = path.format(**world)
     headers = {} if role == "anonymous" else {"Authorization": f"Bearer {api_token_issue(user=user(role), actor=None)}"}
@@ -124,7 +126,6 @@ def test_api(world, role, method, path, table):
 
 
 def test_refused_access_is_audited(world):
-    from audit.models import AuditEvent
 
     browser("operator").get("/audit/")
     refused = AuditEvent.objects.get(event="access.refused")

@@ -21,7 +21,7 @@ from django.test import Client
 from agents.models import RunStatus
 from agents.services import run_start
 from core.logs import ScrubbingFormatter
-from core.secrets import REDACTED, forget_cached
+from core.secrets import REDACTED, forget_cached, known_secrets, scrub_text
 from demo.models import Refund
 from tests.agents.test_openai_provider import completion, llm_server, tool_call  # noqa: F401  (fixture)
 from tests.agents.test_runtime_openai import KEY, openai_agent  # noqa: F401  (fixture)
@@ -117,7 +117,6 @@ def test_server_secrets_sent_by_a_client_are_scrubbed_on_the_way_in(api_as, sett
 
 
 def test_secret_files_and_prefixed_variables_are_known(tmp_path, settings, monkeypatch):
-    from core.secrets import known_secrets, scrub_text
 
     (tmp_path / "webhook").write_text("whsec-0123456789abcdef\n")
     settings.SECRETS_DIR = str(tmp_path)

@@ -18,7 +18,8 @@ from agents.models import Step, StepKind
 from agents.services import run_start, traces_purge
 from audit.models import AuditEvent
 from audit.selectors import verify_chain
-from tests.conftest import PASSWORD, refund_input
+from config.asgi import application
+from tests.conftest import PASSWORD, refund_input, user
 
 ROOT = Path(__file__).resolve().parent.parent
 # What production needs for tamper evidence besides SECRET_KEY (the tests below start it).
@@ -51,8 +52,6 @@ def test_login_is_throttled_after_repeated_failures(demo):
 
 @pytest.mark.django_db
 def test_a_websocket_from_another_origin_is_refused(demo):
-    from config.asgi import application
-    from tests.conftest import user
 
     client = Client()
     client.force_login(user("reviewer"))

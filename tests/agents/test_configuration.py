@@ -1,15 +1,20 @@
 from __future__ import annotations
 
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from django.contrib.auth.models import Group
+from django.test import Client
+from django.utils import timezone
 
-from agents.configuration import active_prompt, prompt_rollback
+from agents.configuration import active_prompt, agent_set_paused, prompt_rollback
 from agents.models import Agent, AgentTool, PromptVersion, Run
 from agents.services import run_start
+from approvals import selectors
 from approvals.four_eyes import agent_configure, prompt_propose
 from approvals.models import ActionRequest, ActionStatus
-from approvals.services import action_request_decide
+from approvals.services import action_request_decide, sla_tick
 from audit.models import AuditEvent
 from core.errors import Conflict, Forbidden, InvalidInput
 from tests.conftest import refund_input, user
@@ -127,7 +132,6 @@ def test_prompt_versions_four_eyes_and_rollback(demo, commit):
 
 
 def test_pause_is_an_operator_action_not_a_policy_change(demo, commit):
-    from agents.configuration import agent_set_paused
 
     agent_set_paused(agent=demo["refund-triage"], actor=user("operator"), paused=True)
     assert Agent.objects.get(slug="refund-triage").is_paused
@@ -139,9 +143,6 @@ def test_pause_is_an_operator_action_not_a_policy_change(demo, commit):
 
 
 def test_reviewer_group_limits_who_sees_a_tools_calls(demo, commit):
-    from django.contrib.auth.models import Group
-
-    from approvals import selectors
 
     seniors = Group.objects.create(name="Refund seniors")
     user("reviewer").groups.add(seniors)
@@ -201,7 +202,6 @@ def test_more_ways_to_weaken_review_need_four_eyes(demo, tools, reason):
 
 
 def test_a_reviewer_group_change_records_the_old_and_new_group(demo):
-    from django.contrib.auth.models import Group
 
     Group.objects.create(name="g1")
     Group.objects.create(name="g2")
@@ -215,7 +215,6 @@ def test_a_reviewer_group_change_records_the_old_and_new_group(demo):
 
 
 def test_a_rejected_prompt_version_shows_as_rejected_not_proposed(demo, commit):
-    from django.test import Client
 
     agent = demo["refund-triage"]
     version, proposal = prompt_propose(agent=agent, actor=user("admin"), text="Refund everything, always.")
@@ -233,11 +232,6 @@ def test_a_rejected_prompt_version_shows_as_rejected_not_proposed(demo, commit):
 
 
 def test_a_prompt_version_whose_proposal_expired_is_rejected_too(demo, commit):
-    from datetime import timedelta
-
-    from django.utils import timezone
-
-    from approvals.services import sla_tick
 
     version, proposal = prompt_propose(agent=demo["refund-triage"], actor=user("admin"), text="Be brief.")
     ActionRequest.objects.filter(pk=proposal.pk).update(due_at=timezone.now() - timedelta(minutes=1))

@@ -1,14 +1,18 @@
 from __future__ import annotations
 
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from django.contrib.auth import get_user_model
+from django.utils import timezone
 
 from agents.breakers import breaker_allows, breaker_for, breaker_reset
 from agents.models import Agent, AgentDailyUsage, BreakerState, Run, RunStatus, StepKind
 from agents.providers import ProviderError, ToolCallProposal
-from agents.services import agent_tool_configure, run_resume, run_start
+from agents.services import agent_permission_grant, agent_tool_configure, run_resume, run_start, runs_sweep
 from approvals.models import ActionRequest, ActionStatus
+from approvals.services import action_request_decide
 from audit.models import AuditEvent
 from core.errors import IllegalTransition
 from demo.models import Refund
@@ -68,7 +72,6 @@ def test_time_limit_counts_running_time_only(demo, commit):
         run = run_start(agent=agent, input=refund_input(amount=300), actor=None)  # waits for review
     Run.objects.filter(pk=run.pk).update(running_seconds=5.0)
     action = ActionRequest.objects.get(run=run)
-    from approvals.services import action_request_decide
 
     with commit():
         action_request_decide(action=action, actor=user("reviewer"), verdict="reject", comment="no")
@@ -152,9 +155,6 @@ def test_degrade_policy_feeds_an_open_breaker_back_instead_of_halting(demo, comm
 
 
 def test_half_open_breaker_lets_one_probe_through(demo):
-    from datetime import timedelta
-
-    from django.utils import timezone
 
     agent = demo["refund-triage"]
     breaker = breaker_for(agent, "issue_refund")
@@ -219,7 +219,6 @@ def test_coordinator_delegates_and_continues_when_the_worker_finishes(demo, comm
     assert child.agent.slug == "refund-triage"
     assert child.status == RunStatus.WAITING  # its refund waits for a reviewer; no worker is held
     refund_action = ActionRequest.objects.get(run=child)
-    from approvals.services import action_request_decide
 
     with commit():
         action_request_decide(action=refund_action, actor=user("reviewer"), verdict="approve")
@@ -240,11 +239,6 @@ def test_urgent_delegation_makes_an_urgent_subrun(demo, commit):
 
 
 def test_sweeper_republishes_a_forgotten_queued_run(demo, commit):
-    from datetime import timedelta
-
-    from django.utils import timezone
-
-    from agents.services import runs_sweep
 
     run = run_start(agent=demo["refund-triage"], input=refund_input(), actor=None)  # published never ran
     Run.objects.filter(pk=run.pk).update(published_at=timezone.now() - timedelta(minutes=5))
@@ -254,11 +248,6 @@ def test_sweeper_republishes_a_forgotten_queued_run(demo, commit):
 
 
 def test_sweeper_recovers_a_run_whose_worker_died_mid_step(demo, commit):
-    from datetime import timedelta
-
-    from django.utils import timezone
-
-    from agents.services import runs_sweep
 
     run = run_start(agent=demo["refund-triage"], input=refund_input(), actor=None)
     Run.objects.filter(pk=run.pk).update(status=RunStatus.RUNNING, lease_until=timezone.now() - timedelta(seconds=1))
@@ -272,9 +261,6 @@ def test_sweeper_recovers_a_run_whose_worker_died_mid_step(demo, commit):
 
 
 def test_a_probe_that_never_settles_does_not_jam_the_breaker(demo):
-    from datetime import timedelta
-
-    from django.utils import timezone
 
     agent = demo["refund-triage"]
     breaker = breaker_for(agent, "issue_refund")
@@ -286,9 +272,6 @@ def test_a_probe_that_never_settles_does_not_jam_the_breaker(demo):
 
 
 def test_delegation_cannot_start_what_its_starter_may_not(demo, commit):
-    from django.contrib.auth import get_user_model
-
-    from agents.services import agent_permission_grant
 
     limited = get_user_model().objects.create_user(username="coordinator-only")
     agent_permission_grant(agent=demo["support-coordinator"], perm="operate_agent", to=limited, actor=None)

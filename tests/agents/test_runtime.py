@@ -6,7 +6,7 @@ import pytest
 
 from agents.models import Run, RunStatus, StepKind
 from agents.providers import FinalAnswer, ProviderResult, ToolCallProposal, register_provider
-from agents.services import agent_update, run_start
+from agents.services import agent_tool_configure, agent_update, run_start
 from approvals.execution import action_execute
 from approvals.models import ActionRequest, ActionStatus, Execution
 from approvals.services import action_request_decide
@@ -206,7 +206,6 @@ def test_guard_refuses_unknown_tool_and_bad_arguments_and_feeds_them_back(demo, 
 
 
 def test_deny_policy_is_fed_back(demo, commit):
-    from agents.services import agent_tool_configure
 
     agent = demo["refund-triage"]
     agent_tool_configure(agent=agent, tool="issue_refund", actor=None, mode="deny")

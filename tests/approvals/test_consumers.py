@@ -6,12 +6,16 @@ import pytest
 from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
+from django.contrib.auth import get_user_model
 from django.test import Client
 
-from agents.services import agent_permission_revoke, run_start
+from agents.models import Agent
+from agents.services import agent_permission_grant, agent_permission_revoke, run_start
+from approvals.broadcast import ops_changed
 from approvals.consumers import CLOSE_NO_RIGHTS, CLOSE_SESSION_ENDED
+from approvals.four_eyes import agent_configure
 from approvals.models import ActionRequest
-from approvals.services import action_request_decide
+from approvals.services import action_request_claim, action_request_decide, action_request_escalate
 from config.asgi import application
 from tests.conftest import refund_input, user
 
@@ -131,7 +135,6 @@ def test_revoked_reviewer_stops_receiving(demo):
 
 
 def test_operators_hear_when_a_run_halts(demo):
-    from agents.models import Agent
 
     operator, reviewer2 = user("operator"), user("reviewer2")
     Agent.objects.filter(slug="refund-triage").update(max_steps=1, loop_limit=5)
@@ -162,7 +165,6 @@ def test_operators_hear_when_a_run_halts(demo):
 
 
 def test_claims_and_escalations_update_open_inboxes_live(demo):
-    from approvals.services import action_request_claim, action_request_escalate
 
     run = run_start(agent=demo["refund-triage"], input=refund_input(amount=400), actor=None)
     action = ActionRequest.objects.get(run=run)
@@ -188,7 +190,6 @@ def test_claims_and_escalations_update_open_inboxes_live(demo):
 
 
 def test_configuration_changes_reach_only_those_who_configure_the_agent(demo):
-    from approvals.four_eyes import agent_configure
 
     admin2, reviewer = user("admin2"), user("reviewer")
     admin = user("admin")
@@ -210,10 +211,6 @@ def test_configuration_changes_reach_only_those_who_configure_the_agent(demo):
 
 
 def test_operator_pages_are_told_to_refresh_only_for_their_agents(demo):
-    from django.contrib.auth import get_user_model
-
-    from agents.services import agent_permission_grant
-    from approvals.broadcast import ops_changed
 
     limited = get_user_model().objects.create_user(username="crm-operator")
     agent_permission_grant(agent=demo["crm-cleanup"], perm="operate_agent", to=limited, actor=None)
@@ -234,7 +231,6 @@ def test_operator_pages_are_told_to_refresh_only_for_their_agents(demo):
 
 
 def test_the_changes_page_resyncs_with_rows_only(demo):
-    from django.test import Client
 
     client = Client()
     client.force_login(user("admin2"))
@@ -347,7 +343,6 @@ def test_a_user_with_nothing_to_review_or_operate_is_refused(demo):
 
 
 def test_the_periodic_recheck_catches_changes_that_send_no_signal(demo, settings):
-    from django.contrib.auth import get_user_model
 
     settings.SOCKET_RECHECK_SECONDS = 1
     reviewer = user("reviewer")

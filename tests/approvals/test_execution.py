@@ -9,8 +9,16 @@ from django.utils import timezone
 from agents.models import RunStatus
 from agents.services import run_start
 from agents.tools import ToolError, get_tool
-from approvals.execution import action_execute, action_resolve_in_doubt, action_undo, executions_sweep
+from approvals.execution import (
+    StaleExecution,
+    _finish,
+    action_execute,
+    action_resolve_in_doubt,
+    action_undo,
+    executions_sweep,
+)
 from approvals.models import ActionRequest, ActionStatus, Execution, ExecutionStatus
+from approvals.services import action_request_decide
 from audit.models import AuditEvent
 from core.errors import IllegalTransition, InvalidInput
 from demo.models import Contact, Order, Refund
@@ -21,7 +29,6 @@ pytestmark = pytest.mark.django_db
 
 def approved_refund(demo, commit, amount=250):
     """A refund approved by a reviewer whose execution has not run yet."""
-    from approvals.services import action_request_decide
 
     with commit():
         run = run_start(agent=demo["refund-triage"], input=refund_input(amount=amount, order="ORD-1003"), actor=None)
@@ -106,7 +113,6 @@ def test_interrupted_transactional_execution_is_retried_once(demo, commit):
 
 
 def test_late_commit_of_a_taken_over_attempt_rolls_back(demo, commit):
-    from approvals.execution import StaleExecution, _finish
 
     execution, action = approved_refund(demo, commit)
     Execution.objects.filter(pk=execution.pk).update(status=ExecutionStatus.RUNNING, attempts=2)
@@ -163,7 +169,6 @@ def test_undo_reverses_an_executed_refund_once(demo, commit):
 
 
 def test_undo_restores_deleted_contacts(demo, commit):
-    from approvals.services import action_request_decide
 
     with commit():
         run = run_start(agent=demo["crm-cleanup"], input={"request": "x", "contact_ids": [7, 8]}, actor=None)

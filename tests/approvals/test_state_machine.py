@@ -15,6 +15,7 @@ import pytest
 from django.conf import settings as django_settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
+from django.db.models import Count
 from django.test import TestCase
 from django.utils import timezone
 from hypothesis import HealthCheck, settings
@@ -24,7 +25,16 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_stat
 from agents.models import RUN_TRANSITIONS, Agent, Run, RunStatus
 from agents.services import run_resume, run_start
 from approvals.execution import action_execute, action_undo, executions_sweep
-from approvals.models import ACTION_TRANSITIONS, ActionRequest, ActionStatus, Decision, Execution, ExecutionStatus
+from approvals.models import (
+    ACTION_TRANSITIONS,
+    ActionRequest,
+    ActionStatus,
+    Decision,
+    Execution,
+    ExecutionStatus,
+    QueueCount,
+)
+from approvals.services import action_request_decide
 from audit.models import AuditEvent
 from audit.selectors import verify_chain
 from core.errors import DomainError
@@ -93,8 +103,6 @@ class ApprovalMachine(RuleBasedStateMachine):
                 arguments["amount"] = 10
         try:
             with self.committed():
-                from approvals.services import action_request_decide
-
                 action_request_decide(
                     action=action, actor=self.users[who], verdict=verdict, arguments=arguments, comment="x"
                 )
@@ -189,9 +197,6 @@ class ApprovalMachine(RuleBasedStateMachine):
 
     @invariant()
     def queue_counts_match_the_pending_actions(self):
-        from django.db.models import Count
-
-        from approvals.models import QueueCount
 
         actual = {
             (row["agent_id"], row["tier"]): row["n"]

@@ -5,12 +5,12 @@ from decimal import Decimal
 import pytest
 
 from agents.models import AgentTool
-from agents.services import run_start
+from agents.services import agent_permission_grant, run_start
 from approvals.models import ActionRequest, ActionStatus, Decision, Notification
 from audit.models import AuditEvent
 from demo.models import Order, Refund
 from tests.approvals.test_views import login
-from tests.conftest import refund_input
+from tests.conftest import refund_input, user
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -138,8 +138,6 @@ def test_escalate_from_the_page_and_notifications(demo):
 
 def test_api_escalate_claim_and_separation_of_duties(api_as, demo):
     operator = api_as("operator")
-    from agents.services import agent_permission_grant
-    from tests.conftest import user
 
     agent_permission_grant(agent=demo["refund-triage"], perm="review_agent", to=user("operator"), actor=None)
     submitted = operator.post(

@@ -17,6 +17,7 @@ from audit.models import AuditEvent
 from audit.selectors import verify_chain
 from core.transient import is_transient
 from demo.models import Refund
+from runtime import loop as runtime
 from tests.conftest import PASSWORD, refund_input
 
 pytestmark = pytest.mark.django_db
@@ -117,7 +118,6 @@ def test_a_deadlock_around_an_effect_outside_the_database_goes_to_a_person(demo,
 
 
 def test_a_deadlock_in_a_runs_step_requeues_the_step(demo, commit, monkeypatch):
-    from runtime import loop as runtime
 
     real = runtime._record_model_call
     calls: list[int] = []

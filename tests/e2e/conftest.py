@@ -18,6 +18,7 @@ import httpx
 import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.hashers import PBKDF2PasswordHasher
+from django.db import connection
 
 from tests.conftest import PASSWORD
 
@@ -104,7 +105,6 @@ class Stack:
 
 def _wait_for_other_sessions_to_leave(timeout: float = 10) -> None:
     """PostgreSQL ends a dead client's backend a moment later; the test database is dropped after us."""
-    from django.db import connection
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -8,6 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 from django.db import connections
+from playwright.sync_api import sync_playwright
 
 from accounts.services import api_token_issue
 from approvals.models import ActionRequest, Decision
@@ -28,7 +29,6 @@ pytestmark = [
 
 @pytest.fixture
 def browser(monkeypatch):
-    from playwright.sync_api import sync_playwright
 
     # Playwright's sync API keeps an event loop on this thread; the test's own ORM
     # calls are still plain synchronous ones (Django documents this switch for such tools).

@@ -9,6 +9,7 @@ from django.test import override_settings
 
 from agents.models import Run, RunPriority
 from agents.services import run_start
+from config.celery import app
 from tests.conftest import needs_postgres, needs_redis, refund_input
 
 pytestmark = [needs_postgres, needs_redis, pytest.mark.django_db(transaction=True)]
@@ -17,7 +18,6 @@ pytestmark = [needs_postgres, needs_redis, pytest.mark.django_db(transaction=Tru
 def test_an_urgent_run_overtakes_queued_routine_runs(demo, bare_stack):
     queue = bare_stack.env["CELERY_QUEUE"]
     # Publish from this process to the stack's queue while no worker is running.
-    from config.celery import app
 
     app.conf.task_default_queue = queue
     try:

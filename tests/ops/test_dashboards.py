@@ -8,6 +8,7 @@ from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from django.contrib.auth import get_user_model
 from django.core import mail
 from django.test import Client
 from django.utils import timezone
@@ -15,7 +16,7 @@ from django.utils import timezone
 from accounts.services import api_token_issue
 from agents.breakers import breaker_for
 from agents.models import BreakerState, CircuitBreaker
-from agents.services import run_start
+from agents.services import agent_permission_grant, run_start
 from approvals.models import ActionRequest, Notification
 from approvals.services import action_request_claim, action_request_decide
 from audit.models import AuditEvent
@@ -217,9 +218,6 @@ def test_pages_render_for_operators_and_404_for_others(demo, commit):
 
 
 def test_an_alert_rule_without_an_agent_covers_the_agents_its_creator_operates(demo, commit):
-    from django.contrib.auth import get_user_model
-
-    from agents.services import agent_permission_grant
 
     refunds_only = get_user_model().objects.create_user(username="refund-operator", password="x")
     agent_permission_grant(agent=demo["refund-triage"], perm="operate_agent", to=refunds_only, actor=None)

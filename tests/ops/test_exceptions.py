@@ -10,7 +10,9 @@ from django.utils import timezone
 from agents.breakers import breaker_for, breaker_reset
 from agents.models import Agent, AgentDailyUsage, BreakerState, CircuitBreaker, Run, RunStatus
 from agents.services import agent_permission_grant, run_resume, run_start
+from approvals.execution import action_resolve_in_doubt
 from approvals.models import ActionRequest, ActionStatus
+from approvals.services import action_request_decide
 from core.counters import hour_of
 from ops.models import AgentHourStat
 from ops.selectors import exceptions_for
@@ -43,7 +45,6 @@ def test_halted_run_appears_with_its_reason_and_clears_on_resume(demo, commit):
 
 
 def test_in_doubt_appears_and_clears_when_resolved(demo, commit):
-    from approvals.execution import action_resolve_in_doubt
 
     with commit():
         run = run_start(agent=demo["refund-triage"], input=refund_input(amount=300), actor=None)
@@ -65,7 +66,6 @@ def test_actions_near_and_past_their_sla(demo, commit):
     ActionRequest.objects.filter(pk=action.pk).update(due_at=timezone.now() - timedelta(minutes=1))
     late = exceptions_for(user("operator")).of("sla")[0]
     assert "past its SLA" in late.message and late.severity == 2
-    from approvals.services import action_request_decide
 
     action_request_decide(action=action, actor=user("reviewer"), verdict="reject", comment="late")
     assert "sla" not in kinds()
