@@ -1,78 +1,16 @@
-"""Tools the runtime itself provides: `delegate` lets a coordinator start a worker agent's run."""
+"""Tools Countersign itself provides for configuration changes a second admin approved (four eyes)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from django.contrib.auth.models import User
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 
 from agents.configuration import _validate, apply_change, prompt_activate, prompt_reject
-from agents.models import Agent, AgentTool, PromptVersion, Run, RunPriority
-from agents.services import run_start
+from agents.models import Agent, AgentTool, PromptVersion
 from agents.tools import Impact, Tool, ToolContext, ToolError, register
 from audit.services import Actor
 from core.errors import DomainError
-
-
-class DelegateArgs(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    agent: Annotated[str, Field(pattern=r"^[-a-zA-Z0-9_]+$", max_length=50, description="Worker agent's slug")]
-    input: dict[str, Any]
-    urgent: bool = False
-
-
-MAX_DELEGATION_DEPTH = 3
-
-
-def delegate(args: DelegateArgs, context: ToolContext) -> dict[str, Any]:
-
-    existing = Run.objects.filter(parent_action_id=context.action_id).first()
-    if existing is not None:
-        return {"subrun": existing.pk, "agent": args.agent}
-    worker = Agent.objects.filter(slug=args.agent).first()
-    if worker is None:
-        raise ToolError("unknown_agent", f"there is no agent {args.agent!r}")
-    if worker.pk == context.agent_id:
-        raise ToolError("self_delegation", "an agent cannot delegate to itself")
-    # Whoever started the coordinator's work must be allowed to start the worker's:
-    # delegation must not widen what a person can make happen.
-    person = User.objects.filter(pk=context.requested_by_id).first() if context.requested_by_id else None
-    if person is not None and not person.has_perm("agents.operate_agent", worker):
-        raise ToolError("not_permitted", f"{person.get_username()} may not start runs of {worker.slug}")
-    depth, run_id = 0, context.run_id
-    while run_id is not None:
-        # The run that delegated to this one, if any (through the action that started it).
-        run_id = Run.objects.filter(pk=run_id).values_list("parent_action__run_id", flat=True).first()
-        if run_id is None:
-            break
-        depth += 1
-        if depth >= MAX_DELEGATION_DEPTH:
-            raise ToolError("too_deep", f"delegation is limited to {MAX_DELEGATION_DEPTH} levels")
-    try:
-        child = run_start(
-            agent=worker,
-            input=args.input,
-            actor=Actor.agent(Agent.objects.get(pk=context.agent_id)),
-            priority=RunPriority.URGENT if args.urgent else RunPriority.ROUTINE,
-            parent_action_id=context.action_id,
-        )
-    except DomainError as exc:
-        raise ToolError(exc.code, exc.message) from exc
-    return {"subrun": child.pk, "agent": worker.slug}
-
-
-DELEGATE = register(
-    Tool(
-        name="delegate",
-        description="Start a run of a worker agent and continue with its result when it finishes.",
-        args_model=DelegateArgs,
-        impact=Impact.WRITE,
-        execute=delegate,
-        defers_result=True,
-    )
-)
 
 
 class ConfigChangeArgs(BaseModel):

@@ -201,10 +201,6 @@ class Run(models.Model):
     input = models.JSONField()
     status = models.CharField(max_length=16, choices=RunStatus.choices, default=RunStatus.QUEUED)
     priority = models.PositiveSmallIntegerField(choices=RunPriority.choices, default=RunPriority.ROUTINE)
-    # A sub-run started by a coordinator's `delegate` action; its result finishes that action.
-    parent_action = models.ForeignKey(
-        "approvals.ActionRequest", null=True, blank=True, on_delete=models.PROTECT, related_name="subruns"
-    )
     prompt_version = models.ForeignKey(
         "agents.PromptVersion", null=True, blank=True, on_delete=models.PROTECT, related_name="runs"
     )
@@ -239,12 +235,6 @@ class Run(models.Model):
                 name="run_sweep_idx",
                 condition=models.Q(status__in=["queued", "running"]),
             ),
-        ]
-        constraints = [
-            # A coordinator's delegate action starts exactly one sub-run.
-            models.UniqueConstraint(
-                fields=["parent_action"], condition=models.Q(parent_action__isnull=False), name="run_one_per_parent"
-            )
         ]
 
     def __str__(self) -> str:

@@ -52,7 +52,7 @@ def run_start(
     input: Any,
     actor: User | Actor | None,
     priority: int = RunPriority.ROUTINE,
-    parent_action_id: int | None = None,
+    delegated_by: int | None = None,
 ) -> Run:
     """Validate the input, create a queued run and schedule its first step on commit."""
     if priority not in RunPriority.values:
@@ -79,14 +79,13 @@ def run_start(
             input=input,
             created_by=actor if isinstance(actor, User) else None,
             priority=priority,
-            parent_action_id=parent_action_id,
         )
         record(
             actor=actor,
             event="run.started",
             target=run,
             agent_id=agent.pk,
-            after={"input": input, "priority": priority, "parent_action": parent_action_id},
+            after={"input": input, "priority": priority, "parent_action": delegated_by},
         )
         usage, _ = AgentDailyUsage.objects.get_or_create(agent=agent, day=timezone.now().date())
         AgentDailyUsage.objects.filter(pk=usage.pk).update(runs=F("runs") + 1)

@@ -118,7 +118,9 @@ def run_detail(request: AuthedRequest, run_id: int) -> HttpResponse:
         "run": run,
         "steps": selectors.run_steps(run),
         "actions": run.actions.select_related("decision__reviewer").order_by("id"),
-        "subruns": Run.objects.filter(parent_action__run=run).select_related("agent").order_by("id"),
+        "subruns": Run.objects.filter(delegated_by__run=run).select_related("agent").order_by("id"),
+        # The coordinator's action that started this run, if it is a sub-run.
+        "delegated_by": Run.objects.filter(pk=run.pk).values_list("delegated_by", flat=True).first(),
         "can_operate": selectors.agents_with_perm(request.user, "operate_agent").filter(pk=run.agent_id).exists(),
     }
     return render(request, "agents/run_detail.html", context)

@@ -54,6 +54,8 @@ class ActionRequest(models.Model):
     agent = models.ForeignKey(Agent, on_delete=models.PROTECT, related_name="actions")
     # Null for actions submitted over the API by an agent running elsewhere.
     run = models.ForeignKey(Run, null=True, blank=True, on_delete=models.PROTECT, related_name="actions")
+    # The sub-run a coordinator's `delegate` action started (at most one); its result finishes the action.
+    subrun = models.OneToOneField(Run, null=True, blank=True, on_delete=models.PROTECT, related_name="delegated_by")
     tool = models.CharField(max_length=100)
     call_id = models.CharField(max_length=100, blank=True, help_text="The model's id for this tool call.")
     arguments = models.JSONField()

@@ -32,13 +32,13 @@ def seed(agent_ids: list[int]) -> None:
             """
             INSERT INTO agents_run (agent_id, input, status, priority, created_by_id, step_count, result, halt_reason,
                 created_at, started_at, finished_at, tokens_used, cost, running_seconds, tokens_at_resume,
-                cost_at_resume, parent_action_id, prompt_version_id)
+                cost_at_resume, prompt_version_id, step_token)
             SELECT (%(agents)s::bigint[])[1 + (g %% %(n)s)], '{}'::jsonb,
                    CASE WHEN g %% 1000 = 0 THEN 'halted' WHEN g %% 17 = 0 THEN 'failed' ELSE 'succeeded' END,
                    0, NULL, 2, 'ok', CASE WHEN g %% 1000 = 0 THEN 'step limit reached' ELSE '' END,
                    now() - ((g %% 43200) || ' minutes')::interval, now() - ((g %% 43200) || ' minutes')::interval,
                    now() - ((g %% 43200) || ' minutes')::interval + ((g %% 90) || ' seconds')::interval,
-                   1500, 0.0012, 1.5, 0, 0, NULL, NULL
+                   1500, 0.0012, 1.5, 0, 0, NULL, ''
             FROM generate_series(1, %(runs)s) AS g
             """,
             {"agents": agent_ids, "n": len(agent_ids), "runs": RUNS},

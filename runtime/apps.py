@@ -10,4 +10,5 @@ class RuntimeConfig(AppConfig):
     def ready(self) -> None:
         # Lower apps publish the run loop's task by name (agents.services.ADVANCE_RUN);
         # registering it here makes the name resolvable in every process, not only workers.
-        from runtime import tasks  # noqa: F401, PLC0415  (models load after the app registry is ready)
+        # The run loop's task and the `delegate` tool (models load after the app registry is ready).
+        from runtime import delegation, tasks  # noqa: F401, PLC0415

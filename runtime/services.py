@@ -16,10 +16,8 @@ from core.push import ACTIONS_CLOSED, push_on_commit
 
 def run_finished(*, run: Run, outcome: str, result: str) -> None:
     """A finished sub-run hands its result to the coordinator run waiting on it."""
-    if run.parent_action_id is None:
-        return
-    action = ActionRequest.objects.select_related("run").get(pk=run.parent_action_id)
-    if action.run is None:
+    action = ActionRequest.objects.filter(subrun=run).select_related("run").first()
+    if action is None or action.run is None:
         return
     detail = {"result": result} if outcome == "executed" else {"error": result}
     run_feed_back(run=action.run, payload=action.feedback(outcome, subrun=run.pk, **detail))

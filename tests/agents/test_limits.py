@@ -215,7 +215,7 @@ def test_coordinator_delegates_and_continues_when_the_worker_finishes(demo, comm
     assert parent.status == RunStatus.WAITING
     delegate_action = ActionRequest.objects.get(run=parent)
     assert delegate_action.status == ActionStatus.EXECUTED
-    child = Run.objects.get(parent_action=delegate_action)
+    child = Run.objects.get(delegated_by=delegate_action)
     assert child.agent.slug == "refund-triage"
     assert child.status == RunStatus.WAITING  # its refund waits for a reviewer; no worker is held
     refund_action = ActionRequest.objects.get(run=child)
@@ -234,7 +234,7 @@ def test_urgent_delegation_makes_an_urgent_subrun(demo, commit):
         parent = run_start(
             agent=demo["support-coordinator"], input=refund_input(amount=300) | {"urgent": True}, actor=None
         )
-    child = Run.objects.get(parent_action__run=parent)
+    child = Run.objects.get(delegated_by__run=parent)
     assert child.priority == 9
 
 
@@ -280,4 +280,4 @@ def test_delegation_cannot_start_what_its_starter_may_not(demo, commit):
     action = ActionRequest.objects.get(run=parent)
     assert action.status == ActionStatus.FAILED
     assert "may not start runs of refund-triage" in action.error
-    assert not Run.objects.filter(parent_action=action).exists()
+    assert not Run.objects.filter(delegated_by=action).exists()
