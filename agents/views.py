@@ -20,7 +20,7 @@ from agents.models import Agent, AgentTool, PromptVersion, Run, RunPriority, Run
 from agents.tools import all_tools
 from core.errors import DomainError
 from core.inbound import InputRefused, parse_json
-from core.pages import render_failed_post
+from core.pages import act_and_redirect, render_failed_post
 from core.redirects import next_url
 from core.requests import AuthedRequest
 
@@ -73,12 +73,12 @@ def run_resume(request: AuthedRequest, run_id: int) -> HttpResponse:
 
 def operate_run(request: AuthedRequest, run_id: int, service: Callable[..., Run], done: str) -> HttpResponse:
     run = get_object_or_404(selectors.runs_operable_by(request.user), pk=run_id)
-    try:
+
+    def operate() -> str:
         service(run=run, actor=request.user)
-        messages.success(request, f"Run {run.pk} {done}.")
-    except DomainError as exc:
-        messages.error(request, exc.message)
-    return redirect("agents:run_detail", run_id=run.pk)
+        return f"Run {run.pk} {done}."
+
+    return act_and_redirect(request, operate, to=reverse("agents:run_detail", args=[run.pk]))
 
 
 @require_POST
@@ -180,12 +180,12 @@ def configure_failed(request: AuthedRequest, agent: Agent, context: dict[str, An
 def prompt_rollback(request: AuthedRequest, slug: str, number: int) -> HttpResponse:
     agent = configurable(request, slug)
     version = get_object_or_404(PromptVersion, agent=agent, number=number)
-    try:
+
+    def rollback() -> str:
         configuration.prompt_rollback(agent=agent, version=version, actor=request.user)
-        messages.success(request, f"Prompt v{number} is active again.")
-    except DomainError as exc:
-        messages.error(request, exc.message)
-    return redirect("agents:configure", slug=agent.slug)
+        return f"Prompt v{number} is active again."
+
+    return act_and_redirect(request, rollback, to=reverse("agents:configure", kwargs={"slug": agent.slug}))
 
 
 @require_POST

@@ -9,10 +9,11 @@ from ninja import Body, Query, Router, Schema, Status
 from pydantic import ConfigDict, Field
 
 from agents import selectors as agent_selectors
-from approvals import execution, selectors, services
+from approvals import claims, decisions, execution, routing, selectors
 from approvals.models import ActionRequest, ActionStatus
 from approvals.schemas import COMMENT_MAX, ActionOut, DecisionIn, action_out
 from core.api_contract import MAX_ID, AgentSlug, ApiInput, ObjectId, responses
+from core.errors import InvalidInput
 from core.requests import ApiRequest
 
 router = Router(tags=["actions"])
@@ -51,7 +52,7 @@ class ActionSubmitIn(ApiInput):
 )
 def submit_action(request: ApiRequest, slug: AgentSlug, payload: ActionSubmitIn) -> Status[dict[str, Any]]:
     agent = get_object_or_404(agent_selectors.agents_with_perm(request.auth, "operate_agent"), slug=slug)
-    outcome = services.route_tool_call(
+    outcome = routing.route_tool_call(
         agent=agent,
         run=None,
         tool=payload.tool,
@@ -60,7 +61,10 @@ def submit_action(request: ApiRequest, slug: AgentSlug, payload: ActionSubmitIn)
         rationale=payload.rationale,
         actor=request.auth,
     )
-    assert outcome.action is not None  # a refusal without a run raises InvalidInput
+    if outcome.refusal is not None:
+        refusal = outcome.refusal
+        raise InvalidInput(refusal.message, code=refusal.code, details=refusal.details)
+    assert outcome.action is not None
     outcome.action.refresh_from_db()
     return Status(201, action_out(outcome.action))
 
@@ -108,7 +112,7 @@ def get_action(request: ApiRequest, action_id: ObjectId) -> dict[str, Any]:
 )
 def decide_action(request: ApiRequest, action_id: ObjectId, payload: Body[DecisionIn]) -> dict[str, Any]:
     action = get_object_or_404(selectors.actions_reviewable_by(request.auth), pk=action_id)
-    services.action_request_decide(
+    decisions.action_request_decide(
         action=action,
         actor=request.auth,
         verdict=payload.verdict,
@@ -143,5 +147,5 @@ def undo_action(request: ApiRequest, action_id: ObjectId, payload: UndoIn) -> di
 )
 def claim_action(request: ApiRequest, action_id: ObjectId) -> dict[str, Any]:
     action = get_object_or_404(selectors.actions_reviewable_by(request.auth), pk=action_id)
-    services.action_request_claim(action=action, actor=request.auth)
+    claims.action_request_claim(action=action, actor=request.auth)
     return action_out(get_object_or_404(selectors.actions_reviewable_by(request.auth), pk=action_id))

@@ -20,7 +20,7 @@ from agents.configuration import active_prompt, apply_change, plan_change, promp
 from agents.models import Agent, PromptVersion
 from approvals import broadcast
 from approvals.models import ActionRequest, ActionStatus
-from approvals.services import queue_count_add
+from approvals.queue import queue_count_add
 from audit.services import record
 from core.errors import Conflict, InvalidInput
 

@@ -27,8 +27,8 @@ class ActionStatus(models.TextChoices):
     COMPENSATED = "compensated"
 
 
-# Allowed action transitions, in one place. Each is applied as a
-# compare-and-set (UPDATE ... WHERE status = <expected>) in approvals.services.
+# Allowed action transitions, in one place. Each is applied as a compare-and-set
+# (UPDATE ... WHERE status = <expected>) in approvals.decisions, .queue and .execution.
 ACTION_TRANSITIONS: dict[str, frozenset[str]] = {
     ActionStatus.PENDING: frozenset(
         {ActionStatus.APPROVED, ActionStatus.REJECTED, ActionStatus.EXPIRED, ActionStatus.CANCELLED}
@@ -139,7 +139,7 @@ class ActionRequest(models.Model):
 class QueueCount(models.Model):
     """Pending actions per agent and tier, kept as work happens so queue counts stay O(agents).
 
-    Changed only by approvals.services.queue_count_add, in the transaction that
+    Changed only by approvals.queue.queue_count_add, in the transaction that
     moves an action into or out of `pending`; `manage.py rebuild_queue_counts`
     recomputes it from the actions.
     """

@@ -8,7 +8,7 @@ from celery import shared_task
 
 from approvals.execution import action_execute, executions_sweep
 from approvals.models import EXECUTE_ACTION
-from approvals.services import sla_tick as tick
+from approvals.sla import sla_tick as tick
 from core.transient import retry_on_transient
 
 

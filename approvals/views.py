@@ -17,12 +17,12 @@ from django_htmx.http import reswap, retarget
 from agents.guard import GuardRefusal, validate_arguments
 from agents.selectors import run_steps
 from agents.tools import get_tool
-from approvals import execution, selectors, services
+from approvals import claims, decisions, execution, selectors
 from approvals.forms import REJECT_REASONS, ArgumentsForm
 from approvals.models import ActionRequest, ActionStatus, Notification, Verdict
 from core.errors import DomainError, InvalidInput
 from core.inbound import InputRefused, parse_json
-from core.pages import render_failed_post
+from core.pages import act_and_redirect, render_failed_post
 from core.redirects import next_url
 from core.requests import AuthedRequest
 
@@ -138,7 +138,7 @@ def action_decide(request: AuthedRequest, action_id: int) -> HttpResponse:
         arguments = None
         if verdict == Verdict.EDIT:
             arguments, edit_form = _edited_arguments(request, action)
-        services.action_request_decide(
+        decisions.action_request_decide(
             action=action, actor=request.user, verdict=verdict, arguments=arguments, comment=comment
         )
     except DomainError as exc:
@@ -194,7 +194,7 @@ def action_bulk(request: AuthedRequest) -> HttpResponse:
     done, failed = [], []
     for action in selectors.actions_reviewable_by(request.user).filter(pk__in=ids):
         try:
-            services.action_request_decide(action=action, actor=request.user, verdict=verdict, comment=comment)
+            decisions.action_request_decide(action=action, actor=request.user, verdict=verdict, comment=comment)
             done.append(action.pk)
         except DomainError as exc:
             failed.append(f"#{action.pk}: {exc.message}")
@@ -213,9 +213,9 @@ def action_claim(request: AuthedRequest, action_id: int) -> HttpResponse:
     action = _reviewable_action(request, action_id)
     try:
         if request.POST.get("release"):
-            services.action_request_release(action=action, actor=request.user)
+            claims.action_request_release(action=action, actor=request.user)
         else:
-            services.action_request_claim(action=action, actor=request.user)
+            claims.action_request_claim(action=action, actor=request.user)
     except DomainError as exc:
         if request.htmx:
             return HttpResponse(exc.message, status=exc.status)
@@ -229,29 +229,29 @@ def action_claim(request: AuthedRequest, action_id: int) -> HttpResponse:
 @login_required
 def action_undo(request: AuthedRequest, action_id: int) -> HttpResponse:
     action = _reviewable_action(request, action_id)
-    try:
+
+    def undo() -> str:
         execution.action_undo(action=action, actor=request.user, comment=request.POST.get("comment", ""))
-        messages.success(request, f"Action {action.pk} undone.")
-    except DomainError as exc:
-        messages.error(request, exc.message)
-    return redirect("approvals:action_detail", action_id=action.pk)
+        return f"Action {action.pk} undone."
+
+    return act_and_redirect(request, undo, to=reverse("approvals:action_detail", args=[action.pk]))
 
 
 @require_POST
 @login_required
 def action_resolve(request: AuthedRequest, action_id: int) -> HttpResponse:
     action = _reviewable_action(request, action_id)
-    try:
+
+    def resolve() -> str:
         execution.action_resolve_in_doubt(
             action=action,
             actor=request.user,
             executed=request.POST.get("executed") == "yes",
             comment=request.POST.get("comment", ""),
         )
-        messages.success(request, f"Action {action.pk} resolved.")
-    except DomainError as exc:
-        messages.error(request, exc.message)
-    return redirect("approvals:action_detail", action_id=action.pk)
+        return f"Action {action.pk} resolved."
+
+    return act_and_redirect(request, resolve, to=reverse("approvals:action_detail", args=[action.pk]))
 
 
 @require_GET

@@ -85,7 +85,7 @@ def main() -> None:
     from agents.models import Agent
     from agents.services import agent_create, agent_permission_grant, agent_tool_configure
     from approvals.models import ActionRequest
-    from approvals.services import route_tool_call
+    from approvals.routing import route_tool_call
     from audit.services import Actor
 
     system = Actor.system("bench")

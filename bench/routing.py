@@ -64,7 +64,7 @@ def main() -> None:
     from websockets.sync.client import connect
 
     from agents.models import Agent
-    from approvals.services import route_tool_call
+    from approvals.routing import route_tool_call
     from demo.seed import seed_all
 
     call_command("migrate", verbosity=0)

@@ -35,9 +35,10 @@ def main() -> None:
     from django.db.models import Count, Sum
 
     from agents.models import Agent, AgentTool
+    from approvals.decisions import action_request_decide
     from approvals.execution import executions_sweep
     from approvals.models import ActionRequest, ActionStatus, Execution, ExecutionStatus
-    from approvals.services import action_request_decide, route_tool_call
+    from approvals.routing import route_tool_call
     from audit.models import AuditEvent
     from demo.models import Order, Refund
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from django.http import HttpResponse
-from django.shortcuts import render
+from django.contrib import messages
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
 from django_htmx.http import replace_url
 
+from core.errors import DomainError
 from core.requests import AuthedRequest
 
 
@@ -26,3 +29,12 @@ def render_failed_post(
     if request.htmx:
         replace_url(response, page_url)
     return response
+
+
+def act_and_redirect(request: HttpRequest, act: Callable[[], str], *, to: str) -> HttpResponse:
+    """Run a service for a form post; its message (or the domain error's) goes to the page it redirects to."""
+    try:
+        messages.success(request, act())
+    except DomainError as exc:
+        messages.error(request, exc.message)
+    return redirect(to)

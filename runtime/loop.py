@@ -38,7 +38,7 @@ from agents.providers import (
 )
 from agents.secrets import SecretUnavailable, redact, resolve_secret
 from agents.tools import get_tool
-from approvals import services as approval_services
+from approvals import routing
 from audit.services import Actor, record
 from core import counters
 from core.inbound import sanitise
@@ -219,7 +219,7 @@ def _take_step(
                 "rationale": proposal.rationale,
             },
         )
-        outcome = approval_services.route_tool_call(
+        outcome = routing.route_tool_call(
             agent=agent,
             run=run,
             tool=proposal.tool,
@@ -232,12 +232,12 @@ def _take_step(
         _account_time(run, started)
         refusal = outcome.refusal
         if refusal is not None and refusal.code == "breaker_open" and agent.on_breaker_open == BreakerPolicy.HALT:
-            _halt_in_transaction(run, refusal.message)
+            _stop(run, refusal.message, to_status=RunStatus.HALTED)
             return
         if outcome.action is None or outcome.fed_back:
             loop = _repeated_failure(run, agent)
             if loop:
-                _halt_in_transaction(run, loop)
+                _stop(run, loop, to_status=RunStatus.HALTED)
                 return
             # Refused or denied: the reason is in the trace as the tool's result.
             services.run_transition(run_id=run.pk, from_status=RunStatus.RUNNING, to_status=RunStatus.QUEUED)
@@ -380,7 +380,7 @@ def _provider_failed(run: Run, agent: Agent, exc: ProviderError, *, latency_ms: 
         )
         failures = _consecutive_provider_failures(run)
         if tripped:
-            _halt_in_transaction(run, f"the agent's model circuit breaker opened ({exc.code}: {message})")
+            _stop(run, f"the agent's model circuit breaker opened ({exc.code}: {message})", to_status=RunStatus.HALTED)
         elif exc.transient and failures <= MAX_PROVIDER_RETRIES:
             # Back off with jitter, or as long as the server asked; re-queue
             # instead of sleeping so no worker is held.
@@ -389,7 +389,7 @@ def _provider_failed(run: Run, agent: Agent, exc: ProviderError, *, latency_ms: 
             services.run_transition(run_id=run.pk, from_status=RunStatus.RUNNING, to_status=RunStatus.QUEUED)
             services.run_schedule(run=run, countdown=delay)
         else:
-            fail_in_transaction(run, f"provider error: {exc.code}: {message}")
+            _stop(run, f"provider error: {exc.code}: {message}", to_status=RunStatus.FAILED)
 
 
 def _consecutive_provider_failures(run: Run) -> int:
@@ -406,28 +406,22 @@ def _consecutive_provider_failures(run: Run) -> int:
 def halt(run: Run, reason: str) -> None:
     with transaction.atomic():
         _own_step(run)
-        _halt_in_transaction(run, reason)
-
-
-def _halt_in_transaction(run: Run, reason: str) -> None:
-    services.step_append(run=run, kind=StepKind.HALT, payload={"reason": reason})
-    services.run_transition(
-        run_id=run.pk, from_status=RunStatus.RUNNING, to_status=RunStatus.HALTED, halt_reason=reason
-    )
-    record(actor=Actor.system(), event="run.halted", target=run, agent_id=run.agent_id, after={"reason": reason})
-    services.notify_operators_on_commit(run_id=run.pk)
+        _stop(run, reason, to_status=RunStatus.HALTED)
 
 
 def fail(run: Run, reason: str) -> None:
     with transaction.atomic():
         _own_step(run)
-        fail_in_transaction(run, reason)
+        _stop(run, reason, to_status=RunStatus.FAILED)
 
 
-def fail_in_transaction(run: Run, reason: str) -> None:
+def _stop(run: Run, reason: str, *, to_status: str) -> None:
+    """End the step with a reason: halted (an operator may resume it) or failed (final, the coordinator is told)."""
     services.step_append(run=run, kind=StepKind.HALT, payload={"reason": reason})
-    services.run_transition(
-        run_id=run.pk, from_status=RunStatus.RUNNING, to_status=RunStatus.FAILED, halt_reason=reason
-    )
-    record(actor=Actor.system(), event="run.failed", target=run, agent_id=run.agent_id, after={"reason": reason})
-    runtime_services.run_finished(run=run, outcome="failed", result=reason)
+    services.run_transition(run_id=run.pk, from_status=RunStatus.RUNNING, to_status=to_status, halt_reason=reason)
+    event = "run.halted" if to_status == RunStatus.HALTED else "run.failed"
+    record(actor=Actor.system(), event=event, target=run, agent_id=run.agent_id, after={"reason": reason})
+    if to_status == RunStatus.HALTED:
+        services.notify_operators_on_commit(run_id=run.pk)
+    else:
+        runtime_services.run_finished(run=run, outcome="failed", result=reason)

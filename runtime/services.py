@@ -8,7 +8,7 @@ from django.db import transaction
 from agents.models import RUN_TRANSITIONS, Run, RunStatus
 from agents.services import run_feed_back, run_transition
 from approvals.models import ActionRequest, ActionStatus
-from approvals.services import action_leave_pending
+from approvals.queue import action_leave_pending
 from audit.services import record
 from core.errors import IllegalTransition
 from core.push import ACTIONS_CLOSED, push_on_commit

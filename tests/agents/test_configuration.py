@@ -12,9 +12,10 @@ from agents.configuration import active_prompt, agent_set_paused, prompt_rollbac
 from agents.models import Agent, AgentTool, PromptVersion, Run
 from agents.services import run_start
 from approvals import selectors
+from approvals.decisions import action_request_decide
 from approvals.four_eyes import agent_configure, prompt_propose
 from approvals.models import ActionRequest, ActionStatus
-from approvals.services import action_request_decide, sla_tick
+from approvals.sla import sla_tick
 from audit.models import AuditEvent
 from core.errors import Conflict, Forbidden, InvalidInput
 from tests.conftest import refund_input, user

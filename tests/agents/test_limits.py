@@ -11,8 +11,8 @@ from agents.breakers import breaker_allows, breaker_for, breaker_reset
 from agents.models import Agent, AgentDailyUsage, BreakerState, Run, RunStatus, StepKind
 from agents.providers import ProviderError, ToolCallProposal
 from agents.services import agent_permission_grant, agent_tool_configure, run_resume, run_start, runs_sweep
+from approvals.decisions import action_request_decide
 from approvals.models import ActionRequest, ActionStatus
-from approvals.services import action_request_decide
 from audit.models import AuditEvent
 from core.errors import IllegalTransition
 from demo.models import Refund

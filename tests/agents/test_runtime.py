@@ -7,9 +7,9 @@ import pytest
 from agents.models import Run, RunStatus, StepKind
 from agents.providers import FinalAnswer, ProviderResult, ToolCallProposal, register_provider
 from agents.services import agent_tool_configure, agent_update, run_start
+from approvals.decisions import action_request_decide
 from approvals.execution import action_execute
 from approvals.models import ActionRequest, ActionStatus, Execution
-from approvals.services import action_request_decide
 from audit.models import AuditEvent
 from core.errors import Conflict, InvalidInput
 from demo.models import Contact, Order, Refund

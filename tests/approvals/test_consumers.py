@@ -12,10 +12,11 @@ from django.test import Client
 from agents.models import Agent
 from agents.services import agent_permission_grant, agent_permission_revoke, run_start
 from approvals.broadcast import ops_changed
+from approvals.claims import action_request_claim
 from approvals.consumers import CLOSE_NO_RIGHTS, CLOSE_SESSION_ENDED
+from approvals.decisions import action_request_decide, action_request_escalate
 from approvals.four_eyes import agent_configure
 from approvals.models import ActionRequest
-from approvals.services import action_request_claim, action_request_decide, action_request_escalate
 from config.asgi import application
 from tests.conftest import refund_input, user
 

@@ -9,6 +9,7 @@ from django.utils import timezone
 from agents.models import RunStatus
 from agents.services import run_start
 from agents.tools import ToolError, get_tool
+from approvals.decisions import action_request_decide
 from approvals.execution import (
     StaleExecution,
     _finish,
@@ -18,7 +19,6 @@ from approvals.execution import (
     executions_sweep,
 )
 from approvals.models import ActionRequest, ActionStatus, Execution, ExecutionStatus
-from approvals.services import action_request_decide
 from audit.models import AuditEvent
 from core.errors import IllegalTransition, InvalidInput
 from demo.models import Contact, Order, Refund

@@ -6,8 +6,8 @@ import pytest
 from django.db import connection, connections
 
 from agents.services import run_start
+from approvals.decisions import AlreadyDecided, action_request_decide
 from approvals.models import ActionRequest, ActionStatus, Decision, Execution
-from approvals.services import AlreadyDecided, action_request_decide
 from audit.models import AuditEvent
 from audit.selectors import verify_chain
 from demo.models import Refund

@@ -24,6 +24,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_stat
 
 from agents.models import RUN_TRANSITIONS, Agent, Run, RunStatus
 from agents.services import run_resume, run_start
+from approvals.decisions import action_request_decide
 from approvals.execution import action_execute, action_undo, executions_sweep
 from approvals.models import (
     ACTION_TRANSITIONS,
@@ -34,7 +35,6 @@ from approvals.models import (
     ExecutionStatus,
     QueueCount,
 )
-from approvals.services import action_request_decide
 from audit.models import AuditEvent
 from audit.selectors import verify_chain
 from core.errors import DomainError

@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from agents.models import AgentTool, RunStatus
 from agents.services import agent_permission_grant, run_start
-from approvals import selectors, services
+from approvals import claims, decisions, selectors, sla
 from approvals.models import ActionRequest, ActionStatus, Decision, Notification
 from audit.models import AuditEvent
 from core.errors import Conflict, Forbidden
@@ -86,16 +86,16 @@ def test_queue_counts_per_agent(demo, commit):
 
 def test_claims_show_who_and_expire(demo, commit):
     action = pending(demo, commit)
-    services.action_request_claim(action=action, actor=user("reviewer"))
+    claims.action_request_claim(action=action, actor=user("reviewer"))
     action.refresh_from_db()
     assert action.claimed_by.username == "reviewer"
     with pytest.raises(Conflict, match="reviewer is working on this until"):
-        services.action_request_claim(action=action, actor=user("reviewer2"))
+        claims.action_request_claim(action=action, actor=user("reviewer2"))
     ActionRequest.objects.filter(pk=action.pk).update(claim_expires_at=timezone.now() - timedelta(seconds=1))
-    services.action_request_claim(action=action, actor=user("reviewer2"))  # the lease ran out
+    claims.action_request_claim(action=action, actor=user("reviewer2"))  # the lease ran out
     action.refresh_from_db()
     assert action.claimed_by.username == "reviewer2"
-    services.action_request_release(action=action, actor=user("reviewer2"))
+    claims.action_request_release(action=action, actor=user("reviewer2"))
     action.refresh_from_db()
     assert action.claimed_by is None
     assert AuditEvent.objects.filter(event="action.claimed").count() == 2
@@ -105,13 +105,13 @@ def test_quorum_needs_distinct_approvers(demo, commit):
     AgentTool.objects.filter(tool="issue_refund").update(required_approvals=2)
     action = pending(demo, commit)
     with commit():
-        assert services.action_request_decide(action=action, actor=user("reviewer"), verdict="approve") is None
+        assert decisions.action_request_decide(action=action, actor=user("reviewer"), verdict="approve") is None
     action.refresh_from_db()
     assert action.status == ActionStatus.PENDING
     with pytest.raises(Conflict, match="already approved"):
-        services.action_request_decide(action=action, actor=user("reviewer"), verdict="approve")
+        decisions.action_request_decide(action=action, actor=user("reviewer"), verdict="approve")
     with commit():
-        decision = services.action_request_decide(action=action, actor=user("reviewer2"), verdict="approve")
+        decision = decisions.action_request_decide(action=action, actor=user("reviewer2"), verdict="approve")
     assert decision is not None
     assert "approved by reviewer, reviewer2" in decision.comment
     action.refresh_from_db()
@@ -122,14 +122,14 @@ def test_quorum_needs_distinct_approvers(demo, commit):
 def test_an_edit_voids_earlier_approvals_of_other_arguments(demo, commit):
     AgentTool.objects.filter(tool="issue_refund").update(required_approvals=2)
     action = pending(demo, commit)
-    services.action_request_decide(action=action, actor=user("reviewer"), verdict="approve")
+    decisions.action_request_decide(action=action, actor=user("reviewer"), verdict="approve")
     edited = {"order_id": "ORD-1003", "amount": 50, "reason": "partial"}
-    services.action_request_decide(action=action, actor=user("reviewer2"), verdict="edit", arguments=edited)
+    decisions.action_request_decide(action=action, actor=user("reviewer2"), verdict="edit", arguments=edited)
     action.refresh_from_db()
     assert action.status == ActionStatus.PENDING
     assert list(action.approvals.values_list("reviewer__username", flat=True)) == ["reviewer2"]
     with commit():
-        services.action_request_decide(action=action, actor=user("reviewer"), verdict="approve")
+        decisions.action_request_decide(action=action, actor=user("reviewer"), verdict="approve")
     action.refresh_from_db()
     assert action.status == ActionStatus.EXECUTED
     assert Refund.objects.get().amount == 50
@@ -141,19 +141,21 @@ def test_whoever_started_the_run_cannot_approve_its_actions(demo, commit):
     agent_permission_grant(agent=demo["refund-triage"], perm="review_agent", to=operator, actor=None)
     action = pending(demo, commit, actor=operator)
     with pytest.raises(Forbidden, match="separation of duties"):
-        services.action_request_decide(action=action, actor=operator, verdict="approve")
+        decisions.action_request_decide(action=action, actor=operator, verdict="approve")
     with pytest.raises(Forbidden):
-        services.action_request_decide(
+        decisions.action_request_decide(
             action=action, actor=operator, verdict="edit", arguments=dict(action.arguments, amount=1)
         )
     # Rejecting one's own run's action is allowed: it is the safe direction.
-    services.action_request_decide(action=action, actor=operator, verdict="reject", comment="my mistake")
+    decisions.action_request_decide(action=action, actor=operator, verdict="reject", comment="my mistake")
     assert Decision.objects.get(action=action).verdict == "reject"
 
 
 def test_escalation_moves_the_item_to_the_second_tier(demo, commit):
     action = pending(demo, commit)
-    services.action_request_decide(action=action, actor=user("reviewer2"), verdict="escalate", comment="too big for me")
+    decisions.action_request_decide(
+        action=action, actor=user("reviewer2"), verdict="escalate", comment="too big for me"
+    )
     action.refresh_from_db()
     assert action.tier == 2
     assert action.pk not in [a.pk for a in selectors.inbox_for(user("reviewer2"))]
@@ -162,7 +164,7 @@ def test_escalation_moves_the_item_to_the_second_tier(demo, commit):
     assert Notification.objects.filter(user__username="reviewer", url=f"/actions/{action.pk}/").exists()
     assert not Notification.objects.filter(user__username="reviewer2").exists()
     with pytest.raises(Conflict, match="highest tier"):
-        services.action_request_decide(action=action, actor=user("reviewer"), verdict="escalate")
+        decisions.action_request_decide(action=action, actor=user("reviewer"), verdict="escalate")
 
 
 def test_sla_warns_at_half_time_then_fails_closed(demo, commit, settings):
@@ -171,13 +173,13 @@ def test_sla_warns_at_half_time_then_fails_closed(demo, commit, settings):
     action = pending(demo, commit)
     ActionRequest.objects.filter(pk=action.pk).update(warn_at=timezone.now() - timedelta(seconds=1))
     with commit():
-        assert services.sla_tick()["warned"] == 1
-        assert services.sla_tick()["warned"] == 0  # once
+        assert sla.sla_tick()["warned"] == 1
+        assert sla.sla_tick()["warned"] == 0  # once
     assert Notification.objects.filter(user__username="reviewer2", text__startswith="Half the time").exists()
     assert any("reviewer2@example.com" in m.to for m in mail.outbox)
     ActionRequest.objects.filter(pk=action.pk).update(due_at=timezone.now() - timedelta(seconds=1))
     with commit():
-        assert services.sla_tick()["expired"] == 1
+        assert sla.sla_tick()["expired"] == 1
     action.refresh_from_db()
     assert action.status == ActionStatus.EXPIRED
     action.run.refresh_from_db()
@@ -191,7 +193,7 @@ def test_sla_can_escalate_first(demo, commit):
     AgentTool.objects.filter(tool="issue_refund").update(on_timeout="escalate")
     action = pending(demo, commit)
     ActionRequest.objects.filter(pk=action.pk).update(due_at=timezone.now() - timedelta(seconds=1))
-    assert services.sla_tick()["escalated"] == 1
+    assert sla.sla_tick()["escalated"] == 1
     action.refresh_from_db()
     assert action.tier == 2
     assert action.status == ActionStatus.PENDING
@@ -203,7 +205,7 @@ def test_sla_approve_on_timeout_when_configured(demo, commit):
     action = pending(demo, commit)
     ActionRequest.objects.filter(pk=action.pk).update(due_at=timezone.now() - timedelta(seconds=1))
     with commit():
-        assert services.sla_tick()["auto_approved"] == 1
+        assert sla.sla_tick()["auto_approved"] == 1
     action.refresh_from_db()
     assert action.status == ActionStatus.EXECUTED
     assert AuditEvent.objects.filter(event="action.approved_on_timeout").count() == 1
@@ -212,16 +214,16 @@ def test_sla_approve_on_timeout_when_configured(demo, commit):
 def test_a_user_without_review_permission_is_never_notified(demo, commit):
     get_user_model().objects.create_user(username="stranger", email="s@example.com")
     action = pending(demo, commit)
-    services.action_request_escalate(action=action, actor=user("reviewer2"), reason="x")
+    decisions.action_request_escalate(action=action, actor=user("reviewer2"), reason="x")
     assert not Notification.objects.filter(user__username__in=["stranger", "operator", "auditor"]).exists()
 
 
 def test_a_reviewer_holding_a_stale_tier_one_copy_cannot_decide_an_escalated_action(demo, commit):
     action = pending(demo, commit)
     stale = ActionRequest.objects.get(pk=action.pk)  # reviewer2 opened it at tier 1
-    services.action_request_escalate(action=action, actor=user("reviewer"), reason="too big")
+    decisions.action_request_escalate(action=action, actor=user("reviewer"), reason="too big")
     with pytest.raises(Conflict, match="escalated to another tier"):
-        services.action_request_decide(action=stale, actor=user("reviewer2"), verdict="approve")
+        decisions.action_request_decide(action=stale, actor=user("reviewer2"), verdict="approve")
     fresh = ActionRequest.objects.get(pk=action.pk)
     assert fresh.status == ActionStatus.PENDING and fresh.tier == 2
     assert selectors.queue_counts(user("reviewer")) == [{"agent__slug": "refund-triage", "pending": 1}]
@@ -232,9 +234,9 @@ def test_an_approval_of_arguments_someone_since_edited_is_refused(demo, commit):
     action = pending(demo, commit)
     seen_by_a = ActionRequest.objects.get(pk=action.pk)
     edited = {"order_id": "ORD-1003", "amount": 50, "reason": "partial"}
-    services.action_request_decide(action=action, actor=user("reviewer2"), verdict="edit", arguments=edited)
+    decisions.action_request_decide(action=action, actor=user("reviewer2"), verdict="edit", arguments=edited)
     with pytest.raises(Conflict, match="edited since you opened"):
-        services.action_request_decide(action=seen_by_a, actor=user("reviewer"), verdict="approve")
+        decisions.action_request_decide(action=seen_by_a, actor=user("reviewer"), verdict="approve")
     action.refresh_from_db()
     assert action.arguments["amount"] == "50"
     assert list(action.approvals.values_list("reviewer__username", flat=True)) == ["reviewer2"]

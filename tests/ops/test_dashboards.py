@@ -17,8 +17,9 @@ from accounts.services import api_token_issue
 from agents.breakers import breaker_for
 from agents.models import BreakerState, CircuitBreaker
 from agents.services import agent_permission_grant, run_start
+from approvals.claims import action_request_claim
+from approvals.decisions import action_request_decide
 from approvals.models import ActionRequest, Notification
-from approvals.services import action_request_claim, action_request_decide
 from audit.models import AuditEvent
 from ops.alerts import alerts_evaluate
 from ops.models import Alert, AlertRule, CalibrationBucket

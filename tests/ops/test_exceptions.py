@@ -10,9 +10,9 @@ from django.utils import timezone
 from agents.breakers import breaker_for, breaker_reset
 from agents.models import Agent, AgentDailyUsage, BreakerState, CircuitBreaker, Run, RunStatus
 from agents.services import agent_permission_grant, run_resume, run_start
+from approvals.decisions import action_request_decide
 from approvals.execution import action_resolve_in_doubt
 from approvals.models import ActionRequest, ActionStatus
-from approvals.services import action_request_decide
 from core.counters import hour_of
 from ops.models import AgentHourStat
 from ops.selectors import exceptions_for

@@ -4,7 +4,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
-from approvals.services import queue_counts_rebuild
+from approvals.queue import queue_counts_rebuild
 
 
 class Command(BaseCommand):

@@ -4,7 +4,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
-from approvals.services import sla_tick
+from approvals.sla import sla_tick
 
 
 class Command(BaseCommand):

@@ -1,0 +1,65 @@
+"""The queue's counts per agent and tier, the one way out of pending, and scheduling an execution."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.db.models import Count, F
+
+from approvals.models import (
+    EXECUTE_ACTION,
+    ActionRequest,
+    ActionStatus,
+    Execution,
+    QueueCount,
+)
+from core.background import enqueue_on_commit
+
+logger = logging.getLogger(__name__)
+
+
+def queue_count_add(*, agent_id: int, tier: int, delta: int) -> None:
+    """Keep the pending count of one queue in step, inside the transaction that moved the action."""
+    if not QueueCount.objects.filter(agent_id=agent_id, tier=tier).update(pending=F("pending") + delta):
+        try:
+            with transaction.atomic():
+                QueueCount.objects.create(agent_id=agent_id, tier=tier, pending=delta)
+        except IntegrityError:
+            # Another transaction created it first: add to that row.
+            QueueCount.objects.filter(agent_id=agent_id, tier=tier).update(pending=F("pending") + delta)
+
+
+def action_leave_pending(
+    *, action: ActionRequest, to_status: str, expect: dict[str, Any] | None = None, **fields: Any
+) -> bool:
+    """The one way out of `pending`: a compare-and-set, with the queue count kept in step.
+
+    The expected state is `pending` at the tier the caller saw (plus `expect`);
+    False when another transaction got there first.
+    """
+    won = ActionRequest.objects.filter(
+        pk=action.pk, status=ActionStatus.PENDING, tier=action.tier, **(expect or {})
+    ).update(status=to_status, claimed_by=None, claim_expires_at=None, **fields)
+    if won:
+        queue_count_add(agent_id=action.agent_id, tier=action.tier, delta=-1)
+    return bool(won)
+
+
+def queue_counts_rebuild() -> int:
+    """Recompute every queue count from the actions (repair; not needed in normal operation)."""
+    with transaction.atomic():
+        QueueCount.objects.all().delete()
+        rows = (
+            ActionRequest.objects.filter(status=ActionStatus.PENDING).values("agent_id", "tier").annotate(n=Count("id"))
+        )
+        created = QueueCount.objects.bulk_create(
+            [QueueCount(agent_id=row["agent_id"], tier=row["tier"], pending=row["n"]) for row in rows]
+        )
+    return len(created)
+
+
+def execution_schedule(action: ActionRequest) -> None:
+    execution = Execution.objects.create(action=action, idempotency_key=f"action-{action.pk}")
+    enqueue_on_commit(EXECUTE_ACTION, execution.pk)
