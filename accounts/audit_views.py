@@ -19,28 +19,14 @@ from django.views.decorators.http import require_GET
 
 from accounts.access import require_global_perm
 from agents.models import Agent
-from audit.models import AuditCheckpoint, AuditEvent
+from audit.models import CHAIN_FIELDS, AuditCheckpoint, AuditEvent
 from audit.selectors import AuditFilters, audit_events, diff
 from audit.services import record
 from core.requests import AuthedRequest
 
 PAGE_SIZE = 50
-EXPORT_FIELDS = [
-    "seq",
-    "created_at",
-    "actor_type",
-    "actor_id",
-    "actor_label",
-    "event",
-    "target_type",
-    "target_id",
-    "agent_id",
-    "before",
-    "after",
-    "request_id",
-    "prev_hash",
-    "hash",
-]
+# Every stored field of an event, in chain order: what an export must carry to be verified elsewhere.
+EXPORT_FIELDS = CHAIN_FIELDS
 
 
 def _filters(request: AuthedRequest) -> AuditFilters:

@@ -46,6 +46,26 @@ class AuditEvent(models.Model):
         return f"#{self.seq} {self.event} by {self.actor_label}"
 
 
+# The stored fields of an event, in order: what the writer inserts and an export carries.
+CHAIN_FIELDS = (
+    "seq",
+    "created_at",
+    "actor_type",
+    "actor_id",
+    "actor_label",
+    "event",
+    "target_type",
+    "target_id",
+    "agent_id",
+    "before",
+    "after",
+    "request_id",
+    "prev_hash",
+    "key_id",
+    "hash",
+)
+
+
 class AuditCheckpoint(models.Model):
     """The chain's head at a moment, sealed with an HMAC of the chain key.
 

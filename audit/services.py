@@ -13,7 +13,7 @@ from django.utils import timezone
 from audit.anchors import anchor_append
 from audit.chain import GENESIS_HASH, canonical_row, canonical_value, chain_hash, checkpoint_mac, signing_key
 from audit.context import current_request_id
-from audit.models import ActorType, AuditCheckpoint, AuditEvent
+from audit.models import CHAIN_FIELDS, ActorType, AuditCheckpoint, AuditEvent
 from audit.selectors import REANCHOR_EVENT, ReanchorPlan, last_intact_checkpoint, reanchor_plan, verify_chain
 from core.secrets import scrub_text
 from core.transactions import AUDIT, defer, register_flusher
@@ -85,25 +85,6 @@ def record(
     defer(AUDIT, fields)
 
 
-_COLUMNS = (
-    "seq",
-    "created_at",
-    "actor_type",
-    "actor_id",
-    "actor_label",
-    "event",
-    "target_type",
-    "target_id",
-    "agent_id",
-    "before",
-    "after",
-    "request_id",
-    "prev_hash",
-    "key_id",
-    "hash",
-)
-
-
 def _lock_chain(connection: Any) -> None:
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
@@ -129,9 +110,9 @@ def _flush_events(connection: Any, items: list[dict[str, Any]]) -> Callable[[], 
             fields = {**item, "seq": seq, "created_at": now, "prev_hash": prev_hash, "key_id": key_id}
             fields["hash"] = chain_hash(prev_hash, canonical_row(**fields), key)
             prev_hash = fields["hash"]
-            rows.append([by_name[name].get_db_prep_save(fields[name], connection) for name in _COLUMNS])
-        columns = ", ".join(connection.ops.quote_name(by_name[n].column) for n in _COLUMNS)
-        placeholders = ", ".join(["%s"] * len(_COLUMNS))
+            rows.append([by_name[name].get_db_prep_save(fields[name], connection) for name in CHAIN_FIELDS])
+        columns = ", ".join(connection.ops.quote_name(by_name[n].column) for n in CHAIN_FIELDS)
+        placeholders = ", ".join(["%s"] * len(CHAIN_FIELDS))
         cursor.executemany(f"INSERT INTO {table} ({columns}) VALUES ({placeholders})", rows)  # noqa: S608
     head_seq, head_hash = seq, prev_hash
     return lambda: anchor_append(head_seq, head_hash)
