@@ -52,6 +52,7 @@ class Stack:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.procs: list[subprocess.Popen] = []
+        self.workers: list[tuple[subprocess.Popen, int, dict[str, str]]] = []
         self._log_files: list[Any] = []
 
     def _spawn(self, name: str, argv: list[Any], extra_env: dict[str, str] | None = None) -> subprocess.Popen:
@@ -70,7 +71,19 @@ class Stack:
 
     def start_worker(self, concurrency: int = 2, **extra_env: str) -> subprocess.Popen:
         argv = [BIN / "celery", "-A", "config", "worker", "-Q", self.env["CELERY_QUEUE"], "-c", str(concurrency)]
-        return self._spawn("worker", [*argv, "-l", "INFO"], extra_env)
+        worker = self._spawn("worker", [*argv, "-l", "INFO"], extra_env)
+        self.workers.append((worker, concurrency, extra_env))
+        return worker
+
+    def restart_exited_workers(self) -> int:
+        """What a process supervisor does (systemd Restart=always): start again each worker that exited."""
+        restarted = 0
+        for worker, concurrency, extra_env in list(self.workers):
+            if worker.poll() is not None:
+                self.workers.remove((worker, concurrency, extra_env))
+                self.start_worker(concurrency, **extra_env)
+                restarted += 1
+        return restarted
 
     def start_beat(self) -> subprocess.Popen:
         """celery beat with the production schedule (the sweepers every SWEEP_INTERVAL_SECONDS)."""
