@@ -59,16 +59,25 @@ def breaker_allows(agent: Agent, tool: str = MODEL) -> bool:
     return became_probe
 
 
+def _current(agent: Agent, tool: str) -> CircuitBreaker | None:
+    return CircuitBreaker.objects.filter(agent=agent, tool=tool).first()
+
+
 def breaker_record_success(agent: Agent, tool: str = MODEL) -> None:
-    breaker = CircuitBreaker.objects.filter(agent=agent, tool=tool).first()
+    breaker = _current(agent, tool)
     if breaker is None or (breaker.state == BreakerState.CLOSED and breaker.consecutive_failures == 0):
         return
     with transaction.atomic():
         was = breaker.state
-        CircuitBreaker.objects.filter(pk=breaker.pk).update(
-            state=BreakerState.CLOSED, consecutive_failures=0, opened_at=None
-        )
-        if was != BreakerState.CLOSED:
+        # Compare-and-set on what was read: a failure (or a reset) since then wins, and this
+        # success of an older call must not close a breaker that opened again meanwhile.
+        closed = CircuitBreaker.objects.filter(
+            pk=breaker.pk,
+            state=was,
+            opened_at=breaker.opened_at,
+            consecutive_failures=breaker.consecutive_failures,
+        ).update(state=BreakerState.CLOSED, consecutive_failures=0, opened_at=None)
+        if closed and was != BreakerState.CLOSED:
             record(
                 actor=Actor.system("breaker"),
                 event="breaker.closed",

@@ -10,6 +10,7 @@ from datetime import datetime
 
 import httpx
 from django.conf import settings
+from django.contrib.auth.models import User
 from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -195,3 +196,20 @@ def _post_webhook(alert_id: int, state: str) -> None:
 def _refresh(agent_id: int) -> None:
 
     broadcast.ops_changed(agent_id)
+
+
+def alert_rule_switch(*, rule: AlertRule, actor: User, enabled: bool) -> bool:
+    """Switch a rule on or off from the state its page showed; False if it changed meanwhile."""
+    with transaction.atomic():
+        # Compare-and-set: two people pressing "switch" on the same page flip it once, not twice.
+        if not AlertRule.objects.filter(pk=rule.pk, enabled=not enabled).update(enabled=enabled):
+            return False
+        record(
+            actor=actor,
+            event="alert_rule.updated",
+            target=rule,
+            agent_id=rule.agent_id,
+            before={"enabled": not enabled},
+            after={"enabled": enabled},
+        )
+    return True

@@ -15,7 +15,7 @@ from agents.selectors import agents_with_perm
 from audit.services import record
 from core.pages import render_failed_post
 from core.requests import AuthedRequest
-from ops import charts, metrics, selectors
+from ops import alerts, charts, metrics, selectors
 from ops.forms import AlertRuleForm
 from ops.models import Alert, AlertRule
 
@@ -111,16 +111,8 @@ def _switchable_rules(request: AuthedRequest) -> QuerySet[AlertRule]:
 @login_required
 def alert_rule_toggle(request: AuthedRequest, rule_id: int) -> HttpResponse:
     rule = get_object_or_404(_switchable_rules(request), pk=rule_id)
-    with transaction.atomic():
-        AlertRule.objects.filter(pk=rule.pk).update(enabled=not rule.enabled)
-        record(
-            actor=request.user,
-            event="alert_rule.updated",
-            target=rule,
-            agent_id=rule.agent_id,
-            before={"enabled": rule.enabled},
-            after={"enabled": not rule.enabled},
-        )
+    if not alerts.alert_rule_switch(rule=rule, actor=request.user, enabled=not rule.enabled):
+        messages.info(request, "Someone changed this rule a moment ago; here it is as it is now.")
     return redirect("ops:alerts")
 
 

@@ -7,8 +7,8 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.utils import timezone
 
-from agents.breakers import breaker_allows, breaker_for, breaker_reset
-from agents.models import Agent, AgentDailyUsage, BreakerState, Run, RunStatus, StepKind
+from agents.breakers import breaker_allows, breaker_for, breaker_record_success, breaker_reset
+from agents.models import Agent, AgentDailyUsage, BreakerState, CircuitBreaker, Run, RunStatus, StepKind
 from agents.providers import ProviderError, ToolCallProposal
 from agents.services import agent_permission_grant, agent_tool_configure, run_resume, run_start, runs_sweep
 from approvals.decisions import action_request_decide
@@ -281,3 +281,19 @@ def test_delegation_cannot_start_what_its_starter_may_not(demo, commit):
     assert action.status == ActionStatus.FAILED
     assert "may not start runs of refund-triage" in action.error
     assert not Run.objects.filter(delegated_by=action).exists()
+
+
+def test_a_late_success_does_not_close_a_breaker_that_opened_again(demo, monkeypatch):
+    agent = demo["refund-triage"]
+    breaker = breaker_for(agent, "issue_refund")
+    CircuitBreaker.objects.filter(pk=breaker.pk).update(state=BreakerState.HALF_OPEN, consecutive_failures=3)
+    seen = CircuitBreaker.objects.get(pk=breaker.pk)  # what the successful probe's worker read
+    # Meanwhile another call failed and opened it again.
+    CircuitBreaker.objects.filter(pk=breaker.pk).update(
+        state=BreakerState.OPEN, consecutive_failures=4, opened_at=timezone.now()
+    )
+    monkeypatch.setattr("agents.breakers._current", lambda agent, tool: seen)
+    breaker_record_success(agent, "issue_refund")
+    breaker.refresh_from_db()
+    assert breaker.state == BreakerState.OPEN
+    assert not AuditEvent.objects.filter(event="breaker.closed").exists()

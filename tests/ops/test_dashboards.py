@@ -21,7 +21,7 @@ from approvals.claims import action_request_claim
 from approvals.decisions import action_request_decide
 from approvals.models import ActionRequest, Notification
 from audit.models import AuditEvent
-from ops.alerts import alerts_evaluate
+from ops.alerts import alert_rule_switch, alerts_evaluate
 from ops.models import Alert, AlertRule, CalibrationBucket
 from ops.selectors import agent_health, calibration
 from tests.conftest import refund_input, user
@@ -249,3 +249,16 @@ def test_a_failure_rate_threshold_out_of_range_is_refused_at_the_alerts_page_url
     assert "For this kind the threshold is between 0.001 and 1." in body
     assert 'data-page-url="/ops/alerts/"' in body
     assert not AlertRule.objects.filter(name="huge").exists()
+
+
+def test_two_switches_from_the_same_page_flip_a_rule_once(demo):
+    rule = AlertRule.objects.create(name="late", kind="sla_breaches", agent=demo["refund-triage"], threshold=1)
+    seen = AlertRule.objects.get(pk=rule.pk)  # both admins' pages show it enabled
+    admin, admin2 = Client(), Client()
+    admin.force_login(user("admin"))
+    admin2.force_login(user("admin2"))
+    assert admin.post(f"/ops/alerts/{rule.pk}/toggle").status_code == 302
+    assert not alert_rule_switch(rule=seen, actor=user("admin2"), enabled=not seen.enabled)
+    rule.refresh_from_db()
+    assert rule.enabled is False
+    assert AuditEvent.objects.filter(event="alert_rule.updated", target_id=str(rule.pk)).count() == 1
