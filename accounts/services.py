@@ -10,7 +10,7 @@ from django.db import transaction
 
 from accounts.models import ApiToken, Role, hash_token
 from audit.services import Actor, record
-from core.push import PERMISSIONS_CHANGED, push_on_commit
+from live.push import PERMISSIONS_CHANGED, push
 
 
 def api_token_issue(*, user: User, actor: Actor | AbstractBaseUser | None, name: str = "") -> str:
@@ -67,4 +67,4 @@ def user_set_active(*, user: AbstractBaseUser, actor: Actor | AbstractBaseUser |
 
 def _notify(user: AbstractBaseUser) -> None:
     # Group membership can carry per-agent permissions: open sockets recompute their groups.
-    push_on_commit(PERMISSIONS_CHANGED, user_ids=[int(user.pk)])
+    push(PERMISSIONS_CHANGED, user_ids=[int(user.pk)])

@@ -7,4 +7,5 @@ class AgentsConfig(AppConfig):
     name = "agents"
 
     def ready(self) -> None:
-        from agents import builtin_tools  # noqa: F401, PLC0415  (registers the built-in tools once the app registry is ready)
+        # Registered once the app registry is ready: the built-in tools, and how a halted run's notice looks.
+        from agents import builtin_tools, pushes  # noqa: F401, PLC0415

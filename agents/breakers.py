@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from agents.models import Agent, BreakerState, CircuitBreaker
 from audit.services import Actor, record
-from core.push import OPS_CHANGED, push_on_commit
+from live.push import OPS_CHANGED, push
 
 MODEL = ""  # the breaker of the agent's model calls
 
@@ -137,4 +137,4 @@ def breaker_reset(*, breaker: CircuitBreaker, actor: User | Actor) -> None:
             before=before,
             after={"state": BreakerState.CLOSED, "tool": locked.tool},
         )
-        push_on_commit(OPS_CHANGED, agent_id=locked.agent_id)
+        push(OPS_CHANGED, agent_id=locked.agent_id)

@@ -37,8 +37,8 @@ from core.background import enqueue, enqueue_on_commit
 from core.errors import Conflict, IllegalTransition, InvalidInput
 from core.inbound import InputRefused, refuse_invalid
 from core.leases import lease_until
-from core.push import PERMISSIONS_CHANGED, RUN_NEEDS_OPERATOR, push_on_commit
 from core.transient import retry_delay
+from live.push import OPS_CHANGED, PERMISSIONS_CHANGED, RUN_NEEDS_OPERATOR, push
 
 # The run loop's task (runtime.tasks), named: the loop sits above this app.
 ADVANCE_RUN = "agents.advance_run"
@@ -199,8 +199,10 @@ def run_feed_back(*, run: Run, payload: dict[str, Any]) -> None:
         run_schedule(run=run)
 
 
-def notify_operators_on_commit(*, run_id: int) -> None:
-    push_on_commit(RUN_NEEDS_OPERATOR, run_id=run_id)
+def notify_operators(*, run: Run) -> None:
+    """Tell the run's operators it needs them: a notice on their open pages, and their lists refresh."""
+    push(RUN_NEEDS_OPERATOR, run_id=run.pk)
+    push(OPS_CHANGED, agent_id=run.agent_id)
 
 
 def run_resume(*, run: Run, actor: User) -> Run:
@@ -279,7 +281,7 @@ def _holder_key(holder: AbstractBaseUser | Group) -> str:
 
 def _notify_permissions_changed(holder: AbstractBaseUser | Group) -> None:
     user_ids = list(holder.user_set.values_list("pk", flat=True)) if isinstance(holder, Group) else [int(holder.pk)]
-    push_on_commit(PERMISSIONS_CHANGED, user_ids=user_ids)
+    push(PERMISSIONS_CHANGED, user_ids=user_ids)
 
 
 AGENT_CONFIG_FIELDS = (

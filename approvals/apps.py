@@ -8,9 +8,5 @@ class ApprovalsConfig(AppConfig):
 
     def ready(self) -> None:
         # Modules with models load once the app registry is ready: the socket re-check
-        # receivers, the tasks services publish by name, and the pushes.
-        from approvals import signals, tasks  # noqa: F401, PLC0415
-        from approvals.broadcast import register_pushes  # noqa: PLC0415
-
-        # The pushes lower apps name (core.push): this app owns the sockets and renders them.
-        register_pushes()
+        # receivers, the tasks services publish by name, and the renderers of the pushes.
+        from approvals import pushes, signals, tasks  # noqa: F401, PLC0415

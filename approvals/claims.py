@@ -10,7 +10,6 @@ from django.db import transaction
 from django.db.models import Case, F, Q, Value, When
 from django.utils import timezone
 
-from approvals import broadcast
 from approvals.decisions import already_decided
 from approvals.models import (
     ActionRequest,
@@ -18,6 +17,7 @@ from approvals.models import (
 )
 from audit.services import record
 from core.errors import Conflict
+from live.push import ACTION_CHANGED, push
 
 logger = logging.getLogger(__name__)
 CLAIM_MINUTES = 5
@@ -49,7 +49,7 @@ def action_request_claim(*, action: ActionRequest, actor: User, minutes: int = C
                 details={"claimed_by": holder},
             )
         record(actor=actor, event="action.claimed", target=action, agent_id=action.agent_id, after={"minutes": minutes})
-        transaction.on_commit(lambda: broadcast.action_changed(action.pk))
+        push(ACTION_CHANGED, action_id=action.pk)
     action.refresh_from_db()
     return action
 
@@ -59,4 +59,4 @@ def action_request_release(*, action: ActionRequest, actor: User) -> None:
     with transaction.atomic():
         if ActionRequest.objects.filter(pk=action.pk, claimed_by=actor).update(claimed_by=None, claim_expires_at=None):
             record(actor=actor, event="action.released", target=action, agent_id=action.agent_id)
-            transaction.on_commit(lambda: broadcast.action_changed(action.pk))
+            push(ACTION_CHANGED, action_id=action.pk)

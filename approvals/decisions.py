@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 from decimal import Decimal
-from functools import partial
 from typing import Any
 
 from django.contrib.auth.models import User
@@ -16,7 +15,6 @@ from agents import services as agent_services
 from agents.guard import GuardRefusal, guard_edited_call, validate_arguments
 from agents.models import AgentTool
 from agents.tools import get_tool
-from approvals import broadcast
 from approvals.models import (
     ActionRequest,
     ActionStatus,
@@ -29,6 +27,7 @@ from approvals.queue import action_leave_pending, execution_schedule, queue_coun
 from audit.services import Actor, record
 from core import counters
 from core.errors import Conflict, Forbidden, IllegalTransition, InvalidInput
+from live.push import ACTION_CHANGED, ACTION_CLOSED, ACTION_ESCALATED, push
 
 logger = logging.getLogger(__name__)
 
@@ -176,7 +175,7 @@ def _after_decision(
             agent_services.run_feed_back(
                 run=action.run, payload=action.feedback(outcome, arguments=arguments_before, error=reason)
             )
-    transaction.on_commit(lambda: broadcast.action_closed(action.pk))
+    push(ACTION_CLOSED, action_id=action.pk)
 
 
 def _declined(action: ActionRequest, *, actor: User | Actor) -> None:
@@ -229,7 +228,7 @@ def _approve_toward_quorum(
             after={"approvals": count, "required": locked.required_approvals, "comment": comment},
         )
         if count < locked.required_approvals:
-            transaction.on_commit(lambda: broadcast.action_changed(locked.pk))
+            push(ACTION_CHANGED, action_id=locked.pk)
             return None
         approvers = ", ".join(locked.approvals.order_by("id").values_list("reviewer__username", flat=True))
         return _decide(
@@ -279,7 +278,7 @@ def action_request_escalate(*, action: ActionRequest, actor: User | Actor, reaso
             after={"tier": locked.tier + 1, "reason": reason, "approvals_dropped": dropped},
         )
         notify_reviewers(locked, tier=locked.tier + 1, text=f"Escalated to you: {locked.tool} ({reason})")
-        transaction.on_commit(partial(broadcast.action_escalated, locked.pk, from_tier=locked.tier))
+        push(ACTION_ESCALATED, action_id=locked.pk, from_tier=locked.tier)
     locked.refresh_from_db()
     return locked
 

@@ -21,7 +21,6 @@ import logging
 import random
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from functools import partial
 from typing import Any
 
 from django.conf import settings
@@ -34,7 +33,6 @@ from agents import breakers
 from agents import services as agent_services
 from agents.models import AgentTool
 from agents.tools import Tool, ToolContext, ToolError, get_tool
-from approvals import broadcast
 from approvals.models import (
     ACTION_TRANSITIONS,
     EXECUTE_ACTION,
@@ -51,6 +49,7 @@ from core.errors import Conflict, IllegalTransition, InvalidInput
 from core.inbound import sanitise
 from core.leases import heartbeat, lease_until
 from core.transient import is_transient, retry_delay
+from live.push import ACTION_CLOSED, OPS_CHANGED, push
 
 logger = logging.getLogger(__name__)
 
@@ -213,7 +212,7 @@ def _interrupted(
             agent_id=action.agent_id,
             after={"attempt": execution.attempts, "idempotency_key": execution.idempotency_key, "reason": reason},
         )
-        transaction.on_commit(partial(broadcast.ops_changed, action.agent_id))
+        push(OPS_CHANGED, agent_id=action.agent_id)
         return "in_doubt"
 
 
@@ -304,7 +303,7 @@ def _finish(
         else:
             payload = action.feedback("failed", error=error.message, error_detail=error.as_feedback())
         agent_services.run_feed_back(run=action.run, payload=payload)
-    transaction.on_commit(lambda: broadcast.action_closed(action.pk))
+    push(ACTION_CLOSED, action_id=action.pk)
 
 
 def _transition(action: ActionRequest, *, from_statuses: tuple[str, ...], to: str, **fields: Any) -> None:

@@ -18,11 +18,11 @@ from django.utils import timezone
 
 from agents.configuration import active_prompt, apply_change, plan_change, prompt_diff
 from agents.models import Agent, PromptVersion
-from approvals import broadcast
 from approvals.models import ActionRequest, ActionStatus
 from approvals.queue import queue_count_add
 from audit.services import record
 from core.errors import Conflict, InvalidInput
+from live.push import ACTION_OPENED, push
 
 CONFIG_REVIEW_HOURS = 24
 
@@ -83,7 +83,7 @@ def propose_change(*, agent: Agent, actor: User, tool: str, arguments: dict[str,
             agent_id=agent.pk,
             after={"tool": tool, "change": arguments, "reason": reason},
         )
-        transaction.on_commit(lambda: broadcast.action_opened(proposal.pk))
+        push(ACTION_OPENED, action_id=proposal.pk)
     return proposal
 
 

@@ -9,11 +9,11 @@ from django.core.mail import send_mail
 from django.db import transaction
 
 from agents.selectors import users_with_agent_perm
-from approvals import broadcast
 from approvals.models import (
     ActionRequest,
     Notification,
 )
+from live.push import NOTIFICATIONS_CHANGED, push
 
 logger = logging.getLogger(__name__)
 
@@ -40,4 +40,4 @@ def notify_reviewers(action: ActionRequest, *, tier: int, text: str) -> None:
             )
         )
     ids = [u.pk for u in users]
-    transaction.on_commit(lambda: broadcast.notifications_changed(ids))
+    push(NOTIFICATIONS_CHANGED, user_ids=ids)

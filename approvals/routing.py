@@ -16,7 +16,6 @@ from agents import services as agent_services
 from agents.guard import GuardPass, GuardRefusal, guard_tool_call
 from agents.models import Agent, Run, StepKind
 from agents.policy import Route, RouteDecision, route_for
-from approvals import broadcast
 from approvals.models import (
     ActionRequest,
     ActionStatus,
@@ -24,6 +23,7 @@ from approvals.models import (
 from approvals.queue import execution_schedule, queue_count_add
 from audit.services import Actor, record
 from core import counters
+from live.push import ACTION_OPENED, push
 
 logger = logging.getLogger(__name__)
 
@@ -199,7 +199,7 @@ def _follow_route(action: ActionRequest, decision: RouteDecision, run: Run | Non
         execution_schedule(action)
     elif decision.route == Route.REVIEW:
         queue_count_add(agent_id=action.agent_id, tier=1, delta=1)
-        transaction.on_commit(lambda: broadcast.action_opened(action.pk))
+        push(ACTION_OPENED, action_id=action.pk)
     elif run is not None:
         agent_services.step_append(
             run=run,

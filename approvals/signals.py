@@ -1,7 +1,7 @@
 """Open sockets follow the session: events that can end it make them re-check at once.
 
 These receivers only push a message, on commit; the consumer decides (see
-InboxConsumer.session_check). Changes that send no signal (QuerySet.update, a
+live.consumers.LiveConsumer.session_check). Changes that send no signal (QuerySet.update, a
 session row deleted by hand) are caught by the consumer's periodic re-check.
 """
 
@@ -11,11 +11,11 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.signals import user_logged_out
-from django.db import transaction
 from django.db.models.signals import post_save
 from django.dispatch import receiver
 
-from approvals import broadcast
+from live.groups import session_tag
+from live.push import SESSIONS_CHECK, push
 
 
 @receiver(user_logged_out)
@@ -26,8 +26,8 @@ def close_sockets_on_logout(sender: Any, request: Any, user: Any, **kwargs: Any)
     # The signal is sent before the session is flushed, so a re-check could still
     # find it alive: name the ended session and its socket closes without asking.
     session = getattr(request, "session", None)
-    ended = session.session_key if session is not None else None
-    transaction.on_commit(lambda: broadcast.sessions_check([user_id], ended_session_key=ended))
+    ended = session_tag(session.session_key) if session is not None and session.session_key else ""
+    push(SESSIONS_CHECK, user_ids=[user_id], ended=ended)
 
 
 @receiver(post_save, sender=settings.AUTH_USER_MODEL)
@@ -39,4 +39,4 @@ def recheck_sockets_on_user_change(
     if created or (update_fields is not None and set(update_fields) <= {"last_login"}):
         return
     user_id = int(instance.pk)
-    transaction.on_commit(lambda: broadcast.sessions_check([user_id]))
+    push(SESSIONS_CHECK, user_ids=[user_id], ended="")

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import logging
-from functools import partial
 
 from django.db import transaction
 from django.utils import timezone
 
-from approvals import broadcast
 from approvals.decisions import MAX_TIER, action_request_escalate, decide_by_timeout
 from approvals.models import (
     ActionRequest,
@@ -17,6 +15,7 @@ from approvals.models import (
 from approvals.notices import notify_reviewers
 from audit.services import Actor, record
 from core.errors import Conflict
+from live.push import ACTION_CHANGED, push
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +39,7 @@ def sla_tick() -> dict[str, int]:
                     after={"due_at": action.due_at},
                 )
                 notify_reviewers(action, tier=action.tier, text=f"Half the time is gone: {action.tool} is due soon")
-                transaction.on_commit(partial(broadcast.action_changed, action.pk))
+                push(ACTION_CHANGED, action_id=action.pk)
                 counts["warned"] += 1
     for action in ActionRequest.objects.filter(status=ActionStatus.PENDING, due_at__lte=now).select_related("run")[
         :500

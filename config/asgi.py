@@ -15,12 +15,16 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402  (needs Django set u
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.urls import path  # noqa: E402
 
-from approvals.consumers import InboxConsumer  # noqa: E402
+from accounts.selectors import session_still_valid  # noqa: E402
 from approvals.origin import SameOriginWebsocket  # noqa: E402
+from approvals.pushes import audience  # noqa: E402
 from config import server_limits  # noqa: E402, F401  (daphne answers 414 instead of hanging up)
 from core.background import remember_server_loop  # noqa: E402
+from live.consumers import LiveConsumer  # noqa: E402
 
-websocket_urlpatterns = [path("ws/inbox/", InboxConsumer.as_asgi())]
+# The live socket, told who may join which group (approvals) and whether a session still holds (accounts).
+live_socket = LiveConsumer.as_asgi(audience=audience, check_session=session_still_valid)
+websocket_urlpatterns = [path("ws/inbox/", live_socket)]
 
 
 class RecordServerLoop:

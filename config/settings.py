@@ -90,6 +90,7 @@ INSTALLED_APPS = [
     "guardian",
     "django_htmx",
     "template_partials",
+    "live",
     "audit",
     "accounts",
     "agents",
@@ -273,6 +274,13 @@ else:
             "CONFIG": {"capacity": CHANNEL_CAPACITY, "expiry": 60},
         }
     }
+
+# Who delivers the pushes (live.relay): "process", a `manage.py live_relay` process beside the
+# workers (production: the request that made a change only writes its intent); "inline", the
+# process that committed, at once (tests and the single-process demo).
+LIVE_RELAY = env_str("LIVE_RELAY", "process" if REDIS_URL else "inline")
+if LIVE_RELAY not in {"process", "inline"}:
+    raise ImproperlyConfigured("LIVE_RELAY must be process or inline.")
 
 # --- Background work --------------------------------------------------------
 # "celery": tasks go to the broker and a separate `celery worker` runs them.

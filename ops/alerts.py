@@ -18,9 +18,9 @@ from django.utils import timezone
 from agents.models import Agent, AgentDailyUsage, BreakerState, CircuitBreaker
 from agents.secrets import SecretUnavailable, resolve_secret
 from agents.selectors import agents_with_perm, users_with_agent_perm
-from approvals import broadcast
 from approvals.models import ActionRequest, ActionStatus, Notification
 from audit.services import Actor, record
+from live.push import OPS_CHANGED, push
 from ops.models import Alert, AlertKind, AlertRule
 from ops.selectors import escalation_spike, recent_and_baseline
 
@@ -131,7 +131,7 @@ def _fire(rule: AlertRule, agent: Agent, value: float, message: str, now: dateti
                 )
             if rule.webhook_url:
                 transaction.on_commit(lambda: _post_webhook(alert.pk, "firing"))
-            transaction.on_commit(lambda: _refresh(agent.pk))
+            push(OPS_CHANGED, agent_id=agent.pk)
     except IntegrityError:
         return False  # another evaluator fired it a moment ago (one open alert per rule and agent)
     return True
@@ -151,7 +151,7 @@ def _resolve(alert: Alert, now: datetime) -> None:
         )
         if alert.rule.webhook_url:
             transaction.on_commit(lambda: _post_webhook(alert.pk, "resolved"))
-        transaction.on_commit(lambda: _refresh(alert.agent_id))
+        push(OPS_CHANGED, agent_id=alert.agent_id)
 
 
 def sign(secret: str, body: bytes) -> str:
@@ -191,11 +191,6 @@ def _post_webhook(alert_id: int, state: str) -> None:
         logger.warning("alert %s webhook failed: %s", alert_id, exc)
         status = f"{state}: {type(exc).__name__}"
     Alert.objects.filter(pk=alert_id).update(webhook_status=status[:100])
-
-
-def _refresh(agent_id: int) -> None:
-
-    broadcast.ops_changed(agent_id)
 
 
 def alert_rule_switch(*, rule: AlertRule, actor: User, enabled: bool) -> bool:

@@ -9,4 +9,5 @@ class OpsConfig(AppConfig):
 
     def ready(self) -> None:
         # Registers the writer of what core.counters buffers in every transaction.
-        from ops import stats  # noqa: F401, PLC0415  (models load after the app registry is ready)
+        # And the renderer of the operators' refresh (models load after the app registry is ready).
+        from ops import pushes, stats  # noqa: F401, PLC0415

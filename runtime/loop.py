@@ -422,6 +422,6 @@ def _stop(run: Run, reason: str, *, to_status: str) -> None:
     event = "run.halted" if to_status == RunStatus.HALTED else "run.failed"
     record(actor=Actor.system(), event=event, target=run, agent_id=run.agent_id, after={"reason": reason})
     if to_status == RunStatus.HALTED:
-        services.notify_operators_on_commit(run_id=run.pk)
+        services.notify_operators(run=run)
     else:
         runtime_services.run_finished(run=run, outcome="failed", result=reason)

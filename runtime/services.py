@@ -11,7 +11,7 @@ from approvals.models import ActionRequest, ActionStatus
 from approvals.queue import action_leave_pending
 from audit.services import record
 from core.errors import IllegalTransition
-from core.push import ACTIONS_CLOSED, push_on_commit
+from live.push import ACTION_CLOSED, push_many
 
 
 def run_finished(*, run: Run, outcome: str, result: str) -> None:
@@ -43,7 +43,7 @@ def run_cancel(*, run: Run, actor: User) -> Run:
             before={"status": locked.status},
             after={"cancelled_actions": pending},
         )
-        push_on_commit(ACTIONS_CLOSED, action_ids=pending)
+        push_many(ACTION_CLOSED, [{"action_id": i} for i in pending])
         run_finished(run=locked, outcome="failed", result="sub-run cancelled")
     locked.refresh_from_db()
     return locked

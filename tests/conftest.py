@@ -42,6 +42,7 @@ def _inline_background_tasks(settings: Any) -> None:
     # Tasks run synchronously when their transaction commits; the end-to-end
     # test overrides this to use a real Celery worker.
     settings.BACKGROUND_TASKS = "inline"
+    settings.LIVE_RELAY = "inline"
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     # The test client speaks plain HTTP even when the suite runs with production URLs.
     settings.SECURE_SSL_REDIRECT = False

@@ -1,20 +1,22 @@
 // Countersign: keep the live inbox honest across reconnects.
 (function () {
   "use strict";
-  var opened = 0;
 
+  // Fetch the live part of the page again over HTTP: the inbox's rows, or the operators' lists.
   function resync() {
+    if (!window.htmx) return;
     var inbox = document.getElementById("inbox");
-    if (!inbox || !window.htmx) return;
-    var url = inbox.dataset.rowsUrl;
-    htmx.ajax("GET", url, { target: "#inbox-rows", swap: "innerHTML" });
+    var ops = document.getElementById("ops");
+    if (inbox) htmx.ajax("GET", inbox.dataset.rowsUrl, { target: "#inbox-rows", swap: "innerHTML" });
+    else if (ops) htmx.ajax("GET", ops.dataset.refreshUrl, { target: "#exceptions", swap: "outerHTML" });
   }
 
   document.addEventListener("htmx:wsOpen", function () {
     var dot = document.getElementById("live-status");
     if (dot) dot.classList.add("on");
-    // A reconnect may have missed messages: fetch the list again over HTTP.
-    if (opened++ > 0) resync();
+    // Anything pushed between the page's render and this open, or while a socket was
+    // away, never reached it: fetch the list again over HTTP (the first open too).
+    resync();
   });
   document.addEventListener("htmx:wsClose", function (evt) {
     var dot = document.getElementById("live-status");

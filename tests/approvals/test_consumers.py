@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 
 import pytest
 from asgiref.sync import async_to_sync
@@ -11,13 +12,15 @@ from django.test import Client
 
 from agents.models import Agent
 from agents.services import agent_permission_grant, agent_permission_revoke, run_start
-from approvals.broadcast import ops_changed
 from approvals.claims import action_request_claim
-from approvals.consumers import CLOSE_NO_RIGHTS, CLOSE_SESSION_ENDED
 from approvals.decisions import action_request_decide, action_request_escalate
 from approvals.four_eyes import agent_configure
 from approvals.models import ActionRequest
 from config.asgi import application
+from live.consumers import CLOSE_NO_RIGHTS, CLOSE_SESSION_ENDED
+from live.groups import user_group
+from live.push import OPS_CHANGED, push
+from live.relay import html, inline_relay
 from tests.conftest import refund_input, user
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -37,6 +40,8 @@ async def connect(the_user=None, *, client: Client | None = None):
     if client is not None:
         headers.append((b"cookie", f"sessionid={client.cookies['sessionid'].value}".encode()))
     communicator = WebsocketCommunicator(application, "/ws/inbox/", headers=headers)
+    if client is not None:
+        communicator.user_id = int(await database_sync_to_async(lambda: client.session["_auth_user_id"])())
     connected, _ = await communicator.connect()
     return communicator, connected
 
@@ -49,11 +54,18 @@ async def close_code(communicator, timeout=5.0):
             return message.get("code")
 
 
-async def receive_all(communicator, timeout=0.3):
-    # receive_nothing() leaves the consumer running; a timed-out receive_from() would cancel it.
+async def receive_all(communicator):
+    """Everything pushed to this socket so far, with no waiting window.
+
+    A marker is sent last, through the same relay, to the user's own group: the socket
+    handles its messages in order, so what arrives before the marker is all there was.
+    """
+    marker = f"barrier-{uuid.uuid4().hex}"
+    frame = (user_group(communicator.user_id), html(f'<i id="{marker}"></i>'))
+    await database_sync_to_async(inline_relay().send)([frame])
     messages = []
-    while not await communicator.receive_nothing(timeout=timeout):
-        messages.append(await communicator.receive_from())
+    while marker not in (message := await communicator.receive_from(timeout=10)):
+        messages.append(message)
     return messages
 
 
@@ -220,7 +232,7 @@ def test_operator_pages_are_told_to_refresh_only_for_their_agents(demo):
     async def scenario():
         op, _ = await connect(operator)
         crm_op, _ = await connect(limited)
-        await database_sync_to_async(ops_changed)(demo["refund-triage"].pk)
+        await database_sync_to_async(push)(OPS_CHANGED, agent_id=demo["refund-triage"].pk)
         got = await receive_all(op), await receive_all(crm_op)
         for c in (op, crm_op):
             await c.disconnect()

@@ -44,7 +44,7 @@ def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 30) -> Non
 
 
 class Stack:
-    """A daphne process and Celery worker processes sharing the test database and Redis."""
+    """A daphne process, the live relay and Celery worker processes sharing the test database and Redis."""
 
     def __init__(self, env: dict[str, str], logs: Path) -> None:
         self.env = env
@@ -54,6 +54,7 @@ class Stack:
         self.procs: list[subprocess.Popen] = []
         self.workers: list[tuple[subprocess.Popen, int, dict[str, str]]] = []
         self._log_files: list[Any] = []
+        self.relay: subprocess.Popen | None = None
 
     def _spawn(self, name: str, argv: list[Any], extra_env: dict[str, str] | None = None) -> subprocess.Popen:
         log = open(self.logs / f"{name}.log", "a")  # noqa: SIM115  (closed in stop())
@@ -66,6 +67,9 @@ class Stack:
         return proc
 
     def start_web(self) -> None:
+        """daphne, and the relay that delivers its pushes (as `make stack` runs them)."""
+        if self.relay is None:
+            self.relay = self._spawn("relay", [BIN / "python", "manage.py", "live_relay"])
         web = self._spawn("web", [BIN / "daphne", "-b", "127.0.0.1", "-p", str(self.port), "config.asgi:application"])
         wait_for_port(self.port, web)
 

@@ -1,10 +1,20 @@
-"""The reviewer's live inbox socket. Thin: authenticate, join allowed groups, forward HTML.
+"""The live socket. Thin: authenticate, join the groups the user may see, forward what the relay sends.
+
+Which groups a user may join, and whether a session is still good, belong to the
+apps above this one; `config.asgi` hands them in (`LiveConsumer.as_asgi(audience=...,
+check_session=...)`).
 
 A socket follows the session it was opened with: it closes when the session ends
 (logout, expiry), the user is deactivated or changes password, or the user no
-longer holds any right the socket serves. Signals ask for a re-check at once
-(approvals.signals, permissions_changed); a timer re-checks at the session's expiry
-and every SOCKET_RECHECK_SECONDS for changes that send no signal.
+longer holds any right the socket serves. Control messages ask for a re-check at
+once (`live.push.SESSIONS_CHECK`, `PERMISSIONS_CHANGED`); a timer re-checks at
+the session's expiry and every SOCKET_RECHECK_SECONDS for changes that send none.
+
+Nothing is lost silently. Every message carries its group's (epoch, seq): a gap
+or a new epoch sends the page a resync, and so does a change of groups. If the
+channel layer fails under the socket (a Redis timeout or restart) the socket
+closes with 1012, which the page's socket library reopens, and a reopened page
+fetches its list again.
 """
 
 from __future__ import annotations
@@ -12,61 +22,77 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from channels.db import database_sync_to_async
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
-from django.contrib.auth import get_user_model
+from django.core.cache import cache
 from django.db import InterfaceError, OperationalError
 from django.utils import timezone
 
-from accounts.selectors import SessionCheck, session_still_valid
-from agents.selectors import agents_with_perm
-from approvals.broadcast import agent_group, operator_group, session_tag, user_group
-from approvals.selectors import reviewable_groups
+from live.groups import session_tag, user_group
+from live.relay import seq_key
 
 logger = logging.getLogger(__name__)
 
 CLOSE_SESSION_ENDED = 4401  # not (or no longer) authenticated: the page reloads and HTTP decides
 CLOSE_NO_RIGHTS = 4403  # authenticated, but nothing left to review, configure or operate
+CLOSE_TRY_AGAIN = 1012  # the channel layer failed: reconnect (and resync)
 
 # The session row's expiry is compared with "now" in the database: wake just after it.
 EXPIRY_MARGIN_SECONDS = 0.05
 
-
-def _group_names(user_id: int) -> set[str]:
-    # A fresh row each time: the user in the scope is as of the handshake (is_superuser may have changed).
-    user = get_user_model()._default_manager.filter(pk=user_id).first()
-    if user is None:
-        return set()
-    by_tier = reviewable_groups(user)
-    names = {agent_group(agent_id, tier) for tier, ids in by_tier.items() for agent_id in ids}
-    member_of = list(user.groups.values_list("pk", flat=True))
-    names |= {agent_group(agent_id, 1, gid) for agent_id in by_tier[1] for gid in member_of}
-    names |= {
-        operator_group(agent_id) for agent_id in agents_with_perm(user, "operate_agent").values_list("pk", flat=True)
-    }
-    names.add(user_group(user.pk))
-    return names
+RESYNC = '<div id="inbox-resync" hx-swap-oob="true" data-resync="1"></div>'
 
 
-def _has_rights(names: set[str]) -> bool:
-    # The personal group alone serves nothing: every right is some agent's group.
-    return any(name.startswith(("reviewers.agent.", "operators.agent.")) for name in names)
+class SessionStatus(Protocol):
+    ok: bool
+    expires_at: datetime | None
 
 
-class InboxConsumer(AsyncWebsocketConsumer):
+def seq_marker(group: str, epoch: str, seq: int) -> str:
+    """Sent before each message's HTML: a client can count the numbers itself."""
+    data = f'data-group="{group}" data-epoch="{epoch}" data-seq="{seq}"'
+    return f'<div id="live-seq" hx-swap-oob="true" {data} hidden></div>'
+
+
+class LiveConsumer(AsyncWebsocketConsumer):
     groups_joined: set[str]
+    seen: dict[str, tuple[str, int]]
     recheck_lock: asyncio.Lock
     session_key: str = ""
     auth_hash: str = ""
     watcher: asyncio.Task[None] | None = None
     ended: bool = False
 
+    def __init__(
+        self, *, audience: Callable[[int], set[str]], check_session: Callable[..., SessionStatus], **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.audience = audience
+        self.check_session = check_session
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        except (StopConsumer, asyncio.CancelledError):
+            raise
+        except Exception:
+            # Usually the channel layer (a Redis timeout or restart). Closing is what keeps the
+            # socket from going deaf: the page reconnects and refetches its list.
+            logger.warning("live socket failed; closing it so the page reconnects", exc_info=True)
+            self.ended = True
+            self._stop_watching()
+            with contextlib.suppress(Exception):
+                await send({"type": "websocket.close", "code": CLOSE_TRY_AGAIN})
+
     async def connect(self) -> None:
         self.groups_joined = set()
+        self.seen = {}
         self.recheck_lock = asyncio.Lock()
         user = self.scope.get("user")
         session = self.scope.get("session")
@@ -88,24 +114,25 @@ class InboxConsumer(AsyncWebsocketConsumer):
         self._stop_watching()
         await self._leave_groups()
 
-    async def _recheck(self) -> SessionCheck | None:
+    async def _recheck(self) -> SessionStatus | None:
         """Validate the session and recompute the groups; close and return None if the socket must end."""
         # The timer and the message handlers run concurrently: one re-check at a time,
         # or an older read could re-join a group a newer one has just left.
         async with self.recheck_lock:
             return await self._recheck_now()
 
-    async def _recheck_now(self) -> SessionCheck | None:
-        check = await database_sync_to_async(session_still_valid)(
+    async def _recheck_now(self) -> SessionStatus | None:
+        check = await database_sync_to_async(self.check_session)(
             session_key=self.session_key, user_id=self.user_id, auth_hash=self.auth_hash
         )
         if not check.ok:
             await self._end(CLOSE_SESSION_ENDED)
             return None
-        wanted = await database_sync_to_async(_group_names)(self.user_id)
+        wanted = await database_sync_to_async(self.audience)(self.user_id)
         if self.ended:  # closed (logout, disconnect) while this re-check read the database
             return None
-        if not _has_rights(wanted):
+        # The personal group alone serves nothing: every right is some agent's group.
+        if not wanted - {user_group(self.user_id)}:
             await self._end(CLOSE_NO_RIGHTS)
             return None
         # Re-adding every group also refreshes its membership in a layer that expires groups.
@@ -113,7 +140,16 @@ class InboxConsumer(AsyncWebsocketConsumer):
             await self.channel_layer.group_add(group, self.channel_name)
         for group in self.groups_joined - wanted:
             await self.channel_layer.group_discard(group, self.channel_name)
+            self.seen.pop(group, None)
+        new = wanted - self.groups_joined
         self.groups_joined = wanted
+        if new:
+            # Joined first, then read where the numbers stand: a message sent in between is
+            # numbered at or below what is read, and what it says the page fetches anyway.
+            standing = await database_sync_to_async(cache.get_many)([seq_key(g) for g in new])
+            for group in new:
+                if (mark := standing.get(seq_key(group))) is not None:
+                    self.seen[group] = (str(mark[0]), int(mark[1]))
         return check
 
     async def _watch(self, expires_at: datetime | None) -> None:
@@ -160,15 +196,34 @@ class InboxConsumer(AsyncWebsocketConsumer):
         self.groups_joined = set()
 
     async def _send_resync(self) -> None:
-        await self.send(text_data='<div id="inbox-resync" hx-swap-oob="true" data-resync="1"></div>')
+        await self.send(text_data=RESYNC)
 
-    async def inbox_html(self, event: dict[str, Any]) -> None:
-        if not self.ended:
-            await self.send(text_data=event["html"])
+    async def _in_sequence(self, event: dict[str, Any]) -> bool:
+        """Track the group's numbers; on a gap or a new epoch, have the page resync. False: drop it."""
+        group, epoch, seq = event.get("group"), event.get("epoch"), event.get("seq")
+        if group is None or epoch is None or seq is None:
+            return True
+        last = self.seen.get(group)
+        self.seen[group] = (epoch, seq)
+        if last is None:
+            return True
+        if last[0] == epoch and seq <= last[1]:
+            self.seen[group] = last
+            return False  # already covered by what the page fetched when it joined
+        if last[0] != epoch or seq != last[1] + 1:
+            logger.info("live: %s jumped from %s to %s; resync", group, last, (epoch, seq))
+            await self._send_resync()
+        return True
+
+    async def live_html(self, event: dict[str, Any]) -> None:
+        if self.ended or not await self._in_sequence(event):
+            return
+        marker = seq_marker(event["group"], event["epoch"], event["seq"]) if "seq" in event else ""
+        await self.send(text_data=marker + event["html"])
 
     async def session_check(self, event: dict[str, Any]) -> None:
         # Logout, deactivation, a password change: sent on commit to the user's group.
-        if self.ended:
+        if self.ended or not await self._in_sequence(event):
             return
         if event.get("ended") == session_tag(self.session_key):
             await self._end(CLOSE_SESSION_ENDED)
@@ -178,5 +233,7 @@ class InboxConsumer(AsyncWebsocketConsumer):
     async def permissions_changed(self, event: dict[str, Any]) -> None:
         # A grant or revoke: recompute the groups (closing if none is left), then have
         # the page refetch the list so it holds only what the user may now see.
-        if not self.ended and await self._recheck() is not None:
+        if self.ended or not await self._in_sequence(event):
+            return
+        if await self._recheck() is not None:
             await self._send_resync()

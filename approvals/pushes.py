@@ -1,0 +1,127 @@
+"""What approvals shows live, and to whom: inbox rows, badges, and the groups a user's socket joins.
+
+The renderers run in the relay (live.relay), once per group and batch, never in
+the request that made the change: that request only wrote its intent (live.push).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.db.models import Count
+from django.template.loader import render_to_string
+
+from agents.selectors import agents_with_perm
+from approvals.models import ActionRequest, Notification
+from approvals.selectors import reviewable_groups, with_row_data
+from live.groups import agent_group, operator_group, user_group
+from live.push import (
+    ACTION_CHANGED,
+    ACTION_CLOSED,
+    ACTION_ESCALATED,
+    ACTION_OPENED,
+    NOTIFICATIONS_CHANGED,
+    PERMISSIONS_CHANGED,
+    SESSIONS_CHECK,
+)
+from live.relay import Frame, html, renders
+
+# What a removal needs: the row's id, and its group.
+ROW_KEY = ("id", "agent_id", "status", "tier", "reviewer_group")
+
+
+def group_of(action: ActionRequest) -> str:
+    return agent_group(action.agent_id, action.tier, action.reviewer_group_id if action.tier == 1 else None)
+
+
+def audience(user_id: int) -> set[str]:
+    """Every group the user's socket may join: their agents' inboxes per tier, operators' pages, their own."""
+    # A fresh row each time: is_superuser and the groups may have changed since the handshake.
+    user = get_user_model()._default_manager.filter(pk=user_id).first()
+    if user is None:
+        return set()
+    by_tier = reviewable_groups(user)
+    names = {agent_group(agent_id, tier) for tier, ids in by_tier.items() for agent_id in ids}
+    member_of = list(user.groups.values_list("pk", flat=True))
+    names |= {agent_group(agent_id, 1, gid) for agent_id in by_tier[1] for gid in member_of}
+    names |= {
+        operator_group(agent_id) for agent_id in agents_with_perm(user, "operate_agent").values_list("pk", flat=True)
+    }
+    names.add(user_group(user.pk))
+    return names
+
+
+def _ids(payloads: list[dict[str, Any]], key: str = "action_id") -> list[int]:
+    return [int(p[key]) for p in payloads]
+
+
+def _pending_rows(ids: list[int]) -> Iterator[ActionRequest]:
+    by_id = {a.pk: a for a in with_row_data(ActionRequest.objects.filter(pk__in=ids, status="pending"))}
+    return (by_id[i] for i in ids if i in by_id)
+
+
+@renders(ACTION_OPENED)
+def action_opened(payloads: list[dict[str, Any]]) -> Iterator[Frame]:
+    # Still pending when the relay gets to it: one closed meanwhile has its own removal coming.
+    for action in _pending_rows(_ids(payloads)):
+        yield group_of(action), html(render_to_string("approvals/inbox.html#row_oob", {"action": action}))
+
+
+@renders(ACTION_CHANGED)
+def action_changed(payloads: list[dict[str, Any]]) -> Iterator[Frame]:
+    """Claims, approvals toward a quorum, SLA warnings: the row is replaced in place."""
+    for action in _pending_rows(_ids(payloads)):
+        yield group_of(action), html(render_to_string("approvals/inbox.html#row_replaced", {"action": action}))
+
+
+@renders(ACTION_CLOSED)
+def action_closed(payloads: list[dict[str, Any]]) -> Iterator[Frame]:
+    actions = ActionRequest.objects.filter(pk__in=_ids(payloads)).only(
+        "id", "agent_id", "status", "tier", "reviewer_group"
+    )
+    for action in actions.order_by("id"):
+        yield group_of(action), html(render_to_string("approvals/inbox.html#row_removed", {"action": action}))
+
+
+@renders(ACTION_ESCALATED)
+def action_escalated(payloads: list[dict[str, Any]]) -> Iterator[Frame]:
+    from_tier = {int(p["action_id"]): int(p["from_tier"]) for p in payloads}
+    actions = ActionRequest.objects.filter(pk__in=list(from_tier)).only(*ROW_KEY)
+    for action in actions.order_by("id"):
+        tier = from_tier[action.pk]
+        group = agent_group(action.agent_id, tier, action.reviewer_group_id if tier == 1 else None)
+        yield group, html(render_to_string("approvals/inbox.html#row_removed", {"action": action}))
+    yield from action_opened(payloads)
+
+
+@renders(NOTIFICATIONS_CHANGED)
+def notifications_changed(payloads: list[dict[str, Any]]) -> Iterator[Frame]:
+    user_ids = sorted({int(u) for p in payloads for u in p["user_ids"]})
+    # One grouped count for everyone notified, not a query per user.
+    unread = dict(
+        Notification.objects.filter(user_id__in=user_ids, read_at__isnull=True)
+        .values_list("user_id")
+        .annotate(n=Count("id"))
+    )
+    for user_id in user_ids:
+        context = {"unread": unread.get(user_id, 0), "oob": True}
+        yield user_group(user_id), html(render_to_string("approvals/_notifications_badge.html", context))
+
+
+@renders(PERMISSIONS_CHANGED)
+def permissions_changed(payloads: list[dict[str, Any]]) -> Iterator[Frame]:
+    for user_id in sorted({int(u) for p in payloads for u in p["user_ids"]}):
+        yield user_group(user_id), {"type": "permissions.changed"}
+
+
+@renders(SESSIONS_CHECK)
+def sessions_check(payloads: list[dict[str, Any]]) -> Iterator[Frame]:
+    """Open sockets of these users re-validate their session; the one of the `ended` session closes."""
+    for payload in payloads:
+        message: dict[str, Any] = {"type": "session.check"}
+        if payload.get("ended"):
+            message["ended"] = payload["ended"]
+        for user_id in payload["user_ids"]:
+            yield user_group(int(user_id)), message

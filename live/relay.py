@@ -1,0 +1,230 @@
+"""The relay: committed push intents become messages, rendered once per group, numbered per group.
+
+It reads the outbox in id order, coalesces repeats of the same event, asks the
+renderer each app registered for the event's frames, numbers every frame per
+group and sends it through the channel layer. The rows are deleted in the same
+transaction as they are read; if a send fails the transaction rolls back, the
+rows are read again, and the epoch changes (see below).
+
+Sequence numbers: every message carries (group, epoch, seq). One relay is
+active at a time (a PostgreSQL advisory lock), so a group's numbers rise by
+exactly one per message. The epoch changes when the relay starts, when a send
+fails and when a renderer fails: a socket that sees a new epoch or a gap has
+missed something and tells its page to fetch its list again. The latest
+(epoch, seq) of each group is kept in the cache so a socket that joins a group
+knows where the numbers stand.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.core.cache import cache
+from django.db import close_old_connections, connections, transaction
+
+from core.transient import is_transient
+from live.models import Push
+
+logger = logging.getLogger(__name__)
+
+Frame = tuple[str, dict[str, Any]]  # (group, channel-layer message with a "type")
+Renderer = Callable[[list[dict[str, Any]]], Iterable[Frame]]
+
+BATCH = 500
+NOTIFY_CHANNEL = "live_push"  # the outbox's insert trigger notifies this (PostgreSQL)
+LEADER_LOCK = 0x6C697665  # "live": the advisory lock the active relay holds
+
+_renderers: dict[str, Renderer] = {}
+
+
+def renders(event: str) -> Callable[[Renderer], Renderer]:
+    """Register how `event` looks: a function from its payloads (repeats removed) to frames."""
+
+    def register(renderer: Renderer) -> Renderer:
+        _renderers[event] = renderer
+        return renderer
+
+    return register
+
+
+def seq_key(group: str) -> str:
+    return f"live:seq:{group}"
+
+
+def html(content: str) -> dict[str, Any]:
+    """A frame's message for HTML the page swaps in (htmx out-of-band)."""
+    return {"type": "live.html", "html": content}
+
+
+@dataclass
+class Relay:
+    epoch: str = field(default_factory=lambda: secrets.token_hex(4))
+    seq: dict[str, int] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def new_epoch(self) -> None:
+        self.epoch = secrets.token_hex(4)
+        self.seq.clear()
+
+    def drain(self) -> int:
+        """Deliver committed intents until none is left; return how many there were."""
+        total = 0
+        while n := self.deliver_batch():
+            total += n
+        return total
+
+    def deliver_batch(self) -> int:
+        with self.lock, transaction.atomic():
+            rows = list(Push.objects.select_for_update(skip_locked=True).order_by("id")[:BATCH])
+            if not rows:
+                return 0
+            frames = self.render(rows)
+            try:
+                self.send(frames)
+            except Exception:
+                # Some sockets may have had part of the batch: the next numbers start a new
+                # epoch, so each of them resyncs when the retried batch reaches it.
+                self.new_epoch()
+                raise
+            Push.objects.filter(pk__in=[row.pk for row in rows]).delete()
+        return len(rows)
+
+    def render(self, rows: list[Push]) -> list[Frame]:
+        by_event: dict[str, list[dict[str, Any]]] = {}
+        seen: set[tuple[str, str]] = set()
+        for row in rows:
+            key = (row.event, repr(sorted(row.ids.items())))
+            if key not in seen:  # coalesced: the renderer reads the current state anyway
+                seen.add(key)
+                by_event.setdefault(row.event, []).append(row.ids)
+        frames: list[Frame] = []
+        for event, payloads in by_event.items():
+            renderer = _renderers.get(event)
+            if renderer is None:
+                logger.error("no renderer for the push %r; dropped", event)
+                continue
+            try:
+                frames.extend(renderer(payloads))
+            except Exception as error:
+                if is_transient(error):
+                    raise
+                # A page that misses this must learn it did: everyone's next message is a new epoch.
+                logger.exception("rendering the push %r failed; sockets resync", event)
+                self.new_epoch()
+        return frames
+
+    def send(self, frames: list[Frame]) -> None:
+        if not frames:
+            return
+        layer = get_channel_layer()
+        if layer is None:
+            return
+        numbered: list[Frame] = []
+        for group, message in frames:
+            seq = self.seq.get(group, 0) + 1
+            self.seq[group] = seq
+            numbered.append((group, {**message, "group": group, "epoch": self.epoch, "seq": seq}))
+        # Where the numbers stand, before the messages: a socket joining now reads a number it
+        # then sees again (and skips) rather than one it would take for a gap.
+        cache.set_many({seq_key(group): (self.epoch, self.seq[group]) for group, _ in numbered}, timeout=None)
+        async_to_sync(_send_all)(layer, numbered)
+
+
+async def _send_all(layer: Any, frames: list[Frame]) -> None:
+    for group, message in frames:
+        await layer.group_send(group, message)
+
+
+_inline = Relay()
+
+
+def deliver_inline() -> None:
+    """The inline relay (tests, the single-process demo): called on commit by `live.push`."""
+    try:
+        _inline.drain()
+    except Exception:
+        # A push is never worth failing the request that committed: the rows stay for the next drain.
+        logger.exception("inline push delivery failed")
+
+
+def inline_relay() -> Relay:
+    return _inline
+
+
+def run_forever(stop: threading.Event, *, poll_seconds: float = 1.0) -> None:
+    """The relay process: hold the leader lock, deliver, then wait for the outbox's notify (or the poll)."""
+    relay = Relay()
+    listener = None
+    leading = False
+    backoff = 0.5
+    while not stop.is_set():
+        try:
+            if not leading:
+                listener = _listen(stop)
+                if stop.is_set():
+                    break
+                leading = True
+                relay.new_epoch()
+                # A new leader, or one that lost its connection: the numbers start over.
+                logger.info("relay: leading (epoch %s)", relay.epoch)
+                backoff = 0.5
+            relay.drain()
+            _wait(listener, poll_seconds)
+        except Exception as error:
+            if not is_transient(error):
+                logger.exception("relay failed")
+            else:
+                logger.warning("relay: %s; reconnecting", error)
+            _close(listener)
+            listener, leading = None, False
+            close_old_connections()
+            stop.wait(backoff)
+            backoff = min(backoff * 2, 10.0)
+    _close(listener)
+
+
+def _listen(stop: threading.Event) -> Any:
+    """A connection of its own, outside the pool, that holds the leader lock and LISTENs; None off PostgreSQL."""
+    wrapper = connections["default"]
+    if wrapper.vendor != "postgresql":
+        return None
+    params = {k: v for k, v in wrapper.get_connection_params().items() if k not in {"cursor_factory", "context"}}
+    listener = psycopg.connect(**params, autocommit=True)
+    while not _take_lead(listener):
+        logger.info("relay: another relay is active; standing by")
+        if stop.wait(2.0):
+            listener.close()
+            return None
+    listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
+    return listener
+
+
+def _take_lead(listener: psycopg.Connection[Any]) -> bool:
+    row = listener.execute("SELECT pg_try_advisory_lock(%s)", [LEADER_LOCK]).fetchone()
+    return bool(row and row[0])
+
+
+def _wait(listener: Any, seconds: float) -> None:
+    if listener is None:
+        time.sleep(min(seconds, 0.1))
+        return
+    # Wakes on the first notify, or after `seconds` (a safety net for a missed one).
+    for _ in listener.notifies(timeout=seconds, stop_after=1):
+        pass
+
+
+def _close(listener: Any) -> None:
+    if listener is not None:
+        try:
+            listener.close()
+        except Exception:
+            logger.debug("closing the relay's listener failed", exc_info=True)

@@ -1,0 +1,261 @@
+"""The outbox and the relay: pushes commit with their change, are delivered once per group, and are numbered."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from asgiref.sync import async_to_sync
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+from django.core.cache import cache
+from django.db import transaction
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
+
+from live import relay as relay_module
+from live.consumers import RESYNC, LiveConsumer
+from live.models import Push
+from live.push import push, push_many
+from live.relay import Relay, html, renders, seq_key
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+TEST_EVENT = "test.thing"
+calls: list[list[dict[str, Any]]] = []
+
+
+@renders(TEST_EVENT)
+def _render_thing(payloads: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+    calls.append(payloads)
+    return [(f"things.{p['group']}", html(f"<p>{p['n']}</p>")) for p in payloads]
+
+
+@pytest.fixture(autouse=True)
+def _fresh(settings: Any) -> Any:
+    calls.clear()
+    # The relay is a separate process here: this test drains it by hand.
+    settings.LIVE_RELAY = "process"
+    yield
+
+
+async def listen(group: str) -> str:
+    layer = get_channel_layer()
+    channel = await layer.new_channel()
+    await layer.group_add(group, channel)
+    return channel
+
+
+async def received(channel: str) -> list[dict[str, Any]]:
+    """What reached the channel so far: each send below has completed before this is called."""
+    layer = get_channel_layer()
+    out = []
+    while True:
+        try:
+            out.append(await asyncio.wait_for(layer.receive(channel), timeout=0.2))
+        except TimeoutError:
+            return out
+
+
+def run(scenario: Any) -> Any:
+    # One event loop for the whole test: the channel layer's queues belong to the loop that made them.
+    # Sync work runs in its thread and its sends come back onto this loop (asgiref).
+    return async_to_sync(scenario)()
+
+
+sync = database_sync_to_async
+
+
+def test_a_change_that_rolls_back_pushes_nothing():
+    def change() -> None:
+        with pytest.raises(RuntimeError), transaction.atomic():
+            push(TEST_EVENT, group="a", n=1)
+            raise RuntimeError("the change fails")
+
+    async def scenario() -> tuple[int, int, list[Any]]:
+        channel = await listen("things.a")
+        await sync(change)()
+        return await sync(Push.objects.count)(), await sync(Relay().drain)(), await received(channel)
+
+    assert run(scenario) == (0, 0, [])
+
+
+def test_the_intent_commits_with_the_change_and_is_delivered_after():
+    def change() -> int:
+        with transaction.atomic():
+            push(TEST_EVENT, group="a", n=1)
+            return Push.objects.count()
+
+    async def scenario() -> Any:
+        channel = await listen("things.a")
+        inside = await sync(change)()
+        before = await received(channel)  # nothing sent by the process that made the change
+        drained = await sync(Relay().drain)()
+        return inside, before, drained, await received(channel), await sync(Push.objects.count)()
+
+    inside, before, drained, after, left = run(scenario)
+    assert (inside, before, drained, left) == (1, [], 1, 0)
+    assert [m["html"] for m in after] == ["<p>1</p>"]
+
+
+def test_repeats_are_coalesced_and_rendered_once_per_batch():
+    async def scenario() -> Any:
+        a, b = await listen("things.a"), await listen("things.b")
+        await sync(push_many)(TEST_EVENT, [{"group": "a", "n": 1}] * 5 + [{"group": "b", "n": 2}])
+        await sync(Relay().drain)()
+        return await received(a), await received(b)
+
+    to_a, to_b = run(scenario)
+    assert len(calls) == 1 and len(calls[0]) == 2
+    assert [m["html"] for m in to_a] == ["<p>1</p>"]
+    assert [m["html"] for m in to_b] == ["<p>2</p>"]
+
+
+def test_numbers_rise_by_one_per_group_and_are_kept_where_a_new_socket_reads_them():
+    relay = Relay()
+
+    def pushes() -> None:
+        for n in range(3):
+            push(TEST_EVENT, group="a", n=n)
+            relay.drain()
+        push(TEST_EVENT, group="b", n=9)
+        relay.drain()
+
+    async def scenario() -> Any:
+        a, b = await listen("things.a"), await listen("things.b")
+        await sync(pushes)()
+        return await received(a), await received(b)
+
+    to_a, to_b = run(scenario)
+    assert [m["seq"] for m in to_a] == [1, 2, 3]
+    assert [m["seq"] for m in to_b] == [1]
+    assert {m["epoch"] for m in to_a + to_b} == {relay.epoch}
+    assert cache.get(seq_key("things.a")) == (relay.epoch, 3)
+
+
+def test_a_failed_send_keeps_the_intents_and_starts_a_new_epoch(monkeypatch):
+    relay = Relay()
+    real_send = relay_module._send_all
+
+    async def refuse(*args: Any, **kwargs: Any) -> None:
+        raise ConnectionError("redis went away")
+
+    def attempt() -> tuple[str, int]:
+        push(TEST_EVENT, group="a", n=1)
+        relay.drain()
+        first_epoch = relay.epoch
+        monkeypatch.setattr(relay_module, "_send_all", refuse)
+        push(TEST_EVENT, group="a", n=2)
+        with pytest.raises(ConnectionError):
+            relay.drain()
+        left = Push.objects.count()  # still there for the next try
+        monkeypatch.setattr(relay_module, "_send_all", real_send)
+        relay.drain()
+        return first_epoch, left
+
+    async def scenario() -> Any:
+        channel = await listen("things.a")
+        return await sync(attempt)(), await received(channel)
+
+    (first_epoch, left), messages = run(scenario)
+    assert left == 1
+    assert [m["html"] for m in messages] == ["<p>1</p>", "<p>2</p>"]
+    assert messages[1]["epoch"] != first_epoch  # a socket that had part of the failed batch resyncs
+
+
+@renders("test.broken")
+def _broken(payloads: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+    raise ValueError("a template bug")
+
+
+def test_a_renderer_that_fails_starts_a_new_epoch_and_the_others_still_go():
+    relay = Relay()
+
+    def pushes() -> tuple[str, int, int]:
+        push(TEST_EVENT, group="a", n=1)
+        relay.drain()
+        before = relay.epoch
+        push("test.broken", x=1)
+        push(TEST_EVENT, group="a", n=2)
+        return before, relay.drain(), Push.objects.count()
+
+    async def scenario() -> Any:
+        channel = await listen("things.a")
+        return await sync(pushes)(), await received(channel)
+
+    (before, drained, left), messages = run(scenario)
+    assert (drained, left) == (2, 0)  # a poison intent does not block the outbox
+    assert messages[-1]["html"] == "<p>2</p>" and messages[-1]["epoch"] != before
+
+
+def test_inline_mode_delivers_on_commit(settings):
+    settings.LIVE_RELAY = "inline"
+
+    def change() -> None:
+        with transaction.atomic():
+            push(TEST_EVENT, group="a", n=7)
+
+    async def scenario() -> Any:
+        channel = await listen("things.a")
+        await sync(change)()
+        return await received(channel)
+
+    assert [m["html"] for m in run(scenario)] == ["<p>7</p>"]
+
+
+# --- The socket's side: gaps and new epochs become a resync -----------------------
+
+
+def _consumer() -> tuple[LiveConsumer, list[str]]:
+    consumer = LiveConsumer(audience=lambda user_id: set(), check_session=lambda **kw: None)
+    consumer.seen = {}
+    consumer.ended = False
+    sent: list[str] = []
+
+    async def send(text_data: str) -> None:
+        sent.append(text_data)
+
+    consumer.send = send  # type: ignore[method-assign]
+    return consumer, sent
+
+
+@hypothesis_settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["g1", "g2"]), st.booleans(), st.booleans()),  # group, delivered, new epoch first
+        max_size=30,
+    )
+)
+def test_a_socket_resyncs_exactly_when_it_missed_something(stream):
+    consumer, sent = _consumer()
+    seq: dict[str, int] = {}
+    epoch = {"g1": "e0", "g2": "e0"}
+    missed = {"g1": False, "g2": False}
+    started = {"g1": False, "g2": False}
+    expected = 0
+    for step, (group, delivered, rotate) in enumerate(stream):
+        if rotate:
+            epoch[group] = f"e{step + 1}"
+            seq[group] = 0
+            missed[group] = True
+        seq[group] = seq.get(group, 0) + 1
+        if not delivered:
+            missed[group] = True
+            continue
+        event = {"type": "live.html", "group": group, "epoch": epoch[group], "seq": seq[group], "html": "<p></p>"}
+        if started[group] and missed[group]:
+            expected += 1
+        started[group] = True
+        missed[group] = False
+        asyncio.run(consumer.live_html(event))
+    assert sent.count(RESYNC) == expected
+
+
+def test_a_number_the_socket_already_covers_is_dropped():
+    consumer, sent = _consumer()
+    consumer.seen["g"] = ("e", 5)
+    asyncio.run(consumer.live_html({"type": "live.html", "group": "g", "epoch": "e", "seq": 5, "html": "<p>old</p>"}))
+    asyncio.run(consumer.live_html({"type": "live.html", "group": "g", "epoch": "e", "seq": 6, "html": "<p>new</p>"}))
+    assert len(sent) == 1 and sent[0].endswith("<p>new</p>") and 'data-seq="6"' in sent[0]
