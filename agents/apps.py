@@ -7,5 +7,5 @@ class AgentsConfig(AppConfig):
     name = "agents"
 
     def ready(self) -> None:
-        # Registered once the app registry is ready: the built-in tools, and how a halted run's notice looks.
-        from agents import builtin_tools, pushes  # noqa: F401, PLC0415
+        # Registered once the app registry is ready: how a halted run's notice looks.
+        from agents import pushes  # noqa: F401, PLC0415

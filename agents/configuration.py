@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from django.contrib.auth.models import Group, User
+from django.contrib.auth.models import AbstractBaseUser, Group, User
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
@@ -61,11 +61,6 @@ def tool_settings(agent_tool: AgentTool) -> dict[str, Any]:
     return values
 
 
-def agent_settings(agent: Agent) -> dict[str, Any]:
-    values = {name: getattr(agent, name) for name in services.AGENT_CONFIG_FIELDS}
-    return {k: str(v) if isinstance(v, Decimal) else v for k, v in values.items()}
-
-
 @dataclass
 class ChangePlan:
     """A validated change set: what to write, and why it needs a second admin (empty: it does not)."""
@@ -77,11 +72,12 @@ class ChangePlan:
 def plan_change(*, agent: Agent, settings: dict[str, Any], tools: dict[str, dict[str, Any]]) -> ChangePlan | None:
     """Validate a whole change set against the agent as it is now; None if it changes nothing."""
     agent = Agent.objects.get(pk=agent.pk)
-    settings = {k: v for k, v in settings.items() if agent_settings(agent).get(k) != _json(v)}
+    settings = {k: v for k, v in settings.items() if services.agent_settings(agent).get(k) != _json(v)}
     current_tools = {t.tool: t for t in AgentTool.objects.filter(agent=agent).select_related("reviewer_group")}
     tool_changes: dict[str, dict[str, Any]] = {}
     for name, wanted in tools.items():
-        if get_tool(name) is None:
+        tool = get_tool(name)
+        if tool is None or tool.internal:
             raise InvalidInput(f"there is no tool named {name!r}", code="unknown_tool")
         before = tool_settings(current_tools[name]) if name in current_tools else None
         diff = {k: _json(v) for k, v in wanted.items() if before is None or before.get(k) != _json(v)}
@@ -236,7 +232,31 @@ def risky_changes(
     return reasons
 
 
-def apply_change(*, agent: Agent, change: dict[str, Any], actor: User | Actor) -> None:
+def agent_tool_configure(
+    *,
+    agent: Agent,
+    tool: str,
+    actor: Actor | AbstractBaseUser | None,
+    enabled: bool = True,
+    mode: str = "review",
+    auto_max_magnitude: Any = None,
+) -> AgentTool:
+    """Set one tool's policy directly (the seed, the shell, tests), validated and written as any change is.
+
+    Not for people in the product: their changes go through `plan_change` and four eyes.
+    """
+    with transaction.atomic():
+        plan = plan_change(
+            agent=agent,
+            settings={},
+            tools={tool: {"enabled": enabled, "mode": mode, "auto_max_magnitude": auto_max_magnitude}},
+        )
+        if plan is not None:
+            apply_change(agent=agent, change=plan.change, actor=actor)
+    return AgentTool.objects.get(agent=agent, tool=tool)
+
+
+def apply_change(*, agent: Agent, change: dict[str, Any], actor: User | Actor | AbstractBaseUser | None) -> None:
     """Write a validated change set (inside the caller's transaction)."""
     if change.get("agent"):
         services.agent_update(agent=agent, actor=actor, **change["agent"])

@@ -11,6 +11,7 @@ from django import forms
 from agents.configuration import TOOL_FIELDS
 from agents.models import Agent, AgentTool
 from agents.services import AGENT_CONFIG_FIELDS
+from agents.tools import Tool, agent_tools
 
 EDITABLE_AGENT_FIELDS = [f for f in AGENT_CONFIG_FIELDS if f != "is_paused"]
 
@@ -38,6 +39,22 @@ class ToolPolicyForm(forms.ModelForm):
         group = self.cleaned_data.get("reviewer_group")
         values["reviewer_group"] = group.name if group else None
         return values
+
+
+def tool_policy_forms(agent: Agent, data: Any = None) -> list[tuple[Tool, ToolPolicyForm]]:
+    """One policy form per tool an agent may be given, on the agent's row for it (a disabled one if none)."""
+    existing = {t.tool: t for t in AgentTool.objects.filter(agent=agent).select_related("reviewer_group")}
+    return [
+        (
+            tool,
+            ToolPolicyForm(
+                data,
+                instance=existing.get(tool.name) or AgentTool(agent=agent, tool=tool.name, enabled=False),
+                prefix=f"tool-{tool.name}",
+            ),
+        )
+        for tool in agent_tools()
+    ]
 
 
 class PromptForm(forms.Form):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from decimal import Decimal
 from typing import Any
 
 import jsonschema
@@ -20,7 +21,6 @@ from agents.models import (
     Agent,
     AgentDailyUsage,
     AgentGroupObjectPermission,
-    AgentTool,
     AgentUserObjectPermission,
     PromptVersion,
     Run,
@@ -30,7 +30,6 @@ from agents.models import (
     StepKind,
 )
 from agents.secrets import SecretUnavailable, check_secret_ref
-from agents.tools import get_tool
 from audit.services import Actor, record
 from core import counters
 from core.background import enqueue, enqueue_on_commit
@@ -308,8 +307,10 @@ AGENT_CONFIG_FIELDS = (
 )
 
 
-def _agent_config(agent: Agent) -> dict[str, Any]:
-    return {name: getattr(agent, name) for name in AGENT_CONFIG_FIELDS}
+def agent_settings(agent: Agent) -> dict[str, Any]:
+    """An agent's configuration as JSON values (decimals as strings): what audit rows and diffs hold."""
+    values = {name: getattr(agent, name) for name in AGENT_CONFIG_FIELDS}
+    return {k: str(v) if isinstance(v, Decimal) else v for k, v in values.items()}
 
 
 def agent_create(*, slug: str, actor: Actor | AbstractBaseUser | None, system_prompt: str = "", **config: Any) -> Agent:
@@ -336,7 +337,7 @@ def agent_create(*, slug: str, actor: Actor | AbstractBaseUser | None, system_pr
             event="agent.created",
             target=agent,
             agent_id=agent.pk,
-            after={**_agent_config(agent), "prompt_version": 1},
+            after={**agent_settings(agent), "prompt_version": 1},
         )
     return agent
 
@@ -348,11 +349,11 @@ def agent_update(*, agent: Agent, actor: Actor | AbstractBaseUser | None, **chan
         raise InvalidInput(f"unknown agent settings: {', '.join(sorted(unknown))}")
     with transaction.atomic():
         locked = Agent.objects.select_for_update().get(pk=agent.pk)
-        before = _agent_config(locked)
+        before = agent_settings(locked)
         for name, value in changes.items():
             setattr(locked, name, value)
         validate_agent(locked)
-        after = _agent_config(locked)
+        after = agent_settings(locked)
         changed = [k for k in AGENT_CONFIG_FIELDS if before[k] != after[k]]
         if not changed:
             return locked
@@ -366,48 +367,6 @@ def agent_update(*, agent: Agent, actor: Actor | AbstractBaseUser | None, **chan
             after={k: after[k] for k in changed},
         )
     return locked
-
-
-def agent_tool_configure(
-    *,
-    agent: Agent,
-    tool: str,
-    actor: Actor | AbstractBaseUser | None,
-    enabled: bool = True,
-    mode: str = "review",
-    auto_max_magnitude: Any = None,
-) -> AgentTool:
-    """Enable or change one tool's policy for an agent, audited."""
-
-    if get_tool(tool) is None:
-        raise InvalidInput(f"there is no tool named {tool!r}", code="unknown_tool")
-    with transaction.atomic():
-        existing = AgentTool.objects.select_for_update().filter(agent=agent, tool=tool).first()
-        before = _tool_config(existing) if existing else None
-        agent_tool = existing or AgentTool(agent=agent, tool=tool)
-        agent_tool.enabled = enabled
-        agent_tool.mode = mode
-        agent_tool.auto_max_magnitude = auto_max_magnitude
-        try:
-            agent_tool.full_clean(exclude=["agent"])
-        except ValidationError as exc:
-            raise InvalidInput(_first_errors(exc), details=exc.message_dict) from exc
-        after = _tool_config(agent_tool)
-        if before == after:
-            return agent_tool
-        agent_tool.save()
-        record(actor=actor, event="agent.tool_configured", target=agent, agent_id=agent.pk, before=before, after=after)
-    return agent_tool
-
-
-def _tool_config(agent_tool: AgentTool) -> dict[str, Any]:
-    limit = agent_tool.auto_max_magnitude
-    return {
-        "tool": agent_tool.tool,
-        "enabled": agent_tool.enabled,
-        "mode": agent_tool.mode,
-        "auto_max_magnitude": None if limit is None else str(limit),
-    }
 
 
 def validate_agent(agent: Agent) -> None:

@@ -81,6 +81,9 @@ class Tool:
     transactional: bool = True
     # The tool's result arrives later (a sub-run): do not feed it back on execution.
     defers_result: bool = False
+    # Countersign's own (the four-eyes configuration tools, approvals.config_tools): executed only
+    # for an approved tier-0 proposal, never enabled for an agent, not offered on configuration pages.
+    internal: bool = False
 
     def json_schema(self) -> dict[str, Any]:
         return self.args_model.model_json_schema()
@@ -102,3 +105,8 @@ def get_tool(name: str) -> Tool | None:
 
 def all_tools() -> list[Tool]:
     return sorted(_registry.values(), key=lambda t: t.name)
+
+
+def agent_tools() -> list[Tool]:
+    """The tools an agent may be given (all but Countersign's own)."""
+    return [tool for tool in all_tools() if not tool.internal]

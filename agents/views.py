@@ -14,8 +14,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from agents import breakers, configuration, selectors, services
-from agents.builtin_tools import CONFIG_TOOLS
-from agents.forms import AgentSettingsForm, PromptForm, ToolPolicyForm
+from agents.forms import AgentSettingsForm, PromptForm, tool_policy_forms
 from agents.models import Agent, AgentTool, PromptVersion, Run, RunPriority, RunStatus
 from agents.tools import all_tools
 from core.errors import DomainError
@@ -131,19 +130,8 @@ def configurable(request: AuthedRequest, slug: str) -> Agent:
 
 
 def config_context(agent: Agent, *, settings_form: Any = None, tool_forms: Any = None, **extra: Any) -> dict[str, Any]:
-    existing = {t.tool: t for t in AgentTool.objects.filter(agent=agent).select_related("reviewer_group")}
     if tool_forms is None:
-        tool_forms = [
-            (
-                tool,
-                ToolPolicyForm(
-                    instance=existing.get(tool.name) or AgentTool(agent=agent, tool=tool.name, enabled=False),
-                    prefix=f"tool-{tool.name}",
-                ),
-            )
-            for tool in all_tools()
-            if tool.name not in CONFIG_TOOLS
-        ]
+        tool_forms = tool_policy_forms(agent)
     versions = list(PromptVersion.objects.filter(agent=agent).select_related("created_by").order_by("-number"))
     active = next((v for v in versions if v.status == "active"), None)
     return {

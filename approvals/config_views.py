@@ -11,12 +11,11 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from agents import configuration
-from agents.builtin_tools import CONFIG_TOOLS
-from agents.forms import AgentSettingsForm, PromptForm, ToolPolicyForm
-from agents.models import Agent, AgentTool, PromptVersion
-from agents.tools import all_tools
+from agents.forms import AgentSettingsForm, PromptForm, tool_policy_forms
+from agents.models import Agent, PromptVersion
 from agents.views import config_context, configurable, configure_failed
 from approvals import four_eyes, selectors
+from approvals.config_tools import ACTIVATE_PROMPT
 from approvals.models import ActionRequest
 from core.errors import DomainError
 from core.requests import AuthedRequest
@@ -27,30 +26,14 @@ from core.requests import AuthedRequest
 def agent_configure_save(request: AuthedRequest, slug: str) -> HttpResponse:
     agent = configurable(request, slug)
     settings_form = AgentSettingsForm(request.POST, instance=Agent.objects.get(pk=agent.pk), prefix="agent")
-    existing = {t.tool: t for t in AgentTool.objects.filter(agent=agent)}
-    tool_forms = [
-        (
-            tool,
-            ToolPolicyForm(
-                request.POST,
-                instance=AgentTool.objects.get(pk=existing[tool.name].pk)
-                if tool.name in existing
-                else AgentTool(agent=agent, tool=tool.name, enabled=False),
-                prefix=f"tool-{tool.name}",
-            ),
-        )
-        for tool in all_tools()
-        if tool.name not in CONFIG_TOOLS
-    ]
+    tool_forms = tool_policy_forms(agent, request.POST)
     valid = settings_form.is_valid() & all([form.is_valid() for _, form in tool_forms])
     if not valid:
         messages.error(request, "Nothing was saved: fix the highlighted fields.")
         context = config_context(agent, settings_form=settings_form, tool_forms=tool_forms)
         return configure_failed(request, agent, context, status=400)
     tools = {
-        tool.name: form.settings()
-        for tool, form in tool_forms
-        if tool.name in existing or form.cleaned_data.get("enabled")
+        tool.name: form.settings() for tool, form in tool_forms if form.instance.pk or form.cleaned_data.get("enabled")
     }
     try:
         outcome = four_eyes.agent_configure(
@@ -93,7 +76,7 @@ def config_changes(request: AuthedRequest) -> HttpResponse:
     rows = []
     for proposal in proposals:
         detail: Any = proposal.arguments
-        if proposal.tool == "activate_prompt":
+        if proposal.tool == ACTIVATE_PROMPT.name:
             version = PromptVersion.objects.filter(pk=proposal.arguments.get("version")).first()
             active = configuration.active_prompt(proposal.agent)
             detail = configuration.prompt_diff(active.text if active else "", version.text if version else "")

@@ -34,7 +34,6 @@ from agents import services as agent_services
 from agents.models import AgentTool
 from agents.tools import Tool, ToolContext, ToolError, get_tool
 from approvals.models import (
-    ACTION_TRANSITIONS,
     EXECUTE_ACTION,
     ActionRequest,
     ActionStatus,
@@ -42,6 +41,7 @@ from approvals.models import (
     Execution,
     ExecutionStatus,
 )
+from approvals.transitions import action_transition, execution_transition
 from audit.services import Actor, record
 from core import counters
 from core.background import enqueue, enqueue_on_commit
@@ -104,8 +104,10 @@ def _claim(execution_id: int) -> tuple[Execution, ActionRequest, AgentTool] | No
             return None
         agent_tool = AgentTool.objects.filter(agent_id=execution.action.agent_id, tool=execution.action.tool).first()
         # Claim: only one delivery moves pending -> running.
-        claimed = Execution.objects.filter(pk=execution_id, status=ExecutionStatus.PENDING).update(
-            status=ExecutionStatus.RUNNING,
+        claimed = execution_transition(
+            Execution.objects.filter(pk=execution_id),
+            from_status=ExecutionStatus.PENDING,
+            to=ExecutionStatus.RUNNING,
             started_at=timezone.now(),
             lease_until=lease_until(),
             attempts=F("attempts") + 1,
@@ -185,12 +187,15 @@ def _interrupted(
     """
     retry = tool is not None and tool.transactional
     with transaction.atomic():
-        still_ours = Execution.objects.filter(
-            pk=execution.pk, status=ExecutionStatus.RUNNING, attempts=execution.attempts
-        )
+        still_ours = Execution.objects.filter(pk=execution.pk, attempts=execution.attempts)
         if retry:
-            if not still_ours.update(
-                status=ExecutionStatus.PENDING, lease_until=None, published_at=timezone.now(), last_error=reason
+            if not execution_transition(
+                still_ours,
+                from_status=ExecutionStatus.RUNNING,
+                to=ExecutionStatus.PENDING,
+                lease_until=None,
+                published_at=timezone.now(),
+                last_error=reason,
             ):
                 return ""
             record(
@@ -202,7 +207,12 @@ def _interrupted(
             )
             enqueue_on_commit(EXECUTE_ACTION, execution.pk, countdown=retry_delay(min(execution.attempts, 5)))
             return "retried"
-        if not still_ours.update(status=ExecutionStatus.IN_DOUBT, last_error=f"{reason}: effect unknown"):
+        if not execution_transition(
+            still_ours,
+            from_status=ExecutionStatus.RUNNING,
+            to=ExecutionStatus.IN_DOUBT,
+            last_error=f"{reason}: effect unknown",
+        ):
             return ""
         _transition(action, from_statuses=(ActionStatus.EXECUTING,), to=ActionStatus.IN_DOUBT)
         record(
@@ -224,10 +234,10 @@ def _tool_failed(
     with transaction.atomic():
         if retry:
             # Back off exponentially with jitter and publish again; the worker is not held.
-            back = Execution.objects.filter(
-                pk=execution.pk, status=ExecutionStatus.RUNNING, attempts=execution.attempts
-            ).update(
-                status=ExecutionStatus.PENDING,
+            back = execution_transition(
+                Execution.objects.filter(pk=execution.pk, attempts=execution.attempts),
+                from_status=ExecutionStatus.RUNNING,
+                to=ExecutionStatus.PENDING,
                 lease_until=None,
                 published_at=timezone.now(),
                 last_error=f"{error.code}: {error.message}",
@@ -261,14 +271,14 @@ def _finish(
     now = timezone.now()
     # Compare-and-set on the attempt: if the sweeper gave this execution to
     # another delivery, this one must not commit (its effect rolls back).
-    done = Execution.objects.filter(
-        pk=execution.pk, status=ExecutionStatus.RUNNING, attempts=execution.attempts
-    ).update(
-        status=ExecutionStatus.DONE if status == ActionStatus.EXECUTED else ExecutionStatus.FAILED,
+    done = execution_transition(
+        Execution.objects.filter(pk=execution.pk, attempts=execution.attempts),
+        from_status=ExecutionStatus.RUNNING,
+        to=ExecutionStatus.DONE if status == ActionStatus.EXECUTED else ExecutionStatus.FAILED,
         finished_at=now,
         last_error="" if error is None else f"{error.code}: {error.message}",
     )
-    if done != 1:
+    if not done:
         raise StaleExecution(execution.pk)
     error_text = "" if error is None else f"{error.code}: {error.message}"
     _transition(
@@ -307,11 +317,8 @@ def _finish(
 
 
 def _transition(action: ActionRequest, *, from_statuses: tuple[str, ...], to: str, **fields: Any) -> None:
-    for source in from_statuses:
-        if to not in ACTION_TRANSITIONS[source]:
-            raise IllegalTransition(f"action cannot go from {source} to {to}")
-    changed = ActionRequest.objects.filter(pk=action.pk, status__in=from_statuses).update(status=to, **fields)
-    if changed != 1:
+    """An action transition this process must win (it holds the execution's claim); the instance follows."""
+    if not action_transition(action, from_statuses=from_statuses, to=to, **fields):
         raise IllegalTransition(f"action {action.pk} was not in {'/'.join(from_statuses)}")
     action.status = to
     for name, value in fields.items():
@@ -353,12 +360,19 @@ def action_resolve_in_doubt(*, action: ActionRequest, actor: User, executed: boo
         raise InvalidInput("say what you checked (comment)", code="reason_required")
     to = ActionStatus.EXECUTED if executed else ActionStatus.FAILED
     with transaction.atomic():
-        if not ActionRequest.objects.filter(pk=action.pk, status=ActionStatus.IN_DOUBT).update(
-            status=to, error="" if executed else f"resolved as not executed: {comment}", executed_at=timezone.now()
+        if not action_transition(
+            action,
+            from_statuses=(ActionStatus.IN_DOUBT,),
+            to=to,
+            error="" if executed else f"resolved as not executed: {comment}",
+            executed_at=timezone.now(),
         ):
             raise IllegalTransition("the action is not in doubt")
-        Execution.objects.filter(action=action).update(
-            status=ExecutionStatus.DONE if executed else ExecutionStatus.FAILED, finished_at=timezone.now()
+        execution_transition(
+            Execution.objects.filter(action=action),
+            from_status=ExecutionStatus.IN_DOUBT,
+            to=ExecutionStatus.DONE if executed else ExecutionStatus.FAILED,
+            finished_at=timezone.now(),
         )
         record(
             actor=actor,

@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from agents.configuration import active_prompt, apply_change, plan_change, prompt_diff
 from agents.models import Agent, PromptVersion
+from approvals.config_tools import ACTIVATE_PROMPT, APPLY_AGENT_CONFIG
 from approvals.models import ActionRequest, ActionStatus
 from approvals.queue import queue_count_add
 from audit.services import record
@@ -47,7 +48,7 @@ def agent_configure(
             apply_change(agent=agent, change=plan.change, actor=actor)
         return ConfigOutcome(applied=True)
     proposal = propose_change(
-        agent=agent, actor=actor, tool="apply_agent_config", arguments=plan.change, reason="; ".join(plan.risky)
+        agent=agent, actor=actor, tool=APPLY_AGENT_CONFIG.name, arguments=plan.change, reason="; ".join(plan.risky)
     )
     return ConfigOutcome(applied=False, proposal=proposal, risky=plan.risky)
 
@@ -110,7 +111,7 @@ def prompt_propose(*, agent: Agent, actor: User, text: str, note: str = "") -> t
         proposal = propose_change(
             agent=agent,
             actor=actor,
-            tool="activate_prompt",
+            tool=ACTIVATE_PROMPT.name,
             arguments={"version": version.pk, "number": version.number},
             reason=f"new prompt version {version.number}",
         )

@@ -217,6 +217,21 @@ class ExecutionStatus(models.TextChoices):
     IN_DOUBT = "in_doubt"
 
 
+# Every status write of an Execution (approvals.transitions.execution_transition) is checked against this.
+EXECUTION_TRANSITIONS: dict[str, frozenset[str]] = {
+    # A delivery claims it; only one wins.
+    ExecutionStatus.PENDING: frozenset({ExecutionStatus.RUNNING}),
+    # Finished, failed, handed back for a retry, or interrupted with an effect nobody can confirm.
+    ExecutionStatus.RUNNING: frozenset(
+        {ExecutionStatus.DONE, ExecutionStatus.FAILED, ExecutionStatus.PENDING, ExecutionStatus.IN_DOUBT}
+    ),
+    # A person who checked the outside system says whether it happened.
+    ExecutionStatus.IN_DOUBT: frozenset({ExecutionStatus.DONE, ExecutionStatus.FAILED}),
+    ExecutionStatus.DONE: frozenset(),
+    ExecutionStatus.FAILED: frozenset(),
+}
+
+
 class Execution(models.Model):
     """The one execution of an approved action; its key makes the effect idempotent."""
 

@@ -15,6 +15,7 @@ from approvals.models import (
     Execution,
     QueueCount,
 )
+from approvals.transitions import action_transition
 from core.background import enqueue_on_commit
 
 logger = logging.getLogger(__name__)
@@ -39,9 +40,15 @@ def action_leave_pending(
     The expected state is `pending` at the tier the caller saw (plus `expect`);
     False when another transaction got there first.
     """
-    won = ActionRequest.objects.filter(
-        pk=action.pk, status=ActionStatus.PENDING, tier=action.tier, **(expect or {})
-    ).update(status=to_status, claimed_by=None, claim_expires_at=None, **fields)
+    won = action_transition(
+        action,
+        from_statuses=(ActionStatus.PENDING,),
+        to=to_status,
+        expect={"tier": action.tier, **(expect or {})},
+        claimed_by=None,
+        claim_expires_at=None,
+        **fields,
+    )
     if won:
         queue_count_add(agent_id=action.agent_id, tier=action.tier, delta=-1)
     return bool(won)

@@ -82,8 +82,9 @@ def main() -> None:
     from django.test.utils import CaptureQueriesContext
     from websockets.asyncio.client import connect
 
+    from agents.configuration import agent_tool_configure
     from agents.models import Agent
-    from agents.services import agent_create, agent_permission_grant, agent_tool_configure
+    from agents.services import agent_create, agent_permission_grant
     from approvals.models import ActionRequest
     from approvals.routing import route_tool_call
     from audit.services import Actor

@@ -97,8 +97,9 @@ def main() -> None:
     from django.test import Client
 
     from agents.breakers import breaker_for
+    from agents.configuration import agent_tool_configure
     from agents.models import BreakerState, CircuitBreaker
-    from agents.services import agent_create, agent_permission_grant, agent_tool_configure
+    from agents.services import agent_create, agent_permission_grant
     from audit.services import Actor
 
     system = Actor.system("bench")

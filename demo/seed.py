@@ -11,8 +11,9 @@ from django.db import transaction
 from accounts.models import Role
 from accounts.roles import ensure_roles
 from accounts.services import role_assign
+from agents.configuration import agent_tool_configure
 from agents.models import Agent
-from agents.services import agent_create, agent_permission_grant, agent_tool_configure
+from agents.services import agent_create, agent_permission_grant
 from audit.services import Actor
 from demo.models import Contact, Order
 

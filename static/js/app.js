@@ -3,13 +3,36 @@
   "use strict";
 
   // Fetch the live part of the page again over HTTP: the inbox's rows, or the operators' lists.
+  // A live message that arrives while a fetch is on its way may be older than the fetch's answer
+  // or newer: the answer would overwrite it, so fetch once more after it (never two at a time).
+  var fetching = false;
+  var again = false;
+
   function resync() {
     if (!window.htmx) return;
+    if (fetching) {
+      again = true;
+      return;
+    }
     var inbox = document.getElementById("inbox");
     var ops = document.getElementById("ops");
-    if (inbox) htmx.ajax("GET", inbox.dataset.rowsUrl, { target: "#inbox-rows", swap: "innerHTML" });
-    else if (ops) htmx.ajax("GET", ops.dataset.refreshUrl, { target: "#exceptions", swap: "outerHTML" });
+    var request = null;
+    if (inbox) request = htmx.ajax("GET", inbox.dataset.rowsUrl, { target: "#inbox-rows", swap: "innerHTML" });
+    else if (ops) request = htmx.ajax("GET", ops.dataset.refreshUrl, { target: "#exceptions", swap: "outerHTML" });
+    if (!request) return;
+    fetching = true;
+    request.finally(function () {
+      fetching = false;
+      if (again) {
+        again = false;
+        resync();
+      }
+    });
   }
+
+  document.addEventListener("htmx:wsAfterMessage", function () {
+    if (fetching) again = true;
+  });
 
   document.addEventListener("htmx:wsOpen", function () {
     var dot = document.getElementById("live-status");

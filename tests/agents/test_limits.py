@@ -8,9 +8,10 @@ from django.contrib.auth import get_user_model
 from django.utils import timezone
 
 from agents.breakers import breaker_allows, breaker_for, breaker_record_success, breaker_reset
+from agents.configuration import agent_tool_configure
 from agents.models import Agent, AgentDailyUsage, BreakerState, CircuitBreaker, Run, RunStatus, StepKind
 from agents.providers import ProviderError, ToolCallProposal
-from agents.services import agent_permission_grant, agent_tool_configure, run_resume, run_start, runs_sweep
+from agents.services import agent_permission_grant, run_resume, run_start, runs_sweep
 from approvals.decisions import action_request_decide
 from approvals.models import ActionRequest, ActionStatus
 from audit.models import AuditEvent

@@ -4,9 +4,10 @@ from decimal import Decimal
 
 import pytest
 
+from agents.configuration import agent_tool_configure
 from agents.models import Run, RunStatus, StepKind
 from agents.providers import FinalAnswer, ProviderResult, ToolCallProposal, register_provider
-from agents.services import agent_tool_configure, agent_update, run_start
+from agents.services import agent_update, run_start
 from approvals.decisions import action_request_decide
 from approvals.execution import action_execute
 from approvals.models import ActionRequest, ActionStatus, Execution

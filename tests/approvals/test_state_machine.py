@@ -28,6 +28,7 @@ from approvals.decisions import action_request_decide
 from approvals.execution import action_execute, action_undo, executions_sweep
 from approvals.models import (
     ACTION_TRANSITIONS,
+    EXECUTION_TRANSITIONS,
     ActionRequest,
     ActionStatus,
     Decision,
@@ -164,6 +165,20 @@ class ApprovalMachine(RuleBasedStateMachine):
             assert status in ACTION_TRANSITIONS
         for status in Run.objects.values_list("status", flat=True):
             assert status in RUN_TRANSITIONS
+
+    @invariant()
+    def executions_follow_their_actions(self):
+        # What the action says happened, its execution says too (both go through their tables).
+        expected = {
+            ActionStatus.EXECUTED: {ExecutionStatus.DONE},
+            ActionStatus.COMPENSATED: {ExecutionStatus.DONE},
+            ActionStatus.IN_DOUBT: {ExecutionStatus.IN_DOUBT},
+            ActionStatus.EXECUTING: {ExecutionStatus.PENDING, ExecutionStatus.RUNNING},
+        }
+        for status, action_status in Execution.objects.values_list("status", "action__status"):
+            assert status in EXECUTION_TRANSITIONS
+            if action_status in expected:
+                assert status in expected[action_status], (action_status, status)
 
     @invariant()
     def nothing_ran_twice(self):

@@ -31,6 +31,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_until(predicate: Any, timeout: float = 30.0, interval: float = 0.1) -> bool:
+    """Poll until `predicate()` holds (True) or `timeout` passes (False): for work done by other processes."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return False
+
+
 def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

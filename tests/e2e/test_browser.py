@@ -14,7 +14,7 @@ from accounts.services import api_token_issue
 from approvals.models import ActionRequest, Decision
 from demo.models import Refund
 from tests.conftest import PASSWORD, needs_postgres, needs_redis, user
-from tests.e2e.conftest import use_production_password
+from tests.e2e.conftest import use_production_password, wait_until
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
@@ -96,6 +96,8 @@ def test_new_action_appears_live_and_leaves_the_other_inbox_when_approved(demo, 
     bob.wait_for_selector(row, state="detached", timeout=10_000)
     bob.screenshot(path=str(SCREENSHOTS / "inbox-reviewer2-after-approval.png"), full_page=True)
 
+    # The worker executes it after the decision commits: wait for that, then count.
+    assert wait_until(lambda: ActionRequest.objects.get(pk=action.pk).status == "executed")
     action.refresh_from_db()
     assert action.decision.reviewer.username == "reviewer"
     assert Refund.objects.filter(order__order_id="ORD-1007").count() == 1

@@ -25,7 +25,7 @@ from approvals.models import ActionRequest
 from audit.selectors import verify_chain
 from demo.models import Refund
 from tests.conftest import needs_postgres, needs_redis, user
-from tests.e2e.test_faults import wait_until
+from tests.e2e.conftest import wait_until
 
 pytestmark = [needs_postgres, needs_redis, pytest.mark.django_db(transaction=True)]
 

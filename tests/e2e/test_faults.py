@@ -16,17 +16,9 @@ from audit.models import AuditEvent
 from audit.selectors import verify_chain
 from demo.models import Refund
 from tests.conftest import needs_postgres, needs_redis, user
+from tests.e2e.conftest import wait_until
 
 pytestmark = [needs_postgres, needs_redis, pytest.mark.django_db(transaction=True)]
-
-
-def wait_until(predicate, timeout=30.0, interval=0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return False
 
 
 def test_worker_killed_mid_execution_the_action_still_runs_exactly_once(demo, bare_stack):

@@ -6,7 +6,6 @@ import asyncio
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -17,20 +16,11 @@ from channels_redis.core import RedisChannelLayer
 from live.groups import operator_group
 from live.push import OPS_CHANGED, push
 from tests.conftest import needs_postgres, needs_redis
-from tests.e2e.conftest import BIN
+from tests.e2e.conftest import BIN, wait_until
 
 pytestmark = [needs_postgres, needs_redis, pytest.mark.django_db(transaction=True)]
 
 AGENT_ID = 424242  # the ops refresh renders without reading the agent
-
-
-def _wait_for(predicate: Any, timeout: float = 30) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := predicate():
-            return value
-        time.sleep(0.05)
-    raise AssertionError("timed out")
 
 
 def test_a_standby_relay_takes_over_and_nothing_committed_is_lost(stack_env, tmp_path, settings):
@@ -58,7 +48,8 @@ def test_a_standby_relay_takes_over_and_nothing_committed_is_lost(stack_env, tmp
     async def scenario() -> tuple[list[int], list[dict[str, Any]], list[dict[str, Any]], list[int]]:
         channel = await layer.new_channel()
         await layer.group_add(operator_group(AGENT_ID), channel)
-        first = await asyncio.to_thread(_wait_for, leaders)
+        assert await asyncio.to_thread(wait_until, leaders)
+        first = leaders()
         await asyncio.to_thread(push, OPS_CHANGED, agent_id=AGENT_ID)
         before = await collect(channel, 1)
         # The active relay dies without a word; what commits meanwhile waits in the outbox.

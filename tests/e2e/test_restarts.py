@@ -21,7 +21,7 @@ from agents.models import Run
 from approvals.models import ActionRequest
 from demo.models import Refund
 from tests.conftest import needs_postgres, needs_redis, user
-from tests.e2e.test_faults import wait_until
+from tests.e2e.conftest import wait_until
 
 pytestmark = [
     needs_postgres,

@@ -1,4 +1,8 @@
-"""Tools Countersign itself provides for configuration changes a second admin approved (four eyes)."""
+"""The tools that carry out configuration changes a second admin approved (four eyes, tier 0).
+
+They are `internal`: no agent can be given them, so the guard refuses them to models; the
+only way one runs is as the execution of an approved proposal (approvals.four_eyes).
+"""
 
 from __future__ import annotations
 
@@ -59,8 +63,6 @@ def decline_prompt(args: ActivatePromptArgs, actor: Any) -> None:
     prompt_reject(version_id=args.version, actor=actor)
 
 
-# Configuration tools are executed only for tier-0 proposals approved by a
-# second admin; no agent has them enabled, so the guard refuses them to models.
 APPLY_AGENT_CONFIG = register(
     Tool(
         name="apply_agent_config",
@@ -68,6 +70,7 @@ APPLY_AGENT_CONFIG = register(
         args_model=ConfigChangeArgs,
         impact=Impact.WRITE,
         execute=apply_agent_config,
+        internal=True,
     )
 )
 ACTIVATE_PROMPT = register(
@@ -78,6 +81,6 @@ ACTIVATE_PROMPT = register(
         impact=Impact.WRITE,
         execute=activate_prompt,
         declined=decline_prompt,
+        internal=True,
     )
 )
-CONFIG_TOOLS = frozenset({"apply_agent_config", "activate_prompt"})

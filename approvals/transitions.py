@@ -1,0 +1,41 @@
+"""The one writer of ActionRequest.status and Execution.status: compare-and-set, checked against the tables.
+
+A transition the table does not allow is a bug in the caller (IllegalTransition), raised
+before anything is written. One the table allows but the row is no longer in (another
+transaction got there first) returns False: the caller decides what that means.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import QuerySet
+
+from approvals.models import ACTION_TRANSITIONS, EXECUTION_TRANSITIONS, ActionRequest, Execution
+from core.errors import IllegalTransition
+
+
+def _allowed(table: dict[str, frozenset[str]], what: str, from_statuses: tuple[str, ...], to: str) -> None:
+    for source in from_statuses:
+        if to not in table[source]:
+            raise IllegalTransition(f"{what} cannot go from {source} to {to}")
+
+
+def action_transition(
+    action: ActionRequest,
+    *,
+    from_statuses: tuple[str, ...],
+    to: str,
+    expect: dict[str, Any] | None = None,
+    **fields: Any,
+) -> bool:
+    """Move the action from one of `from_statuses` (and `expect`) to `to`, writing `fields` with it."""
+    _allowed(ACTION_TRANSITIONS, "action", from_statuses, to)
+    rows = ActionRequest.objects.filter(pk=action.pk, status__in=from_statuses, **(expect or {}))
+    return rows.update(status=to, **fields) == 1
+
+
+def execution_transition(executions: QuerySet[Execution], *, from_status: str, to: str, **fields: Any) -> bool:
+    """Move the execution(s) in `executions` that are in `from_status` to `to` (the queryset says which attempt)."""
+    _allowed(EXECUTION_TRANSITIONS, "execution", (from_status,), to)
+    return executions.filter(status=from_status).update(status=to, **fields) > 0
