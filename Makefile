@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PORT ?= 8000
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest venv worker beat
+.PHONY: demo test lint typecheck pytest venv worker beat stack
 
 # (Re)create the virtualenv when it is missing or the pinned requirements changed.
 $(STAMP): requirements.txt requirements-dev.txt
@@ -41,6 +41,10 @@ pytest: $(STAMP)
 	$(PY) -m pytest
 
 test: lint typecheck pytest
+
+# The production topology on this machine: 2 web processes on one port, 2 workers, beat, the relay.
+stack: $(STAMP)
+	VENV=$(VENV) bash deploy/stack.sh
 
 worker: $(STAMP)
 	$(VENV)/bin/celery -A config worker --loglevel=INFO

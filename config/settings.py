@@ -254,12 +254,26 @@ CHANNEL_CAPACITY = env_int("CHANNEL_CAPACITY", default=1000)
 SOCKET_RECHECK_SECONDS = env_int("SOCKET_RECHECK_SECONDS", default=30)
 if SOCKET_RECHECK_SECONDS < 1:
     raise ImproperlyConfigured(f"SOCKET_RECHECK_SECONDS must be at least 1, got {SOCKET_RECHECK_SECONDS}")
+# Sockets join and leave their groups this many at a time per process (live.consumers), so a
+# burst of reconnects queues instead of exhausting the Redis pool, which is sized above that.
+LIVE_LAYER_CONCURRENCY = env_int("LIVE_LAYER_CONCURRENCY", default=32)
+CHANNEL_REDIS_MAX_CONNECTIONS = env_int("CHANNEL_REDIS_MAX_CONNECTIONS", default=128)
+CHANNEL_REDIS_SOCKET_TIMEOUT = env_int("CHANNEL_REDIS_SOCKET_TIMEOUT", default=15)
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
-                "hosts": [REDIS_URL],
+                "hosts": [
+                    {
+                        "address": REDIS_URL,
+                        "max_connections": CHANNEL_REDIS_MAX_CONNECTIONS,
+                        # Longer than the layer's blocking read (channels_redis waits 5 s in BZPOPMIN).
+                        # redis-py's default is also 5 s: the reply and the client's timeout then race,
+                        # and a socket whose consumer loses the race dies on every idle 5 s.
+                        "socket_timeout": CHANNEL_REDIS_SOCKET_TIMEOUT,
+                    }
+                ],
                 "capacity": CHANNEL_CAPACITY,
                 "expiry": 60,
                 "group_expiry": 86400,

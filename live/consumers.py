@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import weakref
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Protocol
@@ -47,6 +48,27 @@ CLOSE_TRY_AGAIN = 1012  # the channel layer failed: reconnect (and resync)
 EXPIRY_MARGIN_SECONDS = 0.05
 
 RESYNC = '<div id="inbox-resync" hx-swap-oob="true" data-resync="1"></div>'
+
+# Joining and leaving groups takes a Redis connection per call. A burst of sockets (a deploy, a
+# network blip: every page reconnects at once) would open one each and exhaust the pool; a few at a
+# time, the burst queues here instead and every socket gets in.
+_layer_slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = weakref.WeakKeyDictionary()
+
+
+def _slots() -> asyncio.Semaphore:
+    loop = asyncio.get_running_loop()
+    slots = _layer_slots.get(loop)
+    if slots is None:
+        slots = _layer_slots[loop] = asyncio.Semaphore(settings.LIVE_LAYER_CONCURRENCY)
+    return slots
+
+
+def _off_loop(fn: Callable[..., Any]) -> Callable[..., Any]:
+    # Not Django's one "sync thread" (thread_sensitive): a burst of sockets checks its sessions on
+    # several threads at once. These reads share nothing with a request's thread-bound state. SQLite
+    # (the embedded demo, one user) keeps the one thread: it locks tables across threads.
+    sqlite = settings.DATABASES["default"]["ENGINE"].endswith("sqlite3")
+    return database_sync_to_async(fn, thread_sensitive=sqlite)
 
 
 class SessionStatus(Protocol):
@@ -122,13 +144,13 @@ class LiveConsumer(AsyncWebsocketConsumer):
             return await self._recheck_now()
 
     async def _recheck_now(self) -> SessionStatus | None:
-        check = await database_sync_to_async(self.check_session)(
+        check = await _off_loop(self.check_session)(
             session_key=self.session_key, user_id=self.user_id, auth_hash=self.auth_hash
         )
         if not check.ok:
             await self._end(CLOSE_SESSION_ENDED)
             return None
-        wanted = await database_sync_to_async(self.audience)(self.user_id)
+        wanted = await _off_loop(self.audience)(self.user_id)
         if self.ended:  # closed (logout, disconnect) while this re-check read the database
             return None
         # The personal group alone serves nothing: every right is some agent's group.
@@ -136,17 +158,18 @@ class LiveConsumer(AsyncWebsocketConsumer):
             await self._end(CLOSE_NO_RIGHTS)
             return None
         # Re-adding every group also refreshes its membership in a layer that expires groups.
-        for group in wanted:
-            await self.channel_layer.group_add(group, self.channel_name)
-        for group in self.groups_joined - wanted:
-            await self.channel_layer.group_discard(group, self.channel_name)
-            self.seen.pop(group, None)
+        async with _slots():
+            for group in wanted:
+                await self.channel_layer.group_add(group, self.channel_name)
+            for group in self.groups_joined - wanted:
+                await self.channel_layer.group_discard(group, self.channel_name)
+                self.seen.pop(group, None)
         new = wanted - self.groups_joined
         self.groups_joined = wanted
         if new:
             # Joined first, then read where the numbers stand: a message sent in between is
             # numbered at or below what is read, and what it says the page fetches anyway.
-            standing = await database_sync_to_async(cache.get_many)([seq_key(g) for g in new])
+            standing = await _off_loop(cache.get_many)([seq_key(g) for g in new])
             for group in new:
                 if (mark := standing.get(seq_key(group))) is not None:
                     self.seen[group] = (str(mark[0]), int(mark[1]))
@@ -190,9 +213,10 @@ class LiveConsumer(AsyncWebsocketConsumer):
             watcher.cancel()
 
     async def _leave_groups(self) -> None:
-        for group in self.groups_joined:
-            with contextlib.suppress(Exception):  # the socket is going away either way
-                await self.channel_layer.group_discard(group, self.channel_name)
+        async with _slots():
+            for group in self.groups_joined:
+                with contextlib.suppress(Exception):  # the socket is going away either way
+                    await self.channel_layer.group_discard(group, self.channel_name)
         self.groups_joined = set()
 
     async def _send_resync(self) -> None:

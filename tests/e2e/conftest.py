@@ -80,7 +80,10 @@ class Stack:
         """daphne, and the relay that delivers its pushes (as `make stack` runs them)."""
         if self.relay is None:
             self.relay = self._spawn("relay", [BIN / "python", "manage.py", "live_relay"])
-        web = self._spawn("web", [BIN / "daphne", "-b", "127.0.0.1", "-p", str(self.port), "config.asgi:application"])
+        # daphne drops a socket its application has not accepted within 5 s; a burst of hundreds of
+        # sockets on this 2-core machine takes longer than that to get through (tests/e2e/test_sockets.py).
+        argv = ["-b", "127.0.0.1", "-p", str(self.port), "--websocket_connect_timeout", "60", "config.asgi:application"]
+        web = self._spawn("web", [BIN / "daphne", *argv])
         wait_for_port(self.port, web)
 
     def start_worker(self, concurrency: int = 2, **extra_env: str) -> subprocess.Popen:

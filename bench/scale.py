@@ -1,0 +1,251 @@
+"""Scale-out figures, each beside a baseline measured in the same run, interleaved, repeated.
+
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/countersign_bench REDIS_URL=redis://127.0.0.1:6379/14 \
+    SECRET_KEY=bench AUDIT_CHAIN_KEY=bench AUDIT_ANCHOR_FILE=/tmp/bench-anchors.log \
+    .venv/bin/python bench/scale.py routing|sockets|workers [--reps 3]
+
+routing  Routed actions per second in-process (guard, policy, the action row, its audit row, the
+         push intent; one transaction each), at concurrency 1 and 8, against a raw-psycopg baseline
+         doing the same rows by hand: an action row, an HMAC-chained audit row under the same
+         advisory lock, and a Redis PUBLISH. Ratio = baseline rate / product rate (the cost).
+sockets  The same routing with 0 and with 50 reviewer sockets open on a web process (the relay
+         delivers every routed row to all 50), interleaved: the slowdown the sockets cause.
+workers  Agent runs per second through 1 and through 2 Celery worker processes (concurrency 1
+         each), interleaved; deadlocks counted by PostgreSQL and runs left unfinished.
+
+Every figure prints its repetitions, the median and the spread (min-max).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import hmac
+import json
+import os
+import statistics
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import BIN, ROOT, setup_django, spawn, wait_port
+
+os.environ.setdefault("BACKGROUND_TASKS", "inline")
+os.environ.setdefault("LIVE_RELAY", "process")
+
+
+def spread(values: list[float]) -> str:
+    return f"median {statistics.median(values):.1f}  spread {min(values):.1f}-{max(values):.1f}  runs {values}"
+
+
+# --- routing ------------------------------------------------------------------------------
+
+
+def _in_threads(total: int, threads: int, work: Callable[[int, int], None]) -> float:
+    """Run `work(thread, i)` `total` times split over `threads` threads; return the rate per second."""
+    per = total // threads
+
+    def loop(t: int) -> None:
+        for i in range(per):
+            work(t, i)
+
+    pool = [threading.Thread(target=loop, args=(t,)) for t in range(threads)]
+    started = time.perf_counter()
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join()
+    return per * threads / (time.perf_counter() - started)
+
+
+def product_router() -> Callable[[int, int], None]:
+    from django.db import connection
+
+    from agents.models import Agent
+    from approvals.routing import route_tool_call
+
+    agent = Agent.objects.get(slug="crm-cleanup")  # destructive: every call waits for review
+
+    def route(t: int, i: int) -> None:
+        outcome = route_tool_call(
+            agent=agent, run=None, tool="delete_contacts", arguments={"ids": [1 + (t * 7 + i) % 200]}, confidence=0.9
+        )
+        assert outcome.action is not None
+
+    route.close = connection.close  # type: ignore[attr-defined]
+    return route
+
+
+BASELINE_DDL = """
+CREATE TABLE IF NOT EXISTS bench_action (
+    id bigserial PRIMARY KEY, agent_id int NOT NULL, tool text NOT NULL, arguments jsonb NOT NULL,
+    confidence double precision NOT NULL, status text NOT NULL, created_at timestamptz NOT NULL DEFAULT now());
+CREATE TABLE IF NOT EXISTS bench_audit (
+    seq bigint PRIMARY KEY, event text NOT NULL, target text NOT NULL, payload jsonb NOT NULL,
+    prev_hash text NOT NULL, hash text NOT NULL, created_at timestamptz NOT NULL DEFAULT now());
+"""
+
+
+def baseline_router() -> Callable[[int, int], None]:
+    """The same work by hand: action row, chained audit row under one advisory lock, PUBLISH."""
+    import psycopg
+    import redis
+
+    url = os.environ["DATABASE_URL"]
+    with psycopg.connect(url, autocommit=True) as setup:
+        setup.execute(BASELINE_DDL)
+    key = b"bench-chain-key"
+    local = threading.local()
+    publisher = redis.Redis.from_url(os.environ["REDIS_URL"])
+
+    def route(t: int, i: int) -> None:
+        conn = getattr(local, "conn", None)
+        if conn is None:
+            conn = local.conn = psycopg.connect(url)
+        with conn.transaction():
+            row = conn.execute(
+                "INSERT INTO bench_action (agent_id, tool, arguments, confidence, status)"
+                " VALUES (%s, %s, %s, %s, 'pending') RETURNING id",
+                [1, "delete_contacts", json.dumps({"ids": [1 + i % 200]}), 0.9],
+            ).fetchone()
+            conn.execute("SELECT pg_advisory_xact_lock(4242)")
+            head = conn.execute("SELECT seq, hash FROM bench_audit ORDER BY seq DESC LIMIT 1").fetchone()
+            seq, prev = (head[0] + 1, head[1]) if head else (1, "")
+            payload = json.dumps({"tool": "delete_contacts", "route": "review"}, sort_keys=True)
+            digest = hmac.new(key, f"{seq}|{prev}|action.proposed|{row[0]}|{payload}".encode(), hashlib.sha256)
+            conn.execute(
+                "INSERT INTO bench_audit (seq, event, target, payload, prev_hash, hash)"
+                " VALUES (%s, %s, %s, %s, %s, %s)",
+                [seq, "action.proposed", str(row[0]), payload, prev, digest.hexdigest()],
+            )
+        publisher.publish("bench.inbox", f'<article id="action-{row[0]}"></article>')
+
+    return route
+
+
+def routing(reps: int, total: int) -> None:
+    setup_django()
+    product, baseline = product_router(), baseline_router()
+    results: dict[tuple[str, int], list[float]] = {}
+    for rep in range(reps):
+        for threads in (1, 8):
+            order = [("baseline", baseline), ("product", product)]
+            if rep % 2:
+                order.reverse()  # interleaved A/B, alternating which goes first
+            for name, work in order:
+                results.setdefault((name, threads), []).append(round(_in_threads(total, threads, work), 1))
+    print(f"routing, in-process, {total} actions per measurement, {reps} repetitions, interleaved")
+    for threads in (1, 8):
+        base, prod = results[("baseline", threads)], results[("product", threads)]
+        print(f"  concurrency {threads}: product   {spread(prod)} actions/s")
+        print(f"  concurrency {threads}: baseline  {spread(base)} actions/s")
+        ratios = [b / p for b, p in zip(base, prod, strict=True)]
+        print(f"  concurrency {threads}: cost (baseline/product) {spread([round(r, 2) for r in ratios])}")
+    growth = [p8 / p1 for p1, p8 in zip(results[("product", 1)], results[("product", 8)], strict=True)]
+    print(f"  product growth 1 -> 8: {spread([round(g, 2) for g in growth])}x")
+
+
+# --- sockets ------------------------------------------------------------------------------
+
+SOCKET_CLIENT = r"""
+import asyncio, re, sys, websockets
+url, cookie, origin, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+marker = re.compile(r'data-group="([^"]+)" data-epoch="([^"]+)" data-seq="(\d+)"')
+async def one(counts, gaps):
+    async with websockets.connect(url, additional_headers={"Cookie": cookie, "Origin": origin}, max_size=None) as ws:
+        last = {}
+        counts.append(0)
+        me = len(counts) - 1
+        async for frame in ws:
+            for group, epoch, seq in marker.findall(frame):
+                seq = int(seq)
+                if group in last and last[group] == (epoch, seq - 1) or group not in last:
+                    pass
+                else:
+                    gaps.append((group, last[group], (epoch, seq)))
+                last[group] = (epoch, seq)
+                counts[me] += 1
+async def main():
+    counts, gaps = [], []
+    tasks = [asyncio.create_task(one(counts, gaps)) for _ in range(n)]
+    while len(counts) < n:
+        await asyncio.sleep(0.05)
+    print("open", flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+    print("frames", sum(counts), "gaps", len(gaps), flush=True)
+asyncio.run(main())
+"""
+
+
+def sockets(reps: int, total: int, n_sockets: int = 50) -> None:
+    import subprocess
+
+    setup_django()
+    from django.contrib.auth import get_user_model
+    from django.test import Client
+
+    reviewer = get_user_model().objects.get(username="reviewer")
+    client = Client()
+    client.force_login(reviewer)
+    cookie = f"sessionid={client.cookies['sessionid'].value}"
+    logs = Path("/tmp/countersign-bench")
+    logs.mkdir(exist_ok=True)
+    port = 18766
+    env = {**os.environ, "BACKGROUND_TASKS": "celery"}
+    argv = [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"]
+    web = spawn(argv, env, logs / "web.log")
+    relay = spawn([str(BIN / "python"), "manage.py", "live_relay"], env, logs / "relay.log")
+    wait_port(port)
+    product = product_router()
+    url, origin = f"ws://127.0.0.1:{port}/ws/inbox/", f"http://127.0.0.1:{port}"
+    with_sockets: list[float] = []
+    without: list[float] = []
+    delivered: list[str] = []
+    try:
+        for rep in range(reps):
+            for mode in ("open", "closed") if rep % 2 == 0 else ("closed", "open"):
+                if mode == "closed":
+                    without.append(round(_in_threads(total, 1, product), 1))
+                    continue
+                clients = subprocess.Popen(
+                    [str(BIN / "python"), "-c", SOCKET_CLIENT, url, cookie, origin, str(n_sockets)],
+                    cwd=ROOT,
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    text=True,
+                )
+                assert clients.stdout is not None and clients.stdin is not None
+                assert clients.stdout.readline().strip() == "open"
+                with_sockets.append(round(_in_threads(total, 1, product), 1))
+                time.sleep(2.0)  # let the relay finish delivering before counting
+                clients.stdin.write("\n")
+                clients.stdin.flush()
+                delivered.append(clients.stdout.readline().strip())
+                clients.wait(timeout=30)
+    finally:
+        for proc in (web, relay):
+            proc.terminate()
+            proc.wait(timeout=15)
+    print(f"routing, in-process, concurrency 1, {total} actions per measurement, {reps} repetitions, interleaved")
+    print(f"  0 reviewer sockets:  {spread(without)} actions/s")
+    print(f"  {n_sockets} reviewer sockets: {spread(with_sockets)} actions/s")
+    slow = [round(100 * (1 - w / o), 1) for w, o in zip(with_sockets, without, strict=True)]
+    print(f"  slowdown: {spread(slow)} %")
+    print(f"  delivered to the {n_sockets} sockets per repetition: {delivered} (expected {total} x {n_sockets})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("what", choices=["routing", "sockets"])
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("-n", type=int, default=400)
+    args = parser.parse_args()
+    print(f"machine: {os.cpu_count()} cores; PostgreSQL and Redis on loopback; {time.strftime('%Y-%m-%d %H:%M')}")
+    {"routing": routing, "sockets": sockets}[args.what](args.reps, args.n)
+
+
+if __name__ == "__main__":
+    main()
