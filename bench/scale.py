@@ -237,14 +237,89 @@ def sockets(reps: int, total: int, n_sockets: int = 50) -> None:
     print(f"  delivered to the {n_sockets} sockets per repetition: {delivered} (expected {total} x {n_sockets})")
 
 
+# --- workers ------------------------------------------------------------------------------
+
+
+def _deadlocks() -> int:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()")
+        return int(cursor.fetchone()[0])
+
+
+def _runs_through(workers: int, runs: int, queue: str, logs: Path) -> tuple[float, int, int]:
+    """Start `workers` worker processes (concurrency 1 each), wait until ready, start `runs` runs, time them."""
+    from agents.models import Agent, Run
+    from agents.services import run_start
+
+    agent = Agent.objects.get(slug="refund-triage")
+    ticket = {"ticket": "Arrived broken.", "order_id": "ORD-1003", "amount": 0.01}  # auto path: no reviewer
+    procs = []
+    for n in range(workers):
+        log = logs / f"worker-{workers}-{n}.log"
+        log.write_text("")
+        argv = [str(BIN / "celery"), "-A", "config", "worker", "-Q", queue, "-c", "1", "-n", f"w{n}@%h", "-l", "INFO"]
+        procs.append((spawn(argv, dict(os.environ), log), log))
+    try:
+        deadline = time.monotonic() + 60
+        while not all(" ready." in log.read_text() for _, log in procs):
+            if time.monotonic() > deadline:
+                raise TimeoutError("workers did not start")
+            time.sleep(0.1)
+        deadlocks = _deadlocks()
+        started_ids = []
+        started = time.perf_counter()
+        for _ in range(runs):
+            started_ids.append(run_start(agent=agent, input=ticket, actor=None).pk)
+        pending = Run.objects.filter(pk__in=started_ids).exclude(status="succeeded")
+        give_up = time.monotonic() + 600
+        while pending.exists() and time.monotonic() < give_up:
+            time.sleep(0.05)
+        elapsed = time.perf_counter() - started
+        return runs / elapsed, _deadlocks() - deadlocks, pending.count()
+    finally:
+        for proc, _ in procs:
+            proc.terminate()
+        for proc, _ in procs:
+            proc.wait(timeout=30)
+
+
+def workers(reps: int, total: int) -> None:
+    import uuid
+
+    queue = f"bench-{uuid.uuid4().hex[:6]}"
+    os.environ["CELERY_QUEUE"] = queue
+    os.environ["BACKGROUND_TASKS"] = "celery"
+    setup_django()
+    from django.conf import settings
+
+    settings.BACKGROUND_TASKS = "celery"
+    logs = Path("/tmp/countersign-bench")
+    logs.mkdir(exist_ok=True)
+    rates: dict[int, list[float]] = {1: [], 2: []}
+    deadlocks = stuck = 0
+    for rep in range(reps):
+        for count in (1, 2) if rep % 2 == 0 else (2, 1):
+            rate, dead, left = _runs_through(count, total, queue, logs)
+            rates[count].append(round(rate, 2))
+            deadlocks += dead
+            stuck += left
+    print(f"agent runs (auto path, 3 tasks each) through Celery workers, {total} runs per measurement, {reps} reps")
+    print(f"  1 worker:  {spread(rates[1])} runs/s")
+    print(f"  2 workers: {spread(rates[2])} runs/s")
+    ratio = [round(b / a, 2) for a, b in zip(rates[1], rates[2], strict=True)]
+    print(f"  2 workers / 1 worker: {spread(ratio)}x; deadlocks {deadlocks}; runs left unfinished {stuck}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("what", choices=["routing", "sockets"])
+    parser.add_argument("what", choices=["routing", "sockets", "workers"])
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("-n", type=int, default=400)
     args = parser.parse_args()
     print(f"machine: {os.cpu_count()} cores; PostgreSQL and Redis on loopback; {time.strftime('%Y-%m-%d %H:%M')}")
-    {"routing": routing, "sockets": sockets}[args.what](args.reps, args.n)
+    {"routing": routing, "sockets": sockets, "workers": workers}[args.what](args.reps, args.n)
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ from django.db import InterfaceError, OperationalError
 from django.utils import timezone
 
 from live.groups import session_tag, user_group
-from live.relay import seq_key
+from live.relay import EPOCH_KEY, seq_key
 
 logger = logging.getLogger(__name__)
 
@@ -61,14 +61,6 @@ def _slots() -> asyncio.Semaphore:
     if slots is None:
         slots = _layer_slots[loop] = asyncio.Semaphore(settings.LIVE_LAYER_CONCURRENCY)
     return slots
-
-
-def _off_loop(fn: Callable[..., Any]) -> Callable[..., Any]:
-    # Not Django's one "sync thread" (thread_sensitive): a burst of sockets checks its sessions on
-    # several threads at once. These reads share nothing with a request's thread-bound state. SQLite
-    # (the embedded demo, one user) keeps the one thread: it locks tables across threads.
-    sqlite = settings.DATABASES["default"]["ENGINE"].endswith("sqlite3")
-    return database_sync_to_async(fn, thread_sensitive=sqlite)
 
 
 class SessionStatus(Protocol):
@@ -144,13 +136,13 @@ class LiveConsumer(AsyncWebsocketConsumer):
             return await self._recheck_now()
 
     async def _recheck_now(self) -> SessionStatus | None:
-        check = await _off_loop(self.check_session)(
+        check = await database_sync_to_async(self.check_session)(
             session_key=self.session_key, user_id=self.user_id, auth_hash=self.auth_hash
         )
         if not check.ok:
             await self._end(CLOSE_SESSION_ENDED)
             return None
-        wanted = await _off_loop(self.audience)(self.user_id)
+        wanted = await database_sync_to_async(self.audience)(self.user_id)
         if self.ended:  # closed (logout, disconnect) while this re-check read the database
             return None
         # The personal group alone serves nothing: every right is some agent's group.
@@ -169,10 +161,12 @@ class LiveConsumer(AsyncWebsocketConsumer):
         if new:
             # Joined first, then read where the numbers stand: a message sent in between is
             # numbered at or below what is read, and what it says the page fetches anyway.
-            standing = await _off_loop(cache.get_many)([seq_key(g) for g in new])
-            for group in new:
-                if (mark := standing.get(seq_key(group))) is not None:
-                    self.seen[group] = (str(mark[0]), int(mark[1]))
+            standing = await database_sync_to_async(cache.get_many)([EPOCH_KEY, *(seq_key(g) for g in new)])
+            if (epoch := standing.get(EPOCH_KEY)) is not None:
+                for group in new:
+                    mark = standing.get(seq_key(group))
+                    # A number from an older epoch says nothing now: this epoch has not used the group.
+                    self.seen[group] = (str(mark[0]), int(mark[1])) if mark and mark[0] == epoch else (epoch, 0)
         return check
 
     async def _watch(self, expires_at: datetime | None) -> None:

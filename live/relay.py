@@ -11,8 +11,9 @@ active at a time (a PostgreSQL advisory lock), so a group's numbers rise by
 exactly one per message. The epoch changes when the relay starts, when a send
 fails and when a renderer fails: a socket that sees a new epoch or a gap has
 missed something and tells its page to fetch its list again. The latest
-(epoch, seq) of each group is kept in the cache so a socket that joins a group
-knows where the numbers stand.
+(epoch, seq) of each group, and the epoch itself, are kept in the cache so a
+socket that joins a group knows where the numbers stand: a group with no number
+in the current epoch has had no message in it yet (the next one is 1).
 """
 
 from __future__ import annotations
@@ -54,6 +55,9 @@ def renders(event: str) -> Callable[[Renderer], Renderer]:
         return renderer
 
     return register
+
+
+EPOCH_KEY = "live:epoch"  # the active relay's epoch
 
 
 def seq_key(group: str) -> str:
@@ -135,7 +139,8 @@ class Relay:
             numbered.append((group, {**message, "group": group, "epoch": self.epoch, "seq": seq}))
         # Where the numbers stand, before the messages: a socket joining now reads a number it
         # then sees again (and skips) rather than one it would take for a gap.
-        cache.set_many({seq_key(group): (self.epoch, self.seq[group]) for group, _ in numbered}, timeout=None)
+        standing: dict[str, Any] = {seq_key(group): (self.epoch, self.seq[group]) for group, _ in numbered}
+        cache.set_many({**standing, EPOCH_KEY: self.epoch}, timeout=None)
         async_to_sync(_send_all)(layer, numbered)
 
 
