@@ -2,7 +2,7 @@
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/countersign_bench REDIS_URL=redis://127.0.0.1:6379/14 \
     SECRET_KEY=bench AUDIT_CHAIN_KEY=bench AUDIT_ANCHOR_FILE=/tmp/bench-anchors.log \
-    .venv/bin/python bench/scale.py routing|sockets|workers [--reps 3]
+    .venv/bin/python bench/scale.py routing|sockets|workers|decisions [--reps 3] [-n N]
 
 routing  Routed actions per second in-process (guard, policy, the action row, its audit row, the
          push intent; one transaction each), at concurrency 1 and 8, against a raw-psycopg baseline
@@ -12,6 +12,8 @@ sockets  The same routing with 0 and with 50 reviewer sockets open on a web proc
          delivers every routed row to all 50), interleaved: the slowdown the sockets cause.
 workers  Agent runs per second through 1 and through 2 Celery worker processes (concurrency 1
          each), interleaved; deadlocks counted by PostgreSQL and runs left unfinished.
+decisions  On the `make stack` topology (uvicorn --workers 2, 2 workers, the relay): the p95 of
+         decision POSTs sent at 50/s (open loop), beside an authenticated GET of one action at 50/s.
 
 Every figure prints its repetitions, the median and the spread (min-max).
 """
@@ -31,7 +33,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import BIN, ROOT, setup_django, spawn, wait_port
+from common import BIN, ROOT, percentile, setup_django, spawn, wait_port
 
 os.environ.setdefault("BACKGROUND_TASKS", "inline")
 os.environ.setdefault("LIVE_RELAY", "process")
@@ -312,14 +314,123 @@ def workers(reps: int, total: int) -> None:
     print(f"  2 workers / 1 worker: {spread(ratio)}x; deadlocks {deadlocks}; runs left unfinished {stuck}")
 
 
+# --- decisions ----------------------------------------------------------------------------
+
+
+def _open_loop(base: str, token: str, rate: float, requests: list[tuple[str, str, dict | None]]) -> list[float]:
+    """Send `requests` at a fixed `rate` (open loop: the schedule does not wait for answers); latencies in ms."""
+    import asyncio
+
+    import httpx
+
+    async def run() -> list[float]:
+        latencies: list[float] = []
+        limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
+        headers = {"Authorization": f"Bearer {token}"}
+        async with httpx.AsyncClient(base_url=base, headers=headers, limits=limits, timeout=30) as client:
+
+            async def one(method: str, path: str, body: dict | None) -> None:
+                started = time.perf_counter()
+                response = await client.request(method, path, json=body)
+                assert response.status_code == 200, (response.status_code, response.text[:200])
+                latencies.append((time.perf_counter() - started) * 1000)
+
+            tasks = []
+            t0 = time.perf_counter()
+            for i, (method, path, body) in enumerate(requests):
+                delay = t0 + i / rate - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                tasks.append(asyncio.create_task(one(method, path, body)))
+            await asyncio.gather(*tasks)
+        return latencies
+
+    return asyncio.run(run())
+
+
+def decisions(reps: int, total: int, rate: float = 50.0) -> None:
+    """Decision POST p95 at `rate`/s on the production topology, beside a trivial authenticated GET."""
+    import uuid
+
+    queue = f"bench-{uuid.uuid4().hex[:6]}"
+    os.environ["CELERY_QUEUE"] = queue
+    os.environ["BACKGROUND_TASKS"] = "celery"
+    setup_django()
+    from django.conf import settings
+    from django.contrib.auth import get_user_model
+
+    from accounts.services import api_token_issue
+
+    settings.BACKGROUND_TASKS = "inline"  # the pending actions below are made here, not by workers
+    route = product_router()
+    from approvals.models import ActionRequest
+
+    need = total * reps + 10
+    for i in range(need):
+        route(0, i)
+    pending = list(ActionRequest.objects.filter(status="pending").order_by("id").values_list("pk", flat=True))
+    token = api_token_issue(user=get_user_model().objects.get(username="reviewer"), actor=None)
+    logs = Path("/tmp/countersign-bench")
+    logs.mkdir(exist_ok=True)
+    port = 18767
+    env = {**os.environ, "BACKGROUND_TASKS": "celery", "LIVE_RELAY": "process"}
+    web_argv = [str(BIN / "uvicorn"), "config.asgi:application", "--host", "127.0.0.1", "--port", str(port)]
+    web_argv += ["--workers", "2", "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--lifespan", "off"]
+    procs = [spawn(web_argv, env, logs / "web.log")]
+    for n in range(2):
+        argv = [
+            str(BIN / "celery"),
+            "-A",
+            "config",
+            "worker",
+            "-Q",
+            queue,
+            "-c",
+            "1",
+            "-n",
+            f"d{n}@%h",
+            "-l",
+            "WARNING",
+        ]
+        procs.append(spawn(argv, env, logs / f"decide-worker-{n}.log"))
+    procs.append(spawn([str(BIN / "python"), "manage.py", "live_relay"], env, logs / "relay.log"))
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_port(port)
+        time.sleep(3)  # both web processes and the workers up
+        _open_loop(base, token, rate, [("GET", f"/api/v1/actions/{pending[-1]}", None)] * 50)  # warm up
+        results: dict[str, list[float]] = {"decision": [], "baseline": []}
+        cursor = 0
+        for rep in range(reps):
+            order = ("baseline", "decision") if rep % 2 == 0 else ("decision", "baseline")
+            for name in order:
+                if name == "baseline":
+                    batch = [("GET", f"/api/v1/actions/{pending[-1]}", None)] * total
+                else:
+                    ids = pending[cursor : cursor + total]
+                    cursor += total
+                    batch = [("POST", f"/api/v1/actions/{i}/decision", {"verdict": "approve"}) for i in ids]
+                latencies = _open_loop(base, token, rate, batch)
+                results[name].append(round(percentile(latencies, 0.95), 1))
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(timeout=30)
+    print(f"make-stack topology (uvicorn --workers 2, 2 workers, relay), {total} requests at {rate:.0f}/s, {reps} reps")
+    print(f"  decision POST p95:               {spread(results['decision'])} ms")
+    print(f"  baseline authenticated GET p95:  {spread(results['baseline'])} ms")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("what", choices=["routing", "sockets", "workers"])
+    parser.add_argument("what", choices=["routing", "sockets", "workers", "decisions"])
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("-n", type=int, default=400)
     args = parser.parse_args()
     print(f"machine: {os.cpu_count()} cores; PostgreSQL and Redis on loopback; {time.strftime('%Y-%m-%d %H:%M')}")
-    {"routing": routing, "sockets": sockets, "workers": workers}[args.what](args.reps, args.n)
+    modes = {"routing": routing, "sockets": sockets, "workers": workers, "decisions": decisions}
+    modes[args.what](args.reps, args.n)
 
 
 if __name__ == "__main__":

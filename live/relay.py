@@ -79,6 +79,10 @@ class Relay:
         self.epoch = secrets.token_hex(4)
         self.seq.clear()
 
+    def announce(self) -> None:
+        """Say where sockets look which epoch is current (a relay that takes the lead says so at once)."""
+        cache.set(EPOCH_KEY, self.epoch, timeout=None)
+
     def drain(self) -> int:
         """Deliver committed intents until none is left; return how many there were."""
         total = 0
@@ -178,8 +182,9 @@ def run_forever(stop: threading.Event, *, poll_seconds: float = 1.0) -> None:
                 if stop.is_set():
                     break
                 leading = True
-                relay.new_epoch()
                 # A new leader, or one that lost its connection: the numbers start over.
+                relay.new_epoch()
+                relay.announce()
                 logger.info("relay: leading (epoch %s)", relay.epoch)
                 backoff = 0.5
             relay.drain()

@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 from django.contrib.auth import get_user_model
-from django.core.cache import cache
 from django.db import connection
 from django.db.backends.signals import connection_created
 from django.dispatch import receiver
@@ -17,7 +16,7 @@ from accounts.services import api_token_issue
 from agents.models import Agent
 from core.secrets import forget_cached
 from demo.seed import seed_all
-from live.relay import EPOCH_KEY, inline_relay
+from live.relay import inline_relay
 
 ON_POSTGRES = os.environ.get("DATABASE_URL", "").startswith(("postgres://", "postgresql://"))
 ON_REDIS = bool(os.environ.get("REDIS_URL"))
@@ -39,7 +38,7 @@ def _anchors_per_test(settings: Any, tmp_path: Any) -> None:
     forget_cached()
     # This process's relay starts each test on a fresh epoch, and says so where sockets look.
     inline_relay().new_epoch()
-    cache.set(EPOCH_KEY, inline_relay().epoch, timeout=None)
+    inline_relay().announce()
 
 
 @pytest.fixture(autouse=True)
