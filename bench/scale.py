@@ -49,10 +49,18 @@ def spread(values: list[float]) -> str:
 def _in_threads(total: int, threads: int, work: Callable[[int, int], None]) -> float:
     """Run `work(thread, i)` `total` times split over `threads` threads; return the rate per second."""
     per = total // threads
+    failures: list[BaseException] = []
 
     def loop(t: int) -> None:
-        for i in range(per):
-            work(t, i)
+        try:
+            for i in range(per):
+                work(t, i)
+        except BaseException as error:  # a failed measurement must not pass for a fast one
+            failures.append(error)
+        finally:
+            closing = getattr(work, "close", None)
+            if closing is not None:
+                closing()  # this thread's database connection goes back to the pool
 
     pool = [threading.Thread(target=loop, args=(t,)) for t in range(threads)]
     started = time.perf_counter()
@@ -60,6 +68,8 @@ def _in_threads(total: int, threads: int, work: Callable[[int, int], None]) -> f
         thread.start()
     for thread in pool:
         thread.join()
+    if failures:
+        raise failures[0]
     return per * threads / (time.perf_counter() - started)
 
 
@@ -73,11 +83,19 @@ def product_router() -> Callable[[int, int], None]:
 
     def route(t: int, i: int) -> None:
         outcome = route_tool_call(
-            agent=agent, run=None, tool="delete_contacts", arguments={"ids": [1 + (t * 7 + i) % 200]}, confidence=0.9
+            agent=agent,
+            run=None,
+            tool="delete_contacts",
+            arguments={"ids": [1 + (t * 7 + i) % 200]},
+            confidence=0.9,
+            rationale="bench",
         )
         assert outcome.action is not None
 
-    route.close = connection.close  # type: ignore[attr-defined]
+    def close() -> None:
+        connection.close()  # the calling thread's connection, back to the pool
+
+    route.close = close  # type: ignore[attr-defined]
     return route
 
 
@@ -205,12 +223,15 @@ def sockets(reps: int, total: int, n_sockets: int = 50) -> None:
     url, origin = f"ws://127.0.0.1:{port}/ws/inbox/", f"http://127.0.0.1:{port}"
     with_sockets: list[float] = []
     without: list[float] = []
+    cpu: dict[str, list[float]] = {"open": [], "closed": []}
     delivered: list[str] = []
     try:
         for rep in range(reps):
             for mode in ("open", "closed") if rep % 2 == 0 else ("closed", "open"):
                 if mode == "closed":
+                    before = time.process_time()
                     without.append(round(_in_threads(total, 1, product), 1))
+                    cpu["closed"].append(round((time.process_time() - before) * 1000 / total, 2))
                     continue
                 clients = subprocess.Popen(
                     [str(BIN / "python"), "-c", SOCKET_CLIENT, url, cookie, origin, str(n_sockets)],
@@ -221,7 +242,9 @@ def sockets(reps: int, total: int, n_sockets: int = 50) -> None:
                 )
                 assert clients.stdout is not None and clients.stdin is not None
                 assert clients.stdout.readline().strip() == "open"
+                before = time.process_time()
                 with_sockets.append(round(_in_threads(total, 1, product), 1))
+                cpu["open"].append(round((time.process_time() - before) * 1000 / total, 2))
                 time.sleep(2.0)  # let the relay finish delivering before counting
                 clients.stdin.write("\n")
                 clients.stdin.flush()
@@ -236,6 +259,8 @@ def sockets(reps: int, total: int, n_sockets: int = 50) -> None:
     print(f"  {n_sockets} reviewer sockets: {spread(with_sockets)} actions/s")
     slow = [round(100 * (1 - w / o), 1) for w, o in zip(with_sockets, without, strict=True)]
     print(f"  slowdown: {spread(slow)} %")
+    print(f"  routing process CPU per action, 0 sockets:  {spread(cpu['closed'])} ms")
+    print(f"  routing process CPU per action, {n_sockets} sockets: {spread(cpu['open'])} ms")
     print(f"  delivered to the {n_sockets} sockets per repetition: {delivered} (expected {total} x {n_sockets})")
 
 
@@ -427,10 +452,14 @@ def main() -> None:
     parser.add_argument("what", choices=["routing", "sockets", "workers", "decisions"])
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("-n", type=int, default=400)
+    parser.add_argument("--rate", type=float, default=50.0, help="decisions: requests per second")
     args = parser.parse_args()
     print(f"machine: {os.cpu_count()} cores; PostgreSQL and Redis on loopback; {time.strftime('%Y-%m-%d %H:%M')}")
     modes = {"routing": routing, "sockets": sockets, "workers": workers, "decisions": decisions}
-    modes[args.what](args.reps, args.n)
+    if args.what == "decisions":
+        decisions(args.reps, args.n, args.rate)
+    else:
+        modes[args.what](args.reps, args.n)
 
 
 if __name__ == "__main__":
