@@ -2,7 +2,7 @@
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/countersign_bench REDIS_URL=redis://127.0.0.1:6379/14 \
     SECRET_KEY=bench AUDIT_CHAIN_KEY=bench AUDIT_ANCHOR_FILE=/tmp/bench-anchors.log \
-    .venv/bin/python bench/scale.py routing|sockets|workers|decisions [--reps 3] [-n N]
+    .venv/bin/python bench/scale.py routing|sockets|workers|push|decisions [--reps 3] [-n N]
 
 routing  Routed actions per second in-process (guard, policy, the action row, its audit row, the
          push intent; one transaction each), at concurrency 1 and 8, against a raw-psycopg baseline
@@ -12,6 +12,8 @@ sockets  The same routing with 0 and with 50 reviewer sockets open on a web proc
          delivers every routed row to all 50), interleaved: the slowdown the sockets cause.
 workers  Agent runs per second through 1 and through 2 Celery worker processes (concurrency 1
          each), interleaved; deadlocks counted by PostgreSQL and runs left unfinished.
+push     Commit -> websocket arrival p95 with 300 reviewer sockets on one daphne (and the relay), beside
+         a plain websocket relay fed by one Redis SUBSCRIBE; pushes lost and sequence gaps counted.
 decisions  On the `make stack` topology (uvicorn --workers 2, 2 workers, the relay): the p95 of
          decision POSTs sent at 50/s (open loop), beside an authenticated GET of one action at 50/s.
 
@@ -31,6 +33,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import BIN, ROOT, percentile, setup_django, spawn, wait_port
@@ -264,6 +267,178 @@ def sockets(reps: int, total: int, n_sockets: int = 50) -> None:
     print(f"  delivered to the {n_sockets} sockets per repetition: {delivered} (expected {total} x {n_sockets})")
 
 
+# --- push latency ---------------------------------------------------------------------------
+
+# Clients that stamp each frame's arrival: a frame names its action (`action-<id>`); each client
+# prints "<id> <time.time()>" for the first frame of each id, and "gaps N" for its sequence numbers.
+STAMPING_CLIENT = r"""
+import asyncio, re, sys, time, websockets
+url, cookie, origin, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+action = re.compile(r'id="action-(\d+)"')
+marker = re.compile(r'data-group="([^"]+)" data-epoch="([^"]+)" data-seq="(\d+)"')
+arrivals, gaps = {}, [0]
+async def one(i, opened):
+    headers = {"Cookie": cookie, "Origin": origin} if cookie else {}
+    async with websockets.connect(url, additional_headers=headers, max_size=None, open_timeout=120) as ws:
+        opened.append(i)
+        last = {}
+        async for frame in ws:
+            now = time.time()
+            for group, epoch, seq in marker.findall(frame):
+                if group in last and last[group] != (epoch, int(seq) - 1):
+                    gaps[0] += 1
+                last[group] = (epoch, int(seq))
+            for found in action.findall(frame):
+                arrivals.setdefault((i, found), now)
+async def main():
+    opened = []
+    for i in range(n):
+        asyncio.create_task(one(i, opened))
+    while len(opened) < n:
+        await asyncio.sleep(0.05)
+    print("open", flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+    for (i, found), at in arrivals.items():
+        print(found, at)
+    print("gaps", gaps[0], flush=True)
+asyncio.run(main())
+"""
+
+# The baseline: the plainest websocket relay there is, one Redis SUBSCRIBE fanned out to every socket.
+PLAIN_RELAY = r"""
+import asyncio, sys, redis.asyncio as redis, websockets
+port, url = int(sys.argv[1]), sys.argv[2]
+clients = set()
+async def handler(ws):
+    clients.add(ws)
+    try:
+        await ws.wait_closed()
+    finally:
+        clients.discard(ws)
+async def pump():
+    pubsub = redis.Redis.from_url(url).pubsub()
+    await pubsub.subscribe("bench.inbox")
+    async for message in pubsub.listen():
+        if message["type"] == "message":
+            websockets.broadcast(clients, message["data"].decode())
+async def main():
+    async with websockets.serve(handler, "127.0.0.1", port, max_size=None):
+        await pump()
+asyncio.run(main())
+"""
+
+
+def _stamped(clients: Any, sent: dict[str, float]) -> tuple[list[float], int]:
+    """Latencies (ms) of every (socket, action) arrival, and the sequence gaps the clients counted."""
+    clients.stdin.write("\n")
+    clients.stdin.flush()
+    arrivals: dict[str, list[float]] = {}
+    gaps = 0
+    for line in clients.stdout:
+        word, value = line.split()
+        if word == "gaps":
+            gaps = int(value)
+            break
+        arrivals.setdefault(word, []).append(float(value))
+    clients.wait(timeout=60)
+    latencies = [(at - sent[key]) * 1000 for key, ats in arrivals.items() if key in sent for at in ats]
+    return latencies, gaps
+
+
+def push(reps: int, total: int, n_sockets: int = 300) -> None:
+    """Commit -> browser push with `n_sockets` open, beside a plain Redis-PUBLISH websocket relay."""
+    import subprocess
+
+    import redis
+
+    setup_django()
+    from django.contrib.auth import get_user_model
+    from django.db import transaction
+    from django.test import Client
+
+    client = Client()
+    client.force_login(get_user_model().objects.get(username="reviewer"))
+    cookie = f"sessionid={client.cookies['sessionid'].value}"
+    logs = Path("/tmp/countersign-bench")
+    logs.mkdir(exist_ok=True)
+    port, plain_port = 18768, 18769
+    env = {**os.environ, "BACKGROUND_TASKS": "celery", "LIVE_RELAY": "process"}
+    argv = [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port), "--websocket_connect_timeout", "120"]
+    procs = [
+        spawn([*argv, "config.asgi:application"], env, logs / "push-web.log"),
+        spawn([str(BIN / "python"), "manage.py", "live_relay", "--poll", "0.5"], env, logs / "push-relay.log"),
+        spawn(
+            [str(BIN / "python"), "-c", PLAIN_RELAY, str(plain_port), os.environ["REDIS_URL"]], env, logs / "plain.log"
+        ),
+    ]
+    route = product_router()
+    publisher = redis.Redis.from_url(os.environ["REDIS_URL"])
+    results: dict[str, list[float]] = {"product": [], "baseline": []}
+    lost: dict[str, list[int]] = {"product": [], "baseline": []}
+    gaps_seen = []
+    try:
+        wait_port(port)
+        wait_port(plain_port)
+        time.sleep(2)
+        counter = [0]
+        for rep in range(reps):
+            for name in ("baseline", "product") if rep % 2 == 0 else ("product", "baseline"):
+                target = f"ws://127.0.0.1:{port}/ws/inbox/" if name == "product" else f"ws://127.0.0.1:{plain_port}/"
+                clients = subprocess.Popen(
+                    [
+                        str(BIN / "python"),
+                        "-c",
+                        STAMPING_CLIENT,
+                        target,
+                        cookie if name == "product" else "",
+                        f"http://127.0.0.1:{port}",
+                        str(n_sockets),
+                    ],
+                    cwd=ROOT,
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    text=True,
+                )
+                assert clients.stdout is not None and clients.stdin is not None
+                assert clients.stdout.readline().strip() == "open"
+                time.sleep(1.0)
+                sent: dict[str, float] = {}
+                for _ in range(total):
+                    counter[0] += 1
+                    if name == "product":
+                        stamp: dict[str, float] = {}
+                        with transaction.atomic():
+                            transaction.on_commit(lambda s=stamp: s.__setitem__("t", time.time()))
+                            route(0, counter[0])
+                        key = str(_last_action_id())
+                        sent[key] = stamp["t"]
+                    else:
+                        key = str(10_000_000 + counter[0])  # digits, like an action id
+                        sent[key] = time.time()
+                        publisher.publish("bench.inbox", f'<article id="action-{key}"></article>')
+                    time.sleep(0.1)  # one at a time: latency, not throughput
+                time.sleep(3.0)
+                latencies, gaps = _stamped(clients, sent)
+                results[name].append(round(percentile(latencies, 0.95), 1))
+                lost[name].append(total * n_sockets - len(latencies))  # every socket should see every push
+                if name == "product":
+                    gaps_seen.append(gaps)
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(timeout=30)
+    print(f"commit -> push, {n_sockets} sockets, {total} pushes one at a time per measurement, {reps} reps")
+    print(f"  product p95:  {spread(results['product'])} ms; lost {lost['product']}; gaps {gaps_seen}")
+    print(f"  baseline p95: {spread(results['baseline'])} ms; lost {lost['baseline']} (plain Redis-PUBLISH relay)")
+
+
+def _last_action_id() -> int:
+    from approvals.models import ActionRequest
+
+    return int(ActionRequest.objects.order_by("-id").values_list("pk", flat=True)[0])
+
+
 # --- workers ------------------------------------------------------------------------------
 
 
@@ -449,13 +624,13 @@ def decisions(reps: int, total: int, rate: float = 50.0) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("what", choices=["routing", "sockets", "workers", "decisions"])
+    parser.add_argument("what", choices=["routing", "sockets", "workers", "decisions", "push"])
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("-n", type=int, default=400)
     parser.add_argument("--rate", type=float, default=50.0, help="decisions: requests per second")
     args = parser.parse_args()
     print(f"machine: {os.cpu_count()} cores; PostgreSQL and Redis on loopback; {time.strftime('%Y-%m-%d %H:%M')}")
-    modes = {"routing": routing, "sockets": sockets, "workers": workers, "decisions": decisions}
+    modes = {"routing": routing, "sockets": sockets, "workers": workers, "decisions": decisions, "push": push}
     if args.what == "decisions":
         decisions(args.reps, args.n, args.rate)
     else:

@@ -5,6 +5,7 @@ import pytest
 from agents.models import Run, RunStatus
 from approvals.models import ActionRequest, ActionStatus
 
+# Requests commit for real: the runs, routing and executions they start happen on commit (inline).
 pytestmark = pytest.mark.django_db(transaction=True)
 
 

@@ -10,6 +10,7 @@ from tests.agents.fakes import Sequence, use_provider
 from tests.approvals.test_views import login
 from tests.conftest import refund_input
 
+# Requests commit for real: the runs, routing and executions they start happen on commit (inline).
 pytestmark = pytest.mark.django_db(transaction=True)
 
 

@@ -9,6 +9,7 @@ from agents.services import run_start
 from approvals.models import ActionRequest, ActionStatus
 from tests.conftest import PASSWORD, refund_input
 
+# Requests commit for real: the runs, routing and executions they start happen on commit (inline).
 pytestmark = pytest.mark.django_db(transaction=True)
 
 

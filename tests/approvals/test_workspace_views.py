@@ -12,6 +12,7 @@ from demo.models import Order, Refund
 from tests.approvals.test_views import login
 from tests.conftest import refund_input, user
 
+# Requests commit for real: the runs, routing and executions they start happen on commit (inline).
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
