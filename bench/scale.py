@@ -46,6 +46,14 @@ def spread(values: list[float]) -> str:
     return f"median {statistics.median(values):.1f}  spread {min(values):.1f}-{max(values):.1f}  runs {values}"
 
 
+def _stop(procs: list[Any]) -> None:
+    """Stop the processes a measurement started: all asked at once, then each waited for."""
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        proc.wait(timeout=30)
+
+
 # --- routing ------------------------------------------------------------------------------
 
 
@@ -254,9 +262,7 @@ def sockets(reps: int, total: int, n_sockets: int = 50) -> None:
                 delivered.append(clients.stdout.readline().strip())
                 clients.wait(timeout=30)
     finally:
-        for proc in (web, relay):
-            proc.terminate()
-            proc.wait(timeout=15)
+        _stop([web, relay])
     print(f"routing, in-process, concurrency 1, {total} actions per measurement, {reps} repetitions, interleaved")
     print(f"  0 reviewer sockets:  {spread(without)} actions/s")
     print(f"  {n_sockets} reviewer sockets: {spread(with_sockets)} actions/s")
@@ -424,10 +430,7 @@ def push(reps: int, total: int, n_sockets: int = 300) -> None:
                 if name == "product":
                     gaps_seen.append(gaps)
     finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            proc.wait(timeout=30)
+        _stop(procs)
     print(f"commit -> push, {n_sockets} sockets, {total} pushes one at a time per measurement, {reps} reps")
     print(f"  product p95:  {spread(results['product'])} ms; lost {lost['product']}; gaps {gaps_seen}")
     print(f"  baseline p95: {spread(results['baseline'])} ms; lost {lost['baseline']} (plain Redis-PUBLISH relay)")
@@ -481,10 +484,7 @@ def _runs_through(workers: int, runs: int, queue: str, logs: Path) -> tuple[floa
         elapsed = time.perf_counter() - started
         return runs / elapsed, _deadlocks() - deadlocks, pending.count()
     finally:
-        for proc, _ in procs:
-            proc.terminate()
-        for proc, _ in procs:
-            proc.wait(timeout=30)
+        _stop([proc for proc, _ in procs])
 
 
 def workers(reps: int, total: int) -> None:
@@ -613,10 +613,7 @@ def decisions(reps: int, total: int, rate: float = 50.0) -> None:
                 latencies = _open_loop(base, token, rate, batch)
                 results[name].append(round(percentile(latencies, 0.95), 1))
     finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            proc.wait(timeout=30)
+        _stop(procs)
     print(f"make-stack topology (uvicorn --workers 2, 2 workers, relay), {total} requests at {rate:.0f}/s, {reps} reps")
     print(f"  decision POST p95:               {spread(results['decision'])} ms")
     print(f"  baseline authenticated GET p95:  {spread(results['baseline'])} ms")

@@ -42,10 +42,7 @@ def push_many(event: str, each: Iterable[dict[str, Any]]) -> None:
     rows = [Push(event=event, ids=ids) for ids in each]
     if not rows:
         return
-    if len(rows) == 1:
-        rows[0].save(force_insert=True)
-    else:
-        Push.objects.bulk_create(rows)
+    Push.objects.bulk_create(rows)
     if settings.LIVE_RELAY == "inline":
         # Tests and the single-process demo: this process is its own relay.
         transaction.on_commit(deliver_inline)

@@ -76,11 +76,9 @@ class Relay:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def new_epoch(self) -> None:
+        """Number from 1 again under a new epoch, and say so at once where joining sockets look."""
         self.epoch = secrets.token_hex(4)
         self.seq.clear()
-
-    def announce(self) -> None:
-        """Say where sockets look which epoch is current (a relay that takes the lead says so at once)."""
         cache.set(EPOCH_KEY, self.epoch, timeout=None)
 
     def drain(self) -> int:
@@ -184,7 +182,6 @@ def run_forever(stop: threading.Event, *, poll_seconds: float = 1.0) -> None:
                 leading = True
                 # A new leader, or one that lost its connection: the numbers start over.
                 relay.new_epoch()
-                relay.announce()
                 logger.info("relay: leading (epoch %s)", relay.epoch)
                 backoff = 0.5
             relay.drain()

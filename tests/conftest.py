@@ -38,7 +38,6 @@ def _anchors_per_test(settings: Any, tmp_path: Any) -> None:
     forget_cached()
     # This process's relay starts each test on a fresh epoch, and says so where sockets look.
     inline_relay().new_epoch()
-    inline_relay().announce()
 
 
 @pytest.fixture(autouse=True)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 from typing import Any
 
 import pytest
+import redis
 import websockets
 from asgiref.sync import async_to_sync
-from channels_redis.core import RedisChannelLayer
 from django.core.cache import cache
 
 from agents.selectors import agents_with_perm
@@ -79,11 +80,17 @@ def test_an_idle_socket_outlives_the_layers_blocking_read_and_still_gets_pushes(
     session = browser_session(stack.base, "operator").cookies["sessionid"]
     url = stack.base.replace("http://", "ws://") + "/ws/inbox/"
     headers = {"Cookie": f"sessionid={session}", "Origin": stack.base}
-    idle = 2 * RedisChannelLayer.brpop_timeout + 1
+    redis_server = redis.Redis.from_url(os.environ["REDIS_URL"])
+
+    def blocking_reads() -> int:
+        return int(redis_server.info("commandstats").get("cmdstat_bzpopmin", {}).get("calls", 0))
 
     async def scenario() -> list[str]:
         async with websockets.connect(url, additional_headers=headers) as socket:
-            await asyncio.sleep(idle)
+            # Idle until the web process's layer has finished two blocking reads that found nothing
+            # (a third one started): the moments at which the old timeout killed the socket.
+            start = blocking_reads()
+            assert await asyncio.to_thread(wait_until, lambda: blocking_reads() >= start + 3, 60)
             await asyncio.to_thread(push, OPS_CHANGED, agent_id=agent.pk)
             frames = [await asyncio.wait_for(socket.recv(), timeout=30)]
             while 'id="ops-refresh"' not in frames[-1]:  # a resync may come first (a new relay epoch)
