@@ -53,6 +53,26 @@ class ToolContext:
 
 
 @dataclass(frozen=True)
+class Finding:
+    """Something a reviewer should see before deciding, found by the tool itself (a refund above its order's total)."""
+
+    code: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Stake:
+    """What a call puts at stake beyond its magnitude, judged by the tool against the object it touches."""
+
+    # The magnitude as a share of the affected object (a refund against its order's total,
+    # deletions against all live contacts): 1.0 is all of it. None when there is nothing to compare.
+    share: float | None = None
+    # What the share is of, for people: "order ORD-1001's total 540.00".
+    of: str = ""
+    findings: tuple[Finding, ...] = ()
+
+
+@dataclass(frozen=True)
 class Tool:
     name: str
     description: str
@@ -65,6 +85,8 @@ class Tool:
     magnitude: Callable[[Any], Decimal] = lambda args: Decimal(0)
     # Undo: receives the arguments, the execution's result and the key.
     compensate: Callable[[Any, dict[str, Any], str], dict[str, Any]] | None = None
+    # What the call puts at stake, read from the world when it is routed (risk, warnings).
+    stake: Callable[[Any], Stake] | None = None
     # What the call would change, without changing it (shown to reviewers).
     preview: Callable[[Any], dict[str, Any]] | None = None
     # What the schema cannot know (the order exists, the amount is still

@@ -7,6 +7,7 @@ from django.db import models
 from django.utils import timezone
 
 from agents.models import Agent, Run
+from agents.tools import get_tool
 
 # The execution task (approvals.tasks), published by name: the tasks module imports the services.
 EXECUTE_ACTION = "approvals.execute_action"
@@ -67,8 +68,13 @@ class ActionRequest(models.Model):
     route = models.CharField(max_length=16)
     route_reason = models.TextField()
     risk_flags = models.JSONField(default=list, blank=True)
-    # Inbox order: riskier first (impact, doubt, flags), then the nearest deadline.
+    # Inbox order: riskier first, then the nearest deadline. The score is the sum of
+    # its parts (approvals.risk: impact, stake, doubt, flags, urgency), kept for people.
     risk_score = models.PositiveSmallIntegerField(default=0)
+    risk_parts = models.JSONField(default=dict, blank=True)
+    risk_basis = models.CharField(max_length=200, blank=True, help_text="What the stake was measured against.")
+    # What the tool found when the call was routed ({"code", "message"}): shown as warnings.
+    findings = models.JSONField(default=list, blank=True)
     warn_at = models.DateTimeField(null=True, blank=True, help_text="Half of the SLA: reviewers are warned.")
     due_at = models.DateTimeField(null=True, blank=True)
     warned_at = models.DateTimeField(null=True, blank=True)
@@ -123,6 +129,19 @@ class ActionRequest(models.Model):
 
     def __str__(self) -> str:
         return f"action {self.pk} {self.tool} ({self.status})"
+
+    def argument_items(self) -> list[tuple[str, Any]]:
+        """The arguments in the order the tool declares them (PostgreSQL's jsonb keeps keys in its own order)."""
+        if not isinstance(self.arguments, dict):
+            return []
+        tool = get_tool(self.tool)
+        rank = {name: i for i, name in enumerate(tool.args_model.model_fields)} if tool else {}
+        return sorted(self.arguments.items(), key=lambda item: (rank.get(item[0], len(rank)), item[0]))
+
+    def risk_summary(self) -> str:
+        """The score's parts in one line, for a tooltip."""
+        parts = " + ".join(f"{name} {points}" for name, points in self.risk_parts.items())
+        return f"risk {self.risk_score} = {parts}" + (f" (stake: {self.risk_basis})" if self.risk_basis else "")
 
     def feedback(self, outcome: str, *, arguments: Any = None, **detail: Any) -> dict[str, Any]:
         """What this call came to, in the one shape fed back to the agent as the tool's result."""

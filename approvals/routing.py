@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
@@ -21,6 +21,7 @@ from approvals.models import (
     ActionStatus,
 )
 from approvals.queue import execution_schedule, queue_count_add
+from approvals.risk import assess
 from audit.services import Actor, record
 from core import counters
 from live.push import ACTION_OPENED, push
@@ -145,11 +146,25 @@ def _open_action(
     agent_tool = checked.agent_tool
     now = timezone.now()
     sla = timedelta(minutes=agent_tool.sla_minutes)
+    stake = checked.tool.stake(checked.args) if checked.tool.stake is not None else None
+    risk = assess(
+        impact=checked.tool.impact,
+        magnitude=magnitude,
+        confidence=confidence,
+        flags=len(checked.flags),
+        stake=stake,
+        hard_limit=agent_tool.max_magnitude,
+        auto_limit=agent_tool.auto_max_magnitude,
+        sla_minutes=agent_tool.sla_minutes,
+    )
     action = ActionRequest.objects.create(
         agent=agent,
         run=run,
         submitted_by=actor if run is None and isinstance(actor, User) else None,
-        risk_score=risk_score(impact=checked.tool.impact, confidence=confidence, flags=checked.flags),
+        risk_score=risk.score,
+        risk_parts=risk.parts,
+        risk_basis=risk.basis,
+        findings=[asdict(f) for f in stake.findings] if stake else [],
         warn_at=now + sla / 2,
         due_at=now + sla,
         required_approvals=agent_tool.required_approvals,
@@ -181,6 +196,7 @@ def _open_action(
             "confidence": confidence,
             "magnitude": str(magnitude),
             "risk_flags": checked.flags,
+            "risk": risk.score,
         },
     )
     counters.bump(agent.pk, actions_routed=1, **{f"routed_{decision.route}": 1})
@@ -208,12 +224,3 @@ def _follow_route(action: ActionRequest, decision: RouteDecision, run: Run | Non
         )
         return RouteOutcome(action=action, fed_back=True)
     return RouteOutcome(action=action)
-
-
-IMPACT_WEIGHT = {"read": 0, "write": 20, "financial": 40, "destructive": 60}
-
-
-def risk_score(*, impact: str, confidence: float, flags: list[str]) -> int:
-    """0-100: impact, then doubt, then risk flags. The inbox shows the riskiest first."""
-    score = IMPACT_WEIGHT.get(impact, 20) + round((1 - max(0.0, min(1.0, confidence))) * 30) + 10 * len(flags)
-    return min(100, score)

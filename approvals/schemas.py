@@ -24,6 +24,13 @@ class DecisionOut(Schema):
     created_at: datetime
 
 
+class FindingOut(Schema):
+    """Something the tool found when the call was routed, shown to reviewers as a warning."""
+
+    code: str
+    message: str
+
+
 class ActionOut(Schema):
     id: int
     run: int | None
@@ -40,6 +47,9 @@ class ActionOut(Schema):
     status: ActionStatus
     tier: int
     risk_score: int
+    risk_parts: dict[str, int]
+    risk_basis: str
+    findings: list[FindingOut]
     due_at: datetime | None
     required_approvals: int
     approvals: list[str]
@@ -124,6 +134,9 @@ def action_out(action: ActionRequest) -> dict[str, Any]:
         "status": action.status,
         "tier": action.tier,
         "risk_score": action.risk_score,
+        "risk_parts": action.risk_parts,
+        "risk_basis": action.risk_basis,
+        "findings": action.findings,
         "due_at": action.due_at,
         "required_approvals": action.required_approvals,
         "approvals": [a.reviewer.get_username() for a in action.approvals.all()],

@@ -11,7 +11,7 @@ from django.db.models import F
 from django.utils import timezone
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from agents.tools import Impact, Tool, ToolContext, ToolError, register
+from agents.tools import Finding, Impact, Stake, Tool, ToolContext, ToolError, register
 from demo.models import Contact, Order, Refund
 
 
@@ -61,6 +61,22 @@ def reverse_refund(args: IssueRefundArgs, result: dict[str, Any], key: str) -> d
     return {"reversed_refund_id": refund.pk, "amount": str(refund.amount)}
 
 
+def stake_refund(args: IssueRefundArgs) -> Stake:
+    order = Order.objects.filter(order_id=args.order_id).first()
+    if order is None:
+        return Stake(findings=(Finding("order_not_found", f"there is no order {args.order_id}"),))
+    findings: tuple[Finding, ...] = ()
+    if order.refunded_total + args.amount > order.total:
+        findings = (
+            Finding(
+                "exceeds_order_total",
+                f"refunded in all {order.refunded_total + args.amount}, above the order's total {order.total}",
+            ),
+        )
+    share = float(args.amount / order.total) if order.total > 0 else None
+    return Stake(share=share, of=f"order {order.order_id}'s total {order.total}", findings=findings)
+
+
 def preview_refund(args: IssueRefundArgs) -> dict[str, Any]:
     order = Order.objects.filter(order_id=args.order_id).first()
     if order is None:
@@ -71,7 +87,6 @@ def preview_refund(args: IssueRefundArgs) -> dict[str, Any]:
         "order_total": str(order.total),
         "refunded_before": str(order.refunded_total),
         "refunded_after": str(order.refunded_total + args.amount),
-        "exceeds_total": order.refunded_total + args.amount > order.total,
     }
 
 
@@ -120,6 +135,17 @@ def restore_contacts(args: DeleteContactsArgs, result: dict[str, Any], key: str)
     return {"restored": restored}
 
 
+def stake_delete(args: DeleteContactsArgs) -> Stake:
+    live = Contact.objects.filter(deleted_at__isnull=True)
+    total = live.count()
+    found = live.filter(id__in=args.ids).count()
+    findings: tuple[Finding, ...] = ()
+    if found < len(args.ids):
+        missing = len(args.ids) - found
+        findings = (Finding("contacts_missing", f"{missing} of the ids are no contact (or already deleted)"),)
+    return Stake(share=found / total if total else None, of=f"all {total} live contacts", findings=findings)
+
+
 def preview_delete(args: DeleteContactsArgs) -> dict[str, Any]:
     found = list(Contact.objects.filter(id__in=args.ids, deleted_at__isnull=True).values("id", "name", "email"))
     return {
@@ -147,6 +173,7 @@ ISSUE_REFUND = register(
         execute=issue_refund,
         magnitude=lambda args: args.amount,
         compensate=reverse_refund,
+        stake=stake_refund,
         preview=preview_refund,
         validate=validate_refund,
     )
@@ -161,6 +188,7 @@ DELETE_CONTACTS = register(
         execute=delete_contacts,
         magnitude=lambda args: Decimal(len(args.ids)),
         compensate=restore_contacts,
+        stake=stake_delete,
         preview=preview_delete,
         validate=validate_delete,
     )

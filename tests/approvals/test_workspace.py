@@ -37,9 +37,9 @@ def test_inbox_puts_the_riskiest_first_then_the_nearest_deadline(demo, commit):
     later = pending(demo, commit, amount=300)
     ActionRequest.objects.filter(pk=later.pk).update(due_at=timezone.now() + timedelta(hours=5))
     order = [a.pk for a in selectors.inbox_for(user("reviewer"))]
-    # destructive (60 + doubt) > financial with doubt > financial; same score: earlier deadline first
-    assert order == [deletion.pk, unsure_refund.pk, confident_refund.pk, later.pk]
-    assert deletion.risk_score > unsure_refund.risk_score > confident_refund.risk_score
+    # 300 of an order's 351 outweighs deleting one contact of 200; doubt adds; same score: earlier deadline first
+    assert order == [unsure_refund.pk, confident_refund.pk, later.pk, deletion.pk]
+    assert unsure_refund.risk_score > confident_refund.risk_score == later.risk_score > deletion.risk_score
 
 
 def test_keyset_pages_cover_every_item_once_even_with_ties(demo, commit):
