@@ -174,6 +174,19 @@ class RunStatus(models.TextChoices):
     HALTED = "halted"
 
 
+class RunOutcome(models.TextChoices):
+    """What a run came to, beyond its lifecycle status: a run that finished without acting did not succeed."""
+
+    DONE = "done", "done"  # it acted (or answered without needing to), as proposed
+    DONE_WITH_EDITS = "done_with_edits", "done with edits"  # it acted, on arguments a reviewer changed
+    REFUSED = "refused", "refused"  # its last call was refused by the guard, and it did nothing
+    REJECTED = "rejected", "rejected"  # a reviewer (or the review deadline) rejected its last call, and it did nothing
+    DENIED = "denied", "denied"  # policy denied its last call, and it did nothing
+    FAILED = "failed", "failed"
+    HALTED = "halted", "halted"
+    CANCELLED = "cancelled", "cancelled"
+
+
 # Allowed run transitions, in one place. Every change goes through
 # agents.services.run_transition, a compare-and-set on the current status.
 RUN_TRANSITIONS: dict[str, frozenset[str]] = {
@@ -221,6 +234,8 @@ class Run(models.Model):
     )
     step_count = models.PositiveIntegerField(default=0)
     result = models.TextField(blank=True)
+    # Set with the status by agents.services.run_transition when the run finishes or halts; empty while it goes on.
+    outcome = models.CharField(max_length=16, choices=RunOutcome.choices, blank=True)
     halt_reason = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)

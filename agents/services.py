@@ -24,6 +24,7 @@ from agents.models import (
     AgentUserObjectPermission,
     PromptVersion,
     Run,
+    RunOutcome,
     RunPriority,
     RunStatus,
     Step,
@@ -143,9 +144,18 @@ def run_transition(*, run_id: int, from_status: str, to_status: str, **fields: A
         fields.setdefault("lease_until", None)
     if to_status in RUN_FINISHED:
         fields.setdefault("finished_at", timezone.now())
+    if to_status == RunStatus.SUCCEEDED:
+        # Only the loop knows what a finished run came to (runtime.services.run_outcome): it must say.
+        if "outcome" not in fields:
+            raise ValueError("a run that succeeds must say what it came to (outcome)")
+        outcome = RunOutcome(fields["outcome"])
+    elif to_status in RUN_FINISHED | {RunStatus.HALTED}:
+        outcome = fields.setdefault("outcome", RunOutcome(to_status))
+    else:
+        outcome = fields.setdefault("outcome", "")
     changed = Run.objects.filter(pk=run_id, status=from_status).update(status=to_status, **fields) == 1
-    if changed and to_status in RUN_FINISHED | {RunStatus.HALTED}:
-        _count_run_end(run_id, to_status)
+    if changed and outcome:
+        _count_run_end(run_id, RunOutcome(outcome), succeeded=to_status == RunStatus.SUCCEEDED)
     return changed
 
 
@@ -166,18 +176,13 @@ def run_retry_step(*, run_id: int, step_token: str, reason: str) -> bool:
     return True
 
 
-def _count_run_end(run_id: int, status: str) -> None:
+def _count_run_end(run_id: int, outcome: RunOutcome, *, succeeded: bool) -> None:
+    """One count per outcome (ops' `runs_<outcome>` counters), and the duration of a run that finished its work."""
     run = Run.objects.filter(pk=run_id).values("agent_id", "created_at", "finished_at").first()
     if run is None:
         return
-    counter = {
-        RunStatus.SUCCEEDED: "runs_succeeded",
-        RunStatus.FAILED: "runs_failed",
-        RunStatus.HALTED: "runs_halted",
-        RunStatus.CANCELLED: "runs_cancelled",
-    }[RunStatus(status)]
-    counters.bump(run["agent_id"], **{counter: 1})
-    if status == RunStatus.SUCCEEDED and run["finished_at"]:
+    counters.bump(run["agent_id"], **{f"runs_{outcome.value}": 1})
+    if succeeded and run["finished_at"]:
         counters.observe(run["agent_id"], "run_duration", (run["finished_at"] - run["created_at"]).total_seconds())
 
 

@@ -32,13 +32,14 @@ def seed(agent_ids: list[int]) -> None:
             """
             INSERT INTO agents_run (agent_id, input, status, priority, created_by_id, step_count, result, halt_reason,
                 created_at, started_at, finished_at, tokens_used, cost, running_seconds, tokens_at_resume,
-                cost_at_resume, prompt_version_id, step_token)
+                cost_at_resume, prompt_version_id, step_token, outcome)
             SELECT (%(agents)s::bigint[])[1 + (g %% %(n)s)], '{}'::jsonb,
                    CASE WHEN g %% 1000 = 0 THEN 'halted' WHEN g %% 17 = 0 THEN 'failed' ELSE 'succeeded' END,
                    0, NULL, 2, 'ok', CASE WHEN g %% 1000 = 0 THEN 'step limit reached' ELSE '' END,
                    now() - ((g %% 43200) || ' minutes')::interval, now() - ((g %% 43200) || ' minutes')::interval,
                    now() - ((g %% 43200) || ' minutes')::interval + ((g %% 90) || ' seconds')::interval,
-                   1500, 0.0012, 1.5, 0, 0, NULL, ''
+                   1500, 0.0012, 1.5, 0, 0, NULL, '',
+                   CASE WHEN g %% 1000 = 0 THEN 'halted' WHEN g %% 17 = 0 THEN 'failed' ELSE 'done' END
             FROM generate_series(1, %(runs)s) AS g
             """,
             {"agents": agent_ids, "n": len(agent_ids), "runs": RUNS},
@@ -54,12 +55,12 @@ def seed(agent_ids: list[int]) -> None:
         # The aggregates the services maintain, built once from the generated history.
         cursor.execute(
             """
-            INSERT INTO ops_agenthourstat (agent_id, hour, runs_started, runs_succeeded, runs_failed, runs_halted,
+            INSERT INTO ops_agenthourstat (agent_id, hour, runs_started, runs_done, runs_failed, runs_halted,
                 runs_cancelled, actions_routed, routed_auto, routed_review, routed_deny, guard_refusals,
                 decisions_approve, decisions_edit, decisions_reject, decisions_expired, escalations, executions,
                 execution_failures, auto_executed, undos, tokens, cost, review_seconds)
             SELECT agent_id, date_trunc('hour', created_at), count(*),
-                   count(*) FILTER (WHERE status = 'succeeded'), count(*) FILTER (WHERE status = 'failed'),
+                   count(*) FILTER (WHERE outcome = 'done'), count(*) FILTER (WHERE status = 'failed'),
                    count(*) FILTER (WHERE status = 'halted'), 0,
                    count(*), count(*) * 7 / 10, count(*) * 3 / 10, 0, 0,
                    count(*) * 2 / 10, count(*) / 20, count(*) / 20, 0, 0, count(*), count(*) / 50,

@@ -22,7 +22,7 @@ from approvals.models import ActionRequest, ActionStatus, Notification
 from audit.services import Actor, record
 from live.push import OPS_CHANGED, push
 from ops.models import Alert, AlertKind, AlertRule
-from ops.selectors import escalation_spike, recent_and_baseline
+from ops.selectors import escalation_spike, recent_and_baseline, runs_ended
 
 logger = logging.getLogger(__name__)
 SYSTEM = Actor.system("alerts")
@@ -42,7 +42,7 @@ def condition(
     if rule.kind == AlertKind.FAILURE_RATE:
         if not c:
             return False, 0.0, ""
-        finished = c["r_runs_succeeded"] + c["r_runs_failed"] + c["r_runs_halted"] + c["r_runs_cancelled"]
+        finished = runs_ended(c, "r_")
         rate = (c["r_runs_failed"] + c["r_runs_halted"]) / finished if finished >= 5 else 0.0
         return rate >= rule.threshold, rate, f"{agent.slug}: {rate:.0%} of runs failed in the last 24 h"
     if rule.kind == AlertKind.COST_BURN:

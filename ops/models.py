@@ -7,13 +7,21 @@ from decimal import Decimal
 from django.conf import settings
 from django.db import models
 
-from agents.models import Agent
+from agents.models import Agent, RunOutcome
+
+# Runs that came to an end, counted apart by how (halted counts too: an operator must act).
+RUN_ENDS = tuple(f"runs_{outcome.value}" for outcome in RunOutcome)
 
 # Counters per agent per UTC hour. Each is incremented by core.counters.bump in the
 # transaction of the event it counts (written by ops.stats).
 HOUR_COUNTERS = (
     "runs_started",
-    "runs_succeeded",
+    # One per agents.models.RunOutcome, counted when a run finishes or halts.
+    "runs_done",
+    "runs_done_with_edits",
+    "runs_refused",
+    "runs_rejected",
+    "runs_denied",
     "runs_failed",
     "runs_halted",
     "runs_cancelled",
@@ -39,7 +47,11 @@ class AgentHourStat(models.Model):
     agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="hour_stats")
     hour = models.DateTimeField()
     runs_started = models.PositiveIntegerField(default=0)
-    runs_succeeded = models.PositiveIntegerField(default=0)
+    runs_done = models.PositiveIntegerField(default=0)
+    runs_done_with_edits = models.PositiveIntegerField(default=0)
+    runs_refused = models.PositiveIntegerField(default=0)
+    runs_rejected = models.PositiveIntegerField(default=0)
+    runs_denied = models.PositiveIntegerField(default=0)
     runs_failed = models.PositiveIntegerField(default=0)
     runs_halted = models.PositiveIntegerField(default=0)
     runs_cancelled = models.PositiveIntegerField(default=0)

@@ -16,11 +16,11 @@ from django.db.models import Case, F, IntegerField, Q, Sum, When
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
-from agents.models import Agent, AgentDailyUsage, BreakerState, CircuitBreaker, Run, RunStatus
+from agents.models import Agent, AgentDailyUsage, BreakerState, CircuitBreaker, Run, RunOutcome, RunStatus
 from agents.selectors import agents_with_perm
 from approvals.models import ActionRequest, ActionStatus
 from core.counters import LATENCY_BOUNDS
-from ops.models import HOUR_COUNTERS, AgentHourStat, CalibrationBucket, LatencyBucket, ToolHourStat
+from ops.models import HOUR_COUNTERS, RUN_ENDS, AgentHourStat, CalibrationBucket, LatencyBucket, ToolHourStat
 
 WINDOWS = {"24h": timedelta(hours=24), "7d": timedelta(days=7), "30d": timedelta(days=30)}
 NEAR_SLA = timedelta(minutes=10)
@@ -153,7 +153,7 @@ def _budget_rows(agents: dict[int, Agent], now: datetime) -> list[ExceptionRow]:
 def recent_and_baseline(agent_ids: list[int], now: datetime) -> dict[int, dict[str, int]]:
     """Per agent: counters for the last 24 h and for the 7 days before them (one grouped query)."""
     recent = Q(hour__gte=now - timedelta(hours=24))
-    fields = ("runs_succeeded", "runs_failed", "runs_halted", "runs_cancelled", "actions_routed", "routed_review")
+    fields = (*RUN_ENDS, "actions_routed", "routed_review")
     aggregates = {}
     for name in fields:
         aggregates[f"r_{name}"] = Sum(Case(When(recent, then=F(name)), default=0, output_field=IntegerField()))
@@ -195,10 +195,15 @@ def _rate_rows(agents: dict[int, Agent], now: datetime) -> list[ExceptionRow]:
     return rows
 
 
+def runs_ended(counts: dict[str, Any], prefix: str = "") -> int:
+    """Runs that finished or halted, whatever they came to."""
+    return sum(counts[prefix + name] for name in RUN_ENDS)
+
+
 def failure_rates(c: dict[str, int], *, factor: float = 2.0, min_runs: int = 5) -> tuple[float, float, int] | None:
     """(recent, baseline, finished) when the last 24 h fail clearly more than the week before."""
-    finished = c["r_runs_succeeded"] + c["r_runs_failed"] + c["r_runs_halted"] + c["r_runs_cancelled"]
-    base_finished = c["b_runs_succeeded"] + c["b_runs_failed"] + c["b_runs_halted"] + c["b_runs_cancelled"]
+    finished = runs_ended(c, "r_")
+    base_finished = runs_ended(c, "b_")
     if finished < min_runs:
         return None
     recent = (c["r_runs_failed"] + c["r_runs_halted"]) / finished
@@ -228,7 +233,7 @@ def agent_health(agent: Agent, window: timedelta, *, now: datetime | None = None
     hours = AgentHourStat.objects.filter(agent=agent, hour__gte=since)
     totals = hours.aggregate(**{name: Sum(name) for name in (*HOUR_COUNTERS, "cost", "review_seconds")})
     t = {k: (v or 0) for k, v in totals.items()}
-    finished = t["runs_succeeded"] + t["runs_failed"] + t["runs_halted"] + t["runs_cancelled"]
+    finished = runs_ended(t)
     decisions = t["decisions_approve"] + t["decisions_edit"] + t["decisions_reject"]
     cost = Decimal(t["cost"] or 0)
     days = max(window.total_seconds() / 86400, 1 / 24)
@@ -243,7 +248,9 @@ def agent_health(agent: Agent, window: timedelta, *, now: datetime | None = None
     return {
         "totals": t,
         "finished": finished,
-        "success_rate": _ratio(t["runs_succeeded"], finished),
+        # Done means it acted: a run that was refused, rejected or denied did not succeed.
+        "success_rate": _ratio(t["runs_done"] + t["runs_done_with_edits"], finished),
+        "outcomes": [(outcome.value, outcome.label, t[f"runs_{outcome.value}"]) for outcome in RunOutcome],
         "escalation_rate": _ratio(t["routed_review"], t["actions_routed"]),
         "approve_rate": _ratio(t["decisions_approve"], decisions),
         "edit_rate": _ratio(t["decisions_edit"], decisions),

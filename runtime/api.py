@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from django.shortcuts import get_object_or_404
 from ninja import Router, Schema
 
 from agents import selectors
 from agents.api import RunCreatedOut
-from agents.models import RunStatus
+from agents.models import RunOutcome, RunStatus
 from approvals.schemas import ActionOut, action_out
 from core.api_contract import ObjectId, responses
 from core.requests import ApiRequest
@@ -23,6 +23,9 @@ class RunOut(Schema):
     id: int
     agent: str
     status: RunStatus
+    # What it came to once it ended (done, done_with_edits, refused, rejected, denied, failed, halted,
+    # cancelled); empty while it goes on.
+    outcome: RunOutcome | Literal[""]
     result: str
     halt_reason: str
     step_count: int
@@ -39,6 +42,7 @@ def get_run(request: ApiRequest, run_id: ObjectId) -> dict[str, Any]:
         "id": run.pk,
         "agent": run.agent.slug,
         "status": run.status,
+        "outcome": run.outcome,
         "result": run.result,
         "halt_reason": run.halt_reason,
         "step_count": run.step_count,

@@ -195,17 +195,24 @@ def _take_step(
         if isinstance(proposal, FinalAnswer):
             services.step_append(run=run, kind=StepKind.FINAL, payload={"text": proposal.text})
             _account_time(run, started)
+            came_to = runtime_services.run_outcome(run)
             services.run_transition(
-                run_id=run.pk, from_status=RunStatus.RUNNING, to_status=RunStatus.SUCCEEDED, result=proposal.text
+                run_id=run.pk,
+                from_status=RunStatus.RUNNING,
+                to_status=RunStatus.SUCCEEDED,
+                result=proposal.text,
+                outcome=came_to,
             )
             record(
                 actor=Actor.agent(agent),
                 event="run.succeeded",
                 target=run,
                 agent_id=agent.pk,
-                after={"result": proposal.text},
+                after={"result": proposal.text, "outcome": came_to.value},
             )
-            runtime_services.run_finished(run=run, outcome="executed", result=proposal.text)
+            runtime_services.run_finished(
+                run=run, outcome=runtime_services.FED_BACK.get(came_to, "failed"), result=proposal.text
+            )
             return
         assert isinstance(proposal, ToolCallProposal)
         services.step_append(

@@ -5,13 +5,55 @@ from __future__ import annotations
 from django.contrib.auth.models import User
 from django.db import transaction
 
-from agents.models import RUN_TRANSITIONS, Run, RunStatus
+from agents.models import RUN_TRANSITIONS, Run, RunOutcome, RunStatus, Step, StepKind
 from agents.services import run_feed_back, run_transition
-from approvals.models import ActionRequest, ActionStatus
+from approvals.models import ActionRequest, ActionStatus, Decision, Verdict
 from approvals.queue import action_leave_pending
 from audit.services import record
 from core.errors import IllegalTransition
 from live.push import ACTION_CLOSED, push_many
+
+# What the last tool call a run made came to (its TOOL_RESULT step), as the run's outcome
+# when nothing was executed. Expired is rejected: the review deadline's policy said no.
+LAST_CALL_OUTCOME = {
+    "refused": RunOutcome.REFUSED,
+    "rejected": RunOutcome.REJECTED,
+    "expired": RunOutcome.REJECTED,
+    "denied": RunOutcome.DENIED,
+}
+
+
+def run_outcome(run: Run) -> RunOutcome:
+    """What a run that reached its final answer came to: done only if it acted (or never needed to).
+
+    Any executed call makes it done (with edits if a reviewer changed one); otherwise its last
+    call says why nothing happened: refused, rejected, denied, or failed.
+    """
+    results = [
+        payload
+        for payload in Step.objects.filter(run=run, kind=StepKind.TOOL_RESULT)
+        .order_by("seq")
+        .values_list("payload", flat=True)
+        if isinstance(payload, dict)
+    ]
+    executed = [p.get("action_id") for p in results if p.get("outcome") == "executed"]
+    if executed:
+        edited = Decision.objects.filter(action_id__in=executed, verdict=Verdict.EDIT).exists()
+        return RunOutcome.DONE_WITH_EDITS if edited else RunOutcome.DONE
+    if not results:
+        return RunOutcome.DONE
+    return LAST_CALL_OUTCOME.get(str(results[-1].get("outcome")), RunOutcome.FAILED)
+
+
+# A finished sub-run, as its coordinator's delegate call is told of it: done is executed,
+# and a sub-run that did nothing says why, in the words a tool result uses.
+FED_BACK = {
+    RunOutcome.DONE: "executed",
+    RunOutcome.DONE_WITH_EDITS: "executed",
+    RunOutcome.REFUSED: "refused",
+    RunOutcome.REJECTED: "rejected",
+    RunOutcome.DENIED: "denied",
+}
 
 
 def run_finished(*, run: Run, outcome: str, result: str) -> None:

@@ -92,11 +92,11 @@ def _hours(agent, *, recent: dict, baseline: dict):
 
 def test_failing_above_the_usual_rate(demo):
     agent = demo["refund-triage"]
-    _hours(agent, recent={"runs_succeeded": 6, "runs_failed": 4}, baseline={"runs_succeeded": 95, "runs_failed": 5})
+    _hours(agent, recent={"runs_done": 6, "runs_failed": 4}, baseline={"runs_done": 95, "runs_failed": 5})
     rows = exceptions_for(user("operator")).of("failing")
     assert len(rows) == 1 and "40% of runs failed" in rows[0].message and "against 5%" in rows[0].message
     AgentHourStat.objects.all().delete()
-    _hours(agent, recent={"runs_succeeded": 9, "runs_failed": 1}, baseline={"runs_succeeded": 95, "runs_failed": 5})
+    _hours(agent, recent={"runs_done": 9, "runs_failed": 1}, baseline={"runs_done": 95, "runs_failed": 5})
     assert "failing" not in kinds()  # 10% against 5%: not clearly above
 
 
