@@ -9,7 +9,15 @@ from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db.models import Q, QuerySet
 from guardian.shortcuts import get_objects_for_user
 
-from agents.models import Agent, BreakerState, CircuitBreaker, Run, Step
+from agents.models import (
+    Agent,
+    AgentGroupObjectPermission,
+    AgentUserObjectPermission,
+    BreakerState,
+    CircuitBreaker,
+    Run,
+    Step,
+)
 
 
 def agents_with_perm(user: AbstractBaseUser | AnonymousUser, perm: str) -> QuerySet[Agent]:
@@ -17,6 +25,26 @@ def agents_with_perm(user: AbstractBaseUser | AnonymousUser, perm: str) -> Query
     if not user.is_authenticated or not user.is_active:
         return Agent.objects.none()
     return get_objects_for_user(user, f"agents.{perm}", klass=Agent, accept_global_perms=False)
+
+
+def agent_perms_held(user: AbstractBaseUser | AnonymousUser) -> frozenset[str]:
+    """The per-agent rights (codenames) `user` holds on at least one agent, directly or through a group.
+
+    One query, then kept on the user object for the rest of the request (as Django keeps its permission cache).
+    """
+    if not user.is_authenticated or not user.is_active:
+        return frozenset()
+    cached: frozenset[str] | None = getattr(user, "_agent_perms_held", None)
+    if cached is not None:
+        return cached
+    if getattr(user, "is_superuser", False):  # guardian gives a superuser every object
+        held = frozenset(codename for codename, _ in Agent._meta.permissions)
+    else:
+        direct = AgentUserObjectPermission.objects.filter(user_id=user.pk).values_list("permission__codename")
+        grouped = AgentGroupObjectPermission.objects.filter(group__user=user.pk).values_list("permission__codename")
+        held = frozenset(codename for (codename,) in direct.union(grouped))
+    setattr(user, "_agent_perms_held", held)  # noqa: B010 (a per-request cache on the user object)
+    return held
 
 
 def agents_visible_to(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Agent]:

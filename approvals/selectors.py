@@ -124,6 +124,17 @@ def config_queue_for(user: User, *, limit: int = 100) -> list[ActionRequest]:
     )
 
 
+def config_queue_count(user: User) -> int:
+    """How many configuration changes wait for this admin: on agents they may configure, proposed by someone else."""
+    return (
+        ActionRequest.objects.filter(
+            tier=0, status=ActionStatus.PENDING, agent__in=agents_with_perm(user, "configure_agent")
+        )
+        .exclude(submitted_by_id=user.pk)
+        .count()
+    )
+
+
 def with_row_data(qs: QuerySet[ActionRequest]) -> QuerySet[ActionRequest]:
     """What an inbox row shows, fetched with the rows (no query per row)."""
     # A correlated subquery, not a JOIN + GROUP BY: PostgreSQL then evaluates it

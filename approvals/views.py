@@ -15,7 +15,7 @@ from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import reswap, retarget
 
 from agents.guard import GuardRefusal, validate_arguments
-from agents.selectors import run_steps
+from agents.selectors import agent_perms_held, run_steps
 from agents.tools import get_tool
 from approvals import claims, decisions, execution, selectors
 from approvals.forms import REJECT_REASONS, ArgumentsForm
@@ -80,6 +80,8 @@ def inbox(request: AuthedRequest) -> HttpResponse:
         return render(request, "approvals/inbox.html#rows", context)
     context["counts"] = selectors.queue_counts(request.user)
     context["unread"] = len(selectors.unread_notifications(request.user))
+    # Someone who may decide nothing sees no bulk controls, and is told where their work is.
+    context["reviews"] = bool(agent_perms_held(request.user) & {"review_agent", "review_escalated_agent"})
     return render(request, "approvals/inbox.html", context)
 
 

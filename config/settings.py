@@ -132,6 +132,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "config.navigation.navigation",
             ],
         },
     },
@@ -189,7 +190,7 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 
 LOGIN_URL = "login"
-LOGIN_REDIRECT_URL = "approvals:inbox"
+LOGIN_REDIRECT_URL = "home"  # config.navigation.home: where this person's work is
 LOGOUT_REDIRECT_URL = "login"
 
 LANGUAGE_CODE = "en-us"

@@ -20,7 +20,7 @@ def test_a_missing_page_renders_the_styled_404_with_a_way_back(demo):
     assert response.status_code == 404
     body = response.content.decode()
     assert '<link rel="stylesheet" href="/static/css/app.css">' in body
-    assert '<a class="button" href="/">Back to the inbox</a>' in body
+    assert '<a class="button" href="/home/">Back to your work</a>' in body
     assert '<a href="/agents/">Agents &amp; runs</a>' in body  # the site's own layout
 
 
@@ -31,7 +31,7 @@ def test_a_refused_page_renders_the_styled_403_with_a_way_back(demo):
     response = client.get("/audit/")
     assert response.status_code == 403
     body = response.content.decode()
-    assert "Not allowed" in body and '<a class="button" href="/">Back to the inbox</a>' in body
+    assert "Not allowed" in body and '<a class="button" href="/home/">Back to your work</a>' in body
     assert "/static/css/app.css" in body
 
 
@@ -47,4 +47,4 @@ def test_the_500_and_400_pages_render_without_a_database_or_a_request_context(vi
     body = response.content.decode()
     assert title in body
     assert '<link rel="stylesheet" href="/static/css/app.css">' in body
-    assert '<a class="button" href="/">Back to the inbox</a>' in body
+    assert '<a class="button" href="/home/">Back to your work</a>' in body

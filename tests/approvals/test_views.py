@@ -69,8 +69,9 @@ def test_inbox_query_count_does_not_grow_with_rows(demo):
         response = client.get("/")
     assert response.content.decode().count('class="row ') == 25
     # session, user, the rows (permission filter inside), the queue counts, unread notifications,
-    # and the user's global permissions for the navigation (user's and groups')
-    assert len(many) == len(one) == 7
+    # the user's global permissions for the navigation (user's and groups'), the per-agent rights
+    # the navigation shows (config.navigation) and its inbox badge
+    assert len(many) == len(one) == 9
 
 
 def test_decide_rejects_get(demo):
