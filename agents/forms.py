@@ -12,6 +12,7 @@ from agents.configuration import TOOL_FIELDS
 from agents.models import Agent, AgentTool
 from agents.services import AGENT_CONFIG_FIELDS
 from agents.tools import Tool, agent_tools
+from core.schema_forms import SchemaForm
 
 EDITABLE_AGENT_FIELDS = [f for f in AGENT_CONFIG_FIELDS if f != "is_paused"]
 
@@ -68,3 +69,13 @@ def _plain(value: Any) -> Any:
     if isinstance(value, (dict, list)):
         return json.loads(json.dumps(value))
     return value
+
+
+class RunInputForm(SchemaForm):
+    """A run's input, one field per property of the agent's input schema (which validates it on start)."""
+
+    decimals_as_text = False  # JSON Schema's "number" wants a JSON number
+
+    def __init__(self, schema: dict[str, Any], *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("prefix", "in")
+        super().__init__(schema, *args, **kwargs)

@@ -14,7 +14,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from agents import breakers, configuration, selectors, services
-from agents.forms import AgentSettingsForm, PromptForm, tool_policy_forms
+from agents.forms import AgentSettingsForm, PromptForm, RunInputForm, tool_policy_forms
 from agents.models import Agent, AgentTool, PromptVersion, Run, RunPriority, RunStatus
 from agents.tools import all_tools
 from core.errors import DomainError
@@ -31,8 +31,9 @@ def agent_list(request: AuthedRequest) -> HttpResponse:
     agents = list(selectors.agents_visible_to(request.user).prefetch_related("tools"))
     runs = list(selectors.runs_visible_to(request.user).order_by("-id")[:25])
     halted = list(selectors.runs_visible_to(request.user).filter(status=RunStatus.HALTED).order_by("-id")[:50])
+    # Runs are started from a form generated from the agent's input schema (JSON as the alternative).
     context = {
-        "agents": agents,
+        "agents": [(agent, RunInputForm(agent.input_schema) if agent.pk in operable else None) for agent in agents],
         "operable": operable,
         "configurable": set(selectors.agents_with_perm(request.user, "configure_agent").values_list("pk", flat=True)),
         "runs": runs,
@@ -94,10 +95,7 @@ def breaker_reset(request: AuthedRequest, breaker_id: int) -> HttpResponse:
 def run_start(request: AuthedRequest, slug: str) -> HttpResponse:
     agent = get_object_or_404(selectors.agents_with_perm(request.user, "operate_agent"), slug=slug)
     try:
-        try:
-            payload = parse_json(request.POST.get("input", ""), path="input")
-        except InputRefused as exc:
-            raise DomainError(str(exc), code=exc.code, details=[p.as_dict() for p in exc.problems]) from exc
+        payload = _run_input(request, agent)
         raw_priority = request.POST.get("priority") or str(RunPriority.ROUTINE)
         if not raw_priority.isdecimal():
             raise DomainError("priority must be a number", code="invalid_priority")
@@ -107,6 +105,20 @@ def run_start(request: AuthedRequest, slug: str) -> HttpResponse:
         messages.error(request, f"{agent.slug}: {exc.message}")
         return redirect("agents:agent_list")
     return redirect("agents:run_detail", run_id=run.pk)
+
+
+def _run_input(request: AuthedRequest, agent: Agent) -> Any:
+    """The run's input: from the schema form's fields, or from the JSON text when that was sent instead."""
+    if request.POST.get("as") != "form":
+        try:
+            return parse_json(request.POST.get("input", ""), path="input")
+        except InputRefused as exc:
+            raise DomainError(str(exc), code=exc.code, details=[p.as_dict() for p in exc.problems]) from exc
+    form = RunInputForm(agent.input_schema, request.POST)
+    if not form.is_valid():
+        problems = "; ".join(f"{name}: {' '.join(str(e) for e in errors)}" for name, errors in form.errors.items())
+        raise DomainError(f"the run input is incomplete: {problems}", code="invalid_input")
+    return form.values()
 
 
 @require_GET

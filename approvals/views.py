@@ -181,7 +181,7 @@ def _edited_arguments(request: AuthedRequest, action: ActionRequest) -> tuple[An
     form = ArgumentsForm(tool, request.POST)
     if not form.is_valid():
         raise InvalidInput("fix the highlighted fields", code="invalid_arguments")
-    return form.arguments(), form
+    return form.values(), form
 
 
 @require_POST

@@ -23,9 +23,9 @@ REFUND_INPUT_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["ticket", "order_id", "amount"],
     "properties": {
-        "ticket": {"type": "string", "minLength": 1},
-        "order_id": {"type": "string", "minLength": 1},
-        "amount": {"type": "number"},
+        "ticket": {"type": "string", "minLength": 1, "examples": ["My blender arrived broken, please refund."]},
+        "order_id": {"type": "string", "minLength": 1, "examples": ["ORD-1001"]},
+        "amount": {"type": "number", "examples": [60]},
     },
     "additionalProperties": False,
 }
@@ -34,15 +34,15 @@ CRM_INPUT_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["request", "contact_ids"],
     "properties": {
-        "request": {"type": "string", "minLength": 1},
-        "contact_ids": {"type": "array", "items": {"type": "integer"}, "minItems": 1},
+        "request": {"type": "string", "minLength": 1, "examples": ["Remove these duplicate contacts"]},
+        "contact_ids": {"type": "array", "items": {"type": "integer"}, "minItems": 1, "examples": [[11, 12, 13]]},
     },
     "additionalProperties": False,
 }
 
 COORDINATOR_INPUT_SCHEMA: dict[str, Any] = {
     **REFUND_INPUT_SCHEMA,
-    "properties": {**REFUND_INPUT_SCHEMA["properties"], "urgent": {"type": "boolean"}},
+    "properties": {**REFUND_INPUT_SCHEMA["properties"], "urgent": {"type": "boolean", "title": "urgent"}},
 }
 
 ALL_AGENTS = ["refund-triage", "crm-cleanup", "support-coordinator"]
