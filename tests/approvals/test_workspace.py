@@ -7,7 +7,7 @@ from django.contrib.auth import get_user_model
 from django.core import mail
 from django.utils import timezone
 
-from agents.models import AgentTool, RunStatus
+from agents.models import Agent, AgentTool, RunStatus
 from agents.services import agent_permission_grant, run_start
 from approvals import claims, decisions, selectors, sla
 from approvals.models import ActionRequest, ActionStatus, Decision, Notification
@@ -19,22 +19,22 @@ from tests.conftest import refund_input, user
 pytestmark = pytest.mark.django_db
 
 
-def pending(demo, commit, *, amount=300, ticket="arrived broken", agent="refund-triage", ids=None, actor=None):
+def pending(commit, *, amount=300, ticket="arrived broken", agent="refund-triage", ids=None, actor=None):
     payload = (
         {"request": "x", "contact_ids": ids or [3]}
         if agent == "crm-cleanup"
         else refund_input(amount=amount, ticket=ticket, order="ORD-1003")
     )
     with commit():
-        run = run_start(agent=demo[agent], input=payload, actor=actor)
+        run = run_start(agent=Agent.objects.get(slug=agent), input=payload, actor=actor)
     return ActionRequest.objects.get(run=run)
 
 
 def test_inbox_puts_the_riskiest_first_then_the_nearest_deadline(demo, commit):
-    confident_refund = pending(demo, commit, amount=300)
-    unsure_refund = pending(demo, commit, amount=300, ticket="maybe broken? not sure")
-    deletion = pending(demo, commit, agent="crm-cleanup")
-    later = pending(demo, commit, amount=300)
+    confident_refund = pending(commit, amount=300)
+    unsure_refund = pending(commit, amount=300, ticket="maybe broken? not sure")
+    deletion = pending(commit, agent="crm-cleanup")
+    later = pending(commit, amount=300)
     ActionRequest.objects.filter(pk=later.pk).update(due_at=timezone.now() + timedelta(hours=5))
     order = [a.pk for a in selectors.inbox_for(user("reviewer"))]
     # destructive (60 + doubt) > financial with doubt > financial; same score: earlier deadline first
@@ -43,7 +43,7 @@ def test_inbox_puts_the_riskiest_first_then_the_nearest_deadline(demo, commit):
 
 
 def test_keyset_pages_cover_every_item_once_even_with_ties(demo, commit):
-    ids = {pending(demo, commit).pk for _ in range(7)}
+    ids = {pending(commit).pk for _ in range(7)}
     ActionRequest.objects.update(due_at=timezone.now() + timedelta(hours=1))  # all tied on score and due
     seen: list[int] = []
     cursor = None
@@ -58,8 +58,8 @@ def test_keyset_pages_cover_every_item_once_even_with_ties(demo, commit):
 
 
 def test_filters_by_agent_tool_impact_and_age(demo, commit):
-    refund = pending(demo, commit)
-    deletion = pending(demo, commit, agent="crm-cleanup")
+    refund = pending(commit)
+    deletion = pending(commit, agent="crm-cleanup")
     ActionRequest.objects.filter(pk=refund.pk).update(created_at=timezone.now() - timedelta(hours=2))
     reviewer = user("reviewer")
 
@@ -75,8 +75,8 @@ def test_filters_by_agent_tool_impact_and_age(demo, commit):
 
 def test_queue_counts_per_agent(demo, commit):
     for _ in range(3):
-        pending(demo, commit)
-    pending(demo, commit, agent="crm-cleanup")
+        pending(commit)
+    pending(commit, agent="crm-cleanup")
     assert selectors.queue_counts(user("reviewer")) == [
         {"agent__slug": "crm-cleanup", "pending": 1},
         {"agent__slug": "refund-triage", "pending": 3},
@@ -85,7 +85,7 @@ def test_queue_counts_per_agent(demo, commit):
 
 
 def test_claims_show_who_and_expire(demo, commit):
-    action = pending(demo, commit)
+    action = pending(commit)
     claims.action_request_claim(action=action, actor=user("reviewer"))
     action.refresh_from_db()
     assert action.claimed_by.username == "reviewer"
@@ -103,7 +103,7 @@ def test_claims_show_who_and_expire(demo, commit):
 
 def test_quorum_needs_distinct_approvers(demo, commit):
     AgentTool.objects.filter(tool="issue_refund").update(required_approvals=2)
-    action = pending(demo, commit)
+    action = pending(commit)
     with commit():
         assert decisions.action_request_decide(action=action, actor=user("reviewer"), verdict="approve") is None
     action.refresh_from_db()
@@ -121,7 +121,7 @@ def test_quorum_needs_distinct_approvers(demo, commit):
 
 def test_an_edit_voids_earlier_approvals_of_other_arguments(demo, commit):
     AgentTool.objects.filter(tool="issue_refund").update(required_approvals=2)
-    action = pending(demo, commit)
+    action = pending(commit)
     decisions.action_request_decide(action=action, actor=user("reviewer"), verdict="approve")
     edited = {"order_id": "ORD-1003", "amount": 50, "reason": "partial"}
     decisions.action_request_decide(action=action, actor=user("reviewer2"), verdict="edit", arguments=edited)
@@ -139,7 +139,7 @@ def test_an_edit_voids_earlier_approvals_of_other_arguments(demo, commit):
 def test_whoever_started_the_run_cannot_approve_its_actions(demo, commit):
     operator = user("operator")
     agent_permission_grant(agent=demo["refund-triage"], perm="review_agent", to=operator, actor=None)
-    action = pending(demo, commit, actor=operator)
+    action = pending(commit, actor=operator)
     with pytest.raises(Forbidden, match="separation of duties"):
         decisions.action_request_decide(action=action, actor=operator, verdict="approve")
     with pytest.raises(Forbidden):
@@ -152,7 +152,7 @@ def test_whoever_started_the_run_cannot_approve_its_actions(demo, commit):
 
 
 def test_escalation_moves_the_item_to_the_second_tier(demo, commit):
-    action = pending(demo, commit)
+    action = pending(commit)
     decisions.action_request_decide(
         action=action, actor=user("reviewer2"), verdict="escalate", comment="too big for me"
     )
@@ -170,7 +170,7 @@ def test_escalation_moves_the_item_to_the_second_tier(demo, commit):
 def test_sla_warns_at_half_time_then_fails_closed(demo, commit, settings):
     settings.EMAIL_NOTIFICATIONS = True
     settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
-    action = pending(demo, commit)
+    action = pending(commit)
     ActionRequest.objects.filter(pk=action.pk).update(warn_at=timezone.now() - timedelta(seconds=1))
     with commit():
         assert sla.sla_tick()["warned"] == 1
@@ -191,7 +191,7 @@ def test_sla_warns_at_half_time_then_fails_closed(demo, commit, settings):
 
 def test_sla_can_escalate_first(demo, commit):
     AgentTool.objects.filter(tool="issue_refund").update(on_timeout="escalate")
-    action = pending(demo, commit)
+    action = pending(commit)
     ActionRequest.objects.filter(pk=action.pk).update(due_at=timezone.now() - timedelta(seconds=1))
     assert sla.sla_tick()["escalated"] == 1
     action.refresh_from_db()
@@ -202,7 +202,7 @@ def test_sla_can_escalate_first(demo, commit):
 
 def test_sla_approve_on_timeout_when_configured(demo, commit):
     AgentTool.objects.filter(tool="issue_refund").update(on_timeout="approve")
-    action = pending(demo, commit)
+    action = pending(commit)
     ActionRequest.objects.filter(pk=action.pk).update(due_at=timezone.now() - timedelta(seconds=1))
     with commit():
         assert sla.sla_tick()["auto_approved"] == 1
@@ -213,13 +213,13 @@ def test_sla_approve_on_timeout_when_configured(demo, commit):
 
 def test_a_user_without_review_permission_is_never_notified(demo, commit):
     get_user_model().objects.create_user(username="stranger", email="s@example.com")
-    action = pending(demo, commit)
+    action = pending(commit)
     decisions.action_request_escalate(action=action, actor=user("reviewer2"), reason="x")
     assert not Notification.objects.filter(user__username__in=["stranger", "operator", "auditor"]).exists()
 
 
 def test_a_reviewer_holding_a_stale_tier_one_copy_cannot_decide_an_escalated_action(demo, commit):
-    action = pending(demo, commit)
+    action = pending(commit)
     stale = ActionRequest.objects.get(pk=action.pk)  # reviewer2 opened it at tier 1
     decisions.action_request_escalate(action=action, actor=user("reviewer"), reason="too big")
     with pytest.raises(Conflict, match="escalated to another tier"):
@@ -231,7 +231,7 @@ def test_a_reviewer_holding_a_stale_tier_one_copy_cannot_decide_an_escalated_act
 
 def test_an_approval_of_arguments_someone_since_edited_is_refused(demo, commit):
     AgentTool.objects.filter(tool="issue_refund").update(required_approvals=2)
-    action = pending(demo, commit)
+    action = pending(commit)
     seen_by_a = ActionRequest.objects.get(pk=action.pk)
     edited = {"order_id": "ORD-1003", "amount": 50, "reason": "partial"}
     decisions.action_request_decide(action=action, actor=user("reviewer2"), verdict="edit", arguments=edited)
