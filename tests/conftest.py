@@ -12,10 +12,11 @@ from django.db.backends.signals import connection_created
 from django.dispatch import receiver
 from django.test import Client
 
+from accounts.roles import ensure_roles
 from accounts.services import api_token_issue
 from agents.models import Agent
 from core.secrets import forget_cached
-from demo.seed import seed_all
+from demo.seed import seed_agent, seed_all, seed_contacts, seed_orders, seed_user
 from live.relay import inline_relay
 
 ON_POSTGRES = os.environ.get("DATABASE_URL", "").startswith(("postgres://", "postgresql://"))
@@ -95,8 +96,45 @@ def commit(django_capture_on_commit_callbacks: Any) -> Callable[[], Any]:
 
 @pytest.fixture
 def demo(db: None) -> dict[str, Agent]:
+    """The whole demo, for tests about all of it (the role matrix); most tests want the pieces below."""
     seed_all(password=PASSWORD)
     return {agent.slug: agent for agent in Agent.objects.all()}
+
+
+@pytest.fixture
+def roles(db: None) -> None:
+    ensure_roles()
+
+
+@pytest.fixture
+def refund_agent(db: None) -> Agent:
+    return seed_agent("refund-triage")
+
+
+@pytest.fixture
+def crm_agent(db: None) -> Agent:
+    return seed_agent("crm-cleanup")
+
+
+@pytest.fixture
+def coordinator_agent(db: None) -> Agent:
+    return seed_agent("support-coordinator")
+
+
+@pytest.fixture
+def demo_user(roles: None) -> Callable[[str], Any]:
+    """`demo_user("reviewer")`: that demo user, with its role and its demo rights on the agents made so far."""
+    return lambda username: seed_user(username, password=PASSWORD)
+
+
+@pytest.fixture
+def orders(db: None) -> None:
+    seed_orders()
+
+
+@pytest.fixture
+def contacts(db: None) -> None:
+    seed_contacts()
 
 
 def user(username: str) -> Any:
@@ -123,9 +161,11 @@ class ApiClient:
 
 
 @pytest.fixture
-def api_as(demo: dict[str, Agent]) -> Callable[[str], ApiClient]:
+def api_as(demo_user: Callable[[str], Any]) -> Callable[[str], ApiClient]:
+    """`api_as("operator")`: an API client with that demo user's token (the user is made if it is missing)."""
+
     def make(username: str) -> ApiClient:
-        return ApiClient(api_token_issue(user=user(username), actor=None))
+        return ApiClient(api_token_issue(user=demo_user(username), actor=None))
 
     return make
 

@@ -92,7 +92,7 @@ def _pending(api_as: Any) -> ActionRequest:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_arguments_with_a_verdict_other_than_edit_are_refused_on_the_field(api_as):
+def test_arguments_with_a_verdict_other_than_edit_are_refused_on_the_field(refund_agent, orders, api_as):
     action = _pending(api_as)
     response = api_as("reviewer").post(f"/api/v1/actions/{action.pk}/decision", {"verdict": "approve", "arguments": {}})
     assert response.status_code == 400
@@ -105,7 +105,7 @@ def test_arguments_with_a_verdict_other_than_edit_are_refused_on_the_field(api_a
 
 
 @pytest.mark.django_db(transaction=True)
-def test_null_arguments_are_taken_as_absent(api_as):
+def test_null_arguments_are_taken_as_absent(refund_agent, orders, api_as):
     action = _pending(api_as)
     body = {"verdict": "approve", "arguments": None, "comment": ""}
     response = api_as("reviewer").post(f"/api/v1/actions/{action.pk}/decision", body)
@@ -114,7 +114,7 @@ def test_null_arguments_are_taken_as_absent(api_as):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_missing_or_unknown_verdict_names_the_verdict_field(api_as):
+def test_a_missing_or_unknown_verdict_names_the_verdict_field(refund_agent, orders, api_as):
     action = _pending(api_as)
     for body in ({"comment": "x"}, {"verdict": "maybe"}):
         response = api_as("reviewer").post(f"/api/v1/actions/{action.pk}/decision", body)
@@ -130,7 +130,7 @@ def test_undo_refuses_a_body_that_is_not_an_object(api_as, raw):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_undoing_an_action_whose_tool_cannot_be_undone_is_409(api_as):
+def test_undoing_an_action_whose_tool_cannot_be_undone_is_409(refund_agent, orders, api_as):
     run_id = api_as("operator").post("/api/v1/agents/refund-triage/runs", {"input": refund_input(amount=20)})
     action = ActionRequest.objects.get(run_id=run_id.json()["id"])
     assert action.status == ActionStatus.EXECUTED
@@ -150,14 +150,14 @@ def test_undoing_an_action_whose_tool_cannot_be_undone_is_409(api_as):
         {"tool": "issue_refund", "arguments": [], "confidence": 0.9},
     ],
 )
-def test_submitted_calls_are_held_to_the_declared_types_and_keys(api_as, body):
+def test_submitted_calls_are_held_to_the_declared_types_and_keys(refund_agent, api_as, body):
     response = api_as("operator").post("/api/v1/agents/refund-triage/actions", body)
     assert response.status_code == 400, response.content
     assert response.json()["error"] == "invalid_request"
     assert not ActionRequest.objects.exists()
 
 
-def test_an_integer_confidence_is_a_number(api_as):
+def test_an_integer_confidence_is_a_number(refund_agent, orders, api_as):
     body = {"tool": "issue_refund", "arguments": {"order_id": "ORD-1002", "amount": 5, "reason": "x"}, "confidence": 1}
     assert api_as("operator").post("/api/v1/agents/refund-triage/actions", body).status_code == 201
 
@@ -169,7 +169,7 @@ def test_ids_outside_the_declared_range_are_400(api_as, path):
     assert response.json()["error"] == "invalid_request"
 
 
-def test_a_body_that_is_not_json_is_415(api_as):
+def test_a_body_that_is_not_json_is_415(refund_agent, api_as):
     client = api_as("operator")
     response = client.client.post(
         "/api/v1/agents/refund-triage/runs",

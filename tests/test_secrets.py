@@ -25,7 +25,7 @@ from core.secrets import REDACTED, forget_cached, known_secrets, scrub_text
 from demo.models import Refund
 from tests.agents.test_openai_provider import completion, llm_server, tool_call  # noqa: F401  (fixture)
 from tests.agents.test_runtime_openai import KEY, openai_agent  # noqa: F401  (fixture)
-from tests.conftest import PASSWORD, refund_input, user
+from tests.conftest import PASSWORD, refund_input
 
 pytestmark = pytest.mark.django_db
 
@@ -56,7 +56,8 @@ def test_the_configured_log_formatter_is_the_scrubbing_one():
     assert settings.LOGGING["formatters"]["plain"]["()"] == "core.logs.ScrubbingFormatter"
 
 
-def test_a_model_echoing_its_key_leaves_it_nowhere(openai_agent, llm_server, commit, log_output):  # noqa: F811
+def test_a_model_echoing_its_key_leaves_it_nowhere(openai_agent, demo_user, llm_server, commit, log_output):  # noqa: F811
+    demo_user("auditor")
     forget_cached()
     llm_server.respond(
         body=completion(
@@ -101,7 +102,7 @@ def test_a_model_echoing_its_key_leaves_it_nowhere(openai_agent, llm_server, com
     assert KEY not in logged
 
 
-def test_server_secrets_sent_by_a_client_are_scrubbed_on_the_way_in(api_as, settings):
+def test_server_secrets_sent_by_a_client_are_scrubbed_on_the_way_in(refund_agent, orders, api_as, settings):
     # SECRET_KEY in an API body is stored as [redacted], like any known secret.
     settings.SECRET_KEY = "a-server-secret-key-of-fifty-characters-0123456789"
     forget_cached()
@@ -126,4 +127,3 @@ def test_secret_files_and_prefixed_variables_are_known(tmp_path, settings, monke
     assert {"whsec-0123456789abcdef", "smtp-password-xyz", "email-password-123"} <= set(known_secrets())
     text = "a whsec-0123456789abcdef b smtp-password-xyz c email-password-123"
     assert scrub_text(text) == f"a {REDACTED} b {REDACTED} c {REDACTED}"
-    _ = user  # the demo users come from api_as in the other tests

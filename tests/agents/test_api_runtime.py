@@ -9,7 +9,7 @@ from approvals.models import ActionRequest, ActionStatus
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def test_run_trace_and_operator_endpoints(api_as):
+def test_run_trace_and_operator_endpoints(refund_agent, orders, api_as):
     operator = api_as("operator")
     created = operator.post(
         "/api/v1/agents/refund-triage/runs",
@@ -27,7 +27,7 @@ def test_run_trace_and_operator_endpoints(api_as):
     assert again.json()["error"] == "illegal_transition"
 
 
-def test_undo_over_the_api(api_as):
+def test_undo_over_the_api(refund_agent, orders, api_as):
     created = (
         api_as("operator")
         .post(
@@ -45,7 +45,7 @@ def test_undo_over_the_api(api_as):
     assert Run.objects.get(pk=created["id"]).status == RunStatus.SUCCEEDED
 
 
-def test_bad_priority_is_400(api_as):
+def test_bad_priority_is_400(refund_agent, api_as):
     response = api_as("operator").post(
         "/api/v1/agents/refund-triage/runs",
         {"input": {"ticket": "x", "order_id": "ORD-1", "amount": 1}, "priority": "asap"},

@@ -14,14 +14,9 @@ from tests.conftest import refund_input
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def halted_run(demo):
-    agent = demo["refund-triage"]
-    Agent.objects.filter(pk=agent.pk).update(max_steps=1)
-    return run_start(agent=agent, input=refund_input(amount=300, ticket="maybe?"), actor=None)
-
-
-def test_operator_resumes_a_halted_run_from_the_page(demo):
-    run = run_start(agent=demo["refund-triage"], input=refund_input(amount=300), actor=None)
+def test_operator_resumes_a_halted_run_from_the_page(refund_agent, orders, demo_user):
+    demo_user("operator")
+    run = run_start(agent=refund_agent, input=refund_input(amount=300), actor=None)
     Run.objects.filter(pk=run.pk).update(status=RunStatus.HALTED, halt_reason="step limit reached (6 steps)")
     client = login("operator")
     page = client.get("/agents/").content.decode()
@@ -32,24 +27,28 @@ def test_operator_resumes_a_halted_run_from_the_page(demo):
     assert run.status != RunStatus.HALTED
 
 
-def test_reviewer_cannot_resume_or_cancel(demo):
-    run = run_start(agent=demo["refund-triage"], input=refund_input(amount=300), actor=None)
+def test_reviewer_cannot_resume_or_cancel(refund_agent, orders, demo_user):
+    demo_user("reviewer")
+    run = run_start(agent=refund_agent, input=refund_input(amount=300), actor=None)
     client = login("reviewer")
     assert client.post(f"/runs/{run.pk}/resume").status_code == 404
     assert client.post(f"/runs/{run.pk}/cancel").status_code == 404
     assert client.get(f"/runs/{run.pk}/cancel").status_code == 405
 
 
-def test_operator_cancels_from_the_page(demo):
-    run = run_start(agent=demo["refund-triage"], input=refund_input(amount=300), actor=None)
+def test_operator_cancels_from_the_page(refund_agent, orders, demo_user):
+    demo_user("operator")
+    run = run_start(agent=refund_agent, input=refund_input(amount=300), actor=None)
     login("operator").post(f"/runs/{run.pk}/cancel")
     run.refresh_from_db()
     assert run.status == RunStatus.CANCELLED
     assert ActionRequest.objects.get(run=run).status == ActionStatus.CANCELLED
 
 
-def test_operator_resets_a_breaker_outsider_cannot(demo, outsider):
-    breaker = breaker_for(demo["refund-triage"], "issue_refund")
+def test_operator_resets_a_breaker_outsider_cannot(refund_agent, orders, demo_user, outsider):
+    demo_user("operator")
+    demo_user("reviewer")
+    breaker = breaker_for(refund_agent, "issue_refund")
     CircuitBreaker.objects.filter(pk=breaker.pk).update(state=BreakerState.OPEN, consecutive_failures=5)
     assert "issue_refund" in login("operator").get("/agents/").content.decode()
     assert login("reviewer").post(f"/breakers/{breaker.pk}/reset").status_code == 404
@@ -58,7 +57,8 @@ def test_operator_resets_a_breaker_outsider_cannot(demo, outsider):
     assert breaker.state == BreakerState.CLOSED
 
 
-def test_tool_catalogue_lists_tools_and_their_policies(demo):
+def test_tool_catalogue_lists_tools_and_their_policies(refund_agent, orders, demo_user):
+    demo_user("reviewer")
     page = login("reviewer").get("/tools/").content.decode()
     for name in ("issue_refund", "delete_contacts", "delegate"):
         assert f"<code>{name}</code>" in page
@@ -66,9 +66,10 @@ def test_tool_catalogue_lists_tools_and_their_policies(demo):
     assert "auto ≤ 100.00" in page
 
 
-def test_trace_timeline_shows_model_calls_without_secrets(demo, monkeypatch):
+def test_trace_timeline_shows_model_calls_without_secrets(refund_agent, orders, demo_user, monkeypatch):
+    demo_user("reviewer")
     monkeypatch.setenv("COUNTERSIGN_SECRET_TEST_PROVIDER", "sk-very-secret-key-123")
-    agent = demo["refund-triage"]
+    agent = refund_agent
     Agent.objects.filter(pk=agent.pk).update(api_key_ref="env:COUNTERSIGN_SECRET_TEST_PROVIDER")
 
     class Leaky(Sequence):

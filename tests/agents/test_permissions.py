@@ -24,10 +24,10 @@ def test_demo_permissions(demo):
     assert [g.name for g in user("auditor").groups.all()] == ["Auditor"]
 
 
-def test_grant_and_revoke_are_audited(demo):
-    admin = user("admin")
+def test_grant_and_revoke_are_audited(crm_agent, demo_user):
+    admin = demo_user("admin")
     newbie = get_user_model().objects.create_user(username="newbie")
-    agent = demo["crm-cleanup"]
+    agent = crm_agent
     agent_permission_grant(agent=agent, perm="review_agent", to=newbie, actor=admin)
     assert list(agents_with_perm(newbie, "review_agent")) == [agent]
     agent_permission_revoke(agent=agent, perm="review_agent", to=newbie, actor=admin)
@@ -39,21 +39,24 @@ def test_grant_and_revoke_are_audited(demo):
     assert revoked.before == {"perm": "review_agent", "user": "newbie"}
 
 
-def test_unknown_permission_is_refused(demo):
+def test_unknown_permission_is_refused(crm_agent, demo_user):
+    reviewer = demo_user("reviewer")
     with pytest.raises(InvalidInput):
-        agent_permission_grant(agent=demo["crm-cleanup"], perm="own_agent", to=user("reviewer"), actor=None)
+        agent_permission_grant(agent=crm_agent, perm="own_agent", to=reviewer, actor=None)
 
 
-def test_inactive_user_sees_nothing(demo):
-    reviewer = user("reviewer")
+def test_inactive_user_sees_nothing(refund_agent, demo_user):
+    # The reviewer reviews refund-triage: it is being inactive that hides it.
+    reviewer = demo_user("reviewer")
     reviewer.is_active = False
     reviewer.save()
     assert list(agents_with_perm(reviewer, "review_agent")) == []
 
 
-def test_granting_what_is_held_records_nothing(demo):
-    agent = demo["crm-cleanup"]
+def test_granting_what_is_held_records_nothing(crm_agent, demo_user):
+    agent = crm_agent
+    reviewer, reviewer2 = demo_user("reviewer"), demo_user("reviewer2")
     before = AuditEvent.objects.filter(event__startswith="permission.").count()
-    assert agent_permission_grant(agent=agent, perm="review_agent", to=user("reviewer"), actor=None) is False
-    assert agent_permission_revoke(agent=agent, perm="review_agent", to=user("reviewer2"), actor=None) is False
+    assert agent_permission_grant(agent=agent, perm="review_agent", to=reviewer, actor=None) is False
+    assert agent_permission_revoke(agent=agent, perm="review_agent", to=reviewer2, actor=None) is False
     assert AuditEvent.objects.filter(event__startswith="permission.").count() == before

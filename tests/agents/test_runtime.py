@@ -15,14 +15,15 @@ from audit.models import AuditEvent
 from core.errors import Conflict, InvalidInput
 from demo.models import Contact, Order, Refund
 from runtime.tasks import advance_run
-from tests.conftest import refund_input, user
+from tests.conftest import refund_input
 
 pytestmark = pytest.mark.django_db
 
 
-def test_small_confident_refund_runs_automatically(demo, commit):
+def test_small_confident_refund_runs_automatically(refund_agent, orders, demo_user, commit):
+    operator = demo_user("operator")
     with commit():
-        run = run_start(agent=demo["refund-triage"], input=refund_input(amount=40), actor=user("operator"))
+        run = run_start(agent=refund_agent, input=refund_input(amount=40), actor=operator)
     run.refresh_from_db()
     action = ActionRequest.objects.get(run=run)
     assert action.route == "auto"
@@ -40,9 +41,9 @@ def test_small_confident_refund_runs_automatically(demo, commit):
     assert events == ["action.routed", "action.executed"]
 
 
-def test_refund_above_100_waits_for_a_reviewer(demo, commit):
+def test_refund_above_100_waits_for_a_reviewer(refund_agent, orders, commit):
     with commit():
-        run = run_start(agent=demo["refund-triage"], input=refund_input(amount=250), actor=None)
+        run = run_start(agent=refund_agent, input=refund_input(amount=250), actor=None)
     run.refresh_from_db()
     action = ActionRequest.objects.get(run=run)
     assert action.status == ActionStatus.PENDING
@@ -52,19 +53,17 @@ def test_refund_above_100_waits_for_a_reviewer(demo, commit):
     assert not Execution.objects.exists()
 
 
-def test_unsure_ticket_goes_to_review_on_confidence(demo, commit):
+def test_unsure_ticket_goes_to_review_on_confidence(refund_agent, orders, commit):
     with commit():
-        run = run_start(
-            agent=demo["refund-triage"], input=refund_input(amount=20, ticket="maybe refund? not sure"), actor=None
-        )
+        run = run_start(agent=refund_agent, input=refund_input(amount=20, ticket="maybe refund? not sure"), actor=None)
     action = ActionRequest.objects.get(run=run)
     assert action.status == ActionStatus.PENDING
     assert "below the threshold 0.80" in action.route_reason
 
 
-def test_destructive_tool_is_always_reviewed(demo, commit):
+def test_destructive_tool_is_always_reviewed(crm_agent, contacts, commit):
     with commit():
-        run = run_start(agent=demo["crm-cleanup"], input={"request": "dupes", "contact_ids": [1, 2]}, actor=None)
+        run = run_start(agent=crm_agent, input={"request": "dupes", "contact_ids": [1, 2]}, actor=None)
     action = ActionRequest.objects.get(run=run)
     assert action.confidence >= 0.8
     assert action.status == ActionStatus.PENDING
@@ -72,12 +71,13 @@ def test_destructive_tool_is_always_reviewed(demo, commit):
     assert Contact.objects.filter(deleted_at__isnull=True).count() == 200
 
 
-def test_approval_executes_once_and_the_run_finishes(demo, commit):
+def test_approval_executes_once_and_the_run_finishes(crm_agent, contacts, demo_user, commit):
+    reviewer = demo_user("reviewer")
     with commit():
-        run = run_start(agent=demo["crm-cleanup"], input={"request": "dupes", "contact_ids": [5, 6, 7]}, actor=None)
+        run = run_start(agent=crm_agent, input={"request": "dupes", "contact_ids": [5, 6, 7]}, actor=None)
     action = ActionRequest.objects.get(run=run)
     with commit():
-        action_request_decide(action=action, actor=user("reviewer"), verdict="approve")
+        action_request_decide(action=action, actor=reviewer, verdict="approve")
     execution = Execution.objects.get(action=action)
     # A redelivered message must find the execution done and do nothing.
     with commit():
@@ -98,12 +98,13 @@ def test_approval_executes_once_and_the_run_finishes(demo, commit):
     assert run.result.startswith("Contacts deleted")
 
 
-def test_rejection_reason_is_fed_back_to_the_agent(demo, commit):
+def test_rejection_reason_is_fed_back_to_the_agent(refund_agent, orders, demo_user, commit):
+    reviewer2 = demo_user("reviewer2")
     with commit():
-        run = run_start(agent=demo["refund-triage"], input=refund_input(amount=300), actor=None)
+        run = run_start(agent=refund_agent, input=refund_input(amount=300), actor=None)
     action = ActionRequest.objects.get(run=run)
     with commit():
-        action_request_decide(action=action, actor=user("reviewer2"), verdict="reject", comment="order is a gift card")
+        action_request_decide(action=action, actor=reviewer2, verdict="reject", comment="order is a gift card")
     run.refresh_from_db()
     assert run.status == RunStatus.SUCCEEDED
     assert "order is a gift card" in run.result
@@ -113,13 +114,14 @@ def test_rejection_reason_is_fed_back_to_the_agent(demo, commit):
     assert not Refund.objects.exists()
 
 
-def test_edit_then_approve_runs_the_edited_arguments_and_records_both(demo, commit):
+def test_edit_then_approve_runs_the_edited_arguments_and_records_both(refund_agent, orders, demo_user, commit):
+    reviewer = demo_user("reviewer")
     with commit():
-        run = run_start(agent=demo["refund-triage"], input=refund_input(amount=300), actor=None)
+        run = run_start(agent=refund_agent, input=refund_input(amount=300), actor=None)
     action = ActionRequest.objects.get(run=run)
     edited = {"order_id": "ORD-1001", "amount": 75, "reason": "partial refund agreed"}
     with commit():
-        action_request_decide(action=action, actor=user("reviewer"), verdict="edit", arguments=edited)
+        action_request_decide(action=action, actor=reviewer, verdict="edit", arguments=edited)
     action.refresh_from_db()
     assert action.status == ActionStatus.EXECUTED
     assert action.proposed_arguments["amount"] == "300"
@@ -131,10 +133,10 @@ def test_edit_then_approve_runs_the_edited_arguments_and_records_both(demo, comm
     assert action.decision.arguments_before["amount"] == "300"
 
 
-def test_tool_failure_is_fed_back(demo, commit):
+def test_tool_failure_is_fed_back(refund_agent, orders, commit):
     Order.objects.filter(order_id="ORD-1001").update(total=50)
     with commit():
-        run = run_start(agent=demo["refund-triage"], input=refund_input(amount=90), actor=None)
+        run = run_start(agent=refund_agent, input=refund_input(amount=90), actor=None)
     action = ActionRequest.objects.get(run=run)
     run.refresh_from_db()
     assert action.status == ActionStatus.FAILED
@@ -144,17 +146,18 @@ def test_tool_failure_is_fed_back(demo, commit):
     assert not Refund.objects.exists()
 
 
-def test_run_input_failing_the_schema_writes_nothing(demo):
+def test_run_input_failing_the_schema_writes_nothing(refund_agent):
     with pytest.raises(InvalidInput, match="amount"):
-        run_start(agent=demo["refund-triage"], input={"ticket": "x", "order_id": "ORD-1001"}, actor=None)
+        run_start(agent=refund_agent, input={"ticket": "x", "order_id": "ORD-1001"}, actor=None)
     with pytest.raises(InvalidInput, match="JSON object"):
-        run_start(agent=demo["refund-triage"], input=["not", "an", "object"], actor=None)
+        run_start(agent=refund_agent, input=["not", "an", "object"], actor=None)
     assert not Run.objects.exists()
     assert not AuditEvent.objects.filter(event="run.started").exists()
 
 
-def test_paused_agent_refuses_new_runs(demo):
-    agent = agent_update(agent=demo["refund-triage"], actor=user("admin"), is_paused=True)
+def test_paused_agent_refuses_new_runs(refund_agent, demo_user):
+    admin = demo_user("admin")
+    agent = agent_update(agent=refund_agent, actor=admin, is_paused=True)
     with pytest.raises(Conflict, match="paused"):
         run_start(agent=agent, input=refund_input(), actor=None)
     event = AuditEvent.objects.get(event="agent.updated")
@@ -182,8 +185,8 @@ def _use_provider(agent, provider, name):
     type(agent).objects.filter(pk=agent.pk).update(provider=name)
 
 
-def test_guard_refuses_unknown_tool_and_bad_arguments_and_feeds_them_back(demo, commit):
-    agent = demo["refund-triage"]
+def test_guard_refuses_unknown_tool_and_bad_arguments_and_feeds_them_back(refund_agent, orders, commit):
+    agent = refund_agent
     _use_provider(
         agent,
         ScriptedSequence(
@@ -206,9 +209,9 @@ def test_guard_refuses_unknown_tool_and_bad_arguments_and_feeds_them_back(demo, 
     assert not ActionRequest.objects.exists()
 
 
-def test_deny_policy_is_fed_back(demo, commit):
+def test_deny_policy_is_fed_back(refund_agent, orders, commit):
 
-    agent = demo["refund-triage"]
+    agent = refund_agent
     agent_tool_configure(agent=agent, tool="issue_refund", actor=None, mode="deny")
     with commit():
         run = run_start(agent=agent, input=refund_input(), actor=None)
@@ -219,8 +222,8 @@ def test_deny_policy_is_fed_back(demo, commit):
     assert not Refund.objects.exists()
 
 
-def test_step_limit_halts_the_run(demo, commit):
-    agent = demo["refund-triage"]
+def test_step_limit_halts_the_run(refund_agent, orders, commit):
+    agent = refund_agent
     varied = [ToolCallProposal("wire_money", {"attempt": i}, 0.9, "again") for i in range(50)]
     _use_provider(agent, ScriptedSequence(varied), "test-steps")
     with commit():
@@ -231,9 +234,9 @@ def test_step_limit_halts_the_run(demo, commit):
     assert AuditEvent.objects.filter(event="run.halted", target_id=str(run.pk)).exists()
 
 
-def test_advance_of_a_run_that_is_not_queued_does_nothing(demo, commit):
+def test_advance_of_a_run_that_is_not_queued_does_nothing(refund_agent, orders, commit):
     with commit():
-        run = run_start(agent=demo["refund-triage"], input=refund_input(amount=250), actor=None)
+        run = run_start(agent=refund_agent, input=refund_input(amount=250), actor=None)
     steps_before = run.steps.count()
     advance_run(run.pk)  # a duplicate delivery while the run waits
     assert run.steps.count() == steps_before
@@ -241,8 +244,8 @@ def test_advance_of_a_run_that_is_not_queued_does_nothing(demo, commit):
     assert run.status == RunStatus.WAITING
 
 
-def test_the_same_failing_call_repeated_is_a_loop(demo, commit):
-    agent = demo["refund-triage"]
+def test_the_same_failing_call_repeated_is_a_loop(refund_agent, orders, commit):
+    agent = refund_agent
     same = ToolCallProposal("wire_money", {"to": "x"}, 0.9, "again")
     _use_provider(agent, ScriptedSequence([same] * 50), "test-loop")
     with commit():

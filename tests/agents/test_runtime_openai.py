@@ -19,9 +19,9 @@ KEY = "sk-loopback-secret-0123456789"
 
 
 @pytest.fixture
-def openai_agent(demo, llm_server, monkeypatch):  # noqa: F811
+def openai_agent(refund_agent, orders, llm_server, monkeypatch):  # noqa: F811
     monkeypatch.setenv("COUNTERSIGN_SECRET_TEST_OPENAI", KEY)
-    agent = demo["refund-triage"]
+    agent = refund_agent
     Agent.objects.filter(pk=agent.pk).update(
         provider="openai",
         base_url=llm_server.url,

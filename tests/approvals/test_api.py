@@ -21,7 +21,7 @@ def _pending_action(api_as, *, agent="refund-triage", payload=None):
     return ActionRequest.objects.get(run_id=response.json()["id"])
 
 
-def test_it_starts_a_run(api_as):
+def test_it_starts_a_run(refund_agent, orders, api_as):
     response = api_as("operator").post("/api/v1/agents/refund-triage/runs", {"input": refund_input(amount=30)})
     assert response.status_code == 201
     body = response.json()
@@ -49,20 +49,20 @@ def test_tokens_are_stored_hashed(api_as):
     assert len(token.key_hash) == 64
 
 
-def test_unknown_agent_is_404(api_as):
+def test_unknown_agent_is_404(refund_agent, api_as):
     response = api_as("operator").post("/api/v1/agents/nope/runs", {"input": {}})
     assert response.status_code == 404
     assert response.json() == {"error": "not_found", "detail": "no such object, or you may not see it"}
 
 
-def test_malformed_json_is_400_and_writes_nothing(api_as):
+def test_malformed_json_is_400_and_writes_nothing(refund_agent, orders, api_as):
     response = api_as("operator").post("/api/v1/agents/refund-triage/runs", raw='{"input": {')
     assert response.status_code == 400
     assert response.json()["error"] == "malformed_json"
     assert not Run.objects.exists()
 
 
-def test_input_failing_the_agent_schema_is_400(api_as):
+def test_input_failing_the_agent_schema_is_400(refund_agent, orders, api_as):
     operator = api_as("operator")
     audit_before = AuditEvent.objects.count()
     response = operator.post(
@@ -76,18 +76,18 @@ def test_input_failing_the_agent_schema_is_400(api_as):
     assert AuditEvent.objects.count() == audit_before
 
 
-def test_missing_input_field_is_400(api_as):
+def test_missing_input_field_is_400(refund_agent, orders, api_as):
     response = api_as("operator").post("/api/v1/agents/refund-triage/runs", {"inpt": {}})
     assert response.status_code == 400
     assert response.json()["error"] == "invalid_request"
 
 
-def test_reviewer_may_not_start_runs(api_as):
+def test_reviewer_may_not_start_runs(refund_agent, orders, api_as):
     response = api_as("reviewer").post("/api/v1/agents/refund-triage/runs", {"input": refund_input()})
     assert response.status_code == 404
 
 
-def test_run_shows_its_actions(api_as):
+def test_run_shows_its_actions(refund_agent, orders, api_as):
     action = _pending_action(api_as)
     body = api_as("reviewer").get(f"/api/v1/runs/{action.run_id}").json()
     assert body["status"] == "waiting"
@@ -96,7 +96,7 @@ def test_run_shows_its_actions(api_as):
     assert body["actions"][0]["status"] == "pending"
 
 
-def test_pending_list_is_filtered_by_review_permission(api_as):
+def test_pending_list_is_filtered_by_review_permission(refund_agent, crm_agent, orders, contacts, api_as):
     refund = _pending_action(api_as)
     crm = _pending_action(api_as, agent="crm-cleanup", payload={"request": "x", "contact_ids": [1]})
     seen_by_reviewer = [a["id"] for a in api_as("reviewer").get("/api/v1/actions?status=pending").json()["items"]]
@@ -107,7 +107,7 @@ def test_pending_list_is_filtered_by_review_permission(api_as):
     assert seen_by_operator == []
 
 
-def test_list_is_keyset_paginated(api_as):
+def test_list_is_keyset_paginated(refund_agent, orders, api_as):
     ids = [_pending_action(api_as).pk for _ in range(3)]
     client = api_as("reviewer")
     first = client.get("/api/v1/actions?status=pending&limit=2").json()
@@ -117,7 +117,7 @@ def test_list_is_keyset_paginated(api_as):
     assert second["next_before"] is None
 
 
-def test_action_detail_has_the_documented_fields(api_as):
+def test_action_detail_has_the_documented_fields(refund_agent, orders, api_as):
     action = _pending_action(api_as)
     body = api_as("reviewer").get(f"/api/v1/actions/{action.pk}").json()
     for key in ("id", "run", "agent", "tool", "arguments", "confidence", "status", "decision", "route_reason"):
@@ -125,7 +125,7 @@ def test_action_detail_has_the_documented_fields(api_as):
     assert body["decision"] is None
 
 
-def test_outsider_gets_404_for_an_action_it_may_not_review(api_as):
+def test_outsider_gets_404_for_an_action_it_may_not_review(refund_agent, crm_agent, contacts, api_as):
     crm = _pending_action(api_as, agent="crm-cleanup", payload={"request": "x", "contact_ids": [1]})
     client = api_as("reviewer2")
     assert client.get(f"/api/v1/actions/{crm.pk}").status_code == 404
@@ -135,7 +135,7 @@ def test_outsider_gets_404_for_an_action_it_may_not_review(api_as):
     assert crm.status == ActionStatus.PENDING
 
 
-def test_approve_decides_and_executes(api_as):
+def test_approve_decides_and_executes(refund_agent, orders, api_as):
     action = _pending_action(api_as)
     response = api_as("reviewer").post(f"/api/v1/actions/{action.pk}/decision", {"verdict": "approve"})
     assert response.status_code == 200
@@ -145,7 +145,7 @@ def test_approve_decides_and_executes(api_as):
     assert Refund.objects.count() == 1
 
 
-def test_second_decision_loses_with_409_naming_the_winner(api_as):
+def test_second_decision_loses_with_409_naming_the_winner(refund_agent, orders, api_as):
     action = _pending_action(api_as)
     api_as("reviewer").post(f"/api/v1/actions/{action.pk}/decision", {"verdict": "reject", "comment": "no"})
     response = api_as("reviewer2").post(f"/api/v1/actions/{action.pk}/decision", {"verdict": "approve"})
@@ -178,7 +178,7 @@ def test_second_decision_loses_with_409_naming_the_winner(api_as):
         (["approve"], "invalid_request"),
     ],
 )
-def test_bad_decisions_are_400_and_write_nothing(api_as, payload, code):
+def test_bad_decisions_are_400_and_write_nothing(refund_agent, orders, api_as, payload, code):
     action = _pending_action(api_as)
     reviewer = api_as("reviewer")
     audit_before = AuditEvent.objects.count()
@@ -191,7 +191,7 @@ def test_bad_decisions_are_400_and_write_nothing(api_as, payload, code):
     assert AuditEvent.objects.count() == audit_before
 
 
-def test_an_edit_naming_an_unknown_order_is_400_on_the_field_and_writes_nothing(api_as):
+def test_an_edit_naming_an_unknown_order_is_400_on_the_field_and_writes_nothing(refund_agent, orders, api_as):
     action = _pending_action(api_as)
     reviewer = api_as("reviewer")
     audit_before = AuditEvent.objects.count()
@@ -207,7 +207,7 @@ def test_an_edit_naming_an_unknown_order_is_400_on_the_field_and_writes_nothing(
     assert AuditEvent.objects.count() == audit_before
 
 
-def test_decision_on_a_finished_action_is_409(api_as):
+def test_decision_on_a_finished_action_is_409(refund_agent, orders, api_as):
     operator = api_as("operator")
     run_id = operator.post("/api/v1/agents/refund-triage/runs", {"input": refund_input(amount=20)}).json()["id"]
     auto = ActionRequest.objects.get(run_id=run_id)
@@ -226,7 +226,7 @@ def test_decision_on_a_finished_action_is_409(api_as):
         ({"tool": "issue_refund", "arguments": {}, "confidence": 7}, "invalid_request"),
     ],
 )
-def test_submitted_actions_with_bad_tools_or_arguments_are_400(api_as, payload, code):
+def test_submitted_actions_with_bad_tools_or_arguments_are_400(refund_agent, orders, api_as, payload, code):
     operator = api_as("operator")
     audit_before = AuditEvent.objects.count()
     response = operator.post("/api/v1/agents/refund-triage/actions", payload)
@@ -236,7 +236,7 @@ def test_submitted_actions_with_bad_tools_or_arguments_are_400(api_as, payload, 
     assert AuditEvent.objects.count() == audit_before
 
 
-def test_submitted_action_is_routed_like_a_run_proposal(api_as):
+def test_submitted_action_is_routed_like_a_run_proposal(refund_agent, orders, api_as):
     payload = {
         "tool": "issue_refund",
         "arguments": {"order_id": "ORD-1003", "amount": 150, "reason": "late"},

@@ -5,6 +5,7 @@ from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
+from agents.models import Agent
 from agents.services import run_start
 from approvals.models import ActionRequest, ActionStatus
 from tests.conftest import PASSWORD, refund_input
@@ -19,12 +20,12 @@ def login(username: str) -> Client:
     return client
 
 
-def pending(demo, agent="refund-triage", payload=None):
-    run = run_start(agent=demo[agent], input=payload or refund_input(amount=250), actor=None)
+def pending(agent="refund-triage", payload=None):
+    run = run_start(agent=Agent.objects.get(slug=agent), input=payload or refund_input(amount=250), actor=None)
     return ActionRequest.objects.get(run=run)
 
 
-def test_inbox_requires_login(client, demo):
+def test_inbox_requires_login(db, client):
     response = client.get("/")
     assert response.status_code == 302
     assert response["Location"].startswith("/login/")
@@ -36,9 +37,11 @@ def test_login_page_renders(client, db):
     assert b'name="password"' in response.content
 
 
-def test_inbox_shows_only_actions_the_user_may_review(demo):
-    refund = pending(demo)
-    crm = pending(demo, "crm-cleanup", {"request": "x", "contact_ids": [3]})
+def test_inbox_shows_only_actions_the_user_may_review(refund_agent, crm_agent, orders, contacts, demo_user):
+    demo_user("reviewer")
+    demo_user("reviewer2")
+    refund = pending()
+    crm = pending("crm-cleanup", {"request": "x", "contact_ids": [3]})
     reviewer_page = login("reviewer").get("/").content.decode()
     reviewer2_page = login("reviewer2").get("/").content.decode()
     assert f'id="action-{refund.pk}"' in reviewer_page
@@ -48,23 +51,25 @@ def test_inbox_shows_only_actions_the_user_may_review(demo):
     assert 'ws-connect="/ws/inbox/"' in reviewer_page
 
 
-def test_inbox_rows_partial_for_htmx(demo):
-    action = pending(demo)
+def test_inbox_rows_partial_for_htmx(refund_agent, orders, demo_user):
+    demo_user("reviewer")
+    action = pending()
     response = login("reviewer").get("/", headers={"HX-Request": "true"})
     body = response.content.decode()
     assert f'id="action-{action.pk}"' in body
     assert "<html" not in body
 
 
-def test_inbox_query_count_does_not_grow_with_rows(demo):
+def test_inbox_query_count_does_not_grow_with_rows(refund_agent, crm_agent, orders, contacts, demo_user):
+    demo_user("reviewer")
     client = login("reviewer")
-    pending(demo)
+    pending()
     client.get("/")  # warm the content-type cache
     with CaptureQueriesContext(connection) as one:
         client.get("/")
     for _ in range(12):
-        pending(demo)
-        pending(demo, "crm-cleanup", {"request": "x", "contact_ids": [4]})
+        pending()
+        pending("crm-cleanup", {"request": "x", "contact_ids": [4]})
     with CaptureQueriesContext(connection) as many:
         response = client.get("/")
     assert response.content.decode().count('class="row ') == 25
@@ -74,13 +79,15 @@ def test_inbox_query_count_does_not_grow_with_rows(demo):
     assert len(many) == len(one) == 9
 
 
-def test_decide_rejects_get(demo):
-    action = pending(demo)
+def test_decide_rejects_get(refund_agent, orders, demo_user):
+    demo_user("reviewer")
+    action = pending()
     assert login("reviewer").get(f"/actions/{action.pk}/decide").status_code == 405
 
 
-def test_outsider_gets_404_on_detail_and_decide(demo):
-    crm = pending(demo, "crm-cleanup", {"request": "x", "contact_ids": [3]})
+def test_outsider_gets_404_on_detail_and_decide(refund_agent, crm_agent, orders, contacts, demo_user):
+    demo_user("reviewer2")
+    crm = pending("crm-cleanup", {"request": "x", "contact_ids": [3]})
     client = login("reviewer2")
     assert client.get(f"/actions/{crm.pk}/").status_code == 404
     assert client.post(f"/actions/{crm.pk}/decide", {"verdict": "approve"}).status_code == 404
@@ -88,8 +95,9 @@ def test_outsider_gets_404_on_detail_and_decide(demo):
     assert crm.status == ActionStatus.PENDING
 
 
-def test_reviewer_approves_from_the_detail_form_without_javascript(demo):
-    action = pending(demo)
+def test_reviewer_approves_from_the_detail_form_without_javascript(refund_agent, orders, demo_user):
+    demo_user("reviewer")
+    action = pending()
     client = login("reviewer")
     detail = client.get(f"/actions/{action.pk}/")
     assert b"Why it is here" in detail.content
@@ -100,8 +108,9 @@ def test_reviewer_approves_from_the_detail_form_without_javascript(demo):
     assert action.status == ActionStatus.EXECUTED
 
 
-def test_reject_without_reason_shows_the_error_and_changes_nothing(demo):
-    action = pending(demo)
+def test_reject_without_reason_shows_the_error_and_changes_nothing(refund_agent, orders, demo_user):
+    demo_user("reviewer")
+    action = pending()
     client = login("reviewer")
     response = client.post(f"/actions/{action.pk}/decide", {"verdict": "reject", "comment": ""}, follow=True)
     assert b"a rejection needs a reason" in response.content
@@ -109,8 +118,9 @@ def test_reject_without_reason_shows_the_error_and_changes_nothing(demo):
     assert action.status == ActionStatus.PENDING
 
 
-def test_edit_with_invalid_json_shows_the_error(demo):
-    action = pending(demo)
+def test_edit_with_invalid_json_shows_the_error(refund_agent, orders, demo_user):
+    demo_user("reviewer")
+    action = pending()
     response = login("reviewer").post(
         f"/actions/{action.pk}/decide",
         {"verdict": "edit", "arguments": "{not json"},
@@ -122,14 +132,17 @@ def test_edit_with_invalid_json_shows_the_error(demo):
     assert action.status == ActionStatus.PENDING
 
 
-def test_second_reviewer_is_told_who_decided(demo):
-    action = pending(demo)
+def test_second_reviewer_is_told_who_decided(refund_agent, orders, demo_user):
+    demo_user("reviewer")
+    demo_user("reviewer2")
+    action = pending()
     login("reviewer").post(f"/actions/{action.pk}/decide", {"verdict": "reject", "comment": "duplicate"})
     response = login("reviewer2").post(f"/actions/{action.pk}/decide", {"verdict": "approve"}, follow=True)
     assert b"already decided by reviewer" in response.content
 
 
-def test_operator_starts_a_run_from_the_ui(demo):
+def test_operator_starts_a_run_from_the_ui(refund_agent, orders, demo_user):
+    demo_user("operator")
     client = login("operator")
     page = client.get("/agents/")
     assert b"Start run" in page.content
@@ -141,6 +154,7 @@ def test_operator_starts_a_run_from_the_ui(demo):
     assert b"succeeded" in run_page.content
 
 
-def test_reviewer_cannot_start_runs_from_the_ui(demo):
+def test_reviewer_cannot_start_runs_from_the_ui(refund_agent, demo_user):
+    demo_user("reviewer")
     response = login("reviewer").post("/agents/refund-triage/runs", {"input": "{}"})
     assert response.status_code == 404

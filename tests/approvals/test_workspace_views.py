@@ -4,7 +4,7 @@ from decimal import Decimal
 
 import pytest
 
-from agents.models import AgentTool
+from agents.models import Agent, AgentTool
 from agents.services import agent_permission_grant, run_start
 from approvals.models import ActionRequest, ActionStatus, Decision, Notification
 from audit.models import AuditEvent
@@ -16,17 +16,18 @@ from tests.conftest import refund_input, user
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def pending(demo, agent="refund-triage", amount=300):
+def pending(agent="refund-triage", amount=300):
     payload = (
         {"request": "x", "contact_ids": [3]}
         if agent == "crm-cleanup"
         else refund_input(amount=amount, order="ORD-1003")
     )
-    return ActionRequest.objects.get(run=run_start(agent=demo[agent], input=payload, actor=None))
+    return ActionRequest.objects.get(run=run_start(agent=Agent.objects.get(slug=agent), input=payload, actor=None))
 
 
-def test_edit_form_is_generated_from_the_tool_schema(demo):
-    action = pending(demo)
+def test_edit_form_is_generated_from_the_tool_schema(refund_agent, orders, demo_user):
+    demo_user("reviewer")
+    action = pending()
     page = login("reviewer").get(f"/actions/{action.pk}/").content.decode()
     for name in ("order_id", "amount", "reason"):
         assert f'name="arg-{name}"' in page
@@ -35,8 +36,9 @@ def test_edit_form_is_generated_from_the_tool_schema(demo):
     assert "How people decided this before" in page
 
 
-def test_an_invalid_edit_shows_the_field_error_and_changes_nothing(demo):
-    action = pending(demo)
+def test_an_invalid_edit_shows_the_field_error_and_changes_nothing(refund_agent, orders, demo_user):
+    demo_user("reviewer")
+    action = pending()
     response = login("reviewer").post(
         f"/actions/{action.pk}/decide",
         {"verdict": "edit", "arg-order_id": "ORD-1003", "arg-amount": "-5", "arg-reason": "partial"},
@@ -50,8 +52,9 @@ def test_an_invalid_edit_shows_the_field_error_and_changes_nothing(demo):
     assert action.arguments["amount"] == "300"
 
 
-def test_a_valid_edit_from_the_form_is_approved_as_an_override(demo):
-    action = pending(demo)
+def test_a_valid_edit_from_the_form_is_approved_as_an_override(refund_agent, orders, demo_user):
+    demo_user("reviewer")
+    action = pending()
     response = login("reviewer").post(
         f"/actions/{action.pk}/decide",
         {"verdict": "edit", "arg-order_id": "ORD-1003", "arg-amount": "45.50", "arg-reason": "partial refund"},
@@ -66,8 +69,9 @@ def test_a_valid_edit_from_the_form_is_approved_as_an_override(demo):
     assert "Changed by a reviewer" in page
 
 
-def test_reject_with_a_preset_reason(demo):
-    action = pending(demo)
+def test_reject_with_a_preset_reason(refund_agent, orders, demo_user):
+    demo_user("reviewer")
+    action = pending()
     login("reviewer").post(
         f"/actions/{action.pk}/decide", {"verdict": "reject", "preset": "Duplicate of an earlier request"}
     )
@@ -75,9 +79,10 @@ def test_reject_with_a_preset_reason(demo):
     assert action.decision.comment == "Duplicate of an earlier request"
 
 
-def test_bulk_decisions_skip_what_the_user_may_not_decide(demo):
-    a1, a2 = pending(demo), pending(demo)
-    crm = pending(demo, "crm-cleanup")
+def test_bulk_decisions_skip_what_the_user_may_not_decide(refund_agent, crm_agent, orders, contacts, demo_user):
+    demo_user("reviewer2")
+    a1, a2 = pending(), pending()
+    crm = pending("crm-cleanup")
     response = login("reviewer2").post(
         "/actions/bulk", {"verdict": "reject", "ids": [a1.pk, a2.pk, crm.pk], "comment": "batch cleanup"}, follow=True
     )
@@ -87,8 +92,10 @@ def test_bulk_decisions_skip_what_the_user_may_not_decide(demo):
     assert ActionRequest.objects.get(pk=crm.pk).status == ActionStatus.PENDING
 
 
-def test_bulk_approve_reports_conflicts(demo):
-    a1, a2 = pending(demo), pending(demo)
+def test_bulk_approve_reports_conflicts(refund_agent, orders, demo_user):
+    demo_user("reviewer")
+    demo_user("reviewer2")
+    a1, a2 = pending(), pending()
     login("reviewer").post(f"/actions/{a2.pk}/decide", {"verdict": "reject", "comment": "no"})
     response = login("reviewer2").post("/actions/bulk", {"verdict": "approve", "ids": [a1.pk, a2.pk]}, follow=True)
     assert b"approve recorded for 1 action(s)" in response.content
@@ -96,8 +103,9 @@ def test_bulk_approve_reports_conflicts(demo):
     assert Refund.objects.count() == 1
 
 
-def test_inbox_approve_button_works_without_javascript(demo):
-    action = pending(demo)
+def test_inbox_approve_button_works_without_javascript(refund_agent, orders, demo_user):
+    demo_user("reviewer")
+    action = pending()
     client = login("reviewer")
     page = client.get("/").content.decode()
     assert f'formaction="/actions/{action.pk}/decide"' in page
@@ -107,10 +115,12 @@ def test_inbox_approve_button_works_without_javascript(demo):
     assert ActionRequest.objects.get(pk=action.pk).status == ActionStatus.EXECUTED
 
 
-def test_inbox_shows_counts_filters_claims_and_quorum(demo):
+def test_inbox_shows_counts_filters_claims_and_quorum(refund_agent, crm_agent, orders, contacts, demo_user):
+    demo_user("reviewer")
+    demo_user("reviewer2")
     AgentTool.objects.filter(tool="issue_refund").update(required_approvals=2)
-    action = pending(demo)
-    pending(demo, "crm-cleanup")
+    action = pending()
+    pending("crm-cleanup")
     login("reviewer").post(f"/actions/{action.pk}/claim")
     page = login("reviewer2").get("/").content.decode()
     assert "reviewer is on it" in page
@@ -121,14 +131,18 @@ def test_inbox_shows_counts_filters_claims_and_quorum(demo):
     assert "delete_contacts" in filtered and f'id="action-{action.pk}"' not in filtered
 
 
-def test_claim_rejects_get_and_outsiders(demo):
-    crm = pending(demo, "crm-cleanup")
+def test_claim_rejects_get_and_outsiders(refund_agent, crm_agent, orders, contacts, demo_user):
+    demo_user("reviewer")
+    demo_user("reviewer2")
+    crm = pending("crm-cleanup")
     assert login("reviewer").get(f"/actions/{crm.pk}/claim").status_code == 405
     assert login("reviewer2").post(f"/actions/{crm.pk}/claim").status_code == 404
 
 
-def test_escalate_from_the_page_and_notifications(demo):
-    action = pending(demo)
+def test_escalate_from_the_page_and_notifications(refund_agent, orders, demo_user):
+    demo_user("reviewer2")
+    demo_user("reviewer")
+    action = pending()
     login("reviewer2").post(f"/actions/{action.pk}/decide", {"verdict": "escalate", "comment": "over my limit"})
     assert login("reviewer2").get(f"/actions/{action.pk}/").status_code == 404
     page = login("reviewer").get("/notifications/").content.decode()
@@ -137,10 +151,11 @@ def test_escalate_from_the_page_and_notifications(demo):
     assert not Notification.objects.filter(user__username="reviewer", read_at__isnull=True).exists()
 
 
-def test_api_escalate_claim_and_separation_of_duties(api_as, demo):
+def test_api_escalate_claim_and_separation_of_duties(refund_agent, orders, demo_user, api_as):
+    demo_user("operator")
     operator = api_as("operator")
 
-    agent_permission_grant(agent=demo["refund-triage"], perm="review_agent", to=user("operator"), actor=None)
+    agent_permission_grant(agent=refund_agent, perm="review_agent", to=user("operator"), actor=None)
     submitted = operator.post(
         "/api/v1/agents/refund-triage/actions",
         {
@@ -166,8 +181,9 @@ def test_api_escalate_claim_and_separation_of_duties(api_as, demo):
 
 
 @pytest.mark.parametrize("amount", ["Infinity", "sNaN", "1e999999"])
-def test_odd_numbers_in_the_edit_form_are_a_field_error_not_a_crash(demo, amount):
-    action = pending(demo)
+def test_odd_numbers_in_the_edit_form_are_a_field_error_not_a_crash(refund_agent, orders, demo_user, amount):
+    demo_user("reviewer")
+    action = pending()
     response = login("reviewer").post(
         f"/actions/{action.pk}/decide",
         {"verdict": "edit", "arg-order_id": "ORD-1003", "arg-amount": amount, "arg-reason": "x"},
@@ -176,7 +192,9 @@ def test_odd_numbers_in_the_edit_form_are_a_field_error_not_a_crash(demo, amount
     assert ActionRequest.objects.get(pk=action.pk).status == ActionStatus.PENDING
 
 
-def test_odd_query_values_do_not_crash(demo):
+def test_odd_query_values_do_not_crash(refund_agent, orders, demo_user):
+    demo_user("reviewer")
+    demo_user("operator")
     client = login("reviewer")
     assert client.get("/?age=older:²").status_code == 200
     assert client.post("/actions/bulk", {"verdict": "approve", "ids": ["²", "1"]}).status_code == 302
@@ -187,8 +205,9 @@ def test_odd_query_values_do_not_crash(demo):
     assert response.status_code == 302
 
 
-def test_an_edit_naming_an_unknown_order_is_refused_on_its_field_and_changes_nothing(demo):
-    action = pending(demo)
+def test_an_edit_naming_an_unknown_order_is_refused_on_its_field_and_changes_nothing(refund_agent, orders, demo_user):
+    demo_user("reviewer")
+    action = pending()
     decided_before = AuditEvent.objects.filter(event="action.decided").count()
     response = login("reviewer").post(
         f"/actions/{action.pk}/decide",
@@ -204,9 +223,10 @@ def test_an_edit_naming_an_unknown_order_is_refused_on_its_field_and_changes_not
     assert AuditEvent.objects.filter(event="action.decided").count() == decided_before
 
 
-def test_an_edit_refunding_more_than_is_left_is_refused_on_the_amount_field(demo):
+def test_an_edit_refunding_more_than_is_left_is_refused_on_the_amount_field(refund_agent, orders, demo_user):
+    demo_user("reviewer")
     Order.objects.filter(order_id="ORD-1003").update(total=Decimal("351"), refunded_total=Decimal("300"))
-    action = pending(demo)
+    action = pending()
     response = login("reviewer").post(
         f"/actions/{action.pk}/decide",
         {"verdict": "edit", "arg-order_id": "ORD-1003", "arg-amount": "51.01", "arg-reason": "partial"},
@@ -216,16 +236,20 @@ def test_an_edit_refunding_more_than_is_left_is_refused_on_the_amount_field(demo
     assert ActionRequest.objects.get(pk=action.pk).status == ActionStatus.PENDING
 
 
-def test_an_edit_deleting_a_contact_that_does_not_exist_is_refused(demo):
-    action = pending(demo, "crm-cleanup")
+def test_an_edit_deleting_a_contact_that_does_not_exist_is_refused(
+    refund_agent, crm_agent, orders, contacts, demo_user
+):
+    demo_user("reviewer")
+    action = pending("crm-cleanup")
     response = login("reviewer").post(f"/actions/{action.pk}/decide", {"verdict": "edit", "arg-ids": "3, 9999"})
     assert response.status_code == 400
     assert "no such contact (or already deleted): 9999" in response.content.decode()
     assert ActionRequest.objects.get(pk=action.pk).status == ActionStatus.PENDING
 
 
-def test_an_edit_over_the_hard_limit_is_refused_when_the_tool_denies_over_limit_calls(demo):
-    action = pending(demo)
+def test_an_edit_over_the_hard_limit_is_refused_when_the_tool_denies_over_limit_calls(refund_agent, orders, demo_user):
+    demo_user("reviewer")
+    action = pending()
     AgentTool.objects.filter(tool="issue_refund").update(max_magnitude=Decimal(320), over_limit="deny")
     response = login("reviewer").post(
         f"/actions/{action.pk}/decide",
@@ -236,8 +260,9 @@ def test_an_edit_over_the_hard_limit_is_refused_when_the_tool_denies_over_limit_
     assert ActionRequest.objects.get(pk=action.pk).status == ActionStatus.PENDING
 
 
-def test_an_edit_stores_the_magnitude_of_the_edited_arguments(demo):
-    action = pending(demo)
+def test_an_edit_stores_the_magnitude_of_the_edited_arguments(refund_agent, orders, demo_user):
+    demo_user("reviewer")
+    action = pending()
     response = login("reviewer").post(
         f"/actions/{action.pk}/decide",
         {"verdict": "edit", "arg-order_id": "ORD-1003", "arg-amount": "45.50", "arg-reason": "partial refund"},
@@ -248,9 +273,11 @@ def test_an_edit_stores_the_magnitude_of_the_edited_arguments(demo):
     assert AuditEvent.objects.get(event="action.decided", target_id=str(action.pk)).after["magnitude"] == "45.50"
 
 
-def test_an_edit_toward_a_quorum_stores_the_new_magnitude_and_preview(demo):
+def test_an_edit_toward_a_quorum_stores_the_new_magnitude_and_preview(refund_agent, orders, demo_user):
+    demo_user("reviewer")
+    demo_user("reviewer2")
     AgentTool.objects.filter(tool="issue_refund").update(required_approvals=2)
-    action = pending(demo)
+    action = pending()
     client = login("reviewer")
     client.post(
         f"/actions/{action.pk}/decide",
@@ -263,8 +290,9 @@ def test_an_edit_toward_a_quorum_stores_the_new_magnitude_and_preview(demo):
     assert "<dt>refunded_after</dt><dd>12.00</dd>" in page
 
 
-def test_a_failed_edit_answers_at_the_action_page_url_not_the_post_url(demo):
-    action = pending(demo)
+def test_a_failed_edit_answers_at_the_action_page_url_not_the_post_url(refund_agent, orders, demo_user):
+    demo_user("reviewer")
+    action = pending()
     data = {"verdict": "edit", "arg-order_id": "ORD-9999", "arg-amount": "20", "arg-reason": "partial"}
     plain = login("reviewer").post(f"/actions/{action.pk}/decide", data)
     assert plain.status_code == 400
@@ -273,8 +301,10 @@ def test_a_failed_edit_answers_at_the_action_page_url_not_the_post_url(demo):
     assert login("reviewer").get(f"/actions/{action.pk}/").status_code == 200
 
 
-def test_an_htmx_decision_error_goes_to_the_message_area_and_leaves_the_row(demo):
-    action = pending(demo)
+def test_an_htmx_decision_error_goes_to_the_message_area_and_leaves_the_row(refund_agent, orders, demo_user):
+    demo_user("reviewer")
+    demo_user("reviewer2")
+    action = pending()
     login("reviewer").post(f"/actions/{action.pk}/decide", {"verdict": "reject", "comment": "no"})
     response = login("reviewer2").post(
         f"/actions/{action.pk}/decide", {"verdict": "approve", "from": "inbox"}, headers={"HX-Request": "true"}

@@ -29,7 +29,7 @@ from agents.services import run_start
 from approvals.models import ActionRequest
 from audit.models import AuditEvent
 from core import inbound
-from tests.conftest import PASSWORD, refund_input, user
+from tests.conftest import PASSWORD, refund_input
 
 pytestmark = pytest.mark.django_db
 
@@ -144,14 +144,17 @@ def _concrete(route: str, ids: dict[str, Any], hostile: str | None) -> str:
 
 
 @pytest.fixture
-def world(demo, commit):
+def world(refund_agent, orders, demo_user, commit):
+    # The admin sees every page; the reviewer is the user the user pages are about.
+    admin_user = demo_user("admin")
+    demo_user("reviewer")
     with commit():
-        run = run_start(agent=demo["refund-triage"], input=refund_input(amount=300), actor=None)
+        run = run_start(agent=refund_agent, input=refund_input(amount=300), actor=None)
     action = ActionRequest.objects.filter(run=run).first()
     assert action is not None
     admin = Client(raise_request_exception=False)
     admin.login(username="admin", password=PASSWORD)
-    token = api_token_issue(user=user("admin"), actor=None)
+    token = api_token_issue(user=admin_user, actor=None)
     return {
         "client": admin,
         "token": token,

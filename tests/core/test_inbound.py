@@ -101,7 +101,7 @@ def test_the_path_names_the_field():
 
 @pytest.mark.django_db
 @pytest.mark.parametrize("amount", ["1e999", "NaN", "-Infinity", "1e999999"])
-def test_starting_a_run_with_a_non_finite_amount_is_400_from_the_api_and_the_page(api_as, amount):
+def test_starting_a_run_with_a_non_finite_amount_is_400_from_the_api_and_the_page(refund_agent, api_as, amount):
     body = json.dumps({"input": refund_input()}).replace('"amount": 40', f'"amount": {amount}')
     response = api_as("operator").post("/api/v1/agents/refund-triage/runs", raw=body)
     assert response.status_code == 400
@@ -117,7 +117,7 @@ def test_starting_a_run_with_a_non_finite_amount_is_400_from_the_api_and_the_pag
 
 
 @pytest.mark.django_db
-def test_a_contact_id_past_64_bits_is_refused_before_anything_is_stored(api_as):
+def test_a_contact_id_past_64_bits_is_refused_before_anything_is_stored(crm_agent, api_as):
     response = api_as("operator").post(
         "/api/v1/agents/crm-cleanup/runs",
         raw='{"input": {"request": "dupes", "contact_ids": [99999999999999999999]}}',

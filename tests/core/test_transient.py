@@ -50,10 +50,11 @@ def test_transient_errors_are_told_apart_from_final_ones():
 
 
 @pytest.mark.parametrize("make_error", [deadlock, lost_connection])
-def test_a_transient_error_in_a_page_is_503_with_retry_after(demo, monkeypatch, make_error):
+def test_a_transient_error_in_a_page_is_503_with_retry_after(refund_agent, demo_user, monkeypatch, make_error):
     def fails(*args, **kwargs):
         raise make_error()
 
+    demo_user("reviewer")
     monkeypatch.setattr("approvals.selectors.inbox_for", fails)
     client = Client(raise_request_exception=False)
     client.login(username="reviewer", password=PASSWORD)
@@ -62,7 +63,7 @@ def test_a_transient_error_in_a_page_is_503_with_retry_after(demo, monkeypatch, 
     assert response["Retry-After"] == "2"
 
 
-def test_a_transient_error_in_the_api_is_503_json(api_as, monkeypatch):
+def test_a_transient_error_in_the_api_is_503_json(refund_agent, api_as, monkeypatch):
     def fails(*args, **kwargs):
         raise deadlock()
 
@@ -91,10 +92,12 @@ def flaky_tool(monkeypatch, name: str, *, failures: int, transactional: bool = T
     return calls
 
 
-def test_a_deadlock_inside_an_execution_is_retried_with_the_same_key_not_failed(demo, commit, monkeypatch):
+def test_a_deadlock_inside_an_execution_is_retried_with_the_same_key_not_failed(
+    refund_agent, orders, commit, monkeypatch
+):
     calls = flaky_tool(monkeypatch, "issue_refund", failures=2)
     with commit():
-        run = run_start(agent=demo["refund-triage"], input=refund_input(amount=20), actor=None)
+        run = run_start(agent=refund_agent, input=refund_input(amount=20), actor=None)
     action = ActionRequest.objects.get(run=run)
     assert action.status == ActionStatus.EXECUTED
     assert len(calls) == 3
@@ -107,17 +110,17 @@ def test_a_deadlock_inside_an_execution_is_retried_with_the_same_key_not_failed(
     assert verify_chain().ok
 
 
-def test_a_deadlock_around_an_effect_outside_the_database_goes_to_a_person(demo, commit, monkeypatch):
+def test_a_deadlock_around_an_effect_outside_the_database_goes_to_a_person(refund_agent, orders, commit, monkeypatch):
     flaky_tool(monkeypatch, "issue_refund", failures=1, transactional=False)
     with commit():
-        run = run_start(agent=demo["refund-triage"], input=refund_input(amount=20), actor=None)
+        run = run_start(agent=refund_agent, input=refund_input(amount=20), actor=None)
     action = ActionRequest.objects.get(run=run)
     # Its effect may or may not have happened: never retried blindly, never marked failed.
     assert action.status == ActionStatus.IN_DOUBT
     assert AuditEvent.objects.filter(event="action.in_doubt", target_id=str(action.pk)).exists()
 
 
-def test_a_deadlock_in_a_runs_step_requeues_the_step(demo, commit, monkeypatch):
+def test_a_deadlock_in_a_runs_step_requeues_the_step(refund_agent, orders, commit, monkeypatch):
 
     real = runtime._record_model_call
     calls: list[int] = []
@@ -130,7 +133,7 @@ def test_a_deadlock_in_a_runs_step_requeues_the_step(demo, commit, monkeypatch):
 
     monkeypatch.setattr(runtime, "_record_model_call", flaky)
     with commit():
-        run = run_start(agent=demo["refund-triage"], input=refund_input(amount=20), actor=None)
+        run = run_start(agent=refund_agent, input=refund_input(amount=20), actor=None)
     run.refresh_from_db()
     assert run.status == RunStatus.SUCCEEDED
     assert AuditEvent.objects.filter(event="run.step_retried", target_id=str(run.pk)).count() == 1
