@@ -1,4 +1,4 @@
-"""What agents shows live: the notice of a halted run, on its operators' open pages."""
+"""What agents shows live: the notice of a halted run on its operators' pages, and an open run page."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ from typing import Any
 from django.template.loader import render_to_string
 
 from agents.models import Run
-from live.groups import operator_group
-from live.push import RUN_NEEDS_OPERATOR
+from agents.selectors import run_steps
+from live.groups import agent_group, operator_group
+from live.push import RUN_CHANGED, RUN_NEEDS_OPERATOR
 from live.relay import Frame, html, renders
 
 
@@ -18,3 +19,28 @@ def run_needs_operator(payloads: list[dict[str, Any]]) -> Iterator[Frame]:
     runs = Run.objects.select_related("agent").filter(pk__in=[int(p["run_id"]) for p in payloads]).order_by("id")
     for run in runs:
         yield operator_group(run.agent_id), html(render_to_string("agents/_run_notice.html", {"run": run}))
+
+
+@renders(RUN_CHANGED)
+def run_changed(payloads: list[dict[str, Any]]) -> Iterator[Frame]:
+    """The live part of a run page, for everyone who may open it: its operators, reviewers and admins.
+
+    Sockets on other pages drop it (app.js, the `live-frames` extension): it only targets `#run-<id>-live`.
+    """
+    ids = sorted({int(p["run_id"]) for p in payloads})
+    for run in Run.objects.select_related("agent", "created_by").filter(pk__in=ids).order_by("id"):
+        frame = html(render_to_string("agents/_run_live.html", {**run_live_context(run), "oob": True}))
+        for group in (operator_group(run.agent_id), agent_group(run.agent_id, 1), agent_group(run.agent_id, 0)):
+            yield group, frame
+
+
+def run_live_context(run: Run) -> dict[str, Any]:
+    """What the live part of a run page shows: the same for everyone who may see the run."""
+    return {
+        "run": run,
+        "steps": run_steps(run),
+        "actions": run.actions.select_related("decision__reviewer").order_by("id"),
+        "subruns": Run.objects.filter(delegated_by__run=run).select_related("agent").order_by("id"),
+        # The coordinator's action that started this run, if it is a sub-run.
+        "delegated_by": Run.objects.filter(pk=run.pk).values_list("delegated_by", flat=True).first(),
+    }

@@ -38,7 +38,7 @@ from core.errors import Conflict, IllegalTransition, InvalidInput
 from core.inbound import InputRefused, refuse_invalid
 from core.leases import lease_until
 from core.transient import retry_delay
-from live.push import OPS_CHANGED, PERMISSIONS_CHANGED, RUN_NEEDS_OPERATOR, push
+from live.push import OPS_CHANGED, PERMISSIONS_CHANGED, RUN_CHANGED, RUN_NEEDS_OPERATOR, push
 
 # The run loop's task (runtime.tasks), named: the loop sits above this app.
 ADVANCE_RUN = "agents.advance_run"
@@ -154,6 +154,9 @@ def run_transition(*, run_id: int, from_status: str, to_status: str, **fields: A
     else:
         outcome = fields.setdefault("outcome", "")
     changed = Run.objects.filter(pk=run_id, status=from_status).update(status=to_status, **fields) == 1
+    if changed:
+        # The open run page shows its status and trace live (rendered after commit: all the step wrote).
+        push(RUN_CHANGED, run_id=run_id)
     if changed and outcome:
         _count_run_end(run_id, RunOutcome(outcome), succeeded=to_status == RunStatus.SUCCEEDED)
     return changed

@@ -16,6 +16,7 @@ from django.views.decorators.http import require_GET, require_POST
 from agents import breakers, configuration, selectors, services
 from agents.forms import AgentSettingsForm, PromptForm, RunInputForm, tool_policy_forms
 from agents.models import Agent, AgentTool, PromptVersion, Run, RunPriority, RunStatus
+from agents.pushes import run_live_context
 from agents.tools import all_tools
 from core.errors import DomainError
 from core.inbound import InputRefused, parse_json
@@ -125,15 +126,10 @@ def _run_input(request: AuthedRequest, agent: Agent) -> Any:
 @login_required
 def run_detail(request: AuthedRequest, run_id: int) -> HttpResponse:
     run = get_object_or_404(selectors.runs_visible_to(request.user), pk=run_id)
-    context = {
-        "run": run,
-        "steps": selectors.run_steps(run),
-        "actions": run.actions.select_related("decision__reviewer").order_by("id"),
-        "subruns": Run.objects.filter(delegated_by__run=run).select_related("agent").order_by("id"),
-        # The coordinator's action that started this run, if it is a sub-run.
-        "delegated_by": Run.objects.filter(pk=run.pk).values_list("delegated_by", flat=True).first(),
-        "can_operate": selectors.agents_with_perm(request.user, "operate_agent").filter(pk=run.agent_id).exists(),
-    }
+    context = run_live_context(run)
+    if request.htmx:  # a socket reopened: the live part again
+        return render(request, "agents/_run_live.html", context)
+    context["can_operate"] = selectors.agents_with_perm(request.user, "operate_agent").filter(pk=run.agent_id).exists()
     return render(request, "agents/run_detail.html", context)
 
 
@@ -151,13 +147,7 @@ def config_context(agent: Agent, *, settings_form: Any = None, tool_forms: Any =
         "settings_form": settings_form or AgentSettingsForm(instance=agent, prefix="agent"),
         "tool_forms": tool_forms,
         "prompt_form": extra.pop("prompt_form", None) or PromptForm(initial={"text": active.text if active else ""}),
-        "versions": [
-            {
-                "version": v,
-                "diff": configuration.prompt_diff(active.text if active else "", v.text) if v != active else "",
-            }
-            for v in versions
-        ],
+        "versions": versions,
         "active": active,
         **extra,
     }

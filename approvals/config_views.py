@@ -12,7 +12,8 @@ from django.views.decorators.http import require_GET, require_POST
 
 from agents import configuration
 from agents.forms import AgentSettingsForm, PromptForm, tool_policy_forms
-from agents.models import Agent, PromptVersion
+from agents.models import Agent, AgentTool, PromptVersion
+from agents.services import agent_settings
 from agents.views import config_context, configurable, configure_failed
 from approvals import four_eyes, selectors
 from approvals.config_tools import ACTIVATE_PROMPT
@@ -73,14 +74,43 @@ def prompt_propose(request: AuthedRequest, slug: str) -> HttpResponse:
 @login_required
 def config_changes(request: AuthedRequest) -> HttpResponse:
     proposals = selectors.config_queue_for(request.user)
-    rows = []
-    for proposal in proposals:
-        detail: Any = proposal.arguments
-        if proposal.tool == ACTIVATE_PROMPT.name:
-            version = PromptVersion.objects.filter(pk=proposal.arguments.get("version")).first()
-            active = configuration.active_prompt(proposal.agent)
-            detail = configuration.prompt_diff(active.text if active else "", version.text if version else "")
-        rows.append({"proposal": proposal, "detail": detail, "own": proposal.submitted_by_id == request.user.pk})
+    rows = [
+        {"proposal": p, "change": change_context(p), "own": p.submitted_by_id == request.user.pk} for p in proposals
+    ]
     live_rows = selectors.with_row_data(ActionRequest.objects.filter(pk__in=[p.pk for p in proposals])).order_by("id")
     template = "approvals/changes.html#rows" if request.htmx else "approvals/changes.html"
     return render(request, template, {"rows": rows, "proposals": live_rows})
+
+
+def change_context(proposal: ActionRequest) -> dict[str, Any]:
+    """What a configuration change would do, for people: settings old → new, or the prompt side by side.
+
+    "Before" is the agent as it is now, so a decided change compares against what it left behind.
+    """
+    agent = proposal.agent
+    if proposal.tool == ACTIVATE_PROMPT.name:
+        version = PromptVersion.objects.filter(pk=proposal.arguments.get("version")).first()
+        active = configuration.active_prompt(agent)
+        return {
+            "kind": "prompt",
+            "title": f"new prompt, version {version.number}" if version else "a prompt version that no longer exists",
+            "note": version.note if version else "",
+            "before": active.text if active else "",
+            "after": version.text if version else "",
+        }
+    wanted = proposal.arguments if isinstance(proposal.arguments, dict) else {}
+    agent_after = wanted.get("agent") or {}
+    current = agent_settings(agent)
+    tools = []
+    policies = {t.tool: t for t in AgentTool.objects.filter(agent=agent, tool__in=list(wanted.get("tools") or {}))}
+    for tool, after in (wanted.get("tools") or {}).items():
+        policy = policies.get(tool)
+        now = configuration.tool_settings(policy) if policy else {}
+        tools.append({"tool": tool, "before": {k: now.get(k) for k in after}, "after": after, "new": policy is None})
+    return {
+        "kind": "settings",
+        "title": "settings and tool policies",
+        "before": {k: current.get(k) for k in agent_after},
+        "after": agent_after,
+        "tools": tools,
+    }

@@ -101,6 +101,7 @@ class ActionRequest(models.Model):
     executed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
+        verbose_name = "action"
         indexes = [
             models.Index(fields=["status", "agent", "-id"], name="action_status_agent_idx"),
             # The inbox's order and keyset, over pending rows only (a small slice of all history).

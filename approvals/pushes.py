@@ -10,11 +10,11 @@ from collections.abc import Iterator
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.db.models import Count
+from django.db.models import Count, Q
 from django.template.loader import render_to_string
 
 from agents.selectors import agents_with_perm
-from approvals.models import ActionRequest, Notification
+from approvals.models import ActionRequest, Notification, QueueCount
 from approvals.selectors import reviewable_groups, with_row_data
 from live.groups import agent_group, operator_group, user_group
 from live.push import (
@@ -24,6 +24,7 @@ from live.push import (
     ACTION_OPENED,
     NOTIFICATIONS_CHANGED,
     PERMISSIONS_CHANGED,
+    QUEUE_CHANGED,
     SESSIONS_CHECK,
 )
 from live.relay import Frame, html, renders
@@ -125,3 +126,18 @@ def sessions_check(payloads: list[dict[str, Any]]) -> Iterator[Frame]:
             message["ended"] = payload["ended"]
         for user_id in payload["user_ids"]:
             yield user_group(int(user_id)), message
+
+
+@renders(QUEUE_CHANGED)
+def queue_changed(payloads: list[dict[str, Any]]) -> Iterator[Frame]:
+    """The count of each queue that moved, read once after its batch, to that queue's reviewers (app.js sums)."""
+    queues = sorted({(int(p["agent_id"]), int(p["tier"])) for p in payloads})
+    wanted = Q()
+    for agent_id, tier in queues:
+        wanted |= Q(agent_id=agent_id, tier=tier)
+    counts = dict(
+        ((a, t), n) for a, t, n in QueueCount.objects.filter(wanted).values_list("agent_id", "tier", "pending")
+    )
+    for agent_id, tier in queues:
+        context = {"agent_id": agent_id, "tier": tier, "n": counts.get((agent_id, tier), 0), "oob": True}
+        yield agent_group(agent_id, tier), html(render_to_string("approvals/_queue_count.html", context))

@@ -17,6 +17,7 @@ from approvals.models import (
 )
 from approvals.transitions import action_transition
 from core.background import enqueue_on_commit
+from live.push import QUEUE_CHANGED, push
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +31,7 @@ def queue_count_add(*, agent_id: int, tier: int, delta: int) -> None:
         except IntegrityError:
             # Another transaction created it first: add to that row.
             QueueCount.objects.filter(agent_id=agent_id, tier=tier).update(pending=F("pending") + delta)
+    push(QUEUE_CHANGED, agent_id=agent_id, tier=tier)
 
 
 def action_leave_pending(

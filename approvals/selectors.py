@@ -7,10 +7,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, Group
-from django.db.models import Count, OuterRef, Q, QuerySet, Subquery, Sum
+from django.db.models import Case, Count, OuterRef, Q, QuerySet, Subquery, When
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from agents.models import Agent
 from agents.selectors import agents_with_perm
 from approvals.models import ActionRequest, ActionStatus, Approval, Decision, Notification, QueueCount
 
@@ -144,22 +145,30 @@ def with_row_data(qs: QuerySet[ActionRequest]) -> QuerySet[ActionRequest]:
 
 
 def queue_counts(user: User) -> list[dict[str, Any]]:
-    """Pending items per agent the user may review, from the maintained counters (one small query).
+    """Pending items per agent the user may review, per tier they see, from the maintained counters (one query).
 
-    Counts are per agent and tier; items limited to a reviewer group are counted
-    with their agent (the count may include a few the user will not see).
+    Every agent they review is listed, waiting or not, so a live count has a place to land (approvals.pushes).
+    Items limited to a reviewer group are counted with their agent (the count may include a few the user
+    will not see).
     """
+    tier1 = agents_with_perm(user, "review_agent")
+    tier2 = agents_with_perm(user, "review_escalated_agent")
+
+    def pending(tier: int, seen: QuerySet[Agent]) -> Case:
+        count = QueueCount.objects.filter(agent=OuterRef("pk"), tier=tier).values("pending")[:1]
+        return Case(When(pk__in=seen, then=Coalesce(Subquery(count), 0)), default=None)
+
     rows = (
-        QueueCount.objects.filter(
-            Q(agent__in=agents_with_perm(user, "review_agent"), tier=1)
-            | Q(agent__in=agents_with_perm(user, "review_escalated_agent"), tier=2)
-        )
-        .values("agent__slug")
-        .annotate(pending=Sum("pending"))
-        .filter(pending__gt=0)
-        .order_by("agent__slug")
+        Agent.objects.filter(Q(pk__in=tier1) | Q(pk__in=tier2))
+        .annotate(t1=pending(1, tier1), t2=pending(2, tier2))
+        .order_by("slug")
+        .values("pk", "slug", "t1", "t2")
     )
-    return [dict(row) for row in rows]
+    counts = []
+    for row in rows:
+        tiers = [(tier, n) for tier, n in ((1, row["t1"]), (2, row["t2"])) if n is not None]
+        counts.append({"agent_id": row["pk"], "slug": row["slug"], "tiers": tiers, "pending": sum(n for _, n in tiers)})
+    return counts
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from agents.guard import GuardRefusal, validate_arguments
 from agents.selectors import agent_perms_held, run_steps
 from agents.tools import get_tool
 from approvals import claims, decisions, execution, selectors
+from approvals.config_views import change_context
 from approvals.forms import REJECT_REASONS, ArgumentsForm
 from approvals.models import ActionRequest, ActionStatus, Notification, Verdict
 from core.errors import DomainError, InvalidInput
@@ -89,6 +90,15 @@ def inbox(request: AuthedRequest) -> HttpResponse:
 @login_required
 def action_detail(request: AuthedRequest, action_id: int) -> HttpResponse:
     action = _reviewable_action(request, action_id)
+    if action.tier == 0:
+        # A configuration change has its own page: what it changes, not an agent's tool call.
+        context = {
+            "action": action,
+            "change": change_context(action),
+            "can_decide": action.status == ActionStatus.PENDING,
+            "own": action.submitted_by_id == request.user.pk,
+        }
+        return render(request, "approvals/change_detail.html", context)
     return render(request, "approvals/action_detail.html", _detail_context(request, action))
 
 
@@ -104,7 +114,6 @@ def _detail_context(request: AuthedRequest, action: ActionRequest, **extra: Any)
     context = {
         "action": action,
         "arguments_json": json.dumps(action.arguments, indent=2, ensure_ascii=False),
-        "changed": _changed_arguments(action),
         "preview": preview,
         "edit_form": edit_form,
         "stats": selectors.decision_stats(action),
@@ -118,15 +127,6 @@ def _detail_context(request: AuthedRequest, action: ActionRequest, **extra: Any)
     }
     context.update(extra)
     return context
-
-
-def _changed_arguments(action: ActionRequest) -> list[dict[str, Any]]:
-    keys = sorted(set(action.proposed_arguments) | set(action.arguments))
-    return [
-        {"name": k, "before": action.proposed_arguments.get(k), "after": action.arguments.get(k)}
-        for k in keys
-        if action.proposed_arguments.get(k) != action.arguments.get(k)
-    ]
 
 
 @require_POST

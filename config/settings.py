@@ -134,6 +134,8 @@ TEMPLATES = [
                 "django.contrib.messages.context_processors.messages",
                 "config.navigation.navigation",
             ],
+            # {% load data %}: JSON shown as tables and trees, changes as old → new (core.data_tags).
+            "libraries": {"data": "core.data_tags"},
         },
     },
 ]

@@ -25,11 +25,13 @@ ACTION_CHANGED = "action.changed"  # action_id: claimed, a quorum vote, an SLA w
 ACTION_CLOSED = "action.closed"  # action_id: decided, expired, cancelled: the row leaves every inbox
 ACTION_ESCALATED = "action.escalated"  # action_id, from_tier: leaves one tier's inbox, enters the next
 NOTIFICATIONS_CHANGED = "notifications.changed"  # user_ids: their unread badges
+QUEUE_CHANGED = "queue.changed"  # agent_id, tier: the queue count on inbox pages
 # Control messages to open sockets (approvals.pushes).
 PERMISSIONS_CHANGED = "permissions.changed"  # user_ids: open sockets recompute their groups
 SESSIONS_CHECK = "sessions.check"  # user_ids, ended (a session's tag, or ""): sockets re-validate
 # Operators (agents.pushes, ops.pushes).
 RUN_NEEDS_OPERATOR = "run.needs_operator"  # run_id: a halted run, shown to its agent's operators
+RUN_CHANGED = "run.changed"  # run_id: its status, actions and trace, on the open run page (agents.pushes)
 OPS_CHANGED = "ops.changed"  # agent_id: the operators' exception lists refresh
 
 

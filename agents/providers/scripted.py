@@ -6,6 +6,7 @@ server. It is labelled as such wherever it shows.
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -80,7 +81,8 @@ class ScriptedProvider:
 
 def _summarise(outcome: dict[str, Any], *, success: str) -> str:
     if outcome["outcome"] == "executed":
-        return f"{success}: {outcome.get('result')}"
+        result = outcome.get("result")
+        return f"{success}: {result if isinstance(result, str) else json.dumps(result, default=str)}"
     if outcome["outcome"] == "rejected":
         return f"Not done; the reviewer said: {outcome.get('error')}"
     return f"Not done ({outcome['outcome']}): {outcome.get('error')}"

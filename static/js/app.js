@@ -16,9 +16,11 @@
     }
     var inbox = document.getElementById("inbox");
     var ops = document.getElementById("ops");
+    var run = document.getElementById("run");
     var request = null;
     if (inbox) request = htmx.ajax("GET", inbox.dataset.rowsUrl, { target: "#inbox-rows", swap: "innerHTML" });
     else if (ops) request = htmx.ajax("GET", ops.dataset.refreshUrl, { target: "#exceptions", swap: "outerHTML" });
+    else if (run) request = htmx.ajax("GET", run.dataset.refreshUrl, { target: run.dataset.liveTarget, swap: "outerHTML" });
     if (!request) return;
     fetching = true;
     request.finally(function () {
@@ -84,4 +86,56 @@ document.addEventListener("htmx:load", function (evt) {
     note.textContent = row.dataset.tier === "0" ? "waiting for a second admin" : "waiting for another reviewer";
     button.replaceWith(note);
   });
+});
+// Live frames are rendered once per group, for every page a socket may be on: an element for a
+// page that is not this one (a row on another filter, a run that is not open) is left out here,
+// so htmx never looks for a target that is not on the page (no htmx:oobErrorNoTarget).
+if (window.htmx) {
+  htmx.defineExtension("live-frames", {
+    transformResponse: function (text, xhr) {
+      if (xhr) return text; // an HTTP answer is this page's own
+      var template = document.createElement("template");
+      template.innerHTML = text;
+      var kept = [];
+      Array.prototype.forEach.call(template.content.children, function (child) {
+        var spec = child.getAttribute("hx-swap-oob") || "true";
+        var colon = spec.indexOf(":");
+        var selector = colon >= 0 ? spec.slice(colon + 1) : child.id ? "#" + CSS.escape(child.id) : null;
+        if (!selector || document.querySelector(selector)) kept.push(child.outerHTML);
+      });
+      return kept.join("");
+    },
+  });
+}
+// The inbox's order, kept as rows arrive live: riskiest first, then the nearest deadline, then the
+// oldest (the server's order, approvals.selectors.inbox_for), so a reload shows the same order.
+document.addEventListener("htmx:oobAfterSwap", function () {
+  var list = document.getElementById("inbox-rows");
+  if (!list || !list.dataset.ordered) return;
+  var rows = Array.prototype.slice.call(list.querySelectorAll(":scope > article.row"));
+  var key = function (row) {
+    return [-Number(row.dataset.risk || 0), Number(row.dataset.due || Infinity), Number(row.dataset.id)];
+  };
+  var sorted = rows.slice().sort(function (a, b) {
+    var x = key(a), y = key(b);
+    for (var i = 0; i < x.length; i++) if (x[i] !== y[i]) return x[i] < y[i] ? -1 : 1;
+    return 0;
+  });
+  var moved = sorted.some(function (row, i) { return row !== rows[i]; });
+  if (moved) sorted.forEach(function (row) { list.appendChild(row); });
+});
+// Queue counts per agent, live: each tier's count arrives on its own (approvals.pushes.queue_changed);
+// the number shown is the sum of the tiers this person sees.
+document.addEventListener("htmx:oobAfterSwap", function (evt) {
+  var target = evt.detail && evt.detail.target;
+  if (!target || !target.classList || !target.classList.contains("qc")) return;
+  // The target swapped out is detached; its replacement has the same id.
+  var placed = document.getElementById(target.id);
+  var queue = placed && placed.closest("a.queue");
+  if (!queue) return;
+  var sum = 0;
+  queue.querySelectorAll(".qc").forEach(function (qc) { sum += Number(qc.dataset.n || 0); });
+  var shown = queue.querySelector(".qc-sum");
+  if (shown) shown.textContent = String(sum);
+  queue.classList.toggle("idle", sum === 0);
 });

@@ -32,7 +32,7 @@ def test_edit_form_is_generated_from_the_tool_schema(refund_agent, orders, demo_
     for name in ("order_id", "amount", "reason"):
         assert f'name="arg-{name}"' in page
     assert 'value="300"' in page
-    assert "What it will change" in page and "refunded_after" in page
+    assert "What it will change" in page and "<th>refunded after</th>" in page
     assert "How people decided this before" in page
 
 
@@ -125,7 +125,7 @@ def test_inbox_shows_counts_filters_claims_and_quorum(refund_agent, crm_agent, o
     page = login("reviewer2").get("/").content.decode()
     assert "reviewer is on it" in page
     assert "0/2 approvals" in page
-    assert "refund-triage <b>1</b>" in page
+    assert 'refund-triage <b class="qc-sum">1</b>' in page
     assert "crm-cleanup" not in page  # reviewer2 may not review it: no count either
     filtered = login("reviewer").get("/?impact=destructive").content.decode()
     assert "delete_contacts" in filtered and f'id="action-{action.pk}"' not in filtered
@@ -287,7 +287,7 @@ def test_an_edit_toward_a_quorum_stores_the_new_magnitude_and_preview(refund_age
     assert (action.status, action.magnitude) == (ActionStatus.PENDING, Decimal(12))
     page = login("reviewer2").get(f"/actions/{action.pk}/").content.decode()
     assert "magnitude 12.00" in page
-    assert "<dt>refunded_after</dt><dd>12.00</dd>" in page
+    assert '<th>refunded after</th><td><span class="text">12.00</span></td>' in page
 
 
 def test_a_failed_edit_answers_at_the_action_page_url_not_the_post_url(refund_agent, orders, demo_user):

@@ -55,16 +55,76 @@ def browser(monkeypatch):
         connections.close_all()
 
 
-def log_in(browser, base: str, username: str):
+def log_in(browser, base: str, username: str, *, lands: str = "/", errors: list[str] | None = None):
     use_production_password(username)
     page = browser.new_context().new_page()
+    if errors is not None:  # what the browser console reports as an error, and uncaught exceptions
+        page.on("console", lambda msg: errors.append(f"{username}: {msg.text}") if msg.type == "error" else None)
+        page.on("pageerror", lambda exc: errors.append(f"{username}: {exc}"))
     page.goto(f"{base}/login/")
     page.fill("input[name=username]", username)
     page.fill("input[name=password]", PASSWORD)
     page.click("button[type=submit]")
-    page.wait_for_url(f"{base}/")
+    page.wait_for_url(f"{base}{lands}")
     page.wait_for_selector("#live-status.on", timeout=10_000)  # the websocket is open
     return page
+
+
+def test_run_page_queue_counts_and_order_stay_live_with_no_console_errors(demo, stack, browser):
+    base = stack.base
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    errors: list[str] = []
+    token = api_token_issue(user=user("operator"), actor=None)
+
+    def start(order: str, amount: int) -> int:
+        response = httpx.post(
+            f"{base}/api/v1/agents/refund-triage/runs",
+            json={"input": {"ticket": "Arrived broken.", "order_id": order, "amount": amount}},
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=10,
+        )
+        assert response.status_code == 201
+        return response.json()["id"]
+
+    reviewer = log_in(browser, base, "reviewer", errors=errors)
+    operator = log_in(browser, base, "operator", lands="/ops/", errors=errors)
+    count = "#inbox a.queue[href='?agent=refund-triage'] .qc-sum"
+    assert reviewer.inner_text(count) == "0"
+
+    # The riskier call first, the smaller one second: live, the second lands below the first.
+    big = start("ORD-1003", 400)  # above the order's total of 351
+    reviewer.wait_for_function("document.querySelectorAll('#inbox-rows article').length === 1", timeout=10_000)
+    small = start("ORD-1007", 150)
+    reviewer.wait_for_function("document.querySelectorAll('#inbox-rows article').length === 2", timeout=10_000)
+    reviewer.wait_for_function(f"document.querySelector(\"{count}\").textContent === '2'", timeout=10_000)
+    live_order = reviewer.eval_on_selector_all("#inbox-rows article", "rows => rows.map(r => r.dataset.id)")
+    big_action = ActionRequest.objects.get(run_id=big)
+    small_action = ActionRequest.objects.get(run_id=small)
+    assert big_action.risk_score > small_action.risk_score
+    assert live_order == [str(big_action.pk), str(small_action.pk)]
+    reviewer.screenshot(path=str(SCREENSHOTS / "inbox-live-order-and-counts.png"), full_page=True)
+
+    # The operator watches the small run; it waits for the reviewer.
+    operator.goto(f"{base}/runs/{small}/")
+    operator.wait_for_selector("#live-status.on", timeout=10_000)
+    assert operator.inner_text(f"#run-{small}-live h1 .status") == "waiting"
+
+    reviewer.locator(f"#action-{small_action.pk}").get_by_role("button", name="Approve").click()
+    reviewer.wait_for_selector(f"#action-{small_action.pk}", state="detached", timeout=10_000)
+    # Without a reload: the run finishes on the operator's page, the count drops on the reviewer's.
+    operator.wait_for_selector(f"#run-{small}-live h1 .status-done", timeout=15_000)
+    assert "Refund issued" in operator.inner_text(f"#run-{small}-live")
+    reviewer.wait_for_function(f"document.querySelector(\"{count}\").textContent === '1'", timeout=10_000)
+    operator.screenshot(path=str(SCREENSHOTS / "run-page-finished-live.png"), full_page=True)
+
+    # A reload shows what the live page showed.
+    reviewer.reload()
+    reviewer.wait_for_selector("#live-status.on", timeout=10_000)
+    assert reviewer.eval_on_selector_all("#inbox-rows article", "rows => rows.map(r => r.dataset.id)") == [
+        str(big_action.pk)
+    ]
+    assert reviewer.inner_text(count) == "1"
+    assert errors == []
 
 
 def test_new_action_appears_live_and_leaves_the_other_inbox_when_approved(demo, stack, browser):
