@@ -9,7 +9,7 @@ from django.template.loader import render_to_string
 
 from agents.models import Run
 from agents.selectors import run_steps
-from live.groups import agent_group, operator_group
+from live.groups import operator_group, run_group
 from live.push import RUN_CHANGED, RUN_NEEDS_OPERATOR
 from live.relay import Frame, html, renders
 
@@ -23,15 +23,10 @@ def run_needs_operator(payloads: list[dict[str, Any]]) -> Iterator[Frame]:
 
 @renders(RUN_CHANGED)
 def run_changed(payloads: list[dict[str, Any]]) -> Iterator[Frame]:
-    """The live part of a run page, for everyone who may open it: its operators, reviewers and admins.
-
-    Sockets on other pages drop it (app.js, the `live-frames` extension): it only targets `#run-<id>-live`.
-    """
+    """The live part of a run page, to the sockets of that page (approvals.pushes.audience checks who may)."""
     ids = sorted({int(p["run_id"]) for p in payloads})
     for run in Run.objects.select_related("agent", "created_by").filter(pk__in=ids).order_by("id"):
-        frame = html(render_to_string("agents/_run_live.html", {**run_live_context(run), "oob": True}))
-        for group in (operator_group(run.agent_id), agent_group(run.agent_id, 1), agent_group(run.agent_id, 0)):
-            yield group, frame
+        yield run_group(run.pk), html(render_to_string("agents/_run_live.html", {**run_live_context(run), "oob": True}))
 
 
 def run_live_context(run: Run) -> dict[str, Any]:

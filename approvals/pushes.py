@@ -13,10 +13,10 @@ from django.contrib.auth import get_user_model
 from django.db.models import Count, Q
 from django.template.loader import render_to_string
 
-from agents.selectors import agents_with_perm
+from agents.selectors import agents_with_perm, runs_visible_to
 from approvals.models import ActionRequest, Notification, QueueCount
 from approvals.selectors import reviewable_groups, with_row_data
-from live.groups import agent_group, operator_group, user_group
+from live.groups import agent_group, operator_group, run_group, user_group
 from live.push import (
     ACTION_CHANGED,
     ACTION_CLOSED,
@@ -37,8 +37,9 @@ def group_of(action: ActionRequest) -> str:
     return agent_group(action.agent_id, action.tier, action.reviewer_group_id if action.tier == 1 else None)
 
 
-def audience(user_id: int) -> set[str]:
-    """Every group the user's socket may join: their agents' inboxes per tier, operators' pages, their own."""
+def audience(user_id: int, page: dict[str, str] | None = None) -> set[str]:
+    """Every group the user's socket may join: their agents' inboxes per tier, operators' pages, their own;
+    and for a run page (`page["run"]`), that run's group if they may see the run."""
     # A fresh row each time: is_superuser and the groups may have changed since the handshake.
     user = get_user_model()._default_manager.filter(pk=user_id).first()
     if user is None:
@@ -51,6 +52,9 @@ def audience(user_id: int) -> set[str]:
         operator_group(agent_id) for agent_id in agents_with_perm(user, "operate_agent").values_list("pk", flat=True)
     }
     names.add(user_group(user.pk))
+    run_id = (page or {}).get("run", "")
+    if run_id.isdecimal() and runs_visible_to(user).filter(pk=int(run_id)).exists():
+        names.add(run_group(int(run_id)))
     return names
 
 

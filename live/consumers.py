@@ -26,6 +26,7 @@ import weakref
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Protocol
+from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
@@ -43,6 +44,8 @@ logger = logging.getLogger(__name__)
 CLOSE_SESSION_ENDED = 4401  # not (or no longer) authenticated: the page reloads and HTTP decides
 CLOSE_NO_RIGHTS = 4403  # authenticated, but nothing left to review, configure or operate
 CLOSE_TRY_AGAIN = 1012  # the channel layer failed: reconnect (and resync)
+# What a socket's URL may say about its page; the audience decides what it may join for it.
+PAGE_KEYS = frozenset({"run"})
 
 # The session row's expiry is compared with "now" in the database: wake just after it.
 EXPIRY_MARGIN_SECONDS = 0.05
@@ -83,8 +86,14 @@ class LiveConsumer(AsyncWebsocketConsumer):
     watcher: asyncio.Task[None] | None = None
     ended: bool = False
 
+    page: dict[str, str]
+
     def __init__(
-        self, *, audience: Callable[[int], set[str]], check_session: Callable[..., SessionStatus], **kwargs: Any
+        self,
+        *,
+        audience: Callable[[int, dict[str, str]], set[str]],
+        check_session: Callable[..., SessionStatus],
+        **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.audience = audience
@@ -114,6 +123,9 @@ class LiveConsumer(AsyncWebsocketConsumer):
             await self._end(CLOSE_SESSION_ENDED)
             return
         self.user_id = user.pk
+        # What the page is about (`?run=<id>` on a run page): its own groups join the user's.
+        query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
+        self.page = {name: values[-1][:32] for name, values in query.items() if name in PAGE_KEYS and values}
         self.session_key = session.session_key
         # AuthMiddleware has just checked the session's hash against this one.
         self.auth_hash = user.get_session_auth_hash()
@@ -142,7 +154,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
         if not check.ok:
             await self._end(CLOSE_SESSION_ENDED)
             return None
-        wanted = await database_sync_to_async(self.audience)(self.user_id)
+        wanted = await database_sync_to_async(self.audience)(self.user_id, self.page)
         if self.ended:  # closed (logout, disconnect) while this re-check read the database
             return None
         # The personal group alone serves nothing: every right is some agent's group.

@@ -16,6 +16,11 @@ def operator_group(agent_id: int) -> str:
     return f"operators.agent.{agent_id}"
 
 
+def run_group(run_id: int) -> str:
+    """The sockets of one open run page."""
+    return f"run.{run_id}"
+
+
 def user_group(user_id: int) -> str:
     """One user's sockets: badges, and control messages (re-check the session, the rights)."""
     return f"user.{user_id}"

@@ -267,6 +267,10 @@ def agent_health(agent: Agent, window: timedelta, *, now: datetime | None = None
         "daily_budget": agent.max_cost_per_day,
         "series": series,
         "series_by": series_by,
+        # The charts' time axis: the whole window, one bar per hour or per day.
+        "since": since,
+        "until": now,
+        "step": timedelta(days=1) if series_by == "day" else timedelta(hours=1),
         "tools": tool_usage(agent, since),
         "business": business_metrics(t, cost, days),
     }

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+from typing import Any
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.db import transaction
@@ -59,13 +62,27 @@ def agent_dashboard(request: AuthedRequest, slug: str) -> HttpResponse:
         "window": window_key,
         "windows": list(selectors.WINDOWS),
         "h": health,
-        "runs_chart": charts.bars(health["series"], "runs"),
-        "failed_chart": charts.bars(health["series"], "failed"),
-        "review_chart": charts.bars(health["series"], "review"),
-        "cost_chart": charts.bars(health["daily"], "cost", label="day"),
+        "runs_chart": _chart(health, health["series"], "runs", unit="runs"),
+        "failed_chart": _chart(health, health["series"], "failed", unit="runs"),
+        "review_chart": _chart(health, health["series"], "review", unit="actions"),
+        "cost_chart": _chart(health, health["daily"], "cost", unit="USD", bucket="day", step=timedelta(days=1)),
         "calibration": calibration,
     }
     return render(request, "ops/agent.html", context)
+
+
+def _chart(
+    health: dict[str, Any],
+    series: list[dict[str, Any]],
+    key: str,
+    *,
+    unit: str,
+    bucket: str = "bucket",
+    step: timedelta | None = None,
+) -> dict[str, Any]:
+    return charts.timeseries(
+        series, key, start=health["since"], end=health["until"], step=step or health["step"], unit=unit, bucket=bucket
+    )
 
 
 @login_required

@@ -32,14 +32,14 @@ def logged_in(the_user) -> Client:
     return client
 
 
-async def connect(the_user=None, *, client: Client | None = None):
+async def connect(the_user=None, *, client: Client | None = None, path: str = "/ws/inbox/"):
     """Open the socket the way a browser does: the whole ASGI stack, a real session cookie."""
     if client is None and the_user is not None:
         client = await database_sync_to_async(logged_in)(the_user)
     headers = [(b"origin", b"http://testserver"), (b"host", b"testserver")]
     if client is not None:
         headers.append((b"cookie", f"sessionid={client.cookies['sessionid'].value}".encode()))
-    communicator = WebsocketCommunicator(application, "/ws/inbox/", headers=headers)
+    communicator = WebsocketCommunicator(application, path, headers=headers)
     if client is not None:
         communicator.user_id = int(await database_sync_to_async(lambda: client.session["_auth_user_id"])())
     connected, _ = await communicator.connect()
@@ -391,7 +391,10 @@ def test_an_open_run_page_and_the_queue_counts_follow_a_decision_for_those_allow
     operator, reviewer, outsider = user("operator"), user("reviewer"), user("reviewer2")
 
     async def scenario():
-        sockets = [(await connect(u))[0] for u in (operator, reviewer, outsider)]
+        on_run_page = f"/ws/inbox/?run={run.pk}"
+        sockets = [(await connect(u, path=on_run_page))[0] for u in (operator, reviewer, outsider)]
+        inbox_only = (await connect(reviewer))[0]  # the same reviewer's inbox page
+        sockets.append(inbox_only)
         await database_sync_to_async(action_request_decide)(
             action=action, actor=reviewer, verdict="reject", comment="not eligible"
         )
@@ -400,10 +403,12 @@ def test_an_open_run_page_and_the_queue_counts_follow_a_decision_for_those_allow
             await s.disconnect()
         return got
 
-    to_operator, to_reviewer, to_outsider = async_to_sync(scenario)()
+    to_operator, to_reviewer, to_outsider, to_inbox = async_to_sync(scenario)()
     live_part = f'<div id="run-{run.pk}-live" hx-swap-oob="true">'
     assert any(live_part in m and "status-rejected" in m for m in to_operator)
     assert any(live_part in m for m in to_reviewer)
     assert any(f'<span id="qc-{agent.pk}-1" class="qc" data-n="0" hx-swap-oob="true" hidden>' in m for m in to_reviewer)
     assert not any(f'id="qc-{agent.pk}-1"' in m for m in to_operator)  # operators have no queue to count
-    assert to_outsider == []
+    # A run page of a run they may not see joins nothing for it; an inbox page gets no run frames.
+    assert not any(f'id="run-{run.pk}-live"' in m for m in to_outsider + to_inbox)
+    assert any(f'id="qc-{agent.pk}-1"' in m for m in to_inbox)

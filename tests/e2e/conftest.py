@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -18,7 +19,8 @@ import httpx
 import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.hashers import PBKDF2PasswordHasher
-from django.db import connection
+from django.db import connection, connections
+from playwright.sync_api import sync_playwright
 
 from tests.conftest import PASSWORD
 
@@ -211,3 +213,51 @@ def use_production_password(username: str) -> None:
     """The daphne process uses the production password hashers, not the tests' fast one."""
     hasher = PBKDF2PasswordHasher()
     get_user_model().objects.filter(username=username).update(password=hasher.encode(PASSWORD, hasher.salt()))
+
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
+
+
+@pytest.fixture
+def browser(monkeypatch):
+
+    # Playwright's sync API keeps an event loop on this thread; the test's own ORM
+    # calls are still plain synchronous ones (Django documents this switch for such tools).
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
+        )
+        yield browser
+        browser.close()
+        # ORM calls made while Playwright's loop runs open their own connection
+        # (another context as far as Django is concerned): close it, or the
+        # test database cannot be dropped at the end of the session.
+        connections.close_all()
+
+
+def log_in(browser, base: str, username: str, *, lands: str = "/", errors: list[str] | None = None):
+    use_production_password(username)
+    page = browser.new_context().new_page()
+    if errors is not None:  # what the browser console reports as an error, and uncaught exceptions
+        page.on("console", lambda msg: errors.append(f"{username}: {msg.text}") if msg.type == "error" else None)
+        page.on("pageerror", lambda exc: errors.append(f"{username}: {exc}"))
+    page.goto(f"{base}/login/")
+    page.fill("input[name=username]", username)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{base}{lands}")
+    if page.locator("#live-status").count():  # a live page: wait until its websocket is open
+        page.wait_for_selector("#live-status.on", timeout=10_000)
+    return page

@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import httpx
 import pytest
-from django.db import connections
-from playwright.sync_api import sync_playwright
 
 from accounts.services import api_token_issue
 from approvals.models import ActionRequest, Decision
 from demo.models import Refund
-from tests.conftest import PASSWORD, needs_postgres, needs_redis, user
-from tests.e2e.conftest import use_production_password, wait_until
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
+from tests.conftest import needs_postgres, needs_redis, user
+from tests.e2e.conftest import CHROMIUM, SCREENSHOTS, log_in, wait_until
 
 pytestmark = [
     needs_postgres,
@@ -25,49 +19,6 @@ pytestmark = [
     pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium (.ci/run installs it)"),
     pytest.mark.django_db(transaction=True),
 ]
-
-
-@pytest.fixture
-def browser(monkeypatch):
-
-    # Playwright's sync API keeps an event loop on this thread; the test's own ORM
-    # calls are still plain synchronous ones (Django documents this switch for such tools).
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-            ],
-        )
-        yield browser
-        browser.close()
-        # ORM calls made while Playwright's loop runs open their own connection
-        # (another context as far as Django is concerned): close it, or the
-        # test database cannot be dropped at the end of the session.
-        connections.close_all()
-
-
-def log_in(browser, base: str, username: str, *, lands: str = "/", errors: list[str] | None = None):
-    use_production_password(username)
-    page = browser.new_context().new_page()
-    if errors is not None:  # what the browser console reports as an error, and uncaught exceptions
-        page.on("console", lambda msg: errors.append(f"{username}: {msg.text}") if msg.type == "error" else None)
-        page.on("pageerror", lambda exc: errors.append(f"{username}: {exc}"))
-    page.goto(f"{base}/login/")
-    page.fill("input[name=username]", username)
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{base}{lands}")
-    page.wait_for_selector("#live-status.on", timeout=10_000)  # the websocket is open
-    return page
 
 
 def test_run_page_queue_counts_and_order_stay_live_with_no_console_errors(demo, stack, browser):

@@ -52,7 +52,7 @@ def test_run_reaches_the_live_inbox_and_the_approved_action_runs_once(demo, stac
         )
         assert created.status_code == 201, created.text
         run_id = created.json()["id"]
-        message = socket_.recv(timeout=15)
+        message = _next_row(socket_)
         arrived_after = time.monotonic() - started
         action = ActionRequest.objects.get(run_id=run_id)
         assert f'id="action-{action.pk}"' in message
@@ -70,7 +70,7 @@ def test_run_reaches_the_live_inbox_and_the_approved_action_runs_once(demo, stac
             headers={"Authorization": f"Bearer {reviewer_token}"},
         )
         assert decided.status_code == 200, decided.text
-        removal = socket_.recv(timeout=15)
+        removal = _next_row(socket_)
         assert f'id="action-{action.pk}" hx-swap-oob="delete"' in removal
 
         again = api.post(
@@ -90,3 +90,11 @@ def test_run_reaches_the_live_inbox_and_the_approved_action_runs_once(demo, stac
     assert Refund.objects.filter(order__order_id="ORD-1005").count() == 1
     assert Execution.objects.filter(action=action, status="done").count() == 1
     assert verify_chain().ok
+
+
+def _next_row(socket_, timeout: float = 15.0) -> str:
+    """The next message that carries an inbox row (the socket also carries queue counts and sequence numbers)."""
+    deadline = time.monotonic() + timeout
+    while 'id="action-' not in (message := socket_.recv(timeout=max(0.1, deadline - time.monotonic()))):
+        pass
+    return message
