@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+from dataclasses import asdict
 from typing import Any
 
 from django.contrib import messages
@@ -14,7 +16,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import reswap, retarget
 
-from agents.guard import GuardRefusal, validate_arguments
+from agents.guard import GuardRefusal, guard_edited_call, validate_arguments
 from agents.selectors import agent_perms_held, run_steps
 from agents.tools import get_tool
 from approvals import claims, decisions, execution, selectors
@@ -140,6 +142,12 @@ def action_decide(request: AuthedRequest, action_id: int) -> HttpResponse:
         arguments = None
         if verdict == Verdict.EDIT:
             arguments, edit_form = _edited_arguments(request, action)
+            review = _edit_review(action, arguments) if edit_form is not None else None
+            if review is not None and request.POST.get("confirm") != review["digest"]:
+                # What the edit changes, recomputed: the reviewer confirms it before it is approved.
+                context = _detail_context(request, action, edit_form=edit_form, edit_review=review)
+                page = reverse("approvals:action_detail", args=[action.pk])
+                return render_failed_post(request, "approvals/action_detail.html", context, page_url=page, status=200)
         decisions.action_request_decide(
             action=action, actor=request.user, verdict=verdict, arguments=arguments, comment=comment
         )
@@ -164,9 +172,32 @@ def action_decide(request: AuthedRequest, action_id: int) -> HttpResponse:
             )
         return redirect("approvals:action_detail", action_id=action.pk)
     if request.htmx and request.POST.get("from") == "inbox":
-        return HttpResponse("")  # the row swaps itself out; other inboxes hear it over the socket
+        # The row swaps itself out (other inboxes hear it over the socket); a toast says what happened.
+        return render(request, "approvals/_decided_toast.html", {"action": action, "verdict": verdict})
     messages.success(request, f"Action {action.pk}: {verdict} recorded.")
     return redirect(next_url(request, "/"))
+
+
+def _edit_review(action: ActionRequest, arguments: Any) -> dict[str, Any] | None:
+    """The preview and the tool's findings for the edited arguments beside the agent's, when they differ.
+
+    None when there is nothing to confirm: the same outcome, or arguments the decision will refuse
+    with field errors anyway (the guard checks them again when the decision is recorded).
+    """
+    tool = get_tool(action.tool)
+    checked = guard_edited_call(agent=action.agent, tool_name=action.tool, arguments=arguments)
+    current = validate_arguments(tool, action.arguments) if tool is not None else None
+    if tool is None or isinstance(checked, GuardRefusal) or isinstance(current, GuardRefusal):
+        return None
+    edited = checked.args
+    before = tool.preview(current) if tool.preview is not None and current is not None else {}
+    after = tool.preview(edited) if tool.preview is not None else {}
+    findings = [asdict(f) for f in tool.stake(edited).findings] if tool.stake is not None else []
+    if before == after and not findings:
+        return None
+    canonical = json.dumps(arguments, sort_keys=True, separators=(",", ":"), default=str)
+    digest = hashlib.sha256(f"{action.pk}:{canonical}".encode()).hexdigest()[:32]
+    return {"digest": digest, "before": before, "after": after, "findings": findings}
 
 
 def _edited_arguments(request: AuthedRequest, action: ActionRequest) -> tuple[Any, ArgumentsForm | None]:
@@ -201,10 +232,14 @@ def action_bulk(request: AuthedRequest) -> HttpResponse:
         except DomainError as exc:
             failed.append(f"#{action.pk}: {exc.message}")
     if done:
-        messages.success(request, f"{verdict} recorded for {len(done)} action(s).")
+        messages.success(request, f"{verdict} recorded for {len(done)} of {len(set(ids))} selected action(s).")
     for line in failed:
         messages.error(request, line)
-    if not done and not failed:
+    if unseen := len(set(ids)) - len(done) - len(failed):
+        messages.warning(
+            request, f"{unseen} of the selected action(s) are not yours to decide; nothing was done to them."
+        )
+    if not ids:
         messages.info(request, "Nothing selected.")
     return redirect(next_url(request, "/"))
 

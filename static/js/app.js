@@ -139,3 +139,29 @@ document.addEventListener("htmx:oobAfterSwap", function (evt) {
   if (shown) shown.textContent = String(sum);
   queue.classList.toggle("idle", sum === 0);
 });
+// Toasts say what a decision did, then go after a few seconds (app.css fades them).
+document.addEventListener("htmx:oobAfterSwap", function () {
+  document.querySelectorAll("#notices .toast:not([data-timer])").forEach(function (toast) {
+    toast.dataset.timer = "1";
+    setTimeout(function () { toast.remove(); }, 6000);
+  });
+});
+// Bulk buttons say how many actions they will decide, and wait for a selection.
+(function () {
+  "use strict";
+  function update() {
+    var form = document.getElementById("bulk");
+    if (!form) return;
+    var count = document.querySelectorAll("input[name=ids][form=bulk]:checked").length;
+    form.querySelectorAll("button[name=verdict]").forEach(function (button) {
+      var verb = button.value === "approve" ? "Approve" : "Reject";
+      button.textContent = count ? verb + " " + count + " selected" : verb + " selected";
+      button.disabled = count === 0;
+    });
+  }
+  document.addEventListener("change", function (evt) {
+    if (evt.target && evt.target.matches && evt.target.matches("input[name=ids]")) update();
+  });
+  document.addEventListener("htmx:afterSettle", update);
+  document.addEventListener("DOMContentLoaded", update);
+})();

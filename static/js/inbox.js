@@ -59,7 +59,7 @@
         if ((row = ensureCurrent())) window.location = row.querySelector("a.open").href + (event.key === "e" ? "#edit" : "");
         break;
       case "x":
-        if ((row = ensureCurrent())) { var box = row.querySelector("input[type=checkbox]"); box.checked = !box.checked; }
+        if ((row = ensureCurrent())) { var box = row.querySelector("input[type=checkbox]"); box.checked = !box.checked; box.dispatchEvent(new Event("change", { bubbles: true })); }
         break;
       case "?": document.getElementById("help").showModal(); break;
       default: return;

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 
 import pytest
@@ -52,12 +53,20 @@ def test_an_invalid_edit_shows_the_field_error_and_changes_nothing(refund_agent,
     assert action.arguments["amount"] == "300"
 
 
+def edit_and_confirm(client, action, fields):
+    """Post an edit; when the page asks to confirm what it changes, confirm it (the same fields again)."""
+    response = client.post(f"/actions/{action.pk}/decide", {"verdict": "edit", **fields})
+    found = re.search(r'name="confirm" value="([0-9a-f]+)"', response.content.decode())
+    if response.status_code != 200 or found is None:
+        return response
+    return client.post(f"/actions/{action.pk}/decide", {"verdict": "edit", **fields, "confirm": found.group(1)})
+
+
 def test_a_valid_edit_from_the_form_is_approved_as_an_override(refund_agent, orders, demo_user):
     demo_user("reviewer")
     action = pending()
-    response = login("reviewer").post(
-        f"/actions/{action.pk}/decide",
-        {"verdict": "edit", "arg-order_id": "ORD-1003", "arg-amount": "45.50", "arg-reason": "partial refund"},
+    response = edit_and_confirm(
+        login("reviewer"), action, {"arg-order_id": "ORD-1003", "arg-amount": "45.50", "arg-reason": "partial refund"}
     )
     assert response.status_code == 302
     action.refresh_from_db()
@@ -86,7 +95,8 @@ def test_bulk_decisions_skip_what_the_user_may_not_decide(refund_agent, crm_agen
     response = login("reviewer2").post(
         "/actions/bulk", {"verdict": "reject", "ids": [a1.pk, a2.pk, crm.pk], "comment": "batch cleanup"}, follow=True
     )
-    assert b"reject recorded for 2 action(s)" in response.content
+    assert b"reject recorded for 2 of 3 selected action(s)" in response.content
+    assert b"1 of the selected action(s) are not yours to decide; nothing was done to them." in response.content
     assert ActionRequest.objects.get(pk=a1.pk).status == ActionStatus.REJECTED
     assert ActionRequest.objects.get(pk=a2.pk).status == ActionStatus.REJECTED
     assert ActionRequest.objects.get(pk=crm.pk).status == ActionStatus.PENDING
@@ -98,7 +108,7 @@ def test_bulk_approve_reports_conflicts(refund_agent, orders, demo_user):
     a1, a2 = pending(), pending()
     login("reviewer").post(f"/actions/{a2.pk}/decide", {"verdict": "reject", "comment": "no"})
     response = login("reviewer2").post("/actions/bulk", {"verdict": "approve", "ids": [a1.pk, a2.pk]}, follow=True)
-    assert b"approve recorded for 1 action(s)" in response.content
+    assert b"approve recorded for 1 of 2 selected action(s)" in response.content
     assert b"already decided by reviewer" in response.content
     assert Refund.objects.count() == 1
 
@@ -263,9 +273,8 @@ def test_an_edit_over_the_hard_limit_is_refused_when_the_tool_denies_over_limit_
 def test_an_edit_stores_the_magnitude_of_the_edited_arguments(refund_agent, orders, demo_user):
     demo_user("reviewer")
     action = pending()
-    response = login("reviewer").post(
-        f"/actions/{action.pk}/decide",
-        {"verdict": "edit", "arg-order_id": "ORD-1003", "arg-amount": "45.50", "arg-reason": "partial refund"},
+    response = edit_and_confirm(
+        login("reviewer"), action, {"arg-order_id": "ORD-1003", "arg-amount": "45.50", "arg-reason": "partial refund"}
     )
     assert response.status_code == 302
     action.refresh_from_db()
@@ -279,10 +288,7 @@ def test_an_edit_toward_a_quorum_stores_the_new_magnitude_and_preview(refund_age
     AgentTool.objects.filter(tool="issue_refund").update(required_approvals=2)
     action = pending()
     client = login("reviewer")
-    client.post(
-        f"/actions/{action.pk}/decide",
-        {"verdict": "edit", "arg-order_id": "ORD-1003", "arg-amount": "12", "arg-reason": "partial"},
-    )
+    edit_and_confirm(client, action, {"arg-order_id": "ORD-1003", "arg-amount": "12", "arg-reason": "partial"})
     action.refresh_from_db()
     assert (action.status, action.magnitude) == (ActionStatus.PENDING, Decimal(12))
     page = login("reviewer2").get(f"/actions/{action.pk}/").content.decode()
@@ -313,3 +319,41 @@ def test_an_htmx_decision_error_goes_to_the_message_area_and_leaves_the_row(refu
     assert response["HX-Retarget"] == "#notices"
     assert response["HX-Reswap"] == "innerHTML"
     assert "already decided by reviewer" in response.content.decode()
+
+
+def test_an_inbox_decision_answers_with_a_toast_that_says_what_was_done(refund_agent, orders, demo_user):
+    demo_user("reviewer")
+    action = pending()
+    response = login("reviewer").post(
+        f"/actions/{action.pk}/decide", {"verdict": "approve", "from": "inbox"}, headers={"HX-Request": "true"}
+    )
+    body = response.content.decode()
+    assert response.status_code == 200
+    # Only the out-of-band toast: the row itself is swapped for nothing.
+    assert body.startswith('<div hx-swap-oob="afterbegin:#notices">')
+    assert f"Approved issue_refund #{action.pk} for Refund triage. It runs in a moment." in body
+    assert ActionRequest.objects.get(pk=action.pk).status != ActionStatus.PENDING
+
+
+def test_an_edit_shows_what_it_changes_and_decides_nothing_until_confirmed(refund_agent, orders, demo_user):
+    demo_user("reviewer")
+    action = pending()
+    client = login("reviewer")
+    fields = {"verdict": "edit", "arg-order_id": "ORD-1003", "arg-amount": "45.50", "arg-reason": "partial refund"}
+    first = client.post(f"/actions/{action.pk}/decide", fields)
+    page = first.content.decode()
+    assert first.status_code == 200 and 'id="edit-review"' in page and "Confirm edit &amp; approve" in page
+    # The recomputed preview beside the agent's: refunded after 300.00 becomes 45.50.
+    assert '<th>refunded after</th><td><del><span class="text">300.00</span></del></td>' in page
+    assert '<ins><span class="text">45.50</span></ins>' in page
+    assert ActionRequest.objects.get(pk=action.pk).status == ActionStatus.PENDING
+    digest = re.search(r'name="confirm" value="([0-9a-f]+)"', page).group(1)
+
+    # Changed again after seeing it: asked again, still nothing decided.
+    again = client.post(f"/actions/{action.pk}/decide", {**fields, "arg-amount": "40", "confirm": digest})
+    assert again.status_code == 200 and 'id="edit-review"' in again.content.decode()
+    assert ActionRequest.objects.get(pk=action.pk).status == ActionStatus.PENDING
+
+    done = client.post(f"/actions/{action.pk}/decide", {**fields, "confirm": digest})
+    assert done.status_code == 302
+    assert ActionRequest.objects.get(pk=action.pk).decision.arguments_after["amount"] == "45.50"
