@@ -165,3 +165,17 @@ document.addEventListener("htmx:oobAfterSwap", function () {
   document.addEventListener("htmx:afterSettle", update);
   document.addEventListener("DOMContentLoaded", update);
 })();
+// A run page's controls follow the run's status as the live part reports it (the server re-checks every post).
+(function () {
+  "use strict";
+  function follow() {
+    var live = document.querySelector("[data-run-status]");
+    if (!live) return;
+    var status = live.dataset.runStatus;
+    document.querySelectorAll(".run-controls form[data-when]").forEach(function (form) {
+      form.hidden = form.dataset.when.split(" ").indexOf(status) === -1;
+    });
+  }
+  document.addEventListener("htmx:oobAfterSwap", follow); // a live frame
+  document.addEventListener("htmx:afterSwap", follow); // a refetch after the socket reopened
+})();

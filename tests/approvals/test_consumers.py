@@ -404,7 +404,7 @@ def test_an_open_run_page_and_the_queue_counts_follow_a_decision_for_those_allow
         return got
 
     to_operator, to_reviewer, to_outsider, to_inbox = async_to_sync(scenario)()
-    live_part = f'<div id="run-{run.pk}-live" hx-swap-oob="true">'
+    live_part = f'<div id="run-{run.pk}-live" data-run-status="succeeded" hx-swap-oob="true">'
     assert any(live_part in m and "status-rejected" in m for m in to_operator)
     assert any(live_part in m for m in to_reviewer)
     assert any(f'<span id="qc-{agent.pk}-1" class="qc" data-n="0" hx-swap-oob="true" hidden>' in m for m in to_reviewer)

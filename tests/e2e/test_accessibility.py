@@ -3,6 +3,7 @@ violations, and nothing on the browser console (axe-playwright-python, which shi
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import httpx
@@ -23,6 +24,12 @@ pytestmark = [
 ]
 
 SERIOUS = {"serious", "critical"}
+SECTIONS = {
+    "reviewer": ["Inbox", "Agents & runs"],
+    "admin2": ["Agents & runs", "Changes", "Operations", "Audit", "Access"],
+    "operator": ["Agents & runs", "Operations"],
+    "auditor": ["Audit", "Access"],
+}
 
 
 def test_every_page_type_has_no_serious_accessibility_violation_and_no_console_error(demo, stack, browser):
@@ -60,6 +67,7 @@ def test_every_page_type_has_no_serious_accessibility_violation_and_no_console_e
     }
     found: list[str] = []
     errors: list[str] = []
+    badges: dict[str, list[str]] = {}
     axe = Axe()
 
     anonymous = browser.new_context().new_page()
@@ -73,9 +81,16 @@ def test_every_page_type_has_no_serious_accessibility_violation_and_no_console_e
             page.goto(f"{base}{path}")
             page.wait_for_load_state("networkidle")
             found += _serious(axe, page, f"{username} {path}")
-        page.screenshot(path=str(SCREENSHOTS / f"a11y-last-page-{username}.png"), full_page=True)
+            # One screenshot per page type and role, kept as a CI artifact (artifacts/screenshots/).
+            name = "-".join(part for part in path.split("/") if part) or "home"
+            page.screenshot(path=str(SCREENSHOTS / f"page-{username}-{name}.png"), full_page=True)
+        # Each role sees only the sections it can act on.
+        shown = page.locator("nav[aria-label=main] a").all_inner_texts()
+        assert [re.sub(r"\s+\d+$", "", " ".join(t.split())) for t in shown] == SECTIONS[username], shown
+        badges[username] = page.locator("nav[aria-label=main] .nav-badge").all_inner_texts()
 
     assert found == [], "\n".join(found)
+    assert badges == {"reviewer": ["1"], "admin2": ["1"], "operator": [], "auditor": []}  # what waits for whom
     # The 404 and 403 answers are expected; anything else on the console is not.
     unexpected = [e for e in errors if "404" not in e and "403" not in e]
     assert unexpected == [], "\n".join(unexpected)

@@ -65,6 +65,7 @@ def test_run_page_queue_counts_and_order_stay_live_with_no_console_errors(demo, 
     # Without a reload: the run finishes on the operator's page, the count drops on the reviewer's.
     operator.wait_for_selector(f"#run-{small}-live h1 .status-done", timeout=15_000)
     assert "Refund issued" in operator.inner_text(f"#run-{small}-live")
+    assert operator.locator("text=Cancel run").is_hidden()  # the controls follow the status
     reviewer.wait_for_function(f"document.querySelector(\"{count}\").textContent === '1'", timeout=10_000)
     operator.screenshot(path=str(SCREENSHOTS / "run-page-finished-live.png"), full_page=True)
 
