@@ -139,9 +139,15 @@ class ActionRequest(models.Model):
         rank = {name: i for i, name in enumerate(tool.args_model.model_fields)} if tool else {}
         return sorted(self.arguments.items(), key=lambda item: (rank.get(item[0], len(rank)), item[0]))
 
+    def risk_part_items(self) -> list[tuple[str, int]]:
+        """The score's parts in approvals.risk's order (PostgreSQL's jsonb keeps keys in its own)."""
+        order = ("impact", "stake", "doubt", "flags", "urgency")
+        parts = self.risk_parts if isinstance(self.risk_parts, dict) else {}
+        return sorted(parts.items(), key=lambda item: order.index(item[0]) if item[0] in order else len(order))
+
     def risk_summary(self) -> str:
         """The score's parts in one line, for a tooltip."""
-        parts = " + ".join(f"{name} {points}" for name, points in self.risk_parts.items())
+        parts = " + ".join(f"{name} {points}" for name, points in self.risk_part_items())
         return f"risk {self.risk_score} = {parts}" + (f" (stake: {self.risk_basis})" if self.risk_basis else "")
 
     def feedback(self, outcome: str, *, arguments: Any = None, **detail: Any) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
@@ -68,7 +69,7 @@ def navigation(request: HttpRequest) -> dict[str, Any]:
             cached = sections_for(request.user)
         return cached
 
-    return {"nav_sections": sections}
+    return {"nav_sections": sections, "undo_seconds": settings.DECISION_UNDO_SECONDS}
 
 
 @require_GET

@@ -260,6 +260,9 @@ if SOCKET_RECHECK_SECONDS < 1:
 # Sockets join and leave their groups this many at a time per process (live.consumers), so a
 # burst of reconnects queues instead of exhausting the Redis pool, which is sized above that.
 LIVE_LAYER_CONCURRENCY = env_int("LIVE_LAYER_CONCURRENCY", default=32)
+# An inbox approve or reject waits this long in the browser before it is sent: "Undo" until then, and
+# nothing is decided (or run) before it arrives. 0 sends at once.
+DECISION_UNDO_SECONDS = env_int("DECISION_UNDO_SECONDS", default=5)
 CHANNEL_REDIS_MAX_CONNECTIONS = env_int("CHANNEL_REDIS_MAX_CONNECTIONS", default=128)
 CHANNEL_REDIS_SOCKET_TIMEOUT = env_int("CHANNEL_REDIS_SOCKET_TIMEOUT", default=15)
 if REDIS_URL:

@@ -47,13 +47,13 @@ class SchemaForm(forms.Form):
                     initial=", ".join(str(v) for v in value) if isinstance(value, list) else "",
                 )
             else:
-                long_text = spec.get("maxLength", 0) > 200 or (kind == "string" and "maxLength" not in spec)
+                long_text = kind == "string" and spec.get("maxLength", 0) > 200
                 field = forms.CharField(
                     label=label,
                     required=name in required,
                     help_text=help_text,
                     initial="" if value is None else str(value),
-                    widget=forms.Textarea(attrs={"rows": 2}) if long_text and "pattern" not in spec else None,
+                    widget=forms.Textarea(attrs={"rows": 2}) if long_text else None,
                 )
             if example is not None and kind != "boolean":
                 shown = ", ".join(map(str, example)) if isinstance(example, list) else str(example)

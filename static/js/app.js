@@ -179,3 +179,63 @@ document.addEventListener("htmx:oobAfterSwap", function () {
   document.addEventListener("htmx:oobAfterSwap", follow); // a live frame
   document.addEventListener("htmx:afterSwap", follow); // a refetch after the socket reopened
 })();
+// An approve or reject from the inbox waits a few seconds in this page before it is sent
+// (body data-undo-seconds, settings.DECISION_UNDO_SECONDS): until then "Undo" takes it back and
+// nothing was decided, so nothing can have run. Leaving the page in the meantime sends nothing.
+(function () {
+  "use strict";
+  function seconds() { return Number(document.body.dataset.undoSeconds || 0); }
+
+  function hold(label, row, send) {
+    var wait = seconds();
+    if (!wait) return send();
+    var notices = document.getElementById("notices");
+    var note = document.createElement("p");
+    note.className = "notice hold";
+    note.setAttribute("role", "status");
+    note.textContent = label + " in " + wait + " s. ";
+    var undo = document.createElement("button");
+    undo.type = "button";
+    undo.className = "link undo";
+    undo.textContent = "Undo";
+    note.appendChild(undo);
+    notices.prepend(note);
+    if (row) row.hidden = true;
+    var timer = setTimeout(function () {
+      note.remove();
+      send();
+    }, wait * 1000);
+    undo.addEventListener("click", function () {
+      clearTimeout(timer);
+      if (row) row.hidden = false;
+      note.textContent = label + ": undone, nothing was decided.";
+      note.className = "notice toast undone";
+      setTimeout(function () { note.remove(); }, 6000);
+    });
+  }
+
+  document.addEventListener("htmx:confirm", function (evt) {
+    var elt = evt.detail && evt.detail.elt;
+    if (!elt || !elt.matches || !elt.matches("#inbox-rows article.row button.approve")) return;
+    evt.preventDefault();
+    var row = elt.closest("article.row");
+    var what = row.querySelector("a.open").textContent.trim() + " #" + row.dataset.id;
+    hold("Approving " + what, row, function () { evt.detail.issueRequest(true); });
+  });
+
+  document.addEventListener("submit", function (evt) {
+    var form = evt.target;
+    if (!form || form.id !== "reject-form") return;
+    evt.preventDefault();
+    var id = form.action.split("/").slice(-2)[0];
+    var dialog = document.getElementById("reject-dialog");
+    if (dialog && dialog.open) dialog.close();
+    // The dialog's form is reused for the next row: send a copy of this one (values and address as now).
+    var copy = form.cloneNode(true);
+    copy.removeAttribute("id");
+    copy.action = form.action;
+    copy.hidden = true;
+    document.body.appendChild(copy);
+    hold("Rejecting #" + id, document.getElementById("action-" + id), function () { copy.submit(); });
+  });
+})();

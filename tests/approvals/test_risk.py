@@ -137,3 +137,7 @@ def test_arguments_show_in_the_order_the_tool_declares_them(demo):
     # As PostgreSQL's jsonb would hand them back: shorter keys first.
     action.arguments = {"amount": "300", "reason": "damaged", "order_id": "ORD-1003"}
     assert [name for name, _ in action.argument_items()] == ["order_id", "amount", "reason"]
+    # The score's parts too, whatever order the database hands them back in.
+    action.risk_parts = {"urgency": 5, "doubt": 1, "impact": 25, "flags": 0, "stake": 12}
+    assert [name for name, _ in action.risk_part_items()] == ["impact", "stake", "doubt", "flags", "urgency"]
+    assert action.risk_summary().startswith(f"risk {action.risk_score} = impact 25 + stake 12 + doubt 1")

@@ -163,6 +163,8 @@ def stack_env(settings, tmp_path) -> dict[str, str]:
         "SECRET_KEY": f"e2e-{unique}",
         "STATIC_ROOT": str(tmp_path / "static"),
         "DATABASE_POOL_MIN": "1",
+        # The browser holds an inbox decision this long before sending it (Undo); short for the tests.
+        "DECISION_UNDO_SECONDS": "2",
         "HTTPS": "0",  # a loopback stack: plain HTTP
         # The same chain key and anchor file as this test's own process, so it verifies what they wrote.
         "AUDIT_CHAIN_KEY": settings.AUDIT_CHAIN_KEY,

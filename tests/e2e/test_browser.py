@@ -166,3 +166,70 @@ def test_keyboard_approve_and_an_invalid_edit(demo, stack, browser):
     assert other.status == "pending"
     assert other.arguments["amount"] == "150"
     assert not Decision.objects.filter(action=other).exists()
+
+
+def test_an_inbox_approval_can_be_undone_until_it_is_sent(demo, stack, browser):
+    base = stack.base
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    token = api_token_issue(user=user("operator"), actor=None)
+    created = httpx.post(
+        f"{base}/api/v1/agents/refund-triage/runs",
+        json={"input": {"ticket": "Arrived broken.", "order_id": "ORD-1011", "amount": 150}},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    )
+    assert created.status_code == 201
+    reviewer = log_in(browser, base, "reviewer")
+    reviewer.wait_for_selector("#inbox-rows article", timeout=10_000)
+    action = ActionRequest.objects.get(run_id=created.json()["id"])
+    row = f"#action-{action.pk}"
+    decides: list[str] = []
+    reviewer.on("request", lambda r: decides.append(r.url) if r.method == "POST" and "/decide" in r.url else None)
+
+    # Approve, then Undo while it is held: the row comes back, and the page says nothing was decided.
+    reviewer.locator(row).get_by_role("button", name="Approve").click()
+    reviewer.wait_for_selector(".notice.hold button.undo", timeout=5_000)
+    assert reviewer.locator(row).is_hidden()
+    reviewer.screenshot(path=str(SCREENSHOTS / "inbox-approval-held-with-undo.png"), full_page=True)
+    reviewer.click(".notice.hold button.undo")
+    reviewer.wait_for_selector(".notice.undone", timeout=5_000)
+    assert reviewer.locator(row).is_visible()
+    assert ActionRequest.objects.get(pk=action.pk).status == "pending"
+
+    # Approve again and let it go: it is sent once the hold ends, and it is the only decision sent.
+    # (Were the undone hold's timer still alive it would have fired first: two posts, not one.)
+    reviewer.locator(row).get_by_role("button", name="Approve").click()
+    reviewer.wait_for_selector(row, state="detached", timeout=15_000)
+    assert wait_until(lambda: ActionRequest.objects.get(pk=action.pk).status == "executed")
+    assert decides == [f"{base}/actions/{action.pk}/decide"]
+    assert ActionRequest.objects.get(pk=action.pk).decision.reviewer.username == "reviewer"
+
+
+def test_a_run_started_from_the_schema_form_and_an_edit_confirmed_after_its_recomputed_preview(demo, stack, browser):
+    base = stack.base
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    operator = log_in(browser, base, "operator", lands="/ops/")
+    operator.goto(f"{base}/agents/")
+    form = operator.locator("form.run-start").filter(has=operator.locator("input[name=in-order_id]")).first
+    form.locator("input[name=in-ticket]").fill("The toaster arrived broken.")
+    form.locator("input[name=in-order_id]").fill("ORD-1012")
+    form.locator("input[name=in-amount]").fill("300")
+    operator.screenshot(path=str(SCREENSHOTS / "run-start-form.png"), full_page=True)
+    form.get_by_role("button", name="Start run", exact=True).click()
+    operator.wait_for_url(f"{base}/runs/*/")
+    run_id = int(operator.url.rstrip("/").split("/")[-1])
+    assert wait_until(lambda: ActionRequest.objects.filter(run_id=run_id).exists())
+    action = ActionRequest.objects.get(run_id=run_id)
+    assert action.arguments["order_id"] == "ORD-1012" and action.arguments["amount"] == "300"
+
+    reviewer = log_in(browser, base, "reviewer")
+    reviewer.goto(f"{base}/actions/{action.pk}/")
+    reviewer.fill("input[name=arg-amount]", "45")
+    reviewer.click("text=Save edit & approve")
+    reviewer.wait_for_selector("#edit-review", timeout=10_000)
+    assert "45" in reviewer.inner_text("#edit-review")  # the recomputed "refunded after"
+    reviewer.screenshot(path=str(SCREENSHOTS / "edit-recomputed-preview-to-confirm.png"), full_page=True)
+    assert ActionRequest.objects.get(pk=action.pk).status == "pending"
+    reviewer.click("text=Confirm edit & approve")
+    assert wait_until(lambda: ActionRequest.objects.get(pk=action.pk).status == "executed")
+    assert ActionRequest.objects.get(pk=action.pk).arguments["amount"] == "45"
