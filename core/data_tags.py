@@ -10,6 +10,7 @@ own escaped output (hence its `noqa: S308`).
 from __future__ import annotations
 
 import difflib
+import functools
 import json
 from typing import Any
 
@@ -91,6 +92,17 @@ def target_label(label_lower: str) -> str:
         return str(apps.get_model(label_lower)._meta.verbose_name)
     except (LookupError, ValueError):
         return label_lower
+
+
+@register.filter
+def perm_label(codename: Any) -> Any:
+    """A permission's name for people (`review_agent` → "Review the agent's actions"), as its model declares it."""
+    return _permission_labels().get(str(codename), codename) if isinstance(codename, str) else codename
+
+
+@functools.cache
+def _permission_labels() -> dict[str, str]:
+    return {codename: str(label) for model in apps.get_models() for codename, label in model._meta.permissions}
 
 
 @register.filter

@@ -87,3 +87,8 @@ def test_the_audit_trail_names_targets_for_people(demo):
     )
     page = _as("auditor").get("/audit/").content.decode()
     assert "approvals.actionrequest" not in page and "<td>action " in page
+
+
+def test_the_audit_trail_names_permissions_for_people(demo):
+    page = _as("auditor").get("/audit/?event=permission.granted").content.decode()
+    assert "<ins>Review the agent&#x27;s actions</ins>" in page and "<ins>review_agent</ins>" not in page

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from agents.services import run_start
-from core.data_tags import ITEMS_SHOWN, TEXT_MAX, changes, data, humanize_key, target_label
+from core.data_tags import ITEMS_SHOWN, TEXT_MAX, changes, data, humanize_key, perm_label, target_label
 from tests.conftest import refund_input, user
 
 json_values = st.recursive(
@@ -78,6 +78,8 @@ def test_names_for_people():
     assert target_label("approvals.actionrequest") == "action"
     assert target_label("agents.run") == "run"
     assert target_label("no.such") == "no.such" and target_label("") == ""
+    assert perm_label("review_agent") == "Review the agent's actions"
+    assert perm_label("no_such_perm") == "no_such_perm" and perm_label(3) == 3
 
 
 @pytest.mark.django_db
