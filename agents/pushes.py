@@ -8,7 +8,7 @@ from typing import Any
 from django.template.loader import render_to_string
 
 from agents.models import Run
-from agents.selectors import run_steps
+from agents.selectors import run_page
 from live.groups import operator_group, run_group
 from live.push import RUN_CHANGED, RUN_NEEDS_OPERATOR
 from live.relay import Frame, html, renders
@@ -26,16 +26,4 @@ def run_changed(payloads: list[dict[str, Any]]) -> Iterator[Frame]:
     """The live part of a run page, to the sockets of that page (approvals.pushes.audience checks who may)."""
     ids = sorted({int(p["run_id"]) for p in payloads})
     for run in Run.objects.select_related("agent", "created_by").filter(pk__in=ids).order_by("id"):
-        yield run_group(run.pk), html(render_to_string("agents/_run_live.html", {**run_live_context(run), "oob": True}))
-
-
-def run_live_context(run: Run) -> dict[str, Any]:
-    """What the live part of a run page shows: the same for everyone who may see the run."""
-    return {
-        "run": run,
-        "steps": run_steps(run),
-        "actions": run.actions.select_related("decision__reviewer").order_by("id"),
-        "subruns": Run.objects.filter(delegated_by__run=run).select_related("agent").order_by("id"),
-        # The coordinator's action that started this run, if it is a sub-run.
-        "delegated_by": Run.objects.filter(pk=run.pk).values_list("delegated_by", flat=True).first(),
-    }
+        yield run_group(run.pk), html(render_to_string("agents/_run_live.html", {**run_page(run), "oob": True}))

@@ -100,3 +100,15 @@ def users_with_agent_perm(agent: Agent, perm: str) -> QuerySet[Any]:
         )
         .distinct()
     )
+
+
+def run_page(run: Run) -> dict[str, Any]:
+    """What the live part of a run page shows: the same for everyone who may see the run."""
+    return {
+        "run": run,
+        "steps": run_steps(run),
+        "actions": run.actions.select_related("decision__reviewer").order_by("id"),
+        "subruns": Run.objects.filter(delegated_by__run=run).select_related("agent").order_by("id"),
+        # The coordinator's action that started this run, if it is a sub-run.
+        "delegated_by": Run.objects.filter(pk=run.pk).values_list("delegated_by", flat=True).first(),
+    }

@@ -16,7 +16,6 @@ from django.views.decorators.http import require_GET, require_POST
 from agents import breakers, configuration, selectors, services
 from agents.forms import AgentSettingsForm, PromptForm, RunInputForm, tool_policy_forms
 from agents.models import Agent, AgentTool, PromptVersion, Run, RunPriority, RunStatus
-from agents.pushes import run_live_context
 from agents.tools import all_tools
 from core.errors import DomainError
 from core.inbound import InputRefused, parse_json
@@ -126,7 +125,7 @@ def _run_input(request: AuthedRequest, agent: Agent) -> Any:
 @login_required
 def run_detail(request: AuthedRequest, run_id: int) -> HttpResponse:
     run = get_object_or_404(selectors.runs_visible_to(request.user), pk=run_id)
-    context = run_live_context(run)
+    context = selectors.run_page(run)
     if request.htmx:  # a socket reopened: the live part again
         return render(request, "agents/_run_live.html", context)
     context["can_operate"] = selectors.agents_with_perm(request.user, "operate_agent").filter(pk=run.agent_id).exists()

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from django.conf import settings
@@ -8,6 +9,7 @@ from django.utils import timezone
 
 from agents.models import Agent, Run
 from agents.tools import get_tool
+from approvals.risk import RISK_PARTS
 
 # The execution task (approvals.tasks), published by name: the tasks module imports the services.
 EXECUTE_ACTION = "approvals.execute_action"
@@ -47,6 +49,14 @@ ACTION_TRANSITIONS: dict[str, frozenset[str]] = {
     ActionStatus.FAILED: frozenset(),
     ActionStatus.COMPENSATED: frozenset(),
 }
+
+
+def in_declared_order(mapping: Any, names: Sequence[str]) -> list[tuple[str, Any]]:
+    """A JSON object's items in the order `names` declares (PostgreSQL's jsonb keeps keys in its own), others last."""
+    if not isinstance(mapping, dict):
+        return []
+    rank = {name: i for i, name in enumerate(names)}
+    return sorted(mapping.items(), key=lambda item: (rank.get(item[0], len(rank)), item[0]))
 
 
 class ActionRequest(models.Model):
@@ -132,18 +142,13 @@ class ActionRequest(models.Model):
         return f"action {self.pk} {self.tool} ({self.status})"
 
     def argument_items(self) -> list[tuple[str, Any]]:
-        """The arguments in the order the tool declares them (PostgreSQL's jsonb keeps keys in its own order)."""
-        if not isinstance(self.arguments, dict):
-            return []
+        """The arguments in the order the tool declares them."""
         tool = get_tool(self.tool)
-        rank = {name: i for i, name in enumerate(tool.args_model.model_fields)} if tool else {}
-        return sorted(self.arguments.items(), key=lambda item: (rank.get(item[0], len(rank)), item[0]))
+        return in_declared_order(self.arguments, list(tool.args_model.model_fields) if tool else [])
 
     def risk_part_items(self) -> list[tuple[str, int]]:
-        """The score's parts in approvals.risk's order (PostgreSQL's jsonb keeps keys in its own)."""
-        order = ("impact", "stake", "doubt", "flags", "urgency")
-        parts = self.risk_parts if isinstance(self.risk_parts, dict) else {}
-        return sorted(parts.items(), key=lambda item: order.index(item[0]) if item[0] in order else len(order))
+        """The score's parts in approvals.risk's order."""
+        return in_declared_order(self.risk_parts, RISK_PARTS)
 
     def risk_summary(self) -> str:
         """The score's parts in one line, for a tooltip."""

@@ -24,6 +24,8 @@ from decimal import Decimal
 
 from agents.tools import Stake
 
+# The parts, in the order people read them (approvals.models.ActionRequest.risk_part_items).
+RISK_PARTS = ("impact", "stake", "doubt", "flags", "urgency")
 IMPACT_POINTS = {"read": 0, "write": 15, "financial": 25, "destructive": 30}
 UNKNOWN_IMPACT_POINTS = 30  # an impact nobody declared counts as destructive
 STAKE_POINTS = 30

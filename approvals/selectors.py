@@ -114,26 +114,21 @@ def inbox_for(
     return list(qs.order_by("-risk_score", "due_at", "id")[:limit])
 
 
+def _config_queue(user: User) -> QuerySet[ActionRequest]:
+    """Configuration changes waiting for a second admin, on agents the user may configure."""
+    return ActionRequest.objects.filter(
+        tier=0, status=ActionStatus.PENDING, agent__in=agents_with_perm(user, "configure_agent")
+    )
+
+
 def config_queue_for(user: User, *, limit: int = 100) -> list[ActionRequest]:
     """Configuration changes waiting for a second admin, oldest first."""
-    return list(
-        ActionRequest.objects.filter(
-            tier=0, status=ActionStatus.PENDING, agent__in=agents_with_perm(user, "configure_agent")
-        )
-        .select_related("agent", "submitted_by")
-        .order_by("id")[:limit]
-    )
+    return list(_config_queue(user).select_related("agent", "submitted_by").order_by("id")[:limit])
 
 
 def config_queue_count(user: User) -> int:
     """How many configuration changes wait for this admin: on agents they may configure, proposed by someone else."""
-    return (
-        ActionRequest.objects.filter(
-            tier=0, status=ActionStatus.PENDING, agent__in=agents_with_perm(user, "configure_agent")
-        )
-        .exclude(submitted_by_id=user.pk)
-        .count()
-    )
+    return _config_queue(user).exclude(submitted_by_id=user.pk).count()
 
 
 def with_row_data(qs: QuerySet[ActionRequest]) -> QuerySet[ActionRequest]:

@@ -263,3 +263,15 @@ def log_in(browser, base: str, username: str, *, lands: str = "/", errors: list[
     if page.locator("#live-status").count():  # a live page: wait until its websocket is open
         page.wait_for_selector("#live-status.on", timeout=10_000)
     return page
+
+
+def start_refund(base: str, token: str, order: str, amount: int) -> int:
+    """Start a refund-triage run over the API as the holder of `token`; its id."""
+    response = httpx.post(
+        f"{base}/api/v1/agents/refund-triage/runs",
+        json={"input": {"ticket": "Arrived broken.", "order_id": order, "amount": amount}},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    )
+    assert response.status_code == 201, response.text
+    return response.json()["id"]

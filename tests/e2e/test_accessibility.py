@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import httpx
 import pytest
 from axe_playwright_python.sync_playwright import Axe
 
@@ -14,7 +13,7 @@ from accounts.services import api_token_issue
 from approvals.four_eyes import agent_configure
 from approvals.models import ActionRequest
 from tests.conftest import needs_postgres, needs_redis, user
-from tests.e2e.conftest import CHROMIUM, SCREENSHOTS, log_in, wait_until
+from tests.e2e.conftest import CHROMIUM, SCREENSHOTS, log_in, start_refund, wait_until
 
 pytestmark = [
     needs_postgres,
@@ -36,13 +35,7 @@ def test_every_page_type_has_no_serious_accessibility_violation_and_no_console_e
     base = stack.base
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     token = api_token_issue(user=user("operator"), actor=None)
-    created = httpx.post(
-        f"{base}/api/v1/agents/refund-triage/runs",
-        json={"input": {"ticket": "Arrived broken.", "order_id": "ORD-1003", "amount": 400}},
-        headers={"Authorization": f"Bearer {token}"},
-        timeout=10,
-    )
-    run_id = created.json()["id"]
+    run_id = start_refund(base, token, "ORD-1003", 400)
     assert wait_until(lambda: ActionRequest.objects.filter(run_id=run_id).exists())
     action = ActionRequest.objects.get(run_id=run_id)
     change = agent_configure(

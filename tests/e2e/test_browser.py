@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import httpx
 import pytest
 
 from accounts.services import api_token_issue
 from approvals.models import ActionRequest, Decision
 from demo.models import Refund
 from tests.conftest import needs_postgres, needs_redis, user
-from tests.e2e.conftest import CHROMIUM, SCREENSHOTS, log_in, wait_until
+from tests.e2e.conftest import CHROMIUM, SCREENSHOTS, log_in, start_refund, wait_until
 
 pytestmark = [
     needs_postgres,
@@ -27,25 +26,15 @@ def test_run_page_queue_counts_and_order_stay_live_with_no_console_errors(demo, 
     errors: list[str] = []
     token = api_token_issue(user=user("operator"), actor=None)
 
-    def start(order: str, amount: int) -> int:
-        response = httpx.post(
-            f"{base}/api/v1/agents/refund-triage/runs",
-            json={"input": {"ticket": "Arrived broken.", "order_id": order, "amount": amount}},
-            headers={"Authorization": f"Bearer {token}"},
-            timeout=10,
-        )
-        assert response.status_code == 201
-        return response.json()["id"]
-
     reviewer = log_in(browser, base, "reviewer", errors=errors)
     operator = log_in(browser, base, "operator", lands="/ops/", errors=errors)
     count = "#inbox a.queue[href='?agent=refund-triage'] .qc-sum"
     assert reviewer.inner_text(count) == "0"
 
     # The riskier call first, the smaller one second: live, the second lands below the first.
-    big = start("ORD-1003", 400)  # above the order's total of 351
+    big = start_refund(base, token, "ORD-1003", 400)  # above the order's total of 351
     reviewer.wait_for_function("document.querySelectorAll('#inbox-rows article').length === 1", timeout=10_000)
-    small = start("ORD-1007", 150)
+    small = start_refund(base, token, "ORD-1007", 150)
     reviewer.wait_for_function("document.querySelectorAll('#inbox-rows article').length === 2", timeout=10_000)
     reviewer.wait_for_function(f"document.querySelector(\"{count}\").textContent === '2'", timeout=10_000)
     live_order = reviewer.eval_on_selector_all("#inbox-rows article", "rows => rows.map(r => r.dataset.id)")
@@ -86,17 +75,11 @@ def test_new_action_appears_live_and_leaves_the_other_inbox_when_approved(demo, 
     bob = log_in(browser, base, "reviewer2")
     token = api_token_issue(user=user("operator"), actor=None)
 
-    created = httpx.post(
-        f"{base}/api/v1/agents/refund-triage/runs",
-        json={"input": {"ticket": "Arrived broken.", "order_id": "ORD-1007", "amount": 150}},
-        headers={"Authorization": f"Bearer {token}"},
-        timeout=10,
-    )
-    assert created.status_code == 201
+    run_id = start_refund(base, token, "ORD-1007", 150)
     # The worker routes the call to review; both inboxes get the row without a reload.
     alice.wait_for_selector("#inbox-rows article", timeout=10_000)
     bob.wait_for_selector("#inbox-rows article", timeout=10_000)
-    action = ActionRequest.objects.get(run_id=created.json()["id"])
+    action = ActionRequest.objects.get(run_id=run_id)
     row = f"#action-{action.pk}"
     assert alice.locator(row).count() == 1
     assert bob.locator(row).count() == 1
@@ -120,19 +103,9 @@ def test_keyboard_approve_and_an_invalid_edit(demo, stack, browser):
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     token = api_token_issue(user=user("operator"), actor=None)
 
-    def start(order: str) -> int:
-        response = httpx.post(
-            f"{base}/api/v1/agents/refund-triage/runs",
-            json={"input": {"ticket": "Arrived broken.", "order_id": order, "amount": 150}},
-            headers={"Authorization": f"Bearer {token}"},
-            timeout=10,
-        )
-        assert response.status_code == 201
-        return response.json()["id"]
-
     alice = log_in(browser, base, "reviewer")
     bob = log_in(browser, base, "reviewer2")
-    first, second = start("ORD-1008"), start("ORD-1009")
+    first, second = start_refund(base, token, "ORD-1008", 150), start_refund(base, token, "ORD-1009", 150)
     alice.wait_for_function("document.querySelectorAll('#inbox-rows article').length === 2", timeout=10_000)
     bob.wait_for_function("document.querySelectorAll('#inbox-rows article').length === 2", timeout=10_000)
     first_action = ActionRequest.objects.get(run_id=first)
@@ -172,16 +145,10 @@ def test_an_inbox_approval_can_be_undone_until_it_is_sent(demo, stack, browser):
     base = stack.base
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     token = api_token_issue(user=user("operator"), actor=None)
-    created = httpx.post(
-        f"{base}/api/v1/agents/refund-triage/runs",
-        json={"input": {"ticket": "Arrived broken.", "order_id": "ORD-1011", "amount": 150}},
-        headers={"Authorization": f"Bearer {token}"},
-        timeout=10,
-    )
-    assert created.status_code == 201
+    run_id = start_refund(base, token, "ORD-1011", 150)
     reviewer = log_in(browser, base, "reviewer")
     reviewer.wait_for_selector("#inbox-rows article", timeout=10_000)
-    action = ActionRequest.objects.get(run_id=created.json()["id"])
+    action = ActionRequest.objects.get(run_id=run_id)
     row = f"#action-{action.pk}"
     decides: list[str] = []
     reviewer.on("request", lambda r: decides.append(r.url) if r.method == "POST" and "/decide" in r.url else None)
