@@ -44,6 +44,8 @@ TOOL_FIELDS = (
     "on_timeout",
     "timeout_seconds",
     "max_retries",
+    "target_error_rate",
+    "spot_check_rate",
 )
 DECIMAL_TOOL_FIELDS = {"auto_max_magnitude", "max_magnitude"}
 
@@ -179,6 +181,10 @@ def risky_changes(
     threshold_after = float(settings.get("review_threshold", threshold_before))
     if threshold_after < threshold_before:
         reasons.append(f"lowers the review threshold from {threshold_before:.2f} to {threshold_after:.2f}")
+    margin_before = agent.prompt_regression_margin
+    margin_after = float(settings.get("prompt_regression_margin", margin_before))
+    if margin_after > margin_before:
+        reasons.append(f"lets prompts regress by up to {margin_after:.0%} instead of {margin_before:.0%}")
     for name in ("provider", "base_url", "api_key_ref"):
         if name in settings:
             reasons.append(f"changes {name} (where prompts and the key are sent)")
@@ -201,6 +207,15 @@ def risky_changes(
                 reasons.append(f"{name}: raises {limit} from {old} to {new}")
             elif old is None and new is not None and existing is None:
                 pass  # a new tool with a limit is not a raise
+        if "target_error_rate" in changes:
+            old_rate, new_rate = before.target_error_rate, after.target_error_rate
+            if new_rate is not None and (old_rate is None or new_rate > old_rate):
+                reasons.append(
+                    f"{name}: routes on calibrated confidence at {new_rate:.2%} wrong approvals"
+                    + (f" (was {old_rate:.2%})" if old_rate is not None else "")
+                )
+            elif new_rate is None and old_rate is not None:
+                reasons.append(f"{name}: goes back from calibrated routing to the static threshold")
         if after.mode == "auto" and after.enabled and (existing is None or before.mode != "auto" or not before.enabled):
             reasons.append(f"{name}: switches to auto" if before.mode != "auto" else f"{name}: enables an auto tool")
         if "on_timeout" in changes and after.on_timeout == "approve" and before.on_timeout != "approve":

@@ -72,6 +72,12 @@ class Agent(models.Model):
     breaker_threshold = models.PositiveIntegerField(default=5, validators=[MinValueValidator(1)])
     breaker_cooldown_seconds = models.PositiveIntegerField(default=60)
     on_breaker_open = models.CharField(max_length=16, choices=BreakerPolicy.choices, default=BreakerPolicy.HALT)
+    prompt_regression_margin = models.FloatField(
+        default=0.05,
+        validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
+        help_text="A proposed prompt whose agreement with the golden set falls more than this (0.05 is 5 points) "
+        "below the active version's cannot be activated in one click.",
+    )
     is_paused = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -155,6 +161,19 @@ class AgentTool(models.Model):
         max_length=16,
         choices=[("reject", "Reject (fail closed)"), ("escalate", "Escalate, then reject"), ("approve", "Approve")],
         default="reject",
+    )
+    # The trust loop (approvals.calibration, approvals.spot_checks).
+    target_error_rate = models.FloatField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0.0001), MaxValueValidator(0.5)],
+        help_text="Route on calibrated confidence: auto only where the 95 % upper bound of the estimated "
+        "wrong-approval rate is at most this (0.01 is 1 %). Empty: the static threshold.",
+    )
+    spot_check_rate = models.FloatField(
+        default=0.0,
+        validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
+        help_text="Share of auto-approved calls sampled for a reviewer to grade after the fact (0.05 is 5 %).",
     )
 
     class Meta:
@@ -361,3 +380,39 @@ class PromptVersion(models.Model):
 
     def __str__(self) -> str:
         return f"{self.agent_id} v{self.number} ({self.status})"
+
+
+class PromptEvaluation(models.Model):
+    """A proposed prompt version replayed against the agent's golden set, beside the active version.
+
+    The golden set is recorded runs whose outcome a person confirmed (runtime.golden);
+    each case compares the first tool call each version proposes with the call the
+    reviewer let run (the edited arguments, if edited).
+    """
+
+    version = models.ForeignKey(PromptVersion, on_delete=models.CASCADE, related_name="evaluations")
+    baseline = models.ForeignKey(
+        PromptVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", help_text="Active then."
+    )
+    cases = models.PositiveIntegerField(default=0)
+    agreed = models.PositiveIntegerField(default=0)
+    baseline_agreed = models.PositiveIntegerField(default=0)
+    details = models.JSONField(default=list, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["version", "-id"], name="prompt_evaluation_latest_idx")]
+
+    def __str__(self) -> str:
+        return f"evaluation of {self.version_id}: {self.agreed}/{self.cases}"
+
+    @property
+    def agreement(self) -> float | None:
+        return self.agreed / self.cases if self.cases else None
+
+    @property
+    def baseline_agreement(self) -> float | None:
+        return self.baseline_agreed / self.cases if self.cases and self.baseline_id else None

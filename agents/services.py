@@ -311,6 +311,7 @@ AGENT_CONFIG_FIELDS = (
     "breaker_threshold",
     "breaker_cooldown_seconds",
     "on_breaker_open",
+    "prompt_regression_margin",
     "is_paused",
 )
 

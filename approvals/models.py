@@ -285,3 +285,71 @@ class Execution(models.Model):
 
     def __str__(self) -> str:
         return f"execution {self.idempotency_key} ({self.status})"
+
+
+class Grade(models.TextChoices):
+    FINE = "fine", "Fine as it ran"
+    SHOULD_EDIT = "should_edit", "Should have been edited"
+    SHOULD_REJECT = "should_reject", "Should have been rejected"
+
+
+class SpotCheck(models.Model):
+    """An auto-approved action sampled for a person to grade after the fact (it never waits for the grade).
+
+    Sampled with probability `rate` (the tool's spot_check_rate then), so a grade stands for
+    1 / rate auto-approved actions when calibration is fitted (approvals.calibration).
+    """
+
+    action = models.OneToOneField(ActionRequest, on_delete=models.CASCADE, related_name="spot_check")
+    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="spot_checks")
+    tool = models.CharField(max_length=100)
+    rate = models.FloatField()
+    grade = models.CharField(max_length=16, choices=Grade.choices, blank=True)
+    comment = models.TextField(blank=True)
+    graded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    graded_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [
+            # The spot-check queue: ungraded, newest first, keyset on id.
+            models.Index(fields=["agent", "-id"], name="spot_check_open_idx", condition=models.Q(grade="")),
+            models.Index(fields=["agent", "tool", "-id"], name="spot_check_agent_tool_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"spot check of {self.action_id} ({self.grade or 'open'})"
+
+    @property
+    def weight(self) -> float:
+        return 1.0 / self.rate if self.rate > 0 else 1.0
+
+
+class CalibrationMap(models.Model):
+    """Per agent and tool: stated confidence mapped to observed agreement (isotonic), refitted periodically.
+
+    `blocks` are the isotonic fit's steps, ascending: [lowest confidence, highest, agreement,
+    weight, effective samples]. `tail` holds, for each step's lowest confidence c, the
+    weighted wrong approvals and the one-sided upper bound of their rate among all samples
+    with confidence >= c: [c, weight, wrong weight, effective samples, upper bound].
+    """
+
+    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="calibration_maps")
+    tool = models.CharField(max_length=100)
+    samples = models.PositiveIntegerField(default=0)
+    reviewed = models.PositiveIntegerField(default=0)
+    spot_checked = models.PositiveIntegerField(default=0)
+    effective_samples = models.FloatField(default=0.0)
+    blocks = models.JSONField(default=list, blank=True)
+    tail = models.JSONField(default=list, blank=True)
+    brier_raw = models.FloatField(null=True, blank=True, help_text="Brier score of the stated confidence.")
+    brier_calibrated = models.FloatField(null=True, blank=True, help_text="Brier score of the calibrated one.")
+    fitted_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["agent", "tool"], name="calibration_map_unique")]
+
+    def __str__(self) -> str:
+        return f"calibration of {self.agent_id}:{self.tool} (n={self.samples})"

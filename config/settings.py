@@ -263,6 +263,10 @@ LIVE_LAYER_CONCURRENCY = env_int("LIVE_LAYER_CONCURRENCY", default=32)
 # An inbox approve or reject waits this long in the browser before it is sent: "Undo" until then, and
 # nothing is decided (or run) before it arrives. 0 sends at once.
 DECISION_UNDO_SECONDS = env_int("DECISION_UNDO_SECONDS", default=5)
+# The trust loop (approvals.calibration): below this many graded samples per agent and tool,
+# calibrated routing falls back to the static threshold; bounds are one-sided at this level.
+CALIBRATION_MIN_SAMPLES = env_int("CALIBRATION_MIN_SAMPLES", default=50)
+CALIBRATION_CONFIDENCE = 0.95
 CHANNEL_REDIS_MAX_CONNECTIONS = env_int("CHANNEL_REDIS_MAX_CONNECTIONS", default=128)
 CHANNEL_REDIS_SOCKET_TIMEOUT = env_int("CHANNEL_REDIS_SOCKET_TIMEOUT", default=15)
 if REDIS_URL:

@@ -146,6 +146,7 @@ class AlertKind(models.TextChoices):
     COST_BURN = "cost_burn", "Projected daily cost above threshold times the daily budget"
     SLA_BREACHES = "sla_breaches", "Pending actions past their SLA above threshold"
     BREAKER_OPEN = "breaker_open", "Any circuit breaker open"
+    DRIFT = "drift", "Agreement, edit rate or confidence gap shifted from the agent's own baseline (z bound)"
 
 
 # The thresholds each kind can use, so a rule that could never (or would always) fire is
@@ -157,6 +158,7 @@ ALERT_THRESHOLDS: dict[str, tuple[float, float, bool]] = {
     AlertKind.COST_BURN: (0.01, 1000.0, False),
     AlertKind.SLA_BREACHES: (1.0, 1_000_000.0, True),
     AlertKind.BREAKER_OPEN: (0.0, 1_000_000.0, False),  # not used: any open breaker fires
+    AlertKind.DRIFT: (1.0, 20.0, False),  # standard errors between the last day and the baseline
 }
 
 
