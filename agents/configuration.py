@@ -271,8 +271,14 @@ def agent_tool_configure(
     return AgentTool.objects.get(agent=agent, tool=tool)
 
 
-def apply_change(*, agent: Agent, change: dict[str, Any], actor: User | Actor | AbstractBaseUser | None) -> None:
-    """Write a validated change set (inside the caller's transaction)."""
+def apply_change(
+    *,
+    agent: Agent,
+    change: dict[str, Any],
+    actor: User | Actor | AbstractBaseUser | None,
+    evidence: dict[str, Any] | None = None,
+) -> None:
+    """Write a validated change set (inside the caller's transaction); `evidence` is what argued for it."""
     if change.get("agent"):
         services.agent_update(agent=agent, actor=actor, **change["agent"])
     for name, changes in change.get("tools", {}).items():
@@ -286,7 +292,7 @@ def apply_change(*, agent: Agent, change: dict[str, Any], actor: User | Actor | 
             target=agent,
             agent_id=agent.pk,
             before=before,
-            after={"tool": name, **tool_settings(row)},
+            after={"tool": name, **tool_settings(row)} | ({"evidence": evidence} if evidence else {}),
         )
 
 

@@ -22,6 +22,8 @@ class ConfigChangeArgs(BaseModel):
 
     agent: dict[str, Any] = {}
     tools: dict[str, dict[str, Any]] = {}
+    # What argued for the change (the threshold advisor's numbers), audited with it.
+    evidence: dict[str, Any] | None = None
 
 
 def apply_agent_config(args: ConfigChangeArgs, context: ToolContext) -> dict[str, Any]:
@@ -33,7 +35,12 @@ def apply_agent_config(args: ConfigChangeArgs, context: ToolContext) -> dict[str
         _validate(agent, args.agent, current, args.tools)
     except DomainError as exc:
         raise ToolError("invalid_config", exc.message) from exc
-    apply_change(agent=agent, change={"agent": args.agent, "tools": args.tools}, actor=_four_eyes(context))
+    apply_change(
+        agent=agent,
+        change={"agent": args.agent, "tools": args.tools},
+        actor=_four_eyes(context),
+        evidence=args.evidence,
+    )
     return {"applied": True, "agent": list(args.agent), "tools": list(args.tools)}
 
 

@@ -113,4 +113,5 @@ def change_context(proposal: ActionRequest) -> dict[str, Any]:
         "before": {k: current.get(k) for k in agent_after},
         "after": agent_after,
         "tools": tools,
+        "evidence": wanted.get("evidence"),
     }

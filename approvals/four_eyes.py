@@ -37,18 +37,28 @@ class ConfigOutcome:
 
 
 def agent_configure(
-    *, agent: Agent, actor: User, settings: dict[str, Any], tools: dict[str, dict[str, Any]]
+    *,
+    agent: Agent,
+    actor: User,
+    settings: dict[str, Any],
+    tools: dict[str, dict[str, Any]],
+    evidence: dict[str, Any] | None = None,
 ) -> ConfigOutcome:
-    """Validate a whole change set; apply it now, or queue it for a second admin if any part is risky."""
+    """Validate a whole change set; apply it now, or queue it for a second admin if any part is risky.
+
+    `evidence` (what argued for the change, e.g. the threshold advisor's numbers) is audited
+    with the change, both when it is proposed and when it is applied.
+    """
     plan = plan_change(agent=agent, settings=settings, tools=tools)
     if plan is None:
         return ConfigOutcome(applied=False, changed=False)
     if not plan.risky:
         with transaction.atomic():
-            apply_change(agent=agent, change=plan.change, actor=actor)
+            apply_change(agent=agent, change=plan.change, actor=actor, evidence=evidence)
         return ConfigOutcome(applied=True)
+    arguments = plan.change | ({"evidence": evidence} if evidence else {})
     proposal = propose_change(
-        agent=agent, actor=actor, tool=APPLY_AGENT_CONFIG.name, arguments=plan.change, reason="; ".join(plan.risky)
+        agent=agent, actor=actor, tool=APPLY_AGENT_CONFIG.name, arguments=arguments, reason="; ".join(plan.risky)
     )
     return ConfigOutcome(applied=False, proposal=proposal, risky=plan.risky)
 

@@ -16,6 +16,7 @@ from agents import services as agent_services
 from agents.guard import GuardPass, GuardRefusal, guard_tool_call
 from agents.models import Agent, Run, StepKind
 from agents.policy import Route, RouteDecision, route_for
+from approvals.calibration import calibration_for, estimate
 from approvals.models import (
     ActionRequest,
     ActionStatus,
@@ -61,6 +62,11 @@ def route_tool_call(
         if isinstance(checked, GuardRefusal):
             return _refused(agent, run, who, refusal=checked, tool=tool, arguments=arguments, call_id=call_id)
         magnitude = checked.tool.magnitude(checked.args)
+        target = checked.agent_tool.target_error_rate
+        calibrated = None
+        if target is not None:
+            cal = calibration_for(agent_id=agent.pk, tool=checked.tool.name)
+            calibrated = estimate(cal, confidence=confidence, target=target)
         decision = route_for(
             agent=agent,
             agent_tool=checked.agent_tool,
@@ -68,6 +74,7 @@ def route_tool_call(
             confidence=confidence,
             magnitude=magnitude,
             flag_reasons=checked.flag_reasons,
+            calibrated=calibrated,
         )
         action = _open_action(
             agent,

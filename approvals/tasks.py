@@ -6,6 +6,7 @@ from typing import Any
 
 from celery import shared_task
 
+from approvals.calibration import calibration_refit_all
 from approvals.execution import action_execute, executions_sweep
 from approvals.models import EXECUTE_ACTION
 from approvals.sla import sla_tick as tick
@@ -26,3 +27,8 @@ def sweep_executions() -> dict[str, int]:
 @shared_task(name="approvals.sla_tick")
 def sla_tick() -> dict[str, int]:
     return tick()
+
+
+@shared_task(name="approvals.refit_calibration")
+def refit_calibration() -> int:
+    return calibration_refit_all()

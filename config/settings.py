@@ -342,6 +342,7 @@ PERIODIC_JOBS = {
     "audit.checkpoint": float(env_int("AUDIT_CHECKPOINT_INTERVAL_SECONDS", default=60)),
     "agents.purge_traces": 3600.0,
     "ops.evaluate_alerts": float(env_int("ALERT_INTERVAL_SECONDS", default=60)),
+    "approvals.refit_calibration": float(env_int("CALIBRATION_REFIT_SECONDS", default=600)),
 }
 CELERY_BEAT_SCHEDULE = {name: {"task": name, "schedule": every} for name, every in PERIODIC_JOBS.items()}
 CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_QUEUE", "countersign")

@@ -120,3 +120,14 @@ def reliability(points: list[dict[str, Any]], size: int = 200) -> dict[str, Any]
             for p in points
         ],
     }
+
+
+def calibrated(points: list[dict[str, Any]], blocks: list[list[float]], size: int = 200) -> dict[str, Any]:
+    """The reliability diagram with the calibrated map over it: a step line, one step per isotonic block."""
+    chart = reliability(points, size)
+    steps: list[str] = []
+    for low, high, agreement, _weight, _n in blocks:
+        y = round(size - agreement * size, 1)
+        steps += [f"{round(low * size, 1)},{y}", f"{round(high * size, 1)},{y}"]
+    chart["steps"] = " ".join(steps)
+    return chart

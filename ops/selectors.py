@@ -334,7 +334,7 @@ def business_metrics(t: dict[str, Any], cost: Decimal, days: float) -> dict[str,
 
 
 def calibration(agent: Agent, window: timedelta, *, now: datetime | None = None) -> list[dict[str, Any]]:
-    """Per tool: a reliability table by confidence tenth, the Brier score, and threshold what-ifs."""
+    """Per tool: a reliability table by confidence tenth and the Brier score (the advisor replays thresholds)."""
     since = ((now or timezone.now()) - window).date()
     rows = (
         CalibrationBucket.objects.filter(agent=agent, day__gte=since)
@@ -366,27 +366,12 @@ def calibration(agent: Agent, window: timedelta, *, now: datetime | None = None)
             for b in bins
             if b["reviewed"]
         ]
-        whatif = []
-        for step in range(5, 10):
-            above = [b for b in bins if b["bin"] >= step]
-            auto = sum(b["reviewed"] for b in above)
-            overturned = sum(b["edited"] + b["rejected"] for b in above)
-            whatif.append(
-                {
-                    "threshold": step / 10,
-                    "auto_share": _ratio(auto, total),
-                    "auto": auto,
-                    "overturned": overturned,
-                    "overturned_share": _ratio(overturned, auto),
-                }
-            )
         result.append(
             {
                 "tool": tool,
                 "reviewed": total,
                 "brier": sum(b["brier"] for b in bins) / total if total else None,
                 "reliability": reliability,
-                "whatif": whatif,
             }
         )
     return result

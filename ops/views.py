@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.db import transaction
@@ -14,8 +15,13 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
+from agents.models import AgentTool
 from agents.selectors import agents_with_perm
+from approvals import advisor
+from approvals.calibration import calibration_refit, samples_by_tool
+from approvals.models import CalibrationMap
 from audit.services import record
+from core.errors import DomainError
 from core.pages import render_failed_post
 from core.requests import AuthedRequest
 from ops import alerts, charts, metrics, selectors
@@ -69,6 +75,65 @@ def agent_dashboard(request: AuthedRequest, slug: str) -> HttpResponse:
         "calibration": calibration,
     }
     return render(request, "ops/agent.html", context)
+
+
+@require_GET
+@login_required
+def agent_trust(request: AuthedRequest, slug: str) -> HttpResponse:
+    """Per enabled tool: the calibrated map over the raw diagram, every rule replayed, and the proposal."""
+    agent = get_object_or_404(agents_with_perm(request.user, "operate_agent"), slug=slug)
+    tools = list(AgentTool.objects.filter(agent=agent, enabled=True).select_related("agent").order_by("tool"))
+    samples = samples_by_tool(agent_id=agent.pk)
+    maps = {m.tool: m for m in CalibrationMap.objects.filter(agent=agent)}
+    raw = {c["tool"]: c for c in selectors.calibration(agent, advisor.CALIBRATION_WINDOW)}
+    seconds = advisor.review_seconds(agent)
+    rows = []
+    for tool in tools:
+        cal = maps.get(tool.tool)
+        rows.append(
+            {
+                "advice": advisor.advise(tool, samples.get(tool.tool, []), seconds=seconds),
+                "map": cal,
+                "chart": charts.calibrated(raw.get(tool.tool, {}).get("reliability", []), cal.blocks if cal else []),
+            }
+        )
+    context = {
+        "agent": agent,
+        "rows": rows,
+        "may_configure": agents_with_perm(request.user, "configure_agent").filter(pk=agent.pk).exists(),
+        "minimum": settings.CALIBRATION_MIN_SAMPLES,
+    }
+    return render(request, "ops/trust.html", context)
+
+
+@require_POST
+@login_required
+def agent_trust_adopt(request: AuthedRequest, slug: str, tool: str) -> HttpResponse:
+    """Submit the advisor's proposal for one tool: a narrowing applies now, a widening waits for four eyes."""
+    agent = get_object_or_404(agents_with_perm(request.user, "configure_agent"), slug=slug)
+    agent_tool = get_object_or_404(AgentTool.objects.select_related("agent"), agent=agent, tool=tool)
+    try:
+        outcome = advisor.advice_adopt(agent_tool=agent_tool, actor=request.user)
+    except DomainError as exc:
+        messages.error(request, exc.message)
+        return redirect("ops:trust", slug=agent.slug)
+    if outcome.applied:
+        messages.success(request, f"{tool}: applied (it narrows autonomy, so it does not wait).")
+    else:
+        messages.warning(request, f"{tool}: waiting for a second admin: " + "; ".join(outcome.risky))
+    return redirect("ops:trust", slug=agent.slug)
+
+
+@require_POST
+@login_required
+def agent_trust_refit(request: AuthedRequest, slug: str) -> HttpResponse:
+    """Refit the agent's calibration maps now instead of at the next periodic job."""
+    agent = get_object_or_404(agents_with_perm(request.user, "operate_agent"), slug=slug)
+    samples = samples_by_tool(agent_id=agent.pk)
+    for tool in AgentTool.objects.filter(agent=agent, enabled=True).values_list("tool", flat=True):
+        calibration_refit(agent_id=agent.pk, tool=tool, samples=samples.get(tool, []))
+    messages.success(request, "Calibration refitted.")
+    return redirect("ops:trust", slug=agent.slug)
 
 
 def _chart(
