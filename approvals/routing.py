@@ -23,6 +23,7 @@ from approvals.models import (
 )
 from approvals.queue import execution_schedule, queue_count_add
 from approvals.risk import assess
+from approvals.spot_checks import spot_check_sample
 from audit.services import Actor, record
 from core import counters
 from live.push import ACTION_OPENED, push
@@ -88,6 +89,7 @@ def route_tool_call(
             confidence=confidence,
             rationale=rationale,
         )
+        spot_check_sample(action, checked.agent_tool)  # auto-approved only; it never holds the action back
         return _follow_route(action, decision, run)
 
 

@@ -7,13 +7,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, Group
-from django.db.models import Case, Count, OuterRef, Q, QuerySet, Subquery, When
+from django.db.models import Case, Count, F, OuterRef, Q, QuerySet, Subquery, When
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from agents.models import Agent
 from agents.selectors import agents_with_perm
-from approvals.models import ActionRequest, ActionStatus, Approval, Decision, Notification, QueueCount
+from approvals.models import ActionRequest, ActionStatus, Approval, Decision, Notification, QueueCount, SpotCheck
 
 User = AbstractBaseUser | AnonymousUser
 
@@ -203,3 +203,55 @@ def unread_notifications(user: User, *, limit: int = 20) -> list[Notification]:
     if not user.is_authenticated:
         return []
     return list(Notification.objects.filter(user_id=user.pk, read_at__isnull=True).order_by("-id")[:limit])
+
+
+def spot_checks_reviewable_by(user: User) -> QuerySet[SpotCheck]:
+    """Spot checks of actions the user may review (the inbox's rule); anyone else gets an empty set (so 404s)."""
+    return SpotCheck.objects.filter(
+        # Redundant with the action's rule (a spot-checked action is at tier 1), but it lets the
+        # open queue be read from its partial index (agent, -id) where grade = ''.
+        agent__in=agents_with_perm(user, "review_agent"),
+        action__in=ActionRequest.objects.filter(_reviewable_filter(user)).values("pk"),
+    )
+
+
+@dataclass(frozen=True)
+class SpotCheckFilters:
+    agent: str = ""
+    tool: str = ""
+    graded: bool = False
+
+
+def spot_checks_for(
+    user: User, *, filters: SpotCheckFilters | None = None, before: int | None = None, limit: int = 50
+) -> list[SpotCheck]:
+    """Open spot checks the user may grade (or, with `graded`, the latest grades): newest first.
+
+    Keyset-paginated on id (`before`); one query whatever the page size, each row
+    carrying its action, agent, grader and who started the work (`started_by`, for
+    separation of duties, as the inbox row has its proposer).
+    """
+    filters = filters or SpotCheckFilters()
+    qs = spot_checks_reviewable_by(user).select_related("action", "agent", "graded_by")
+    qs = qs.exclude(grade="") if filters.graded else qs.filter(grade="")
+    if filters.agent:
+        qs = qs.filter(agent__slug=filters.agent)
+    if filters.tool:
+        qs = qs.filter(tool=filters.tool)
+    if before is not None:
+        qs = qs.filter(id__lt=before)
+    qs = qs.annotate(started_by=Coalesce(F("action__run__created_by_id"), F("action__submitted_by_id")))
+    return list(qs.order_by("-id")[:limit])
+
+
+SPOT_CHECK_COUNT_CAP = 1000
+
+
+def open_spot_check_count(user: User) -> int:
+    """How many open spot checks the user may grade, counted up to SPOT_CHECK_COUNT_CAP (one bounded query)."""
+    return spot_checks_reviewable_by(user).filter(grade="")[:SPOT_CHECK_COUNT_CAP].count()
+
+
+def spot_check_of(action: ActionRequest) -> SpotCheck | None:
+    """The action's spot check, if it was sampled, with who graded it."""
+    return SpotCheck.objects.filter(action=action).select_related("graded_by").first()

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from approvals import config_views, views
+from approvals import config_views, spot_check_views, views
 
 app_name = "approvals"
 urlpatterns = [
@@ -13,6 +13,9 @@ urlpatterns = [
     path("actions/<int:action_id>/claim", views.action_claim, name="action_claim"),
     path("actions/<int:action_id>/undo", views.action_undo, name="action_undo"),
     path("actions/<int:action_id>/resolve", views.action_resolve, name="action_resolve"),
+    # Spot checks: auto-approved actions sampled for grading after the fact.
+    path("spot-checks/", spot_check_views.spot_check_list, name="spot_checks"),
+    path("spot-checks/<int:spot_check_id>/grade", spot_check_views.spot_check_grade, name="spot_check_grade"),
     path("notifications/", views.notifications, name="notifications"),
     path("notifications/read", views.notifications_read, name="notifications_read"),
     # Four eyes: configuration posts that may queue a change, and the changes queue.

@@ -126,6 +126,7 @@ def _detail_context(request: AuthedRequest, action: ActionRequest, **extra: Any)
         "in_doubt": action.status == ActionStatus.IN_DOUBT,
         "reject_reasons": REJECT_REASONS,
         "now": timezone.now(),
+        "spot_check": selectors.spot_check_of(action),
     }
     context.update(extra)
     return context

@@ -2,8 +2,8 @@
 
 Composition root: it reads the rights every app defines. Rights per agent are guardian
 object permissions (`agents.selectors.agent_perms_held`, one query); the badges come
-from the maintained queue counts (one query each), so the header costs a constant
-number of queries on every page.
+from the maintained queue counts and a bounded count of open spot checks (one query
+each), so the header costs a constant number of queries on every page.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET
 
 from agents.selectors import agent_perms_held
-from approvals.selectors import config_queue_count, queue_counts
+from approvals.selectors import SPOT_CHECK_COUNT_CAP, config_queue_count, open_spot_check_count, queue_counts
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,8 @@ class Section:
     url: str
     # Pending items waiting for this person there; None where nothing waits.
     badge: int | None = None
+    # The badge is a floor: counting stopped there (shown as "1000+").
+    more: bool = False
 
 
 def sections_for(user: Any) -> list[Section]:
@@ -42,6 +44,12 @@ def sections_for(user: Any) -> list[Section]:
     sections = []
     if reviews:
         sections.append(Section("Inbox", reverse("approvals:inbox"), sum(q["pending"] for q in queue_counts(user))))
+    if "review_agent" in held:
+        # Spot checks are of auto-approved actions, which stay at the first tier.
+        open_checks = open_spot_check_count(user)
+        sections.append(
+            Section("Spot checks", reverse("approvals:spot_checks"), open_checks, open_checks >= SPOT_CHECK_COUNT_CAP)
+        )
     if reviews or operates or configures:
         sections.append(Section("Agents & runs", reverse("agents:agent_list")))
     if configures:

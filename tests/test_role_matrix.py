@@ -30,6 +30,7 @@ PAGES = [
     ("get", "/tools/", {"anonymous": 302, "other": 200}),
     ("get", "/changes/", {"anonymous": 302, "other": 200}),
     ("get", "/notifications/", {"anonymous": 302, "other": 200}),
+    ("get", "/spot-checks/", {"anonymous": 302, "other": 200}),
     (
         "get",
         "/runs/{run}/",

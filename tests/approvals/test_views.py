@@ -75,8 +75,8 @@ def test_inbox_query_count_does_not_grow_with_rows(refund_agent, crm_agent, orde
     assert response.content.decode().count('class="row ') == 25
     # session, user, the rows (permission filter inside), the queue counts, unread notifications,
     # the user's global permissions for the navigation (user's and groups'), the per-agent rights
-    # the navigation shows (config.navigation) and its inbox badge
-    assert len(many) == len(one) == 9
+    # the navigation shows (config.navigation), its inbox badge and its open spot checks
+    assert len(many) == len(one) == 10
 
 
 def test_decide_rejects_get(refund_agent, orders, demo_user):

@@ -24,7 +24,7 @@ pytestmark = [
 
 SERIOUS = {"serious", "critical"}
 SECTIONS = {
-    "reviewer": ["Inbox", "Agents & runs"],
+    "reviewer": ["Inbox", "Spot checks", "Agents & runs"],
     "admin2": ["Agents & runs", "Changes", "Operations", "Audit", "Access"],
     "operator": ["Agents & runs", "Operations"],
     "auditor": ["Audit", "Access"],
@@ -46,6 +46,7 @@ def test_every_page_type_has_no_serious_accessibility_violation_and_no_console_e
     walks = {
         ("reviewer", "/"): [
             "/",
+            "/spot-checks/",
             f"/actions/{action.pk}/",
             f"/runs/{run_id}/",
             "/agents/",
