@@ -113,6 +113,7 @@ class Outcome:
 def run_seed(seed: int, learn: int, evaluate: int, refit_every: int) -> tuple[Outcome, dict[str, Any]]:
     import numpy as np
     from django.contrib.auth import get_user_model
+    from django.db import transaction
 
     from agents import configuration
     from agents.models import Agent, AgentTool
@@ -135,7 +136,8 @@ def run_seed(seed: int, learn: int, evaluate: int, refit_every: int) -> tuple[Ou
     def configure(agent: Agent, tool: str, **policy: Any) -> None:
         plan = configuration.plan_change(agent=agent, settings={}, tools={tool: policy})
         if plan is not None:
-            configuration.apply_change(agent=agent, change=plan.change, actor=actor)
+            with transaction.atomic():
+                configuration.apply_change(agent=agent, change=plan.change, actor=actor)
 
     for (slug, tool), _ in STREAMS.items():
         configure(agents[slug], tool, enabled=True, mode="review")
@@ -293,9 +295,9 @@ def main() -> None:
             target.parent.mkdir(exist_ok=True)
             reliability_svg(out.calls[key], detail["maps"][key].blocks, target)
             svg_done = True
-    gains = [a / s - 1 for a, _, s, _, _, _ in rows if s]
-    gains_agent = [a / p - 1 for a, _, _, _, p, _ in rows if p]
-    rates = [w / a for a, w, *_ in rows if a]
+    gains = [a / s - 1 for a, _, s, _, _, _ in rows if s] or [float("nan")]
+    gains_agent = [a / p - 1 for a, _, _, _, p, _ in rows if p] or [float("nan")]
+    rates = [w / a for a, w, *_ in rows if a] or [0.0]
     print()
     print(
         f"over {len(rows)} seeds: calibrated vs one static threshold: gain median {statistics.median(gains):+.0%} "
