@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, User
 from django.core.exceptions import ObjectDoesNotExist
 from django.db import transaction
 from django.db.models import Q, QuerySet
@@ -121,7 +121,7 @@ def _moment(raw: str, name: str, problems: list[str], *, end: bool) -> datetime 
     return moment if moment.tzinfo is not None else timezone.make_aware(moment, timezone.get_fixed_timezone(0))
 
 
-def agents_exportable_by(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Agent]:
+def agents_exportable_by(user: User | AnonymousUser) -> QuerySet[Agent]:
     """Agents whose reviewed actions the user may read out: all for an auditor, else those they review or operate.
 
     Auditors (and admins) read every agent's actions on the audit trail already; a reviewer or
