@@ -22,4 +22,5 @@ urlpatterns = [
     path("agents/<slug:slug>/configure/save", config_views.agent_configure_save, name="configure_save"),
     path("agents/<slug:slug>/prompt", config_views.prompt_propose, name="prompt_propose"),
     path("changes/", config_views.config_changes, name="changes"),
+    path("exports/interventions.jsonl", views.export_interventions, name="export_interventions"),
 ]

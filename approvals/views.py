@@ -1,4 +1,4 @@
-"""Reviewer pages: the live inbox, an action's detail, decisions, claims, bulk decisions."""
+"""Reviewer pages: the live inbox, an action's detail, decisions, claims, bulk decisions, the interventions export."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import HttpResponse
+from django.http import Http404, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -19,7 +19,7 @@ from django_htmx.http import reswap, retarget
 from agents.guard import GuardRefusal, guard_edited_call, validate_arguments
 from agents.selectors import agent_perms_held, run_steps
 from agents.tools import get_tool
-from approvals import claims, decisions, execution, selectors
+from approvals import claims, decisions, execution, export, selectors
 from approvals.config_views import change_context
 from approvals.forms import REJECT_REASONS, ArgumentsForm
 from approvals.models import ActionRequest, ActionStatus, Notification, Verdict
@@ -304,3 +304,26 @@ def notifications(request: AuthedRequest) -> HttpResponse:
 def notifications_read(request: AuthedRequest) -> HttpResponse:
     Notification.objects.filter(user=request.user, read_at__isnull=True).update(read_at=timezone.now())
     return redirect("approvals:notifications")
+
+
+@require_GET
+@login_required
+def export_interventions(request: AuthedRequest) -> HttpResponse | StreamingHttpResponse:
+    """The reviewed and spot-checked actions of the agents the user may see, as JSON Lines."""
+    try:
+        filters = export.parse_filters(request.GET)
+    except export.InvalidFilter as exc:
+        return HttpResponse(str(exc), status=400, content_type="text/plain; charset=utf-8")
+    visible = export.agents_exportable_by(request.user)
+    agent_id = None
+    if filters.agent:
+        # An agent the user may not see answers as one that does not exist.
+        agent_id = visible.filter(slug=filters.agent).values_list("pk", flat=True).first()
+        if agent_id is None:
+            raise Http404("No such agent among those whose actions you may see.")
+    elif not visible.exists():
+        raise Http404("There is no agent whose actions you may see.")
+    export.export_recorded(actor=request.user, filters=filters, agent_id=agent_id)
+    response = StreamingHttpResponse(export.jsonl(filters, agents=visible), content_type="application/x-ndjson")
+    response["Content-Disposition"] = f'attachment; filename="{filters.filename()}"'
+    return response

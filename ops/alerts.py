@@ -6,13 +6,17 @@ import hashlib
 import hmac
 import json
 import logging
+import math
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import httpx
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
+from django.urls import reverse
 from django.utils import timezone
 
 from agents.models import Agent, AgentDailyUsage, BreakerState, CircuitBreaker
@@ -22,16 +26,129 @@ from approvals.models import ActionRequest, ActionStatus, Notification
 from audit.services import Actor, record
 from live.push import OPS_CHANGED, push
 from ops.models import Alert, AlertKind, AlertRule
-from ops.selectors import escalation_spike, recent_and_baseline, runs_ended
+from ops.selectors import (
+    DRIFT_BASELINE_DAYS,
+    calibration_recent_and_baseline,
+    escalation_spike,
+    recent_and_baseline,
+    runs_ended,
+)
 
 logger = logging.getLogger(__name__)
 SYSTEM = Actor.system("alerts")
 
 
+# --- drift ---------------------------------------------------------------------------
+
+# A drift alert needs this many reviewed actions in the last day and in the baseline. The z
+# statistics lean on the normal approximation of a binomial count, which is poor below a few
+# dozen trials: with fewer than 20 recent reviews one decision moves a rate by more than five
+# points and two or three unlucky ones cross any bound worth setting. The baseline must be
+# larger still (50, over 30 days), or its own sampling noise dominates the standard error and
+# a quiet agent would "drift" against a baseline that was never measured.
+DRIFT_MIN_RECENT = 20
+DRIFT_MIN_BASELINE = 50
+
+AGREEMENT, EDITS, GAP = "agreement rate", "edit rate", "confidence gap"
+
+
+@dataclass(frozen=True)
+class Tally:
+    """Reviewed actions of one window, all tools together, from the calibration buckets."""
+
+    reviewed: int
+    agreed: int
+    edited: int
+    confidence: float  # the sum of the stated confidence of those reviewed
+
+    @classmethod
+    def of(cls, counts: dict[str, Any], prefix: str) -> Tally:
+        return cls(
+            reviewed=int(counts[f"{prefix}reviewed"] or 0),
+            agreed=int(counts[f"{prefix}agreed"] or 0),
+            edited=int(counts[f"{prefix}edited"] or 0),
+            confidence=float(counts[f"{prefix}confidence"] or 0.0),
+        )
+
+
+@dataclass(frozen=True)
+class Shift:
+    metric: str
+    before: float
+    after: float
+    z: float
+
+    def describe(self) -> str:
+        def shown(v: float) -> str:
+            return f"{v:+.2f}" if self.metric == GAP else f"{v:.0%}"
+
+        moved = "rose" if self.after > self.before else "fell"
+        return f"{self.metric} {moved} from {shown(self.before)} to {shown(self.after)} (z = {self.z:+.1f})"
+
+
+def _z(difference: float, pooled: float, n_recent: int, n_base: int) -> float:
+    # The pooled rate is kept half a count from 0 and 1: a window of all agreements has no
+    # variance of its own, but one more action could disagree; without this a confidence
+    # change alone, with every action agreed, would divide by zero.
+    floor = 0.5 / (n_recent + n_base)
+    p = min(max(pooled, floor), 1 - floor)
+    return difference / math.sqrt(p * (1 - p) * (1 / n_recent + 1 / n_base))
+
+
+def drift_shifts(recent: Tally, baseline: Tally) -> list[Shift]:
+    """Agreement rate, edit rate and confidence gap (mean confidence minus agreement), each against the baseline.
+
+    The rates by a two-proportion z statistic (pooled). The gap by its difference over the standard error of
+    the agreement rates, each reviewed action a Bernoulli agreement and its stated confidence taken as given.
+    Empty when either window has too few reviewed actions for any of them to mean something.
+    """
+    n1, n0 = recent.reviewed, baseline.reviewed
+    if n1 < DRIFT_MIN_RECENT or n0 < DRIFT_MIN_BASELINE:
+        return []
+    agree1, agree0 = recent.agreed / n1, baseline.agreed / n0
+    edit1, edit0 = recent.edited / n1, baseline.edited / n0
+    gap1, gap0 = recent.confidence / n1 - agree1, baseline.confidence / n0 - agree0
+    pooled_agreement = (recent.agreed + baseline.agreed) / (n1 + n0)
+    pooled_edits = (recent.edited + baseline.edited) / (n1 + n0)
+    return [
+        Shift(AGREEMENT, agree0, agree1, _z(agree1 - agree0, pooled_agreement, n1, n0)),
+        Shift(EDITS, edit0, edit1, _z(edit1 - edit0, pooled_edits, n1, n0)),
+        Shift(GAP, gap0, gap1, _z(gap1 - gap0, pooled_agreement, n1, n0)),
+    ]
+
+
+def _drift(rule: AlertRule, agent: Agent, calibration: dict[int, dict[str, Any]] | None) -> tuple[bool, float, str]:
+    c = (calibration or {}).get(agent.pk)
+    if not c:
+        return False, 0.0, ""
+    moved = [s for s in drift_shifts(Tally.of(c, "r_"), Tally.of(c, "b_")) if abs(s.z) > rule.threshold]
+    if not moved:
+        return False, 0.0, ""
+    moved.sort(key=lambda s: -abs(s.z))
+    said = "; ".join(s.describe() for s in moved)
+    return True, moved[0].z, f"{agent.slug}: {said}, in the last day against the {DRIFT_BASELINE_DAYS} days before"
+
+
+def evidence_url(rule: AlertRule, agent: Agent) -> str:
+    """Where an alert's evidence is: for drift, the agent's ops page over the window it fired on."""
+    if rule.kind == AlertKind.DRIFT:
+        return reverse("ops:agent", args=[agent.slug]) + "?window=24h"
+    return reverse("ops:exceptions")
+
+
+# --- evaluation ----------------------------------------------------------------------
+
+
 def condition(
-    rule: AlertRule, agent: Agent, now: datetime, counters: dict[int, dict[str, int]]
+    rule: AlertRule,
+    agent: Agent,
+    now: datetime,
+    counters: dict[int, dict[str, int]],
+    calibration: dict[int, dict[str, Any]] | None = None,
 ) -> tuple[bool, float, str]:
     """Whether the rule's condition holds for the agent now, the measured value, and a sentence."""
+    if rule.kind == AlertKind.DRIFT:
+        return _drift(rule, agent, calibration)
     c = counters.get(agent.pk)
     if rule.kind == AlertKind.ESCALATION_SPIKE:
         spike = escalation_spike(c, factor=rule.threshold) if c else None
@@ -79,6 +196,8 @@ def alerts_evaluate(*, now: datetime | None = None) -> dict[str, int]:
         return counts
     agents = {a.pk: a for a in Agent.objects.all()}
     counters = recent_and_baseline(list(agents), now)
+    drifting = any(rule.kind == AlertKind.DRIFT for rule in rules)
+    calibration = calibration_recent_and_baseline(list(agents), now) if drifting else {}
     open_alerts = {
         (a.rule_id, a.agent_id): a for a in Alert.objects.filter(resolved_at__isnull=True).select_related("rule")
     }
@@ -93,7 +212,7 @@ def alerts_evaluate(*, now: datetime | None = None) -> dict[str, int]:
                 operated[creator.pk] = set(agents_with_perm(creator, "operate_agent").values_list("pk", flat=True))
             targets = [a for a in targets if a.pk in operated[creator.pk]]
         for agent in targets:
-            holds, value, message = condition(rule, agent, now, counters)
+            holds, value, message = condition(rule, agent, now, counters, calibration)
             open_alert = open_alerts.get((rule.pk, agent.pk))
             if holds and open_alert is None:
                 if _fire(rule, agent, value, message, now):
@@ -122,7 +241,7 @@ def _fire(rule: AlertRule, agent: Agent, value: float, message: str, now: dateti
             )
             operators = list(users_with_agent_perm(agent, "operate_agent"))
             Notification.objects.bulk_create(
-                [Notification(user=u, text=f"Alert: {message}"[:500], url="/ops/") for u in operators]
+                [Notification(user=u, text=f"Alert: {message}"[:500], url=evidence_url(rule, agent)) for u in operators]
             )
             emails = [u.email for u in operators if u.email]
             if rule.email and emails and settings.EMAIL_NOTIFICATIONS:

@@ -7,12 +7,12 @@ latency buckets, calibration buckets, and the pending/halted/in-doubt slices.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.db.models import Case, F, IntegerField, Q, Sum, When
+from django.db.models import Case, F, FloatField, IntegerField, Q, Sum, Value, When
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
@@ -160,6 +160,41 @@ def recent_and_baseline(agent_ids: list[int], now: datetime) -> dict[int, dict[s
         aggregates[f"b_{name}"] = Sum(Case(When(~recent, then=F(name)), default=0, output_field=IntegerField()))
     rows: Any = (
         AgentHourStat.objects.filter(agent_id__in=agent_ids, hour__gte=now - timedelta(days=8))
+        .values("agent_id")
+        .annotate(**aggregates)
+    )
+    return {row["agent_id"]: row for row in rows}
+
+
+# The drift alert's windows over the calibration buckets, which are counted per UTC day. "The last
+# 24 h" is the days that any of the last 24 hours fall on (yesterday and today), as on the agent's
+# ops page with ?window=24h, so the page an alert links to shows the numbers it fired on; the
+# baseline is the 30 days before those.
+DRIFT_BASELINE_DAYS = 30
+CALIBRATION_COUNTS = ("reviewed", "agreed", "edited", "rejected")
+
+
+def drift_days(now: datetime) -> tuple[date, date]:
+    """(first day of the recent window, first day of the baseline)."""
+    recent = (now - timedelta(hours=24)).date()
+    return recent, recent - timedelta(days=DRIFT_BASELINE_DAYS)
+
+
+def calibration_recent_and_baseline(agent_ids: list[int], now: datetime) -> dict[int, dict[str, float]]:
+    """Per agent, all tools together: reviewed, agreed, edited, rejected and the confidence sum, recent (r_) and
+    baseline (b_), in one grouped query over at most 32 days of buckets."""
+    recent_start, base_start = drift_days(now)
+    recent = Q(day__gte=recent_start)
+    aggregates: dict[str, Any] = {}
+    for name in CALIBRATION_COUNTS:
+        aggregates[f"r_{name}"] = Sum(Case(When(recent, then=F(name)), default=0, output_field=IntegerField()))
+        aggregates[f"b_{name}"] = Sum(Case(When(~recent, then=F(name)), default=0, output_field=IntegerField()))
+    for prefix, when in (("r_", recent), ("b_", ~recent)):
+        aggregates[f"{prefix}confidence"] = Sum(
+            Case(When(when, then=F("confidence_sum")), default=Value(0.0), output_field=FloatField())
+        )
+    rows: Any = (
+        CalibrationBucket.objects.filter(agent_id__in=agent_ids, day__gte=base_start, day__lte=now.date())
         .values("agent_id")
         .annotate(**aggregates)
     )
