@@ -19,4 +19,5 @@ urlpatterns = [
     path("agents/<slug:slug>/configure/save", config_views.agent_configure_save, name="configure_save"),
     path("agents/<slug:slug>/prompt", config_views.prompt_propose, name="prompt_propose"),
     path("changes/", config_views.config_changes, name="changes"),
+    path("actions/<int:action_id>/evaluate", config_views.prompt_evaluate_again, name="prompt_evaluate"),
 ]
