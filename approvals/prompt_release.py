@@ -112,7 +112,7 @@ class PromptStanding:
                 f"v{number} agrees with {self.summary()}: it falls more than the agent's margin of "
                 f"{self.margin:.0%} below the active version; approving it needs an override with a written reason",
                 code="prompt_regression",
-                details=self.numbers(),
+                details={"regression": self.numbers()},
             )
         return None
 

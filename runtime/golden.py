@@ -146,7 +146,7 @@ def prompt_evaluate(*, version: PromptVersion, actor: User | Actor) -> PromptEva
     baseline = PromptVersion.objects.filter(agent=agent, status=PromptStatus.ACTIVE).first()
     provider = _provider(agent)
     tools = tool_specs(agent)
-    details = []
+    details: list[dict[str, Any]] = []
     for case in cases:
         expected = canonical_call(case.tool, case.arguments)
         candidate = _first_call(provider, agent, version.text, case, tools)

@@ -95,11 +95,11 @@ def _confirmed_row(agent, reviewer, *, results=(), verdict="approve", outcome=Ru
     run = RunFactory(agent=agent, status=RunStatus.SUCCEEDED, outcome=outcome, input={"n": 1})
     seq = 0
     earlier = []
-    for payload in results:
+    for result in results:
         seq += 1
+        payload = dict(result)
         if payload.get("outcome") == "executed":
-            earlier_action = ActionFactory(run=run, status=ActionStatus.EXECUTED, route="auto")
-            payload = {**payload, "action_id": earlier_action.pk}
+            payload["action_id"] = ActionFactory(run=run, status=ActionStatus.EXECUTED, route="auto").pk
         earlier.append(payload)
         Step.objects.create(run=run, seq=seq, kind=StepKind.TOOL_RESULT, payload=payload)
     action = ActionFactory(run=run, status=ActionStatus.EXECUTED, arguments={"order_id": "ORD-1001", "amount": 30})
@@ -403,4 +403,3 @@ def test_a_version_is_blocked_exactly_when_it_falls_more_than_the_margin_below(c
     assert standing.regresses is expected
     refusal = standing.refusal()
     assert (refusal is not None and refusal.code == "prompt_regression") is expected
-
