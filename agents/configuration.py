@@ -49,6 +49,9 @@ TOOL_FIELDS = (
 )
 DECIMAL_TOOL_FIELDS = {"auto_max_magnitude", "max_magnitude"}
 
+# The golden-set replay of a proposed prompt version (runtime.tasks), published by name when it is proposed.
+EVALUATE_PROMPT = "runtime.evaluate_prompt"
+
 
 def tool_settings(agent_tool: AgentTool) -> dict[str, Any]:
     """A tool policy as JSON values (decimals as strings, the reviewer group by name)."""

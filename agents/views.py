@@ -15,7 +15,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from agents import breakers, configuration, selectors, services
 from agents.forms import AgentSettingsForm, PromptForm, RunInputForm, tool_policy_forms
-from agents.models import Agent, AgentTool, PromptVersion, Run, RunPriority, RunStatus
+from agents.models import Agent, AgentTool, PromptEvaluation, PromptStatus, PromptVersion, Run, RunPriority, RunStatus
 from agents.tools import all_tools
 from core.errors import DomainError
 from core.inbound import InputRefused, parse_json
@@ -141,12 +141,23 @@ def config_context(agent: Agent, *, settings_form: Any = None, tool_forms: Any =
         tool_forms = tool_policy_forms(agent)
     versions = list(PromptVersion.objects.filter(agent=agent).select_related("created_by").order_by("-number"))
     active = next((v for v in versions if v.status == "active"), None)
+    # The latest golden-set replay of each version still waiting (one query; the cases stay in the database).
+    latest: dict[int, PromptEvaluation] = {}
+    waiting = [v.pk for v in versions if v.status == PromptStatus.PROPOSED]
+    for evaluation in (
+        PromptEvaluation.objects.filter(version_id__in=waiting)
+        .defer("details")
+        .select_related("baseline")
+        .order_by("version_id", "-id")
+    ):
+        latest.setdefault(evaluation.version_id, evaluation)
     return {
         "agent": agent,
         "settings_form": settings_form or AgentSettingsForm(instance=agent, prefix="agent"),
         "tool_forms": tool_forms,
         "prompt_form": extra.pop("prompt_form", None) or PromptForm(initial={"text": active.text if active else ""}),
         "versions": versions,
+        "version_rows": [(v, latest.get(v.pk)) for v in versions],
         "active": active,
         **extra,
     }

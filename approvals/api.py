@@ -11,7 +11,7 @@ from pydantic import ConfigDict, Field
 from agents import selectors as agent_selectors
 from approvals import claims, decisions, execution, routing, selectors
 from approvals.models import ActionRequest, ActionStatus
-from approvals.schemas import COMMENT_MAX, ActionOut, DecisionIn, action_out
+from approvals.schemas import COMMENT_MAX, ActionOut, ApproveIn, DecisionIn, action_out
 from core.api_contract import MAX_ID, AgentSlug, ApiInput, ObjectId, responses
 from core.errors import InvalidInput
 from core.requests import ApiRequest
@@ -118,6 +118,7 @@ def decide_action(request: ApiRequest, action_id: ObjectId, payload: Body[Decisi
         verdict=payload.verdict,
         arguments=payload.arguments,
         comment=payload.comment,
+        override_reason=payload.override_reason if isinstance(payload, ApproveIn) else "",
     )
     # Not re-filtered: after an escalation the caller may no longer see it, but did just act on it.
     return action_out(

@@ -2,23 +2,27 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpResponse
-from django.shortcuts import redirect, render
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from agents import configuration
 from agents.forms import AgentSettingsForm, PromptForm, tool_policy_forms
-from agents.models import Agent, AgentTool, PromptVersion
+from agents.models import Agent, AgentTool, PromptStatus, PromptVersion
 from agents.services import agent_settings
 from agents.views import config_context, configurable, configure_failed
-from approvals import four_eyes, selectors
+from approvals import four_eyes, prompt_release, selectors
 from approvals.config_tools import ACTIVATE_PROMPT
-from approvals.models import ActionRequest
+from approvals.models import ActionRequest, ActionStatus
+from core.background import enqueue_on_commit
 from core.errors import DomainError
+from core.pages import render_failed_post
 from core.requests import AuthedRequest
 
 
@@ -89,7 +93,7 @@ def change_context(proposal: ActionRequest) -> dict[str, Any]:
     """
     agent = proposal.agent
     if proposal.tool == ACTIVATE_PROMPT.name:
-        version = PromptVersion.objects.filter(pk=proposal.arguments.get("version")).first()
+        version = prompt_release.proposed_version(proposal)
         active = configuration.active_prompt(agent)
         return {
             "kind": "prompt",
@@ -97,6 +101,7 @@ def change_context(proposal: ActionRequest) -> dict[str, Any]:
             "note": version.note if version else "",
             "before": active.text if active else "",
             "after": version.text if version else "",
+            "golden": golden_context(version, action_id=proposal.pk) if version else None,
         }
     wanted = proposal.arguments if isinstance(proposal.arguments, dict) else {}
     agent_after = wanted.get("agent") or {}
@@ -115,3 +120,88 @@ def change_context(proposal: ActionRequest) -> dict[str, Any]:
         "tools": tools,
         "evidence": wanted.get("evidence"),
     }
+
+
+def golden_context(version: PromptVersion, *, action_id: int) -> dict[str, Any]:
+    """The golden set's verdict on a prompt version, for the approver: agreement beside the active version's."""
+    standing = prompt_release.prompt_standing(version)
+    evaluation = standing.evaluation
+    refusal = standing.refusal() if version.status == PromptStatus.PROPOSED else None
+    context: dict[str, Any] = {
+        "standing": standing,
+        "action_id": action_id,
+        "minimum": prompt_release.GOLDEN_SET_MIN,
+        "can_evaluate": version.status == PromptStatus.PROPOSED and standing.needed == 0,
+        "refusal": refusal.message if refusal is not None else "",
+        "overridable": refusal is not None and refusal.code == "prompt_regression",
+    }
+    if evaluation is not None:
+        context["proposed"] = f"{evaluation.agreed}/{evaluation.cases} ({prompt_release.percent(evaluation.agreement)})"
+        context["active"] = (
+            f"{evaluation.baseline_agreed}/{evaluation.cases} ({prompt_release.percent(evaluation.baseline_agreement)})"
+            if evaluation.baseline is not None
+            else None
+        )
+        context["cases"] = [_case_row(case) for case in evaluation.details if isinstance(case, dict)]
+    return context
+
+
+def _case_row(case: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "run_id": case.get("run_id"),
+        "expected": _call_text(case.get("expected")),
+        "candidate": _call_text(case.get("candidate")),
+        "baseline": _call_text(case.get("baseline")),
+        "agreed": bool(case.get("agreed")),
+        "baseline_agreed": bool(case.get("baseline_agreed")),
+    }
+
+
+def _call_text(call: Any) -> str:
+    """One proposed call in a line: the tool and its arguments, the answer given instead, or the provider's error."""
+    if not isinstance(call, dict):
+        return "—"
+    if "tool" in call:
+        return f"{call['tool']} {json.dumps(call.get('arguments'), sort_keys=True, ensure_ascii=False, default=str)}"
+    if "answer" in call:
+        return f"answered instead: {call['answer']}"
+    return f"provider error: {call.get('error')}: {call.get('message', '')}"
+
+
+def change_page(
+    request: AuthedRequest, action: ActionRequest, *, error: str = "", status: int = 200, **extra: Any
+) -> HttpResponse:
+    """A configuration change's own page; after a refused decision, again with the reason and the 4xx."""
+    context = {
+        "action": action,
+        "change": change_context(action),
+        "can_decide": action.status == ActionStatus.PENDING,
+        "own": action.submitted_by_id == request.user.pk,
+        "error": error,
+        **extra,
+    }
+    if status == 200:
+        return render(request, "approvals/change_detail.html", context)
+    page = reverse("approvals:action_detail", args=[action.pk])
+    return render_failed_post(request, "approvals/change_detail.html", context, page_url=page, status=status)
+
+
+@require_POST
+@login_required
+def prompt_evaluate_again(request: AuthedRequest, action_id: int) -> HttpResponse:
+    """Replay the golden set against the change's prompt version again (the admins who may decide it)."""
+    # Tier 0 is reviewable only by those who may configure the agent; anyone else gets a 404.
+    action = get_object_or_404(selectors.actions_reviewable_by(request.user).filter(tier=0), pk=action_id)
+    version = prompt_release.proposed_version(action)
+    if version is None or version.status != PromptStatus.PROPOSED:
+        return change_page(request, action, error="only a prompt version still waiting can be evaluated", status=409)
+    if prompt_release.golden_set_size(action.agent_id) < prompt_release.GOLDEN_SET_MIN:
+        return change_page(
+            request,
+            action,
+            error=f"no golden set yet: {prompt_release.GOLDEN_SET_MIN} confirmed runs are needed",
+            status=409,
+        )
+    enqueue_on_commit(configuration.EVALUATE_PROMPT, version.pk, request.user.pk)
+    messages.info(request, f"Prompt v{version.number} is being replayed against the golden set.")
+    return redirect("approvals:action_detail", action_id=action.pk)

@@ -23,6 +23,7 @@ from approvals.models import (
     Verdict,
 )
 from approvals.notices import notify_reviewers
+from approvals.prompt_release import prompt_release_check
 from approvals.queue import action_leave_pending, execution_schedule, queue_count_add
 from audit.services import Actor, record
 from core import counters
@@ -43,11 +44,14 @@ def action_request_decide(
     verdict: str,
     arguments: Any = None,
     comment: str = "",
+    override_reason: str = "",
 ) -> Decision | None:
     """Approve, reject (with a reason), edit-and-approve, or escalate a pending action.
 
     Returns the Decision when the action is decided; None when an approval was
-    recorded toward a quorum or the action was escalated.
+    recorded toward a quorum or the action was escalated. `override_reason` is the
+    written reason to approve a prompt version that regresses on the golden set
+    (approvals.prompt_release); without one, such an approval is refused.
     """
     if verdict not in Verdict.values and verdict != ESCALATE:
         raise InvalidInput(f"verdict must be one of {', '.join([*Verdict.values, ESCALATE])}", code="invalid_verdict")
@@ -66,20 +70,29 @@ def action_request_decide(
         new_arguments, magnitude = validated_edit(action, arguments)
     elif arguments is not None:
         raise InvalidInput("arguments are only accepted with verdict 'edit'", code="unexpected_arguments")
-    if verdict in (Verdict.APPROVE, Verdict.EDIT):
-        _check_separation_of_duties(action, actor)
-        if action.required_approvals > 1:
-            return _approve_toward_quorum(
-                action=action,
-                actor=actor,
-                verdict=verdict,
-                arguments=new_arguments,
-                magnitude=magnitude,
-                comment=comment,
-            )
-    return _decide(
-        action=action, actor=actor, verdict=verdict, new_arguments=new_arguments, magnitude=magnitude, comment=comment
-    )
+    with transaction.atomic():
+        if verdict in (Verdict.APPROVE, Verdict.EDIT):
+            _check_separation_of_duties(action, actor)
+            if action.tier == 0:
+                # In the decision's transaction: an override is audited with it, or not at all.
+                prompt_release_check(action=action, actor=actor, override_reason=override_reason)
+            if action.required_approvals > 1:
+                return _approve_toward_quorum(
+                    action=action,
+                    actor=actor,
+                    verdict=verdict,
+                    arguments=new_arguments,
+                    magnitude=magnitude,
+                    comment=comment,
+                )
+        return _decide(
+            action=action,
+            actor=actor,
+            verdict=verdict,
+            new_arguments=new_arguments,
+            magnitude=magnitude,
+            comment=comment,
+        )
 
 
 ESCALATE = "escalate"

@@ -16,12 +16,13 @@ from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
 
-from agents.configuration import active_prompt, apply_change, plan_change, prompt_diff
+from agents.configuration import EVALUATE_PROMPT, active_prompt, apply_change, plan_change, prompt_diff
 from agents.models import Agent, PromptVersion
 from approvals.config_tools import ACTIVATE_PROMPT, APPLY_AGENT_CONFIG
 from approvals.models import ActionRequest, ActionStatus
 from approvals.queue import queue_count_add
 from audit.services import record
+from core.background import enqueue_on_commit
 from core.errors import Conflict, InvalidInput
 from live.push import ACTION_OPENED, push
 
@@ -125,4 +126,6 @@ def prompt_propose(*, agent: Agent, actor: User, text: str, note: str = "") -> t
             arguments={"version": version.pk, "number": version.number},
             reason=f"new prompt version {version.number}",
         )
+        # The golden set is replayed against it before the second admin decides (runtime.golden).
+        enqueue_on_commit(EVALUATE_PROMPT, version.pk)
     return version, proposal

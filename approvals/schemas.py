@@ -80,6 +80,13 @@ class ApproveIn(ApiInput):
     verdict: Literal["approve"]
     arguments: NoArguments = Field(default=None, description="Not with approve: use verdict edit to change them.")
     comment: str = Field(default="", max_length=COMMENT_MAX)
+    override_reason: str = Field(
+        default="",
+        max_length=COMMENT_MAX,
+        description="Only for a new prompt version whose agreement with the golden set falls more than the agent's "
+        "margin below the active version's (409 prompt_regression without it): why it should go live anyway. "
+        "Audited with the numbers it overrides.",
+    )
 
 
 class RejectIn(ApiInput):

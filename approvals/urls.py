@@ -23,4 +23,5 @@ urlpatterns = [
     path("agents/<slug:slug>/prompt", config_views.prompt_propose, name="prompt_propose"),
     path("changes/", config_views.config_changes, name="changes"),
     path("exports/interventions.jsonl", views.export_interventions, name="export_interventions"),
+    path("actions/<int:action_id>/evaluate", config_views.prompt_evaluate_again, name="prompt_evaluate"),
 ]

@@ -20,7 +20,7 @@ from agents.guard import GuardRefusal, guard_edited_call, validate_arguments
 from agents.selectors import agent_perms_held, run_steps
 from agents.tools import get_tool
 from approvals import claims, decisions, execution, export, selectors
-from approvals.config_views import change_context
+from approvals.config_views import change_page
 from approvals.forms import REJECT_REASONS, ArgumentsForm
 from approvals.models import ActionRequest, ActionStatus, Notification, Verdict
 from core.errors import DomainError, InvalidInput
@@ -94,13 +94,7 @@ def action_detail(request: AuthedRequest, action_id: int) -> HttpResponse:
     action = _reviewable_action(request, action_id)
     if action.tier == 0:
         # A configuration change has its own page: what it changes, not an agent's tool call.
-        context = {
-            "action": action,
-            "change": change_context(action),
-            "can_decide": action.status == ActionStatus.PENDING,
-            "own": action.submitted_by_id == request.user.pk,
-        }
-        return render(request, "approvals/change_detail.html", context)
+        return change_page(request, action)
     return render(request, "approvals/action_detail.html", _detail_context(request, action))
 
 
@@ -141,6 +135,7 @@ def action_decide(request: AuthedRequest, action_id: int) -> HttpResponse:
     edit_form = None
     try:
         arguments = None
+        override_reason = _override_reason(request)
         if verdict == Verdict.EDIT:
             arguments, edit_form = _edited_arguments(request, action)
             review = _edit_review(action, arguments) if edit_form is not None else None
@@ -150,7 +145,12 @@ def action_decide(request: AuthedRequest, action_id: int) -> HttpResponse:
                 page = reverse("approvals:action_detail", args=[action.pk])
                 return render_failed_post(request, "approvals/action_detail.html", context, page_url=page, status=200)
         decisions.action_request_decide(
-            action=action, actor=request.user, verdict=verdict, arguments=arguments, comment=comment
+            action=action,
+            actor=request.user,
+            verdict=verdict,
+            arguments=arguments,
+            comment=comment,
+            override_reason=override_reason,
         )
     except DomainError as exc:
         if edit_form is not None and isinstance(exc, InvalidInput):
@@ -164,6 +164,9 @@ def action_decide(request: AuthedRequest, action_id: int) -> HttpResponse:
             )
             # Into the page's message area: the row or list the button sits in stays as it was.
             return reswap(retarget(response, "#notices"), "innerHTML")
+        if action.tier == 0:
+            # The change's page again, with the reason (and, for a regressing prompt, the override form).
+            return change_page(request, action, error=exc.message, status=exc.status, comment=comment)
         messages.error(request, exc.message)
         if edit_form is not None:
             context = _detail_context(request, action, edit_form=edit_form, error=exc.message)
@@ -177,6 +180,16 @@ def action_decide(request: AuthedRequest, action_id: int) -> HttpResponse:
         return render(request, "approvals/_decided_toast.html", {"action": action, "verdict": verdict})
     messages.success(request, f"Action {action.pk}: {verdict} recorded.")
     return redirect(next_url(request, "/"))
+
+
+def _override_reason(request: AuthedRequest) -> str:
+    """The written reason to approve a prompt version that regresses on the golden set, when the box is ticked."""
+    if request.POST.get("override") != "1":
+        return ""
+    reason = request.POST.get("override_reason", "").strip()
+    if not reason:
+        raise InvalidInput("an override needs a written reason", code="reason_required")
+    return reason
 
 
 def _edit_review(action: ActionRequest, arguments: Any) -> dict[str, Any] | None:

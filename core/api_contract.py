@@ -45,8 +45,8 @@ class ErrorOut(Schema):
     error: str = Field(
         description="A stable code: invalid_request, malformed_json, invalid_input, invalid_arguments, "
         "unknown_tool, reason_required, unauthorized, forbidden, separation_of_duties, not_found, "
-        "already_decided, illegal_transition, claimed, too_large, uri_too_long, unsupported_media_type, "
-        "unavailable, ..."
+        "already_decided, illegal_transition, claimed, prompt_regression, evaluate_first, too_large, uri_too_long, "
+        "unsupported_media_type, unavailable, ..."
     )
     detail: str = Field(description="What went wrong, for a person.")
     errors: list[FieldError] | None = Field(default=None, description="Field-level problems, when there are any.")
@@ -58,6 +58,11 @@ class ErrorOut(Schema):
     action_status: str | None = Field(default=None, description="409 already_decided: the action's status now.")
     tier: int | None = Field(default=None, description="409 already_decided: the tier the action was escalated to.")
     claimed_by: str | None = Field(default=None, description="409 claimed: who holds the claim.")
+    regression: dict[str, Any] | None = Field(
+        default=None,
+        description="409 prompt_regression: the golden-set evaluation that blocks a new prompt version (version, "
+        "evaluation, cases, agreed, baseline, baseline_agreed, margin); approve with override_reason to go ahead.",
+    )
 
 
 # What each status means here; the document carries these as the response descriptions.

@@ -124,12 +124,12 @@ def _advance(run_id: int) -> None:
         return
     latency_ms = (time.monotonic() - called) * 1000
     breakers.breaker_record_success(agent)
-    result, repairs = _screened(result)
+    result, repairs = screened(result)
 
     _take_step(run, agent, result, history, latency_ms=latency_ms, started=step_started, repairs=repairs)
 
 
-def _screened(result: ProviderResult) -> tuple[ProviderResult, list[str]]:
+def screened(result: ProviderResult) -> tuple[ProviderResult, list[str]]:
     """What the model returned, through the input boundary: repaired where needed, secrets scrubbed.
 
     A model's output cannot be refused back to a client, so it is sanitised and
@@ -255,18 +255,39 @@ def _take_step(
 
 
 def _context(run: Run, agent: Agent, history: list[dict[str, Any]]) -> RunContext:
-    return RunContext(
-        agent_slug=agent.slug,
+    return provider_context(
+        agent,
         # The version the run started with, even if a newer one went live since.
         system_prompt=run.prompt_version.text if run.prompt_version else agent.system_prompt,
-        input=run.input,
+        run_input=run.input,
+        history=history,
+    )
+
+
+def provider_context(
+    agent: Agent,
+    *,
+    system_prompt: str,
+    run_input: dict[str, Any],
+    history: list[dict[str, Any]],
+    tools: list[ToolSpec] | None = None,
+) -> RunContext:
+    """What the provider is asked at a step: a run's step here, a golden-set replay in runtime.golden.
+
+    `tools` are the agent's enabled tools (`tool_specs`), looked up when not given.
+    Raises SecretUnavailable when the agent's API key cannot be read.
+    """
+    return RunContext(
+        agent_slug=agent.slug,
+        system_prompt=system_prompt,
+        input=run_input,
         settings=ProviderSettings(
             model=agent.model,
             base_url=agent.base_url,
             api_key=_known_secret(resolve_secret(agent.api_key_ref)),
             timeout=agent.request_timeout,
         ),
-        tools=_tool_specs(agent),
+        tools=tool_specs(agent) if tools is None else tools,
         history=history,
     )
 
@@ -277,7 +298,7 @@ def _known_secret(value: str) -> str:
     return value
 
 
-def _tool_specs(agent: Agent) -> list[ToolSpec]:
+def tool_specs(agent: Agent) -> list[ToolSpec]:
     specs = []
     for name in AgentTool.objects.filter(agent=agent, enabled=True).values_list("tool", flat=True).order_by("tool"):
         tool = get_tool(name)

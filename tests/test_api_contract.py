@@ -78,7 +78,9 @@ def test_the_error_schema_carries_what_errors_carry(client, db):
     error = schemas["ErrorOut"]
     assert error["required"] == ["error", "detail"]
     # Extra keys config.api.domain_error copies from a DomainError's details.
-    assert {"errors", "decided_by", "verdict", "action_status", "tier", "claimed_by"} <= error["properties"].keys()
+    assert {"errors", "decided_by", "verdict", "action_status", "tier", "claimed_by", "regression"} <= error[
+        "properties"
+    ].keys()
     assert schemas["FieldError"]["required"] == ["field", "message"]
 
 
