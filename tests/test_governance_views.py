@@ -97,12 +97,13 @@ def _config_post(agent: Agent, **overrides: str) -> dict[str, str]:
             data[f"tool-{tool.name}-{key}"] = (
                 values.get(key) or {"mode": "review", "over_limit": "deny", "on_timeout": "reject"}[key]
             )
-        for key in ("min_confidence", "auto_max_magnitude", "max_magnitude"):
+        for key in ("min_confidence", "auto_max_magnitude", "max_magnitude", "target_error_rate"):
             data[f"tool-{tool.name}-{key}"] = "" if values.get(key) is None else str(values[key])
         data[f"tool-{tool.name}-required_approvals"] = str(values.get("required_approvals", 1))
         data[f"tool-{tool.name}-sla_minutes"] = str(values.get("sla_minutes", 60))
         data[f"tool-{tool.name}-timeout_seconds"] = str(values.get("timeout_seconds", 10.0))
         data[f"tool-{tool.name}-max_retries"] = str(values.get("max_retries", 2))
+        data[f"tool-{tool.name}-spot_check_rate"] = str(values.get("spot_check_rate", 0.0))
         if values.get("enabled"):
             data[f"tool-{tool.name}-enabled"] = "on"
     data.update(overrides)
