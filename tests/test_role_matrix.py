@@ -56,6 +56,18 @@ PAGES = [
     ("get", "/ops/", {"anonymous": 302, "other": 200}),
     ("get", "/ops/agents/refund-triage/", {"admin": 200, "operator": 200, "anonymous": 302, "other": 404}),
     ("get", "/ops/alerts/", {"anonymous": 302, "other": 200}),
+    ("get", "/ops/agents/refund-triage/trust", {"admin": 200, "operator": 200, "anonymous": 302, "other": 404}),
+    ("post", "/ops/agents/refund-triage/trust/refit", {"admin": 302, "operator": 302, "anonymous": 302, "other": 404}),
+    (
+        "post",
+        "/ops/agents/refund-triage/trust/issue_refund/adopt",
+        {"admin": 302, "admin2": 302, "anonymous": 302, "other": 404},
+    ),
+    (
+        "get",
+        "/exports/interventions.jsonl?agent=refund-triage",
+        {"admin": 200, "admin2": 200, "reviewer": 200, "operator": 200, "auditor": 200, "anonymous": 302, "other": 404},
+    ),
 ]
 
 API = [

@@ -56,7 +56,12 @@ def test_every_page_type_has_no_serious_accessibility_violation_and_no_console_e
             "/audit/",  # 403 for a reviewer: the styled page
         ],
         ("admin2", "/ops/"): ["/changes/", f"/actions/{change.pk}/", "/agents/refund-triage/configure"],
-        ("operator", "/ops/"): ["/ops/", "/ops/agents/refund-triage/", "/ops/alerts/"],
+        ("operator", "/ops/"): [
+            "/ops/",
+            "/ops/agents/refund-triage/",
+            "/ops/agents/refund-triage/trust",
+            "/ops/alerts/",
+        ],
         ("auditor", "/audit/"): ["/audit/", "/access/", "/access/agents/refund-triage/", "/access/users/reviewer/"],
     }
     found: list[str] = []
