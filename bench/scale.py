@@ -382,6 +382,7 @@ def push(reps: int, total: int, n_sockets: int = 300) -> None:
     results: dict[str, list[float]] = {"product": [], "baseline": []}
     lost: dict[str, list[int]] = {"product": [], "baseline": []}
     gaps_seen = []
+    memory: dict[str, list[float]] = {"product": [], "baseline": []}
     try:
         wait_port(port)
         wait_port(plain_port)
@@ -390,6 +391,8 @@ def push(reps: int, total: int, n_sockets: int = 300) -> None:
         for rep in range(reps):
             for name in ("baseline", "product") if rep % 2 == 0 else ("product", "baseline"):
                 target = f"ws://127.0.0.1:{port}/ws/inbox/" if name == "product" else f"ws://127.0.0.1:{plain_port}/"
+                server = procs[0] if name == "product" else procs[2]
+                before = _rss_kib(server.pid)
                 clients = subprocess.Popen(
                     [
                         str(BIN / "python"),
@@ -408,6 +411,7 @@ def push(reps: int, total: int, n_sockets: int = 300) -> None:
                 assert clients.stdout is not None and clients.stdin is not None
                 assert clients.stdout.readline().strip() == "open"
                 time.sleep(1.0)
+                memory[name].append(round((_rss_kib(server.pid) - before) / n_sockets, 1))
                 sent: dict[str, float] = {}
                 for _ in range(total):
                     counter[0] += 1
@@ -434,6 +438,17 @@ def push(reps: int, total: int, n_sockets: int = 300) -> None:
     print(f"commit -> push, {n_sockets} sockets, {total} pushes one at a time per measurement, {reps} reps")
     print(f"  product p95:  {spread(results['product'])} ms; lost {lost['product']}; gaps {gaps_seen}")
     print(f"  baseline p95: {spread(results['baseline'])} ms; lost {lost['baseline']} (plain Redis-PUBLISH relay)")
+    print(
+        f"  server memory per open socket: product {spread(memory['product'])} KiB, baseline "
+        f"{spread(memory['baseline'])} KiB (resident set growth while the sockets opened)"
+    )
+
+
+def _rss_kib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return float(line.split()[1])
+    return 0.0
 
 
 def _last_action_id() -> int:
@@ -625,11 +640,16 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("-n", type=int, default=400)
     parser.add_argument("--rate", type=float, default=50.0, help="decisions: requests per second")
+    parser.add_argument("--sockets", type=int, default=None, help="push: sockets (300); sockets: sockets (50)")
     args = parser.parse_args()
+    layer = os.environ.get("CHANNEL_LAYER", "core")
     print(f"machine: {os.cpu_count()} cores; PostgreSQL and Redis on loopback; {time.strftime('%Y-%m-%d %H:%M')}")
+    print(f"channel layer: {layer}")
     modes = {"routing": routing, "sockets": sockets, "workers": workers, "decisions": decisions, "push": push}
     if args.what == "decisions":
         decisions(args.reps, args.n, args.rate)
+    elif args.what in ("push", "sockets") and args.sockets:
+        modes[args.what](args.reps, args.n, args.sockets)
     else:
         modes[args.what](args.reps, args.n)
 

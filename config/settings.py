@@ -269,7 +269,20 @@ CALIBRATION_MIN_SAMPLES = env_int("CALIBRATION_MIN_SAMPLES", default=50)
 CALIBRATION_CONFIDENCE = 0.95
 CHANNEL_REDIS_MAX_CONNECTIONS = env_int("CHANNEL_REDIS_MAX_CONNECTIONS", default=128)
 CHANNEL_REDIS_SOCKET_TIMEOUT = env_int("CHANNEL_REDIS_SOCKET_TIMEOUT", default=15)
-if REDIS_URL:
+# "pubsub" (live.layers.LiveLayer): one PUBLISH per frame and group, fanned out in each web process;
+# "core": channels-redis's default layer, a Redis list per socket.
+CHANNEL_LAYER_KIND = env_str("CHANNEL_LAYER", "core")
+if REDIS_URL and CHANNEL_LAYER_KIND == "pubsub":
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "live.layers.LiveLayer",
+            "CONFIG": {
+                "hosts": [{"address": REDIS_URL, "socket_timeout": CHANNEL_REDIS_SOCKET_TIMEOUT}],
+                "prefix": env_str("CHANNEL_PREFIX", "countersign"),
+            },
+        }
+    }
+elif REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",

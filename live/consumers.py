@@ -251,6 +251,12 @@ class LiveConsumer(AsyncWebsocketConsumer):
         marker = seq_marker(event["group"], event["epoch"], event["seq"]) if "seq" in event else ""
         await self.send(text_data=marker + event["html"])
 
+    async def live_layer_lost(self, event: dict[str, Any]) -> None:
+        # The layer could not read from Redis (live.layers): frames may have been published
+        # meanwhile. Closing with 1012 has the page reconnect and fetch its list again.
+        if not self.ended:
+            await self._end(CLOSE_TRY_AGAIN)
+
     async def session_check(self, event: dict[str, Any]) -> None:
         # Logout, deactivation, a password change: sent on commit to the user's group.
         if self.ended or not await self._in_sequence(event):

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from asgiref.sync import async_to_sync
-from channels_redis.core import RedisChannelLayer
+from django.utils.module_loading import import_string
 
 from live.groups import operator_group
 from live.push import OPS_CHANGED, push
@@ -25,7 +25,8 @@ AGENT_ID = 424242  # the ops refresh renders without reading the agent
 
 def test_a_standby_relay_takes_over_and_nothing_committed_is_lost(stack_env, tmp_path, settings):
     settings.LIVE_RELAY = "process"  # this process only writes intents, as a web or worker process does
-    layer = RedisChannelLayer(hosts=[os.environ["REDIS_URL"]], prefix=stack_env["CHANNEL_PREFIX"])
+    configured = settings.CHANNEL_LAYERS["default"]  # the layer the stack's processes use, on their prefix
+    layer = import_string(configured["BACKEND"])(**{**configured["CONFIG"], "prefix": stack_env["CHANNEL_PREFIX"]})
     paths = [Path(tmp_path / f"relay-{i}.log") for i in range(2)]
     logs = [path.open("w") for path in paths]
     relays = [

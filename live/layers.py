@@ -1,0 +1,70 @@
+"""The channel layer in production: channels-redis's pub/sub layer, told when Redis fails under it.
+
+Why pub/sub: the relay sends each frame to a group once, and channels-redis's default layer
+then writes it into every member's own Redis list, which the process pops back one message
+per round trip: with 300 sockets in a process, 300 round trips per frame. The pub/sub layer
+PUBLISHes the frame once; each web process has one subscription per group and copies the
+frame to its local sockets in memory. Nothing is stored in Redis for a socket, so there is
+no per-socket capacity or expiry to tune, and a process holds a thousand sockets on one
+connection.
+
+What pub/sub gives up is delivery to a socket that is not listening at that moment; the
+sequence numbers (live.relay) already make any miss visible. What it must not give up is
+knowing that it missed: channels-redis's reader logs a failed read (Redis restarted, timed
+out) and carries on, so the sockets would never hear of the frames published meanwhile.
+`LiveLayer` tells every local socket instead (`live.layer_lost`), and each closes with 1012:
+the page reconnects and fetches its list again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from channels_redis.pubsub import RedisPubSubChannelLayer, RedisPubSubLoopLayer, RedisSingleShardConnection
+from channels_redis.utils import _wrap_close
+
+logger = logging.getLogger(__name__)
+
+LAYER_LOST = {"type": "live.layer_lost"}
+
+
+class _Shard(RedisSingleShardConnection):
+    async def _do_receiving(self) -> None:
+        while True:
+            try:
+                if self._pubsub and self._pubsub.subscribed:
+                    message = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=0.1)
+                    self._receive_message(message)
+                else:
+                    await asyncio.sleep(0.1)
+            except (asyncio.CancelledError, GeneratorExit):
+                raise
+            except Exception:  # a timeout too: the parent re-raises it, and its reader would die silently
+                logger.warning("live: the channel layer lost Redis; every socket here resyncs", exc_info=True)
+                self._lost()
+                await asyncio.sleep(0.5)
+
+    def _lost(self) -> None:
+        lost = self.channel_layer.channel_layer.serialize(LAYER_LOST)
+        for queue in self.channel_layer.channels.values():
+            queue.put_nowait(lost)
+
+
+class _LoopLayer(RedisPubSubLoopLayer):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._shards = [_Shard(shard.host, self) for shard in self._shards]
+
+
+class LiveLayer(RedisPubSubChannelLayer):
+    """RedisPubSubChannelLayer whose per-loop layer tells its sockets when a read from Redis fails."""
+
+    def _get_layer(self) -> RedisPubSubLoopLayer:
+        loop = asyncio.get_running_loop()
+        layer = self._layers.get(loop)
+        if layer is None:
+            layer = self._layers[loop] = _LoopLayer(*self._args, **self._kwargs, channel_layer=self)
+            _wrap_close(self, loop)  # as the parent does: the loop's connections close with it
+        return layer

@@ -1,0 +1,90 @@
+"""The pub/sub channel layer (live.layers): one PUBLISH per frame and group, and a failed read is never silent."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+
+import pytest
+import redis
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from live.consumers import CLOSE_TRY_AGAIN
+from live.groups import user_group
+from live.layers import LAYER_LOST, LiveLayer
+from tests.approvals.test_consumers import close_code, connect
+from tests.conftest import needs_redis, user
+
+pytestmark = needs_redis
+
+
+def _layer() -> LiveLayer:
+    return LiveLayer(hosts=[os.environ["REDIS_URL"]], prefix=f"t-{uuid.uuid4().hex[:8]}")
+
+
+def _publishes() -> int:
+    stats = redis.Redis.from_url(os.environ["REDIS_URL"]).info("commandstats")
+    return int(stats.get("cmdstat_publish", {}).get("calls", 0))
+
+
+def test_a_frame_to_a_group_is_one_publish_however_many_sockets_listen():
+    layer = _layer()
+
+    async def scenario() -> tuple[list[dict], int]:
+        channels = [await layer.new_channel() for _ in range(300)]
+        for channel in channels:
+            await layer.group_add("inbox", channel)
+        before = _publishes()
+        await layer.group_send("inbox", {"type": "live.html", "html": "<i></i>"})
+        got = [await asyncio.wait_for(layer.receive(channel), timeout=10) for channel in channels]
+        sent = _publishes() - before
+        await layer.flush()
+        return got, sent
+
+    got, sent = async_to_sync(scenario)()
+    assert got == [{"type": "live.html", "html": "<i></i>"}] * 300
+    assert sent == 1
+
+
+def test_a_failed_read_from_redis_tells_every_local_socket():
+    layer = _layer()
+
+    async def scenario() -> list[dict]:
+        channels = [await layer.new_channel() for _ in range(3)]
+        await layer.group_add("inbox", channels[0])
+        shard = layer._get_layer()._shards[0]
+        real = shard._pubsub.get_message
+        failed = []
+
+        async def fail_once(*args, **kwargs):
+            if not failed:
+                failed.append(True)
+                raise RedisConnectionError("Connection closed by server.")
+            return await real(*args, **kwargs)
+
+        shard._pubsub.get_message = fail_once
+        got = [await asyncio.wait_for(layer.receive(channel), timeout=10) for channel in channels]
+        # And it goes on reading afterwards: a later frame still arrives.
+        await layer.group_send("inbox", {"type": "live.html", "html": "after"})
+        got.append(await asyncio.wait_for(layer.receive(channels[0]), timeout=10))
+        await layer.flush()
+        return got
+
+    got = async_to_sync(scenario)()
+    assert got == [LAYER_LOST, LAYER_LOST, LAYER_LOST, {"type": "live.html", "html": "after"}]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_socket_told_the_layer_lost_redis_closes_to_resync(demo):
+    reviewer = user("reviewer")
+
+    async def scenario() -> tuple[bool, int]:
+        socket, connected = await connect(reviewer)
+        await get_channel_layer().group_send(user_group(reviewer.pk), LAYER_LOST)
+        return connected, await close_code(socket)
+
+    connected, code = async_to_sync(scenario)()
+    assert connected and code == CLOSE_TRY_AGAIN
