@@ -369,9 +369,8 @@ def push(reps: int, total: int, n_sockets: int = 300) -> None:
     logs.mkdir(exist_ok=True)
     port, plain_port = 18768, 18769
     env = {**os.environ, "BACKGROUND_TASKS": "celery", "LIVE_RELAY": "process"}
-    argv = [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port), "--websocket_connect_timeout", "120"]
     procs = [
-        spawn([*argv, "config.asgi:application"], env, logs / "push-web.log"),
+        spawn(_web_argv(port), env, logs / "push-web.log"),
         spawn([str(BIN / "python"), "manage.py", "live_relay", "--poll", "0.5"], env, logs / "push-relay.log"),
         spawn(
             [str(BIN / "python"), "-c", PLAIN_RELAY, str(plain_port), os.environ["REDIS_URL"]], env, logs / "plain.log"
@@ -442,6 +441,42 @@ def push(reps: int, total: int, n_sockets: int = 300) -> None:
         f"  server memory per open socket: product {spread(memory['product'])} KiB, baseline "
         f"{spread(memory['baseline'])} KiB (resident set growth while the sockets opened)"
     )
+
+
+def _web_argv(port: int) -> list[str]:
+    """One web process: `make stack`'s uvicorn (BENCH_SERVER=uvicorn, the default) or daphne (`make demo`)."""
+    if os.environ.get("BENCH_SERVER", "uvicorn") == "daphne":
+        return [
+            str(BIN / "daphne"),
+            "-b",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "--websocket_connect_timeout",
+            "120",
+            "config.asgi:application",
+        ]
+    return [
+        str(BIN / "uvicorn"),
+        "config.asgi:application",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--loop",
+        "uvloop",
+        "--http",
+        "httptools",
+        "--ws",
+        "websockets-sansio",
+        "--lifespan",
+        "off",
+        "--no-access-log",
+        "--timeout-graceful-shutdown",
+        "5",
+    ]
 
 
 def _rss_kib(pid: int) -> float:
@@ -644,7 +679,7 @@ def main() -> None:
     args = parser.parse_args()
     layer = os.environ.get("CHANNEL_LAYER", "core")
     print(f"machine: {os.cpu_count()} cores; PostgreSQL and Redis on loopback; {time.strftime('%Y-%m-%d %H:%M')}")
-    print(f"channel layer: {layer}")
+    print(f"channel layer: {layer}; web server (push): {os.environ.get('BENCH_SERVER', 'uvicorn')}")
     modes = {"routing": routing, "sockets": sockets, "workers": workers, "decisions": decisions, "push": push}
     if args.what == "decisions":
         decisions(args.reps, args.n, args.rate)

@@ -249,8 +249,9 @@ else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
 # --- Channels -------------------------------------------------------------
-# Capacity and expiry are set explicitly (the defaults are 100 and 60 s);
-# a reviewer socket that falls behind loses messages and resyncs over HTTP.
+# The embedded demo's in-memory layer: capacity and expiry set explicitly (the defaults are 100
+# and 60 s); a socket that falls behind loses messages and resyncs over HTTP. (With Redis, the
+# pub/sub layer keeps no per-socket store: see live.layers.)
 CHANNEL_CAPACITY = env_int("CHANNEL_CAPACITY", default=1000)
 # Open sockets re-validate their session and rights this often, besides at once on
 # logout, user changes and grants: a safety net for changes that send no signal.
@@ -258,7 +259,7 @@ SOCKET_RECHECK_SECONDS = env_int("SOCKET_RECHECK_SECONDS", default=30)
 if SOCKET_RECHECK_SECONDS < 1:
     raise ImproperlyConfigured(f"SOCKET_RECHECK_SECONDS must be at least 1, got {SOCKET_RECHECK_SECONDS}")
 # Sockets join and leave their groups this many at a time per process (live.consumers), so a
-# burst of reconnects queues instead of exhausting the Redis pool, which is sized above that.
+# burst of reconnects queues in the process instead of all at once on its Redis subscription.
 LIVE_LAYER_CONCURRENCY = env_int("LIVE_LAYER_CONCURRENCY", default=32)
 # An inbox approve or reject waits this long in the browser before it is sent: "Undo" until then, and
 # nothing is decided (or run) before it arrives. 0 sends at once.
@@ -267,39 +268,14 @@ DECISION_UNDO_SECONDS = env_int("DECISION_UNDO_SECONDS", default=5)
 # calibrated routing falls back to the static threshold; bounds are one-sided at this level.
 CALIBRATION_MIN_SAMPLES = env_int("CALIBRATION_MIN_SAMPLES", default=50)
 CALIBRATION_CONFIDENCE = 0.95
-CHANNEL_REDIS_MAX_CONNECTIONS = env_int("CHANNEL_REDIS_MAX_CONNECTIONS", default=128)
 CHANNEL_REDIS_SOCKET_TIMEOUT = env_int("CHANNEL_REDIS_SOCKET_TIMEOUT", default=15)
-# "pubsub" (live.layers.LiveLayer): one PUBLISH per frame and group, fanned out in each web process;
-# "core": channels-redis's default layer, a Redis list per socket.
-CHANNEL_LAYER_KIND = env_str("CHANNEL_LAYER", "core")
-if REDIS_URL and CHANNEL_LAYER_KIND == "pubsub":
+if REDIS_URL:
+    # One PUBLISH per frame and group, fanned out in each web process (live.layers explains why).
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "live.layers.LiveLayer",
             "CONFIG": {
                 "hosts": [{"address": REDIS_URL, "socket_timeout": CHANNEL_REDIS_SOCKET_TIMEOUT}],
-                "prefix": env_str("CHANNEL_PREFIX", "countersign"),
-            },
-        }
-    }
-elif REDIS_URL:
-    CHANNEL_LAYERS = {
-        "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {
-                "hosts": [
-                    {
-                        "address": REDIS_URL,
-                        "max_connections": CHANNEL_REDIS_MAX_CONNECTIONS,
-                        # Longer than the layer's blocking read (channels_redis waits 5 s in BZPOPMIN).
-                        # redis-py's default is also 5 s: the reply and the client's timeout then race,
-                        # and a socket whose consumer loses the race dies on every idle 5 s.
-                        "socket_timeout": CHANNEL_REDIS_SOCKET_TIMEOUT,
-                    }
-                ],
-                "capacity": CHANNEL_CAPACITY,
-                "expiry": 60,
-                "group_expiry": 86400,
                 "prefix": env_str("CHANNEL_PREFIX", "countersign"),
             },
         }

@@ -28,6 +28,7 @@ from datetime import datetime
 from typing import Any, Protocol
 from urllib.parse import parse_qs
 
+from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
@@ -112,6 +113,16 @@ class LiveConsumer(AsyncWebsocketConsumer):
             self._stop_watching()
             with contextlib.suppress(Exception):
                 await send({"type": "websocket.close", "code": CLOSE_TRY_AGAIN})
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        # Channels' own dispatch first hops to the sync thread to close stale database connections,
+        # once per message and socket: with hundreds of sockets, every frame waited in line for that
+        # one thread. This consumer reaches the database only through database_sync_to_async, which
+        # closes them itself, in the thread that uses them.
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"no handler for message type {message['type']}")
+        await handler(message)
 
     async def connect(self) -> None:
         self.groups_joined = set()

@@ -135,7 +135,7 @@ class Relay:
         if layer is None:
             return
         numbered: list[Frame] = []
-        for group, message in frames:
+        for group, message in merged(frames):
             seq = self.seq.get(group, 0) + 1
             self.seq[group] = seq
             numbered.append((group, {**message, "group": group, "epoch": self.epoch, "seq": seq}))
@@ -144,6 +144,26 @@ class Relay:
         standing: dict[str, Any] = {seq_key(group): (self.epoch, self.seq[group]) for group, _ in numbered}
         cache.set_many({**standing, EPOCH_KEY: self.epoch}, timeout=None)
         async_to_sync(_send_all)(layer, numbered)
+
+
+def merged(frames: list[Frame]) -> list[Frame]:
+    """One message per group for the HTML a batch sends it: each socket then handles (and numbers)
+    one frame per group and batch instead of one per event. HTML joins the group's last message
+    only if that one is HTML too, so a group's control messages keep their place."""
+    out: list[Frame] = []
+    last_html: dict[str, int] = {}  # group -> index in `out` of its last message, if that one is HTML
+    for group, message in frames:
+        plain_html = message.keys() == {"type", "html"} and message["type"] == "live.html"
+        at = last_html.get(group)
+        if plain_html and at is not None:
+            out[at] = (group, html(out[at][1]["html"] + message["html"]))
+            continue
+        out.append((group, message))
+        if plain_html:
+            last_html[group] = len(out) - 1
+        else:
+            last_html.pop(group, None)
+    return out
 
 
 async def _send_all(layer: Any, frames: list[Frame]) -> None:

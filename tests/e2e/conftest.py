@@ -166,8 +166,8 @@ def stack_env(settings, tmp_path) -> dict[str, str]:
         # The browser holds an inbox decision this long before sending it (Undo); short for the tests.
         "DECISION_UNDO_SECONDS": "2",
         "HTTPS": "0",  # a loopback stack: plain HTTP
-        # Short, so a test can idle past it (still longer than channels-redis's 5 s blocking read).
-        "CHANNEL_REDIS_SOCKET_TIMEOUT": "6",
+        # Short, so a test can idle past it.
+        "CHANNEL_REDIS_SOCKET_TIMEOUT": "4",
         # The same chain key and anchor file as this test's own process, so it verifies what they wrote.
         "AUDIT_CHAIN_KEY": settings.AUDIT_CHAIN_KEY,
         "AUDIT_ANCHOR_FILE": settings.AUDIT_ANCHOR_FILE,

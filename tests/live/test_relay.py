@@ -41,28 +41,49 @@ def _fresh(settings: Any) -> Any:
     yield
 
 
+# What each listening channel has received, read by one task per channel that never stops: the
+# pub/sub layer drops a channel whose receive is cancelled (it takes that for its consumer leaving).
+_inboxes: dict[str, asyncio.Queue[dict[str, Any]]] = {}
+_readers: list[asyncio.Task[None]] = []
+
+
 async def listen(group: str) -> str:
     layer = get_channel_layer()
     channel = await layer.new_channel()
     await layer.group_add(group, channel)
+    inbox = _inboxes[channel] = asyncio.Queue()
+
+    async def read() -> None:
+        while True:
+            await inbox.put(await layer.receive(channel))
+
+    _readers.append(asyncio.ensure_future(read()))
     return channel
 
 
 async def received(channel: str) -> list[dict[str, Any]]:
-    """What reached the channel so far: each send below has completed before this is called."""
-    layer = get_channel_layer()
+    """What reached the channel so far: a barrier sent to it now arrives after everything sent before."""
+    barrier = {"type": "barrier", "id": len(_readers) + id(channel)}
+    await get_channel_layer().send(channel, barrier)
     out = []
-    while True:
-        try:
-            out.append(await asyncio.wait_for(layer.receive(channel), timeout=0.2))
-        except TimeoutError:
-            return out
+    while (message := await asyncio.wait_for(_inboxes[channel].get(), timeout=10)) != barrier:
+        out.append(message)
+    return out
 
 
 def run(scenario: Any) -> Any:
     # One event loop for the whole test: the channel layer's queues belong to the loop that made them.
     # Sync work runs in its thread and its sends come back onto this loop (asgiref).
-    return async_to_sync(scenario)()
+    async def scenario_then_stop() -> Any:
+        try:
+            return await scenario()
+        finally:
+            for reader in _readers:
+                reader.cancel()
+            _readers.clear()
+            _inboxes.clear()
+
+    return async_to_sync(scenario_then_stop)()
 
 
 sync = database_sync_to_async
