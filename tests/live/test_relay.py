@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from typing import Any
 
 import pytest
@@ -280,3 +281,41 @@ def test_a_number_the_socket_already_covers_is_dropped():
     asyncio.run(consumer.live_html({"type": "live.html", "group": "g", "epoch": "e", "seq": 5, "html": "<p>old</p>"}))
     asyncio.run(consumer.live_html({"type": "live.html", "group": "g", "epoch": "e", "seq": 6, "html": "<p>new</p>"}))
     assert len(sent) == 1 and sent[0].endswith("<p>new</p>") and 'data-seq="6"' in sent[0]
+
+
+frames_strategy = st.lists(
+    st.tuples(
+        st.sampled_from(["g1", "g2", "g3"]),
+        st.one_of(
+            st.builds(html, st.text(alphabet="abc<>/", max_size=5)),
+            st.builds(lambda: {"type": "session.check", "ended": "x"}),
+        ),
+    ),
+    max_size=30,
+)
+
+
+@given(frames_strategy)
+@hypothesis_settings(max_examples=200, deadline=None)
+def test_a_batch_sends_each_group_one_frame_of_html_between_its_control_messages(frames):
+    out = relay_module.merged(frames)
+    for group in ("g1", "g2", "g3"):
+        sent = [m for g, m in frames if g == group]
+        got = [m for g, m in out if g == group]
+
+        # The same HTML in the same order, and the control messages where they were.
+        def runs(messages):
+            joined, current = [], None
+            for m in messages:
+                if m["type"] == "live.html":
+                    current = (current or "") + m["html"]
+                else:
+                    if current is not None:
+                        joined.append(html(current))
+                    joined.append(m)
+                    current = None
+            return joined + ([html(current)] if current is not None else [])
+
+        assert got == runs(sent)
+        # Never two HTML frames in a row for one group.
+        assert all(not (a["type"] == b["type"] == "live.html") for a, b in itertools.pairwise(got))
