@@ -185,12 +185,16 @@ SOCKET_CLIENT = r"""
 import asyncio, re, sys, websockets
 url, cookie, origin, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 marker = re.compile(r'data-group="([^"]+)" data-epoch="([^"]+)" data-seq="(\d+)"')
-async def one(counts, gaps):
+action = re.compile(r'<article[^>]* id="action-(\d+)"')
+async def one(counts, gaps, rows):
     async with websockets.connect(url, additional_headers={"Cookie": cookie, "Origin": origin}, max_size=None) as ws:
         last = {}
         counts.append(0)
         me = len(counts) - 1
+        seen = set()
+        rows.append(seen)
         async for frame in ws:
+            seen.update(action.findall(frame))
             for group, epoch, seq in marker.findall(frame):
                 seq = int(seq)
                 if group in last and last[group] == (epoch, seq - 1) or group not in last:
@@ -200,13 +204,13 @@ async def one(counts, gaps):
                 last[group] = (epoch, seq)
                 counts[me] += 1
 async def main():
-    counts, gaps = [], []
-    tasks = [asyncio.create_task(one(counts, gaps)) for _ in range(n)]
+    counts, gaps, rows = [], [], []
+    tasks = [asyncio.create_task(one(counts, gaps, rows)) for _ in range(n)]
     while len(counts) < n:
         await asyncio.sleep(0.05)
     print("open", flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
-    print("frames", sum(counts), "gaps", len(gaps), flush=True)
+    print("rows", sum(len(r) for r in rows), "frames", sum(counts), "gaps", len(gaps), flush=True)
 asyncio.run(main())
 """
 
@@ -226,8 +230,7 @@ def sockets(reps: int, total: int, n_sockets: int = 50) -> None:
     logs.mkdir(exist_ok=True)
     port = 18766
     env = {**os.environ, "BACKGROUND_TASKS": "celery"}
-    argv = [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"]
-    web = spawn(argv, env, logs / "web.log")
+    web = spawn(_web_argv(port), env, logs / "web.log")
     relay = spawn([str(BIN / "python"), "manage.py", "live_relay"], env, logs / "relay.log")
     wait_port(port)
     product = product_router()
@@ -270,7 +273,10 @@ def sockets(reps: int, total: int, n_sockets: int = 50) -> None:
     print(f"  slowdown: {spread(slow)} %")
     print(f"  routing process CPU per action, 0 sockets:  {spread(cpu['closed'])} ms")
     print(f"  routing process CPU per action, {n_sockets} sockets: {spread(cpu['open'])} ms")
-    print(f"  delivered to the {n_sockets} sockets per repetition: {delivered} (expected {total} x {n_sockets})")
+    print(
+        f"  delivered to the {n_sockets} sockets per repetition: {delivered} "
+        f"(rows: distinct action rows each socket saw, summed; expected {total} x {n_sockets})"
+    )
 
 
 # --- push latency ---------------------------------------------------------------------------
@@ -677,9 +683,8 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=50.0, help="decisions: requests per second")
     parser.add_argument("--sockets", type=int, default=None, help="push: sockets (300); sockets: sockets (50)")
     args = parser.parse_args()
-    layer = os.environ.get("CHANNEL_LAYER", "core")
     print(f"machine: {os.cpu_count()} cores; PostgreSQL and Redis on loopback; {time.strftime('%Y-%m-%d %H:%M')}")
-    print(f"channel layer: {layer}; web server (push): {os.environ.get('BENCH_SERVER', 'uvicorn')}")
+    print(f"web server (push, sockets): {os.environ.get('BENCH_SERVER', 'uvicorn')}, one process")
     modes = {"routing": routing, "sockets": sockets, "workers": workers, "decisions": decisions, "push": push}
     if args.what == "decisions":
         decisions(args.reps, args.n, args.rate)
