@@ -1,4 +1,4 @@
-"""Benchmark: the reviewer inbox at scale (PostgreSQL + Redis, one daphne process).
+"""Benchmark: the reviewer inbox at scale (PostgreSQL + Redis, one uvicorn process).
 
 Data: 1,000,000 actions of which 100,000 pending, across 20 agents; 100 reviewers,
 each reviewing 5 agents (so ~25 reviewers per agent). Prints:
@@ -16,12 +16,13 @@ import asyncio
 import os
 import random
 import re
+import statistics
 import threading
 import time
 import uuid
 from pathlib import Path
 
-from common import BIN, setup_django, spawn, summary, wait_port
+from common import BIN, percentile, setup_django, spawn, summary, wait_port
 
 TOTAL = int(os.environ.get("BENCH_ACTIONS", "1000000"))
 PENDING = int(os.environ.get("BENCH_PENDING", "100000"))
@@ -126,24 +127,40 @@ def main() -> None:
     rows_shown = response.content.decode().count('class="row ')
 
     log = Path("/tmp/bench-inbox-web.log")
-    web = spawn(
-        [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", str(PORT), "config.asgi:application"], dict(os.environ), log
-    )
+    # One web process, as `make stack` runs each of its two (uvicorn).
+    argv = [str(BIN / "uvicorn"), "config.asgi:application", "--host", "127.0.0.1", "--port", str(PORT)]
+    argv += ["--workers", "1", "--loop", "uvloop", "--http", "httptools", "--ws", "websockets-sansio"]
+    argv += ["--lifespan", "off", "--no-access-log", "--timeout-graceful-shutdown", "5"]
+    web = spawn(argv, dict(os.environ), log)
     try:
         wait_port(PORT)
         import httpx
 
         base = f"http://127.0.0.1:{PORT}"
+        inbox_p95: list[float] = []
+        baseline_p95: list[float] = []
         inbox_ms: list[float] = []
         with httpx.Client(base_url=base, timeout=30) as http:
-            for i in range(220):
-                reviewer = reviewers[i % REVIEWERS]
-                t0 = time.perf_counter()
-                r = http.get("/", cookies={"sessionid": sessions[reviewer.pk]})
-                elapsed = (time.perf_counter() - t0) * 1000
-                assert r.status_code == 200
-                if i >= 20:  # warm-up
-                    inbox_ms.append(elapsed)
+
+            def timed(path: str, n: int) -> list[float]:
+                out = []
+                for i in range(n):
+                    reviewer = reviewers[i % REVIEWERS]
+                    t0 = time.perf_counter()
+                    r = http.get(path, cookies={"sessionid": sessions[reviewer.pk]})
+                    out.append((time.perf_counter() - t0) * 1000)
+                    assert r.status_code == 200
+                return out
+
+            timed("/", 20)  # warm-up
+            timed("/notifications/", 20)
+            # Interleaved A/B: the inbox, and a trivial authenticated page (the user's notices) as baseline.
+            for rep in range(3):
+                for name in ("inbox", "baseline") if rep % 2 == 0 else ("baseline", "inbox"):
+                    got = timed("/" if name == "inbox" else "/notifications/", 200)
+                    (inbox_p95 if name == "inbox" else baseline_p95).append(round(percentile(got, 0.95), 1))
+                    if name == "inbox":
+                        inbox_ms += got
 
             # Decision POSTs: each reviewer approves a pending action of one of its agents.
             decide_ms: list[float] = []
@@ -251,10 +268,15 @@ def main() -> None:
         web.terminate()
         web.wait(timeout=30)
 
-    print(f"machine: {os.cpu_count()} cores; PostgreSQL + Redis on loopback; one daphne process")
+    print(f"machine: {os.cpu_count()} cores; PostgreSQL + Redis on loopback; one uvicorn process")
     print(f"data: {TOTAL} actions, {PENDING} pending, {AGENTS} agents, {REVIEWERS} reviewers (5 agents each)")
     print(f"inbox page ({rows_shown} rows): {len(first_page)} queries; next page (keyset): {len(second_page)} queries")
     print(f"inbox GET over HTTP:        {summary(inbox_ms)}")
+    print(f"inbox GET p95 per repetition:        {inbox_p95} ms (median {statistics.median(inbox_p95)})")
+    print(
+        f"baseline GET p95 per repetition:     {baseline_p95} ms (median {statistics.median(baseline_p95)})"
+        " (/notifications/, same sessions, interleaved)"
+    )
     print(f"decision POST over HTTP:    {summary(decide_ms)}")
     print(f"push, commit -> arrival, {SOCKETS} sockets: {summary(push_ms)}; delivered {len(push_ms)}/{expected}")
     silent = [i for i in range(SOCKETS) if i not in per_socket]
