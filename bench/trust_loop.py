@@ -210,7 +210,7 @@ def run_seed(seed: int, learn: int, evaluate: int, refit_every: int) -> tuple[Ou
 
 def reliability_svg(calls: list[tuple[float, bool]], blocks: list[list[float]], path: Any) -> None:
     """Before: observed agreement per stated-confidence bin; after: the calibrated map (the line)."""
-    size, pad = 320, 30
+    size, pad = 320, 36
     bins: dict[int, list[bool]] = {}
     for confidence, right in calls:
         bins.setdefault(min(19, int(confidence * 20)), []).append(right)
@@ -233,13 +233,13 @@ def reliability_svg(calls: list[tuple[float, bool]], blocks: list[list[float]], 
     x1, y1 = xy(1, 1)
     path.write_text(
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{size + 2 * pad}" height="{size + 2 * pad}" '
-        f'font-family="sans-serif" font-size="11">'
+        f'font-family="sans-serif" font-size="10">'
         f'<rect x="{pad}" y="{pad}" width="{size}" height="{size}" fill="none" stroke="#999"/>'
         f'<line x1="{x0}" y1="{y0}" x2="{x1}" y2="{y1}" stroke="#999" stroke-dasharray="4 3"/>'
         + "".join(dots)
         + f'<polyline points="{" ".join(steps)}" fill="none" stroke="#2563eb" stroke-width="2.5"/>'
-        f'<text x="{pad}" y="{pad - 10}">support/sim_refund: dots = stated confidence vs observed agreement '
-        f"(before); line = calibrated map (after)</text>"
+        f'<text x="{pad}" y="{pad - 16}">support/sim_refund (overconfident): dots = observed agreement by stated</text>'
+        f'<text x="{pad}" y="{pad - 4}">confidence (before); line = the calibrated map (after); dashed = perfect</text>'
         f'<text x="{pad}" y="{size + 2 * pad - 8}">stated confidence 0 → 1</text></svg>\n'
     )
 
