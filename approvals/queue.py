@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from django.db import IntegrityError, transaction
-from django.db.models import Count, F
+from django.db import transaction
+from django.db.models import Count
 
 from approvals.models import (
     EXECUTE_ACTION,
@@ -16,6 +16,7 @@ from approvals.models import (
     QueueCount,
 )
 from approvals.transitions import action_transition
+from core import counters
 from core.background import enqueue_on_commit
 from live.push import QUEUE_CHANGED, push
 
@@ -23,14 +24,11 @@ logger = logging.getLogger(__name__)
 
 
 def queue_count_add(*, agent_id: int, tier: int, delta: int) -> None:
-    """Keep the pending count of one queue in step, inside the transaction that moved the action."""
-    if not QueueCount.objects.filter(agent_id=agent_id, tier=tier).update(pending=F("pending") + delta):
-        try:
-            with transaction.atomic():
-                QueueCount.objects.create(agent_id=agent_id, tier=tier, pending=delta)
-        except IntegrityError:
-            # Another transaction created it first: add to that row.
-            QueueCount.objects.filter(agent_id=agent_id, tier=tier).update(pending=F("pending") + delta)
+    """Keep the pending count of one queue in step, in the transaction that moved the action.
+
+    A counter (core.counters.queue): the row is written, and locked, just before COMMIT.
+    """
+    counters.queue(agent_id=agent_id, tier=tier, delta=delta)
     push(QUEUE_CHANGED, agent_id=agent_id, tier=tier)
 
 

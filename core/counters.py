@@ -23,6 +23,7 @@ AGENT_HOUR = "agent_hour"  # per agent per UTC hour
 TOOL_HOUR = "tool_hour"  # per agent, tool and hour
 LATENCY = "latency"  # log-scale histogram buckets per agent, metric and hour
 CALIBRATION = "calibration"  # reviewed calls by confidence tenth, per agent, tool and day
+QUEUE = "queue"  # pending actions per agent and tier (the inbox's queue counts)
 
 # Upper bounds (seconds) of the latency buckets; the last catches everything.
 LATENCY_BOUNDS = (0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 4 * 3600, 24 * 3600, float("inf"))
@@ -69,3 +70,12 @@ def calibrate(*, agent_id: int, tool: str, confidence: float, verdict: str) -> N
             "brier_sum": (confidence - agreed) ** 2,
         },
     )
+
+
+def queue(*, agent_id: int, tier: int, delta: int) -> None:
+    """Move one queue's pending count, written just before COMMIT like every counter.
+
+    Written last, the count's row is locked only for the moment before COMMIT: decisions and
+    routed calls of one agent do not wait on each other for the rest of their transactions.
+    """
+    _count(QUEUE, {"agent_id": agent_id, "tier": tier}, {"pending": delta})

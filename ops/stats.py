@@ -13,7 +13,8 @@ from typing import Any
 
 from django.db.models import Model
 
-from core.counters import AGENT_HOUR, CALIBRATION, LATENCY, TOOL_HOUR
+from approvals.models import QueueCount
+from core.counters import AGENT_HOUR, CALIBRATION, LATENCY, QUEUE, TOOL_HOUR
 from core.transactions import COUNTERS, register_flusher
 from ops.models import AgentHourStat, CalibrationBucket, LatencyBucket, ToolHourStat
 
@@ -23,6 +24,7 @@ TABLES: dict[str, type[Model]] = {
     TOOL_HOUR: ToolHourStat,
     LATENCY: LatencyBucket,
     CALIBRATION: CalibrationBucket,
+    QUEUE: QueueCount,
 }
 
 
