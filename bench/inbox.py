@@ -3,8 +3,8 @@
 Data: 1,000,000 actions of which 100,000 pending, across 20 agents; 100 reviewers,
 each reviewing 5 agents (so ~25 reviewers per agent). Prints:
 - inbox page response time p50/p95 over HTTP, and SQL queries per page;
-- decision POST p50/p95 over HTTP;
-- websocket push latency p50/p95 from commit to arrival with 300 connected reviewer sockets.
+- decision POST p50/p95 over HTTP.
+Push latency is `bench/scale.py push` (with the relay process the outbox needs).
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/countersign_bench \
     REDIS_URL=redis://127.0.0.1:6379/14 SECRET_KEY=bench .venv/bin/python bench/inbox.py
@@ -12,12 +12,10 @@ each reviewing 5 agents (so ~25 reviewers per agent). Prints:
 
 from __future__ import annotations
 
-import asyncio
 import os
 import random
 import re
 import statistics
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -28,7 +26,6 @@ TOTAL = int(os.environ.get("BENCH_ACTIONS", "1000000"))
 PENDING = int(os.environ.get("BENCH_PENDING", "100000"))
 AGENTS = 20
 REVIEWERS = 100
-SOCKETS = int(os.environ.get("BENCH_SOCKETS", "300"))
 PORT = 18766
 
 
@@ -79,16 +76,14 @@ def main() -> None:
     os.environ["BACKGROUND_TASKS"] = "celery"
     setup_django()
     from django.contrib.auth import get_user_model
-    from django.db import connection, transaction
+    from django.db import connection
     from django.test import Client
     from django.test.utils import CaptureQueriesContext
-    from websockets.asyncio.client import connect
 
     from agents.configuration import agent_tool_configure
     from agents.models import Agent
     from agents.services import agent_create, agent_permission_grant
     from approvals.models import ActionRequest
-    from approvals.routing import route_tool_call
     from audit.services import Actor
 
     system = Actor.system("bench")
@@ -183,87 +178,6 @@ def main() -> None:
                 decide_ms.append((time.perf_counter() - t0) * 1000)
                 assert r.status_code == 302, (r.status_code, r.text[:300])
 
-        # Websocket push latency with SOCKETS connected reviewer sockets.
-        arrivals: dict[int, list[float]] = {}
-        ready = threading.Event()
-        stop = threading.Event()
-
-        per_socket: dict[int, int] = {}
-        errors: dict[int, str] = {}
-
-        async def listen(session: str, idx: int) -> None:
-            try:
-                await listen_one(session, idx)
-            except Exception as exc:  # reported below, not swallowed by gather()
-                errors[idx] = repr(exc)
-
-        async def listen_one(session: str, idx: int) -> None:
-            async with connect(
-                f"ws://127.0.0.1:{PORT}/ws/inbox/",
-                additional_headers={"Cookie": f"sessionid={session}", "Origin": base},
-                open_timeout=30,
-            ) as ws:
-                counter["open"] += 1
-                if counter["open"] == SOCKETS:
-                    ready.set()
-                while not stop.is_set():
-                    try:
-                        message = await asyncio.wait_for(ws.recv(), timeout=0.5)
-                    except TimeoutError:
-                        continue
-                    now = time.perf_counter()
-                    match = re.search(r'id="action-(\d+)"', str(message))
-                    if match and "afterbegin" in str(message):
-                        arrivals.setdefault(int(match.group(1)), []).append(now)
-                        per_socket[idx] = per_socket.get(idx, 0) + 1
-
-        counter = {"open": 0}
-
-        def run_sockets() -> None:
-            async def all_sockets() -> None:
-                tasks = []
-                for i in range(SOCKETS):
-                    tasks.append(asyncio.create_task(listen(sessions[reviewers[i % REVIEWERS].pk], i)))
-                    await asyncio.sleep(0.005)
-                await asyncio.gather(*tasks, return_exceptions=True)
-
-            asyncio.run(all_sockets())
-
-        thread = threading.Thread(target=run_sockets, daemon=True)
-        thread.start()
-        assert ready.wait(120), f"only {counter['open']} sockets opened"
-        time.sleep(1)
-        commits: dict[int, float] = {}
-        for i in range(100):
-            agent = agents[i % AGENTS]
-            stamp: dict[str, float] = {}
-            with transaction.atomic():
-                transaction.on_commit(lambda s=stamp: s.__setitem__("t", time.perf_counter()))
-                outcome = route_tool_call(
-                    agent=agent,
-                    run=None,
-                    tool="issue_refund",
-                    arguments={"order_id": "ORD-1003", "amount": 150, "reason": "push"},
-                    confidence=0.9,
-                    rationale="bench",
-                )
-            commits[outcome.action.pk] = stamp["t"]
-            time.sleep(0.05)
-        time.sleep(3)
-        stop.set()
-        thread.join(timeout=10)
-        push_ms = [
-            (arrival - commits[action_id]) * 1000
-            for action_id, times in arrivals.items()
-            if action_id in commits
-            for arrival in times
-        ]
-        per_action = {
-            action_id: sum(1 for i in range(SOCKETS) if agents[k % AGENTS] in reviewable[reviewers[i % REVIEWERS].pk])
-            for k, action_id in enumerate(commits)
-        }
-        expected = sum(per_action.values())
-        short = {a: (len(arrivals.get(a, [])), n) for a, n in per_action.items() if len(arrivals.get(a, [])) != n}
     finally:
         web.terminate()
         web.wait(timeout=30)
@@ -278,12 +192,6 @@ def main() -> None:
         " (/notifications/, same sessions, interleaved)"
     )
     print(f"decision POST over HTTP:    {summary(decide_ms)}")
-    print(f"push, commit -> arrival, {SOCKETS} sockets: {summary(push_ms)}; delivered {len(push_ms)}/{expected}")
-    silent = [i for i in range(SOCKETS) if i not in per_socket]
-    if silent or errors:
-        print(f"  sockets that received nothing: {silent}; socket errors: {errors}")
-    if short:
-        print(f"  actions not delivered to every socket (received, expected): {short}")
 
 
 if __name__ == "__main__":
