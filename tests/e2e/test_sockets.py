@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 from typing import Any
 
 import pytest
+import redis
 import websockets
 from asgiref.sync import async_to_sync
 from django.core.cache import cache
@@ -79,9 +81,23 @@ def test_an_idle_socket_outlives_the_redis_socket_timeout_and_still_gets_pushes(
     url = stack.base.replace("http://", "ws://") + "/ws/inbox/"
     headers = {"Cookie": f"sessionid={session}", "Origin": stack.base}
 
+    redis_server = redis.Redis.from_url(os.environ["REDIS_URL"])
+    timeout = int(stack_env["CHANNEL_REDIS_SOCKET_TIMEOUT"])
+
+    def subscribers() -> dict[str, int]:
+        """Redis's view of each subscribed connection: its id and how long it has been idle (s)."""
+        return {c["id"]: int(c["idle"]) for c in redis_server.client_list() if int(c.get("sub", 0)) > 0}
+
+    before = set(subscribers())
+
+    def web_subscription_idle_past_the_timeout() -> bool:
+        # The web process subscribes when this socket opens; Redis says when it has sat idle that long.
+        mine = {cid: idle for cid, idle in subscribers().items() if cid not in before}
+        return bool(mine) and all(idle > timeout for idle in mine.values())
+
     async def scenario() -> list[str]:
         async with websockets.connect(url, additional_headers=headers) as socket:
-            await asyncio.sleep(float(stack_env["CHANNEL_REDIS_SOCKET_TIMEOUT"]) + 2)
+            assert await asyncio.to_thread(wait_until, web_subscription_idle_past_the_timeout, 60)
             await asyncio.to_thread(push, OPS_CHANGED, agent_id=agent.pk)
             frames = [await asyncio.wait_for(socket.recv(), timeout=30)]
             while 'id="ops-refresh"' not in frames[-1]:  # a resync may come first (a new relay epoch)
