@@ -31,11 +31,11 @@ from approvals.calibration import (
     CALIBRATION_WINDOW,
     Sample,
     auto_from,
-    effective,
     fit,
     lower_bound,
     samples_for,
     upper_bound,
+    weighted_wrong,
 )
 from core.errors import Conflict
 
@@ -89,12 +89,12 @@ class Advice:
     proposal: Proposal | None
 
 
-def _rule_in_force(agent_tool: AgentTool, samples: Sequence[Sample]) -> tuple[str, float | None]:
+def _rule_in_force(agent_tool: AgentTool, tail: Sequence[Sequence[float]]) -> tuple[str, float | None]:
     """The rule in force as (its words, the lowest confidence it auto-approves; None: nothing)."""
     if not agent_tool.enabled or agent_tool.mode != ToolMode.AUTO:
         return f"{agent_tool.get_mode_display().lower()}", None
     if agent_tool.target_error_rate is not None:
-        found = auto_from(fit(samples).tail, agent_tool.target_error_rate)
+        found = auto_from(tail, agent_tool.target_error_rate)
         return f"calibrated, ≤ {agent_tool.target_error_rate:.1%} wrong", found[0] if found else None
     threshold = (
         agent_tool.min_confidence if agent_tool.min_confidence is not None else agent_tool.agent.review_threshold
@@ -138,18 +138,13 @@ class History:
     def wrong_eff(self, start: float | None) -> tuple[float, float]:
         """(wrong approvals, effective samples) above `start`, on the effective scale."""
         auto = self.above(start)
-        weight = float(np.sum(self.w[auto]))
-        if not weight:
-            return 0.0, 0.0
-        n_eff = effective(self.w[auto])
-        return float(np.sum(self.w[auto] * (1.0 - self.y[auto]))) / weight * n_eff, n_eff
+        _, _, n_eff, wrong_eff = weighted_wrong(self.y[auto], self.w[auto])
+        return wrong_eff, n_eff
 
     def option(self, kind: str, value: float, start: float | None) -> Option:
         auto, was_auto = self.above(start), self.above(self.current_from)
         total = float(np.sum(self.w)) or 1.0
-        weight = float(np.sum(self.w[auto]))
-        wrong = float(np.sum(self.w[auto] * (1.0 - self.y[auto])))
-        wrong_eff, n_eff = self.wrong_eff(start)
+        weight, wrong, n_eff, wrong_eff = weighted_wrong(self.y[auto], self.w[auto])
         # Saved: calls the rule in force sends to review that this one lets run; spent: the other way round.
         saved = float(np.sum(self.w[auto & ~was_auto])) - float(np.sum(self.w[~auto & was_auto]))
         return Option(
@@ -169,10 +164,10 @@ def advise(agent_tool: AgentTool, samples: Sequence[Sample] | None = None, *, se
     """Every rule replayed on the history of one agent's tool, and the change the evidence argues for."""
     if samples is None:
         samples = samples_for(agent_id=agent_tool.agent_id, tool=agent_tool.tool)
-    words, current_from = _rule_in_force(agent_tool, samples)
+    tail = fit(samples).tail
+    words, current_from = _rule_in_force(agent_tool, tail)
     seconds = review_seconds(agent_tool.agent) if seconds is None else seconds
     history = History.of(samples, current_from=current_from, review_seconds=seconds)
-    tail = fit(samples).tail
     options = [history.option("static", t, t) for t in STATIC_THRESHOLDS]
     for target in TARGETS:
         found = auto_from(tail, target)

@@ -80,6 +80,16 @@ def effective(weights: Sequence[float] | np.ndarray) -> float:
     return float(np.sum(w)) ** 2 / squares if squares > 0 else 0.0
 
 
+def weighted_wrong(y: np.ndarray, w: np.ndarray) -> tuple[float, float, float, float]:
+    """Of some samples: (weight, wrong weight, effective samples, wrong approvals on the effective scale)."""
+    weight = float(np.sum(w))
+    if not weight:
+        return 0.0, 0.0, 0.0, 0.0
+    wrong = float(np.sum(w * (1.0 - y)))
+    n_eff = effective(w)
+    return weight, wrong, n_eff, wrong / weight * n_eff
+
+
 @dataclass(frozen=True)
 class Fit:
     samples: int
@@ -118,11 +128,7 @@ def fit(samples: Sequence[Sample]) -> Fit:
     tail: list[list[float]] = []
     for lo, *_ in blocks:
         at = int(np.searchsorted(x, lo, side="left"))
-        tw, ty = w[at:], y[at:]
-        weight = float(np.sum(tw))
-        wrong = float(np.sum(tw * (1.0 - ty)))
-        n_eff = effective(tw)
-        wrong_eff = wrong / weight * n_eff if weight > 0 else 0.0
+        weight, wrong, n_eff, wrong_eff = weighted_wrong(y[at:], w[at:])
         tail.append([lo, weight, wrong, n_eff, upper_bound(wrong_eff, n_eff)])
     total = float(np.sum(w))
     return Fit(
@@ -218,14 +224,22 @@ def calibration_refit(*, agent_id: int, tool: str, samples: Iterable[Sample] | N
     return cal
 
 
+def calibration_refit_agent(*, agent_id: int, tools: Iterable[str]) -> None:
+    """Refit the given tools of one agent from its history, read once for all of them."""
+    tools = list(tools)
+    samples = samples_by_tool(agent_id=agent_id, tools=tools)
+    for tool in tools:
+        calibration_refit(agent_id=agent_id, tool=tool, samples=samples.get(tool, []))
+
+
 def calibration_refit_all() -> int:
-    """Refit every enabled agent tool (the periodic job); returns how many were fitted."""
-    pairs = AgentTool.objects.filter(enabled=True).values_list("agent_id", "tool")
-    count = 0
-    for agent_id, tool in pairs:
-        calibration_refit(agent_id=agent_id, tool=tool)
-        count += 1
-    return count
+    """Refit every enabled agent tool (the periodic job), one history read per agent; returns how many."""
+    by_agent: dict[int, list[str]] = {}
+    for agent_id, tool in AgentTool.objects.filter(enabled=True).values_list("agent_id", "tool"):
+        by_agent.setdefault(agent_id, []).append(tool)
+    for agent_id, tools in by_agent.items():
+        calibration_refit_agent(agent_id=agent_id, tools=tools)
+    return sum(len(tools) for tools in by_agent.values())
 
 
 def reliability(cal: CalibrationMap | None) -> list[dict[str, Any]]:

@@ -18,7 +18,7 @@ from django.views.decorators.http import require_GET, require_POST
 from agents.models import AgentTool
 from agents.selectors import agents_with_perm
 from approvals import advisor
-from approvals.calibration import calibration_refit, samples_by_tool
+from approvals.calibration import calibration_refit_agent, samples_by_tool
 from approvals.models import CalibrationMap
 from audit.services import record
 from core.errors import DomainError
@@ -129,9 +129,8 @@ def agent_trust_adopt(request: AuthedRequest, slug: str, tool: str) -> HttpRespo
 def agent_trust_refit(request: AuthedRequest, slug: str) -> HttpResponse:
     """Refit the agent's calibration maps now instead of at the next periodic job."""
     agent = get_object_or_404(agents_with_perm(request.user, "operate_agent"), slug=slug)
-    samples = samples_by_tool(agent_id=agent.pk)
-    for tool in AgentTool.objects.filter(agent=agent, enabled=True).values_list("tool", flat=True):
-        calibration_refit(agent_id=agent.pk, tool=tool, samples=samples.get(tool, []))
+    tools = AgentTool.objects.filter(agent=agent, enabled=True).values_list("tool", flat=True)
+    calibration_refit_agent(agent_id=agent.pk, tools=tools)
     messages.success(request, "Calibration refitted.")
     return redirect("ops:trust", slug=agent.slug)
 
