@@ -80,6 +80,30 @@ def _audit_trigger_allows_flush(request: pytest.FixtureRequest, django_db_blocke
             cursor.execute("SET session_replication_role = replica")
 
 
+@pytest.fixture(autouse=True)
+def _no_database_connection_left_checked_out() -> Iterator[None]:
+    """Fail the test whose threads kept pooled connections (the pool is shared by the whole run).
+
+    A thread that used the ORM and ended without closing its connection keeps it checked
+    out of psycopg's pool for good; ten of them later starve an unrelated test. Only the
+    main thread's own connection may still be out when a test ends.
+    """
+    before = _held_by_other_threads()
+    yield
+    left = _held_by_other_threads() - before
+    assert left <= 0, f"this test left {left} pooled database connection(s) checked out by other threads"
+
+
+def _held_by_other_threads() -> int:
+    # The pool as it is, never created here: reading `connection.pool` would open one.
+    pool = getattr(connection, "_connection_pools", {}).get(connection.alias)
+    if pool is None:
+        return 0
+    stats = pool.get_stats()
+    mine = 1 if connection.connection is not None else 0
+    return int(stats["pool_size"] - stats["pool_available"]) - mine
+
+
 @receiver(connection_created)
 def _enforce_triggers(sender: Any, connection: Any, **kwargs: Any) -> None:
     # Pooled connections keep session settings: undo the replica mode above.

@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
+from channels.db import database_sync_to_async
 from django.contrib.auth import get_user_model
 from django.contrib.auth.hashers import PBKDF2PasswordHasher
 from django.db import connection, connections
@@ -41,6 +42,14 @@ def wait_until(predicate: Any, timeout: float = 30.0, interval: float = 0.1) -> 
             return True
         time.sleep(interval)
     return False
+
+
+async def off_loop(work: Any, /, *args: Any, **kwargs: Any) -> Any:
+    """Blocking (ORM) work from a test's event loop, in a thread that hands its database connection back.
+
+    asyncio.to_thread would leave each executor thread holding a pooled connection after the test.
+    """
+    return await database_sync_to_async(work, thread_sensitive=False)(*args, **kwargs)
 
 
 def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 30) -> None:

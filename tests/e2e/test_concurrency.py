@@ -62,6 +62,12 @@ def test_two_workers_concurrent_runs_and_decisions_never_deadlock_or_strand(demo
         return int(response.json()["id"])
 
     def approve_pending(token: str) -> None:
+        try:
+            _approve_pending(token)
+        finally:
+            connection.close()  # this thread's pooled connection goes back to the pool
+
+    def _approve_pending(token: str) -> None:
         with httpx.Client(base_url=stack.base, timeout=30) as api:
             deadline = time.monotonic() + 90
             while time.monotonic() < deadline:

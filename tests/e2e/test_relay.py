@@ -16,7 +16,7 @@ from django.utils.module_loading import import_string
 from live.groups import operator_group
 from live.push import OPS_CHANGED, push
 from tests.conftest import needs_postgres, needs_redis
-from tests.e2e.conftest import BIN, wait_until
+from tests.e2e.conftest import BIN, off_loop, wait_until
 
 pytestmark = [needs_postgres, needs_redis, pytest.mark.django_db(transaction=True)]
 
@@ -49,14 +49,14 @@ def test_a_standby_relay_takes_over_and_nothing_committed_is_lost(stack_env, tmp
     async def scenario() -> tuple[list[int], list[dict[str, Any]], list[dict[str, Any]], list[int]]:
         channel = await layer.new_channel()
         await layer.group_add(operator_group(AGENT_ID), channel)
-        assert await asyncio.to_thread(wait_until, leaders)
+        assert await off_loop(wait_until, leaders)
         first = leaders()
-        await asyncio.to_thread(push, OPS_CHANGED, agent_id=AGENT_ID)
+        await off_loop(push, OPS_CHANGED, agent_id=AGENT_ID)
         before = await collect(channel, 1)
         # The active relay dies without a word; what commits meanwhile waits in the outbox.
         os.killpg(relays[first[0]].pid, signal.SIGKILL)
         relays[first[0]].wait(timeout=10)
-        await asyncio.to_thread(push, OPS_CHANGED, agent_id=AGENT_ID)
+        await off_loop(push, OPS_CHANGED, agent_id=AGENT_ID)
         after = await collect(channel, 1)
         return first, before, after, leaders()
 

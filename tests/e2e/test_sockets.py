@@ -19,7 +19,7 @@ from live.models import Push
 from live.push import OPS_CHANGED, push
 from live.relay import seq_key
 from tests.conftest import needs_postgres, needs_redis, user
-from tests.e2e.conftest import browser_session, wait_until
+from tests.e2e.conftest import browser_session, off_loop, wait_until
 
 pytestmark = [needs_postgres, needs_redis, pytest.mark.django_db(transaction=True)]
 
@@ -43,11 +43,11 @@ def test_a_burst_of_sockets_all_get_in_and_each_counts_every_push(demo, stack, s
         )
         try:
             for _ in range(PUSHES):
-                await asyncio.to_thread(push, OPS_CHANGED, agent_id=agent.pk)
+                await off_loop(push, OPS_CHANGED, agent_id=agent.pk)
             # Sent once the outbox is empty (rows go in the transaction that sent them). Repeats of one
             # event may have been coalesced: the relay's own count says how many frames there were.
-            assert await asyncio.to_thread(wait_until, lambda: not Push.objects.exists())
-            last = await asyncio.to_thread(cache.get, seq_key(group))
+            assert await off_loop(wait_until, lambda: not Push.objects.exists())
+            last = await off_loop(cache.get, seq_key(group))
             return last, await asyncio.gather(*(_numbers(socket, group, last) for socket in sockets))
         finally:
             await asyncio.gather(*(socket.close() for socket in sockets))
@@ -97,8 +97,8 @@ def test_an_idle_socket_outlives_the_redis_socket_timeout_and_still_gets_pushes(
 
     async def scenario() -> list[str]:
         async with websockets.connect(url, additional_headers=headers) as socket:
-            assert await asyncio.to_thread(wait_until, web_subscription_idle_past_the_timeout, 60)
-            await asyncio.to_thread(push, OPS_CHANGED, agent_id=agent.pk)
+            assert await off_loop(wait_until, web_subscription_idle_past_the_timeout, 60)
+            await off_loop(push, OPS_CHANGED, agent_id=agent.pk)
             frames = [await asyncio.wait_for(socket.recv(), timeout=30)]
             while 'id="ops-refresh"' not in frames[-1]:  # a resync may come first (a new relay epoch)
                 frames.append(await asyncio.wait_for(socket.recv(), timeout=30))
