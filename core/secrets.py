@@ -76,7 +76,9 @@ def known_secrets() -> tuple[str, ...]:
     global _cache
     now = time.monotonic()
     at, values = _cache
-    if values and now - at < REFRESH_SECONDS:
+    # `at` is 0.0 only when nothing is cached: an empty result is cached too, or a
+    # deployment with no secret long enough to mask would re-read everything per call.
+    if at and now - at < REFRESH_SECONDS:
         return values
     with _lock:
         found = {v.strip() for v in _configured() | _resolved if v}
