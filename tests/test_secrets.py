@@ -135,6 +135,7 @@ def test_known_secrets_are_read_once_per_refresh_even_when_there_are_none(settin
     # and files: a fifth of a routed call's time in the benchmark (SECRET_KEY=bench).
     reads: list[int] = []
     monkeypatch.setattr(core.secrets, "_configured", lambda: reads.append(1) or {"short"})
+    monkeypatch.setattr(core.secrets, "_resolved", set())  # none registered at run time either
     forget_cached()
     for _ in range(3):
         assert scrub_text("nothing here") == "nothing here"
