@@ -7,6 +7,7 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db.models import Q, QuerySet
+from guardian.core import ObjectPermissionChecker
 from guardian.shortcuts import get_objects_for_user
 
 from agents.models import (
@@ -25,6 +26,15 @@ def agents_with_perm(user: AbstractBaseUser | AnonymousUser, perm: str) -> Query
     if not user.is_authenticated or not user.is_active:
         return Agent.objects.none()
     return get_objects_for_user(user, f"agents.{perm}", klass=Agent, accept_global_perms=False)
+
+
+def agent_perms_on(user: AbstractBaseUser | AnonymousUser, agent: Agent) -> frozenset[str]:
+    """The rights (codenames) `user` holds on one agent, directly or through a group: the rule of
+    `agents_with_perm` for a single agent, without planning its subqueries (two small queries).
+    """
+    if not user.is_authenticated or not user.is_active:
+        return frozenset()
+    return frozenset(ObjectPermissionChecker(user).get_perms(agent))
 
 
 def agent_perms_held(user: AbstractBaseUser | AnonymousUser) -> frozenset[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.http import Http404
 from django.shortcuts import get_object_or_404
 from ninja import Body, Query, Router, Schema, Status
 from pydantic import ConfigDict, Field
@@ -100,9 +101,16 @@ def list_actions(request: ApiRequest, filters: Query[ActionFilter]) -> dict[str,
     }
 
 
+def _reviewable(request: ApiRequest, action_id: int) -> ActionRequest:
+    action = selectors.action_reviewable_by(request.auth, action_id)
+    if action is None:
+        raise Http404
+    return action
+
+
 @router.get("/actions/{action_id}", response=responses(ActionOut, 404), summary="One action")
 def get_action(request: ApiRequest, action_id: ObjectId) -> dict[str, Any]:
-    return action_out(get_object_or_404(selectors.actions_reviewable_by(request.auth), pk=action_id))
+    return action_out(_reviewable(request, action_id))
 
 
 @router.post(
@@ -111,7 +119,7 @@ def get_action(request: ApiRequest, action_id: ObjectId) -> dict[str, Any]:
     summary="Approve, reject, edit-and-approve or escalate a pending action",
 )
 def decide_action(request: ApiRequest, action_id: ObjectId, payload: Body[DecisionIn]) -> dict[str, Any]:
-    action = get_object_or_404(selectors.actions_reviewable_by(request.auth), pk=action_id)
+    action = _reviewable(request, action_id)
     decisions.action_request_decide(
         action=action,
         actor=request.auth,
@@ -136,9 +144,9 @@ class UndoIn(ApiInput):
     summary="Undo an executed, reversible action",
 )
 def undo_action(request: ApiRequest, action_id: ObjectId, payload: UndoIn) -> dict[str, Any]:
-    action = get_object_or_404(selectors.actions_reviewable_by(request.auth), pk=action_id)
+    action = _reviewable(request, action_id)
     execution.action_undo(action=action, actor=request.auth, comment=payload.comment)
-    return action_out(get_object_or_404(selectors.actions_reviewable_by(request.auth), pk=action_id))
+    return action_out(_reviewable(request, action_id))
 
 
 @router.post(
@@ -147,6 +155,6 @@ def undo_action(request: ApiRequest, action_id: ObjectId, payload: UndoIn) -> di
     summary="Claim a pending action for 5 minutes",
 )
 def claim_action(request: ApiRequest, action_id: ObjectId) -> dict[str, Any]:
-    action = get_object_or_404(selectors.actions_reviewable_by(request.auth), pk=action_id)
+    action = _reviewable(request, action_id)
     claims.action_request_claim(action=action, actor=request.auth)
-    return action_out(get_object_or_404(selectors.actions_reviewable_by(request.auth), pk=action_id))
+    return action_out(_reviewable(request, action_id))

@@ -12,7 +12,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from agents.models import Agent
-from agents.selectors import agents_with_perm
+from agents.selectors import agent_perms_on, agents_with_perm
 from approvals.models import ActionRequest, ActionStatus, Approval, Decision, Notification, QueueCount, SpotCheck
 
 User = AbstractBaseUser | AnonymousUser
@@ -37,11 +37,32 @@ def _reviewable_filter(user: User) -> Q:
     )
 
 
+# The right each tier asks for on the action's agent (the rule of _reviewable_filter).
+_TIER_PERM = {0: "configure_agent", 1: "review_agent", 2: "review_escalated_agent"}
+_REVIEW_RELATED = ("agent", "run", "decision__reviewer", "claimed_by")
+
+
 def actions_reviewable_by(user: User) -> QuerySet[ActionRequest]:
     """Actions the user may see and decide; anyone else gets an empty set (so 404s)."""
-    return ActionRequest.objects.filter(_reviewable_filter(user)).select_related(
-        "agent", "run", "decision__reviewer", "claimed_by"
-    )
+    return ActionRequest.objects.filter(_reviewable_filter(user)).select_related(*_REVIEW_RELATED)
+
+
+def action_reviewable_by(user: User, action_id: int) -> ActionRequest | None:
+    """One action the user may see and decide, or None (so 404s).
+
+    The same rule as `actions_reviewable_by`, checked on the one row: PostgreSQL spent
+    more time planning that filter's permission subqueries than running a whole decision.
+    """
+    action = ActionRequest.objects.select_related(*_REVIEW_RELATED).filter(pk=action_id).first()
+    if action is None or not user.is_authenticated:
+        return None
+    perm = _TIER_PERM.get(action.tier)
+    if perm is None or perm not in agent_perms_on(user, action.agent):
+        return None
+    limited = action.tier == 1 and action.reviewer_group_id is not None
+    if limited and not Group.objects.filter(pk=action.reviewer_group_id, user__pk=user.pk).exists():
+        return None
+    return action
 
 
 @dataclass(frozen=True)

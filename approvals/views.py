@@ -10,7 +10,7 @@ from typing import Any
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpResponse, StreamingHttpResponse
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
@@ -40,7 +40,10 @@ AGE_CHOICES = [
 
 def _reviewable_action(request: AuthedRequest, action_id: int) -> ActionRequest:
     # Anyone who may not review the agent gets a 404, not a hint that it exists.
-    return get_object_or_404(selectors.actions_reviewable_by(request.user), pk=action_id)
+    action = selectors.action_reviewable_by(request.user, action_id)
+    if action is None:
+        raise Http404("No such action.")
+    return action
 
 
 def _filters(request: AuthedRequest) -> selectors.InboxFilters:
