@@ -11,7 +11,6 @@ from ninja.security import HttpBearer
 
 from accounts.models import ApiToken, hash_token
 
-
 # How stale a token's "last used" may be: writing it on every call cost each API request a
 # commit of its own (about 1 ms, a quarter of a decision's database time).
 LAST_USED_RESOLUTION = timedelta(minutes=1)
