@@ -3,6 +3,7 @@
 The lock order (docs/architecture.md, "Locks"):
 
 1. domain rows, in the order the service's compare-and-set touches them;
+   then the push intents (`OUTBOX`: new outbox rows, which lock nothing shared);
 2. counters (`COUNTERS`: the dashboard aggregates), sorted by key;
 3. the audit append (`AUDIT`: one global lock), last, held only from the
    INSERT to COMMIT.
@@ -27,9 +28,10 @@ from django.db import DEFAULT_DB_ALIAS, connections
 
 logger = logging.getLogger(__name__)
 
+OUTBOX = "outbox"
 COUNTERS = "counters"
 AUDIT = "audit"
-FLUSH_ORDER = (COUNTERS, AUDIT)
+FLUSH_ORDER = (OUTBOX, COUNTERS, AUDIT)
 
 # A flusher may return what to do once COMMIT succeeded (the audit anchors it).
 Flusher = Callable[[Any, list[Any]], Callable[[], None] | None]

@@ -108,7 +108,14 @@ def test_the_intent_commits_with_the_change_and_is_delivered_after():
     def change() -> int:
         with transaction.atomic():
             push(TEST_EVENT, group="a", n=1)
-            return Push.objects.count()
+        committed = Push.objects.count()
+        try:
+            with transaction.atomic():
+                push(TEST_EVENT, group="a", n=2)
+                raise RuntimeError("the change fails")
+        except RuntimeError:
+            pass
+        return committed if Push.objects.count() == committed else -1  # a rolled-back change leaves no intent
 
     async def scenario() -> Any:
         channel = await listen("things.a")
