@@ -7,7 +7,7 @@ from decimal import Decimal
 from typing import Annotated, Any
 
 from django.conf import settings
-from django.db.models import F
+from django.db.models import Count, F, Q
 from django.utils import timezone
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -136,9 +136,10 @@ def restore_contacts(args: DeleteContactsArgs, result: dict[str, Any], key: str)
 
 
 def stake_delete(args: DeleteContactsArgs) -> Stake:
-    live = Contact.objects.filter(deleted_at__isnull=True)
-    total = live.count()
-    found = live.filter(id__in=args.ids).count()
+    counts = Contact.objects.filter(deleted_at__isnull=True).aggregate(
+        total=Count("id"), found=Count("id", filter=Q(id__in=args.ids))
+    )
+    total, found = counts["total"], counts["found"]
     findings: tuple[Finding, ...] = ()
     if found < len(args.ids):
         missing = len(args.ids) - found
