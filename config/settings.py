@@ -147,11 +147,14 @@ if DATABASE_URL:
     # Django's backends plus writes deferred to just before COMMIT (core.transactions).
     _db["ENGINE"] = "core.backends.postgresql"
     _db.setdefault("OPTIONS", {})
-    # Bind parameters on the server, so psycopg prepares a statement the fifth time it runs on a
+    # Parameters bound on the server, and psycopg prepares a statement the fifth time it runs on a
     # connection: PostgreSQL then stops re-planning the ORM's joins and permission subqueries,
     # which cost more than executing them (bench: a decision went from 33 to 18 ms in-process).
-    # Off for a pooler in transaction mode that cannot keep prepared statements (PgBouncer < 1.21).
-    _db["OPTIONS"]["server_side_binding"] = env_bool("DATABASE_SERVER_SIDE_BINDING", default=True)
+    # Django leaves both off by default. Turn them off for a pooler in transaction mode that cannot
+    # keep prepared statements (PgBouncer before 1.21).
+    if env_bool("DATABASE_PREPARED_STATEMENTS", default=True):
+        _db["OPTIONS"]["server_side_binding"] = True
+        _db["OPTIONS"]["prepare_threshold"] = 5
     if env_bool("DATABASE_POOL", default=True):
         # psycopg 3's pool; Django requires CONN_MAX_AGE=0 with it.
         # The pool tests a connection before handing it out, so after a PostgreSQL
