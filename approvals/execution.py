@@ -114,7 +114,8 @@ def _claim(execution_id: int) -> tuple[Execution, ActionRequest, AgentTool] | No
         )
         if not claimed:
             return None
-        execution.refresh_from_db()
+        # One query: the claimed row with its action, run and agent as they are now.
+        execution.refresh_from_db(from_queryset=Execution.objects.select_related("action__run", "action__agent"))
         action = execution.action
         if action.status != ActionStatus.EXECUTING:
             _transition(

@@ -59,8 +59,8 @@ def action_reviewable_by(user: User, action_id: int) -> ActionRequest | None:
     perm = _TIER_PERM.get(action.tier)
     if perm is None or perm not in agent_perms_on(user, action.agent):
         return None
-    limited = action.tier == 1 and action.reviewer_group_id is not None
-    if limited and not Group.objects.filter(pk=action.reviewer_group_id, user__pk=user.pk).exists():
+    limited_to = action.reviewer_group_id if action.tier == 1 else None
+    if limited_to is not None and not Group.objects.filter(pk=limited_to, user__pk=user.pk).exists():
         return None
     return action
 
