@@ -18,11 +18,12 @@ in the current epoch has had no message in it yet (the next one is 1).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,11 +70,48 @@ def html(content: str) -> dict[str, Any]:
     return {"type": "live.html", "html": content}
 
 
+Runner = Callable[[Coroutine[Any, Any, None]], None]
+
+
+def _run_nested(coroutine: Coroutine[Any, Any, None]) -> None:
+    # asgiref runs it on the caller's outer event loop when there is one (the inline relay in
+    # tests, where the in-memory layer's queues belong to that loop), else on a new loop.
+    async def wrapped() -> None:
+        await coroutine
+
+    async_to_sync(wrapped)()
+
+
+class SendLoop:
+    """One event loop in a thread of its own, kept for the relay process's sends.
+
+    The channel layer keeps its Redis connections per event loop; async_to_sync from a plain
+    thread makes a new loop (and thread, and connections) for every batch, which cost the relay
+    more than rendering.
+    """
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        with self._lock:
+            if self._loop is None or self._loop.is_closed():
+                self._loop = asyncio.new_event_loop()
+                threading.Thread(target=self._loop.run_forever, name="relay-send", daemon=True).start()
+            loop = self._loop
+        asyncio.run_coroutine_threadsafe(coroutine, loop).result(timeout=SEND_TIMEOUT)
+
+
+SEND_TIMEOUT = 30.0  # seconds a batch's sends may take before the relay retries it under a new epoch
+
+
 @dataclass
 class Relay:
     epoch: str = field(default_factory=lambda: secrets.token_hex(4))
     seq: dict[str, int] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    run_async: Runner = _run_nested
 
     def new_epoch(self) -> None:
         """Number from 1 again under a new epoch, and say so at once where joining sockets look."""
@@ -143,7 +181,7 @@ class Relay:
         # then sees again (and skips) rather than one it would take for a gap.
         standing: dict[str, Any] = {seq_key(group): (self.epoch, self.seq[group]) for group, _ in numbered}
         cache.set_many({**standing, EPOCH_KEY: self.epoch}, timeout=None)
-        async_to_sync(_send_all)(layer, numbered)
+        self.run_async(_send_all(layer, numbered))
 
 
 def merged(frames: list[Frame]) -> list[Frame]:
@@ -189,7 +227,7 @@ def inline_relay() -> Relay:
 
 def run_forever(stop: threading.Event, *, poll_seconds: float = 1.0) -> None:
     """The relay process: hold the leader lock, deliver, then wait for the outbox's notify (or the poll)."""
-    relay = Relay()
+    relay = Relay(run_async=SendLoop())
     listener = None
     leading = False
     backoff = 0.5

@@ -20,7 +20,7 @@ from live import relay as relay_module
 from live.consumers import RESYNC, LiveConsumer
 from live.models import Push
 from live.push import push, push_many
-from live.relay import Relay, html, renders, seq_key
+from live.relay import Relay, SendLoop, html, renders, seq_key
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -326,3 +326,30 @@ def test_a_batch_sends_each_group_one_frame_of_html_between_its_control_messages
         assert got == runs(sent)
         # Never two HTML frames in a row for one group.
         assert all(not (a["type"] == b["type"] == "live.html") for a, b in itertools.pairwise(got))
+
+
+def test_the_relay_process_sends_every_batch_on_one_kept_event_loop():
+    # The channel layer keeps its Redis connections per loop: a new loop per batch reconnected each time.
+    loops: list[asyncio.AbstractEventLoop] = []
+
+    async def note() -> None:
+        loops.append(asyncio.get_running_loop())
+
+    send = SendLoop()
+    for _ in range(3):
+        send(note())
+    assert len(loops) == 3 and all(loop is loops[0] for loop in loops)
+
+
+def test_a_failed_send_reaches_the_relay_so_the_batch_is_retried():
+    async def fail() -> None:
+        raise ConnectionError("redis went away")
+
+    send = SendLoop()
+    with pytest.raises(ConnectionError):
+        send(fail())
+
+    async def fine() -> None:
+        pass
+
+    send(fine())  # the loop outlives a failed send
