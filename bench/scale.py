@@ -668,6 +668,7 @@ def decisions(reps: int, total: int, rate: float = 50.0) -> None:
         time.sleep(3)  # both web processes and the workers up
         _open_loop(base, token, rate, [("GET", f"/api/v1/actions/{pending[-1]}", None)] * 50)  # warm up
         results: dict[str, list[float]] = {"decision": [], "baseline": []}
+        backlog: list[float] = []  # seconds until the workers and the relay had caught up, after each batch
         cursor = 0
         for rep in range(reps):
             order = ("baseline", "decision") if rep % 2 == 0 else ("decision", "baseline")
@@ -680,12 +681,29 @@ def decisions(reps: int, total: int, rate: float = 50.0) -> None:
                     batch = [("POST", f"/api/v1/actions/{i}/decision", {"verdict": "approve"}) for i in ids]
                 latencies = _open_loop(base, token, rate, batch)
                 results[name].append(round(percentile(latencies, 0.95), 1))
+                backlog.append(round(_drained(), 1))
     finally:
         _stop(procs)
     print(f"make-stack topology (uvicorn --workers 2, 2 workers, relay), {total} requests at {rate:.0f}/s, {reps} reps")
     print(f"  decision POST p95:               {spread(results['decision'])} ms")
     print(f"  baseline authenticated GET p95:  {spread(results['baseline'])} ms")
     print(f"  requests not answered 200, all runs: {len(FAILED_REQUESTS)} {FAILED_REQUESTS[:5]}")
+    print(f"  seconds the executions and pushes ran on after each batch: {backlog}")
+
+
+def _drained(timeout: float = 300.0) -> float:
+    """Wait until every execution has finished and the outbox is empty, so the next batch starts on an idle
+    system (a saturated batch's backlog would otherwise be measured as the next one's latency)."""
+    from approvals.models import Execution, ExecutionStatus
+    from live.models import Push
+
+    started = time.perf_counter()
+    busy = [ExecutionStatus.PENDING, ExecutionStatus.RUNNING]
+    while time.perf_counter() - started < timeout:
+        if not Execution.objects.filter(status__in=busy).exists() and not Push.objects.exists():
+            break
+        time.sleep(0.2)
+    return time.perf_counter() - started
 
 
 def main() -> None:
