@@ -70,16 +70,15 @@ def html(content: str) -> dict[str, Any]:
     return {"type": "live.html", "html": content}
 
 
-Runner = Callable[[Coroutine[Any, Any, None]], None]
+# Runs `function(*args)` to completion from the relay's (sync) thread. The coroutine is made only
+# where it will be awaited, so a runner that refuses (AsyncToSync inside an event loop) leaves none behind.
+Runner = Callable[..., None]
 
 
-def _run_nested(coroutine: Coroutine[Any, Any, None]) -> None:
+def _run_nested(function: Callable[..., Coroutine[Any, Any, None]], *args: Any) -> None:
     # asgiref runs it on the caller's outer event loop when there is one (the inline relay in
     # tests, where the in-memory layer's queues belong to that loop), else on a new loop.
-    async def wrapped() -> None:
-        await coroutine
-
-    async_to_sync(wrapped)()
+    async_to_sync(function)(*args)
 
 
 class SendLoop:
@@ -94,13 +93,13 @@ class SendLoop:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock = threading.Lock()
 
-    def __call__(self, coroutine: Coroutine[Any, Any, None]) -> None:
+    def __call__(self, function: Callable[..., Coroutine[Any, Any, None]], *args: Any) -> None:
         with self._lock:
             if self._loop is None or self._loop.is_closed():
                 self._loop = asyncio.new_event_loop()
                 threading.Thread(target=self._loop.run_forever, name="relay-send", daemon=True).start()
             loop = self._loop
-        asyncio.run_coroutine_threadsafe(coroutine, loop).result(timeout=SEND_TIMEOUT)
+        asyncio.run_coroutine_threadsafe(function(*args), loop).result(timeout=SEND_TIMEOUT)
 
 
 SEND_TIMEOUT = 30.0  # seconds a batch's sends may take before the relay retries it under a new epoch
@@ -181,7 +180,7 @@ class Relay:
         # then sees again (and skips) rather than one it would take for a gap.
         standing: dict[str, Any] = {seq_key(group): (self.epoch, self.seq[group]) for group, _ in numbered}
         cache.set_many({**standing, EPOCH_KEY: self.epoch}, timeout=None)
-        self.run_async(_send_all(layer, numbered))
+        self.run_async(_send_all, layer, numbered)
 
 
 def merged(frames: list[Frame]) -> list[Frame]:

@@ -337,7 +337,7 @@ def test_the_relay_process_sends_every_batch_on_one_kept_event_loop():
 
     send = SendLoop()
     for _ in range(3):
-        send(note())
+        send(note)
     assert len(loops) == 3 and all(loop is loops[0] for loop in loops)
 
 
@@ -347,9 +347,9 @@ def test_a_failed_send_reaches_the_relay_so_the_batch_is_retried():
 
     send = SendLoop()
     with pytest.raises(ConnectionError):
-        send(fail())
+        send(fail)
 
     async def fine() -> None:
         pass
 
-    send(fine())  # the loop outlives a failed send
+    send(fine)  # the loop outlives a failed send
