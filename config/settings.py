@@ -149,7 +149,7 @@ if DATABASE_URL:
     _db.setdefault("OPTIONS", {})
     # Parameters bound on the server, and psycopg prepares a statement the fifth time it runs on a
     # connection: PostgreSQL then stops re-planning the ORM's joins and permission subqueries,
-    # which cost more than executing them (bench: a decision went from 33 to 18 ms in-process).
+    # which cost more than executing them (profiled once in-process: a decision 37 -> 26 ms).
     # Django leaves both off by default. Turn them off for a pooler in transaction mode that cannot
     # keep prepared statements (PgBouncer before 1.21).
     if env_bool("DATABASE_PREPARED_STATEMENTS", default=True):
