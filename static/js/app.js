@@ -239,3 +239,36 @@ document.addEventListener("htmx:oobAfterSwap", function () {
     hold("Rejecting #" + id, document.getElementById("action-" + id), function () { copy.submit(); });
   });
 })();
+// A live frame can take away the element that sent a request while its answer is on the way (another
+// reviewer's decision removes the row whose Approve was just clicked). htmx would then look for the
+// answer's targets inside the detached element, not the page, and find none (htmx:oobErrorNoTarget,
+// htmx:targetError): the toast or the error message would be lost. Such an answer is swapped
+// against the page instead: its out-of-band parts and an HX-Retarget land where they belong.
+(function () {
+  "use strict";
+  var watched = new WeakSet();
+
+  function answerForPage(evt) {
+    var elt = evt.currentTarget;
+    if (document.body.contains(elt)) return;
+    evt.preventDefault(); // htmx stops handling this answer; it is handled here
+    var xhr = evt.detail.xhr;
+    var retarget = xhr.getResponseHeader("HX-Retarget");
+    var reswap = xhr.getResponseHeader("HX-Reswap");
+    var target = retarget ? document.querySelector(retarget) : evt.detail.target;
+    if (target && document.body.contains(target)) {
+      var style = reswap || (elt.closest("[hx-swap]") || elt).getAttribute("hx-swap") || "innerHTML";
+      htmx.swap(target, xhr.response, { swapStyle: style.split(" ")[0] });
+    } else {
+      htmx.swap(document.body, xhr.response, { swapStyle: "none" }); // only the out-of-band parts
+    }
+  }
+
+  document.addEventListener("htmx:beforeRequest", function (evt) {
+    var elt = evt.detail && evt.detail.elt;
+    if (!elt || watched.has(elt)) return;
+    watched.add(elt);
+    // On the element itself: once it is detached, events dispatched on it no longer reach the document.
+    elt.addEventListener("htmx:beforeOnLoad", answerForPage);
+  });
+})();

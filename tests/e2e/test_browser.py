@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import httpx
 import pytest
 
 from accounts.services import api_token_issue
@@ -66,6 +67,60 @@ def test_run_page_queue_counts_and_order_stay_live_with_no_console_errors(demo, 
     ]
     assert reviewer.inner_text(count) == "1"
     assert errors == []
+
+
+def _held_request(page, held: list):
+    """The next request the page's route caught, once the page has sent it."""
+    for _ in range(200):
+        if held:
+            return held.pop()
+        page.wait_for_timeout(50)  # Playwright delivers the route while the page is being waited on
+    raise AssertionError("the page sent no decision")
+
+
+def test_an_answer_whose_row_a_live_frame_took_away_still_lands_in_the_notices(demo, stack, browser):
+    """The decision's own live frame, or another reviewer's, can remove the row before the POST's answer
+    arrives; htmx would then look for the answer's targets inside the detached row. The toast, and the
+    reason a decision failed, must land in the page's notices anyway, with no console error."""
+    base = stack.base
+    errors: list[str] = []
+    token = api_token_issue(user=user("operator"), actor=None)
+    other = api_token_issue(user=user("reviewer2"), actor=None)
+    reviewer = log_in(browser, base, "reviewer", errors=errors)
+    first, second = start_refund(base, token, "ORD-1010", 150), start_refund(base, token, "ORD-1011", 150)
+    reviewer.wait_for_function("document.querySelectorAll('#inbox-rows article').length === 2", timeout=10_000)
+    mine = ActionRequest.objects.get(run_id=first)
+    theirs = ActionRequest.objects.get(run_id=second)
+    held: list = []
+    reviewer.route("**/decide", lambda route: held.append(route))  # each decision POST waits here until the test lets it go
+
+    # This reviewer's approval: the server decides, and its live frame removes the row before the answer.
+    reviewer.locator(f"#action-{mine.pk}").get_by_role("button", name="Approve").click()
+    approval = _held_request(reviewer, held)
+    answer = approval.fetch()
+    assert answer.status == 200
+    reviewer.wait_for_selector(f"#action-{mine.pk}", state="detached", timeout=10_000)
+    approval.fulfill(response=answer)
+    toast = reviewer.wait_for_selector("#notices .toast", timeout=10_000)
+    assert toast.inner_text().startswith(f"Approved {mine.tool} #{mine.pk} ")
+
+    # Another reviewer rejects the second while this one's approval is on its way: the refusal lands.
+    reviewer.locator(f"#action-{theirs.pk}").get_by_role("button", name="Approve").click()
+    approval = _held_request(reviewer, held)
+    response = httpx.post(
+        f"{base}/api/v1/actions/{theirs.pk}/decision",
+        json={"verdict": "reject", "comment": "Not this one."},
+        headers={"Authorization": f"Bearer {other}"},
+        timeout=10,
+    )
+    assert response.status_code == 200, response.text
+    reviewer.wait_for_selector(f"#action-{theirs.pk}", state="detached", timeout=10_000)
+    approval.continue_()
+    error = reviewer.wait_for_selector("#notices #decision-error", timeout=10_000)
+    assert "reviewer2" in error.inner_text(), error.inner_text()
+    assert ActionRequest.objects.get(pk=theirs.pk).status == "rejected"
+    # The browser logs the refused POST itself; nothing else may be an error.
+    assert [e for e in errors if "status of 409 (Conflict)" not in e] == []
 
 
 def test_new_action_appears_live_and_leaves_the_other_inbox_when_approved(demo, stack, browser):
