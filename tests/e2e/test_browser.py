@@ -92,7 +92,11 @@ def test_an_answer_whose_row_a_live_frame_took_away_still_lands_in_the_notices(d
     mine = ActionRequest.objects.get(run_id=first)
     theirs = ActionRequest.objects.get(run_id=second)
     held: list = []
-    reviewer.route("**/decide", lambda route: held.append(route))  # each decision POST waits here until the test lets it go
+
+    def hold(route) -> None:  # each decision POST waits here until the test lets it go
+        held.append(route)  # (a bound builtin cannot be a Playwright handler)
+
+    reviewer.route("**/decide", hold)
 
     # This reviewer's approval: the server decides, and its live frame removes the row before the answer.
     reviewer.locator(f"#action-{mine.pk}").get_by_role("button", name="Approve").click()
