@@ -1,4 +1,4 @@
-"""ASGI entry point: HTTP through Django, websockets through Channels."""
+"""ASGI entry point: HTTP through Django (the MCP endpoints through the MCP SDK), websockets through Channels."""
 
 from __future__ import annotations
 
@@ -20,11 +20,24 @@ from approvals.origin import SameOriginWebsocket  # noqa: E402
 from approvals.pushes import audience  # noqa: E402
 from config import server_limits  # noqa: E402, F401  (daphne answers 414 instead of hanging up)
 from core.background import remember_server_loop  # noqa: E402
+from gateway.mcp import McpEndpoint  # noqa: E402
 from live.consumers import LiveConsumer  # noqa: E402
 
 # The live socket, told who may join which group (approvals) and whether a session still holds (accounts).
 live_socket = LiveConsumer.as_asgi(audience=audience, check_session=session_still_valid)
 websocket_urlpatterns = [path("ws/inbox/", live_socket)]
+
+
+class HttpRouter:
+    """The agents' MCP endpoints (`/mcp/agents/<slug>/`, the MCP SDK's transport) beside Django."""
+
+    def __init__(self, django_app: Any, mcp_app: Any) -> None:
+        self.django_app = django_app
+        self.mcp_app = mcp_app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        app = self.mcp_app if scope["path"].startswith("/mcp/") else self.django_app
+        await app(scope, receive, send)
 
 
 class RecordServerLoop:
@@ -44,7 +57,7 @@ class RecordServerLoop:
 application = RecordServerLoop(
     ProtocolTypeRouter(
         {
-            "http": django_asgi_app,
+            "http": HttpRouter(django_asgi_app, McpEndpoint()),
             # Origin check (scheme, host and port): a page on another site, or on another port or
             # scheme of this host, cannot open a socket with the user's cookie.
             "websocket": SameOriginWebsocket(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),

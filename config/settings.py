@@ -96,6 +96,7 @@ INSTALLED_APPS = [
     "agents",
     "approvals",
     "runtime",
+    "gateway",
     "demo",
     "ops",
 ]
@@ -272,6 +273,12 @@ LIVE_LAYER_CONCURRENCY = env_int("LIVE_LAYER_CONCURRENCY", default=32)
 # An inbox approve or reject waits this long in the browser before it is sent: "Undo" until then, and
 # nothing is decided (or run) before it arrives. 0 sends at once.
 DECISION_UNDO_SECONDS = env_int("DECISION_UNDO_SECONDS", default=5)
+# The MCP gateway (gateway.mcp): a tools/call that waits for a person is held this long, with progress
+# notifications this often, then answered "pending, call again" (an identical call joins the request).
+GATEWAY_HOLD_SECONDS = env_int("GATEWAY_HOLD_SECONDS", default=20)
+GATEWAY_PROGRESS_SECONDS = env_int("GATEWAY_PROGRESS_SECONDS", default=5)
+if GATEWAY_HOLD_SECONDS < 0 or GATEWAY_PROGRESS_SECONDS < 1:
+    raise ImproperlyConfigured("GATEWAY_HOLD_SECONDS must be ≥ 0 and GATEWAY_PROGRESS_SECONDS ≥ 1")
 # The trust loop (approvals.calibration): below this many graded samples per agent and tool,
 # calibrated routing falls back to the static threshold; bounds are one-sided at this level.
 CALIBRATION_MIN_SAMPLES = env_int("CALIBRATION_MIN_SAMPLES", default=50)

@@ -55,7 +55,9 @@ class _Shard(RedisSingleShardConnection):
 class _LoopLayer(RedisPubSubLoopLayer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._shards = [_Shard(shard.host, self) for shard in self._shards]
+        # channels_redis sets _shards in __init__ without a declared type.
+        shards: list[RedisSingleShardConnection] = self._shards  # type: ignore[has-type]
+        self._shards = [_Shard(shard.host, self) for shard in shards]
 
 
 class LiveLayer(RedisPubSubChannelLayer):

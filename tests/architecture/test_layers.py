@@ -13,7 +13,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 # Bottom to top. config/ is the composition root and may import any app.
-ORDER = ["core", "live", "audit", "agents", "accounts", "approvals", "runtime", "ops", "demo", "config"]
+ORDER = ["core", "live", "audit", "agents", "accounts", "approvals", "runtime", "gateway", "ops", "demo", "config"]
 
 
 def _imports() -> set[tuple[str, str]]:

@@ -1,0 +1,209 @@
+"""Countersign as an MCP server, one endpoint per agent: `/mcp/agents/<slug>/`, streamable HTTP.
+
+The caller is the holder of an API token with the operate right on that agent (`Authorization:
+Bearer`); anyone else gets 401, and another agent's endpoint answers 404. The endpoint offers the
+agent's enabled tools. Every tools/call takes the path of a hosted run's call: the input boundary,
+guard, policy, injection screening, breakers, budgets, audit and the live inbox
+(`gateway.services.gateway_call_open` → `approvals.routing.route_tool_call`); the execution runs in a
+worker, exactly once. The call is held while that happens; one that waits for a person longer than
+GATEWAY_HOLD_SECONDS is answered "pending, call again", and an identical call joins it.
+
+The protocol is the official MCP Python SDK's (`mcp`): its low-level server, stateless, so that any
+web process can answer any request (the state is in the database, not in a session).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import mcp_types as types
+from channels.db import database_sync_to_async
+from django.conf import settings
+from mcp.server.lowlevel import Server
+from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+
+from agents.tools import Impact, Tool
+from core.inbound import MAX_BODY_BYTES, InputRefused, Problem, refuse_invalid, refuse_text
+from gateway import answers
+from gateway.selectors import UNAUTHORIZED, Caller, action_of, call_state, caller_for, offered_tools
+from gateway.services import gateway_call_answered, gateway_call_open
+
+logger = logging.getLogger(__name__)
+
+PATH = re.compile(r"^/mcp/agents/(?P<slug>[-a-zA-Z0-9_]{1,50})/?$")
+CALLER = "countersign.caller"  # the ASGI scope key the endpoint hands the handlers the caller under
+CONFIDENCE_KEY = "countersign/confidence"
+RATIONALE_KEY = "countersign/rationale"
+
+T = TypeVar("T")
+
+
+async def _off_loop(work: Callable[..., T], /, **kwargs: Any) -> T:
+    # Not the thread every sync view shares (thread_sensitive): a held call polls while views run.
+    return await database_sync_to_async(work, thread_sensitive=False)(**kwargs)
+
+
+def _caller(ctx: Any) -> Caller:
+    caller: Caller = ctx.request.scope[CALLER]
+    return caller
+
+
+def _describe(tool: Tool) -> types.Tool:
+    return types.Tool(
+        name=tool.name,
+        description=tool.description,
+        input_schema=tool.json_schema(),
+        annotations=types.ToolAnnotations(
+            read_only_hint=tool.impact == Impact.READ,
+            destructive_hint=tool.impact == Impact.DESTRUCTIVE,
+            # An effect outside Countersign's database reaches the world beyond it.
+            open_world_hint=not tool.transactional,
+        ),
+    )
+
+
+async def list_tools(ctx: Any, params: types.PaginatedRequestParams | None) -> types.ListToolsResult:
+    caller = _caller(ctx)
+    offered = await _off_loop(offered_tools, agent=caller.agent)
+    return types.ListToolsResult(tools=[_describe(tool) for tool, _ in offered])
+
+
+def _stated(meta: dict[str, Any]) -> tuple[float, str]:
+    """The confidence and rationale a client may state in the call's `_meta`; InputRefused if malformed."""
+    confidence = meta.get(CONFIDENCE_KEY, 1.0)
+    if isinstance(confidence, bool) or not isinstance(confidence, int | float) or not math.isfinite(confidence):
+        raise InputRefused([Problem(f"_meta.{CONFIDENCE_KEY}", "must be a number from 0 to 1")])
+    if not 0 <= confidence <= 1:
+        raise InputRefused([Problem(f"_meta.{CONFIDENCE_KEY}", "must be a number from 0 to 1")])
+    rationale = meta.get(RATIONALE_KEY, "")
+    if not isinstance(rationale, str) or len(rationale) > 10_000:
+        raise InputRefused([Problem(f"_meta.{RATIONALE_KEY}", "must be a text of at most 10,000 characters")])
+    rationale = refuse_text(rationale, path=f"_meta.{RATIONALE_KEY}")
+    if CONFIDENCE_KEY not in meta:
+        # Routed on the tool's mode, limits, risk flags and screening alone.
+        rationale = f"{rationale} (MCP call; no confidence stated)".strip()
+    return float(confidence), rationale
+
+
+async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
+    caller = _caller(ctx)
+    try:
+        arguments = refuse_invalid(params.arguments or {}, path="arguments")
+        confidence, rationale = _stated(dict(params.meta or {}))
+    except InputRefused as exc:
+        return answers.invalid(str(exc))
+    opened = await _off_loop(
+        gateway_call_open,
+        agent=caller.agent,
+        actor=caller.user,
+        tool=params.name,
+        arguments=arguments,
+        confidence=confidence,
+        rationale=rationale,
+    )
+    if opened.refusal is not None:
+        return answers.refused(opened.refusal)
+    assert opened.call is not None
+    return await _answer(ctx, opened.call.pk)
+
+
+async def _answer(ctx: Any, call_id: int) -> types.CallToolResult:
+    """Wait for the call's action to settle, up to the hold, reporting progress; then answer."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    hold = settings.GATEWAY_HOLD_SECONDS
+    every = settings.GATEWAY_PROGRESS_SECONDS
+    next_note = start + every
+    # Polled: a committed decision or execution is seen within `delay`; the first looks come quickly
+    # (an auto call's execution takes tens of milliseconds), later ones every half second at most.
+    delay = 0.02
+    while True:
+        call = await _off_loop(call_state, call_id=call_id)
+        action = action_of(call)
+        if action.status in answers.FINAL:
+            await _off_loop(gateway_call_answered, call_id=call_id)
+            return answers.final(action)
+        now = loop.time()
+        if now - start >= hold:
+            return answers.waiting(action)
+        if now >= next_note:
+            await ctx.session.report_progress(
+                round(now - start, 1), None, f"request #{action.pk} for {action.tool}: {action.status}"
+            )
+            next_note = now + every
+        await asyncio.sleep(max(0.0, min(delay, start + hold - now, next_note - now)))
+        delay = min(delay * 1.5, 0.5)
+
+
+class McpEndpoint:
+    """ASGI app for `/mcp/agents/<slug>/`: who calls, which agent, then the SDK's transport."""
+
+    def __init__(self) -> None:
+        self.server: Server[Any] = Server(
+            "countersign",
+            instructions="Tool calls are governed: some wait for a person. A result that says 'Pending' "
+            "names the request; call the same tool with the same arguments again to get its result.",
+            on_list_tools=list_tools,
+            on_call_tool=call_tool,
+        )
+        self.manager = StreamableHTTPSessionManager(
+            app=self.server, stateless=True, max_request_body_size=MAX_BODY_BYTES
+        )
+        self._running: asyncio.Future[None] | None = None
+
+    async def _started(self) -> None:
+        # The manager's task group lives as long as the process's event loop (daphne has no lifespan).
+        if self._running is None:
+            ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._running = ready
+
+            async def keep() -> None:
+                async with self.manager.run():
+                    ready.set_result(None)
+                    await asyncio.Event().wait()
+
+            self._keeper = asyncio.get_running_loop().create_task(keep())
+        await self._running
+
+    async def __call__(self, scope: dict[str, Any], receive: Callable[[], Awaitable[Any]], send: Any) -> None:
+        match = PATH.match(scope["path"])
+        if match is None:
+            await _refuse(send, 404, "not_found", "No such MCP endpoint: /mcp/agents/<agent slug>/")
+            return
+        token = _bearer(scope)
+        if token is None:
+            await _refuse(send, 401, "unauthorized", "An API token is required: Authorization: Bearer <token>")
+            return
+        caller = await _off_loop(caller_for, token=token, slug=match["slug"])
+        if caller == UNAUTHORIZED:
+            await _refuse(send, 401, "unauthorized", "The token is unknown, revoked, or its user is inactive.")
+            return
+        if not isinstance(caller, Caller):
+            await _refuse(send, 404, "not_found", "No such agent, or not one this token may operate.")
+            return
+        await self._started()
+        await self.manager.handle_request({**scope, CALLER: caller}, receive, send)
+
+
+def _bearer(scope: dict[str, Any]) -> str | None:
+    for name, value in scope.get("headers", []):
+        if name == b"authorization":
+            scheme, _, token = value.decode("latin-1").partition(" ")
+            if scheme.lower() == "bearer" and token.strip():
+                return token.strip()
+    return None
+
+
+async def _refuse(send: Any, status: int, code: str, detail: str) -> None:
+    body = json.dumps({"error": code, "detail": detail}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if status == 401:
+        headers.append((b"www-authenticate", b'Bearer realm="countersign"'))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,60 @@
+"""The gateway's reads: who is calling which agent, what it may call, and where a call stands."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser
+
+from accounts.auth import user_for_token
+from agents.models import Agent, AgentTool
+from agents.selectors import agent_perms_on
+from agents.tools import Tool, get_tool
+from approvals.models import ActionRequest
+from gateway.models import GatewayCall
+
+
+@dataclass(frozen=True)
+class Caller:
+    user: AbstractBaseUser
+    agent: Agent
+
+
+UNAUTHORIZED = "unauthorized"  # the token is unknown, revoked, or its user inactive (401)
+NOT_FOUND = "not_found"  # no such agent, or not one the token may operate (404: the same answer, no hint)
+
+
+def caller_for(*, token: str, slug: str) -> Caller | str:
+    """The holder of `token` driving agent `slug` (the operate right), or why not."""
+    user = user_for_token(token)
+    if user is None:
+        return UNAUTHORIZED
+    agent = Agent.objects.filter(slug=slug).first()
+    if agent is None or "operate_agent" not in agent_perms_on(user, agent):
+        return NOT_FOUND
+    return Caller(user=user, agent=agent)
+
+
+def offered_tools(agent: Agent) -> list[tuple[Tool, AgentTool]]:
+    """The tools this agent's MCP endpoint offers: enabled for it, known to the registry, not internal."""
+    offered = []
+    for agent_tool in AgentTool.objects.filter(agent=agent, enabled=True).order_by("tool"):
+        tool = get_tool(agent_tool.tool)
+        if tool is not None and not tool.internal:
+            offered.append((tool, agent_tool))
+    return offered
+
+
+def call_state(call_id: int) -> GatewayCall:
+    """A call with its action and the decision behind it (one query)."""
+    return GatewayCall.objects.select_related("action__decision__reviewer").get(pk=call_id)
+
+
+def action_of(call: GatewayCall) -> ActionRequest:
+    assert call.action is not None  # set in the transaction that opened the call
+    return call.action
+
+
+def decision_of(action: ActionRequest) -> Any:
+    return getattr(action, "decision", None)
