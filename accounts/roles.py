@@ -12,7 +12,7 @@ from django.contrib.auth.models import Group, Permission
 from accounts.models import Role
 
 ROLE_PERMISSIONS: dict[Role, list[str]] = {
-    Role.ADMIN: ["audit.view_auditevent", "accounts.manage_access", "agents.add_agent"],
+    Role.ADMIN: ["audit.view_auditevent", "accounts.manage_access", "agents.add_agent", "agents.add_toolsource"],
     Role.AUDITOR: ["audit.view_auditevent"],
     Role.REVIEWER: [],
     Role.OPERATOR: [],

@@ -6,12 +6,10 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
-
 from agents.breakers import breaker_allows
 from agents.injection import suspected_injection
 from agents.models import Agent, AgentTool
-from agents.tools import Tool, get_tool
+from agents.tools import ArgumentsInvalid, Tool, get_tool
 
 # Risk flags a passing call may carry; any flag forces review.
 FLAG_INJECTION = "prompt_injection_suspected"
@@ -30,7 +28,7 @@ class GuardRefusal:
 class GuardPass:
     tool: Tool
     agent_tool: AgentTool
-    args: BaseModel
+    args: Any
     flags: list[str] = field(default_factory=list)
     flag_reasons: list[str] = field(default_factory=list)
 
@@ -43,6 +41,8 @@ def guard_tool_call(
     tool = get_tool(tool_name)
     if tool is None:
         return GuardRefusal("unknown_tool", f"there is no tool named {tool_name!r}")
+    if tool.suspended:
+        return GuardRefusal("tool_suspended", tool.suspended)
     agent_tool = AgentTool.objects.filter(agent=agent, tool=tool_name, enabled=True).first()
     if agent_tool is None:
         return GuardRefusal("tool_not_enabled", f"tool {tool_name!r} is not enabled for agent {agent.slug!r}")
@@ -64,6 +64,9 @@ def guard_tool_call(
     if fragment:
         flags.append(FLAG_INJECTION)
         reasons.append(f"untrusted input looks like a prompt injection ({fragment[:60]!r})")
+    if tool.flagged:
+        flags.append(FLAG_INJECTION)
+        reasons.append(tool.flagged)
     return GuardPass(tool=tool, agent_tool=agent_tool, args=args, flags=flags, flag_reasons=reasons)
 
 
@@ -73,6 +76,8 @@ def guard_edited_call(*, agent: Agent, tool_name: str, arguments: Any) -> GuardP
     tool = get_tool(tool_name)
     if tool is None:
         return GuardRefusal("unknown_tool", f"tool {tool_name!r} no longer exists")
+    if tool.suspended:
+        return GuardRefusal("tool_suspended", tool.suspended)
     agent_tool = AgentTool.objects.filter(agent=agent, tool=tool_name).first()
     if agent_tool is None:
         return GuardRefusal("tool_not_enabled", f"tool {tool_name!r} is not configured for agent {agent.slug!r}")
@@ -95,7 +100,7 @@ def guard_edited_call(*, agent: Agent, tool_name: str, arguments: Any) -> GuardP
     )
 
 
-def _over_limit(tool: Tool, agent_tool: AgentTool, args: BaseModel) -> str | None:
+def _over_limit(tool: Tool, agent_tool: AgentTool, args: Any) -> str | None:
     magnitude = tool.magnitude(args)
     limit = agent_tool.max_magnitude
     if limit is not None and magnitude > limit:
@@ -103,7 +108,7 @@ def _over_limit(tool: Tool, agent_tool: AgentTool, args: BaseModel) -> str | Non
     return None
 
 
-def validate_arguments(tool: Tool, arguments: Any) -> BaseModel | GuardRefusal:
+def validate_arguments(tool: Tool, arguments: Any) -> Any:
     if isinstance(arguments, str):
         try:
             arguments = json.loads(arguments)
@@ -112,11 +117,6 @@ def validate_arguments(tool: Tool, arguments: Any) -> BaseModel | GuardRefusal:
     if not isinstance(arguments, dict):
         return GuardRefusal("invalid_arguments", "arguments must be a JSON object")
     try:
-        return tool.args_model.model_validate(arguments)
-    except ValidationError as exc:
-        details = [
-            {"field": ".".join(str(p) for p in err["loc"]), "message": err["msg"]}
-            for err in exc.errors(include_url=False, include_input=False)
-        ]
-        summary = "; ".join(f"{d['field'] or '(arguments)'}: {d['message']}" for d in details)
-        return GuardRefusal("invalid_arguments", f"arguments do not match {tool.name}: {summary}", details)
+        return tool.parse(arguments)
+    except ArgumentsInvalid as exc:
+        return GuardRefusal("invalid_arguments", f"arguments do not match {tool.name}: {exc}", exc.details)

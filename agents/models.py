@@ -416,3 +416,72 @@ class PromptEvaluation(models.Model):
     @property
     def baseline_agreement(self) -> float | None:
         return self.baseline_agreed / self.cases if self.cases and self.baseline_id else None
+
+
+class SourceKind(models.TextChoices):
+    MCP_STDIO = "mcp_stdio", "MCP server over stdio"
+    MCP_HTTP = "mcp_http", "MCP server over streamable HTTP"
+    HTTP = "http", "HTTP tool"
+
+
+class ToolSource(models.Model):
+    """Where tools come from besides Countersign's code: an upstream MCP server, or one HTTP endpoint.
+
+    Secrets are referenced, never stored: a header or environment value may hold
+    `{{env:COUNTERSIGN_SECRET_…}}` or `{{file:/run/secrets/…}}`, resolved when the source is called
+    (agents.upstream.resolve_template).
+    """
+
+    slug = models.SlugField(max_length=40, unique=True, help_text="Prefixes its tools' names: <slug>__<tool>.")
+    kind = models.CharField(max_length=16, choices=SourceKind.choices)
+    command = models.CharField(max_length=500, blank=True, help_text="mcp_stdio: the program to start.")
+    args = models.JSONField(default=list, blank=True, help_text="mcp_stdio: its arguments, a list of strings.")
+    env = models.JSONField(default=dict, blank=True, help_text="mcp_stdio: extra environment (secret references).")
+    url = models.URLField(max_length=500, blank=True, help_text="mcp_http: the endpoint.")
+    headers = models.JSONField(default=dict, blank=True, help_text="Sent with each request (secret references).")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    synced_at = models.DateTimeField(null=True, blank=True)
+    sync_error = models.TextField(blank=True)
+
+    def __str__(self) -> str:
+        return self.slug
+
+
+class UpstreamState(models.TextChoices):
+    DISABLED = "disabled"  # discovered, never approved: offered to no agent
+    ACTIVE = "active"  # approved as it is now
+    SUSPENDED = "suspended"  # its definition changed after approval: refused until re-approved
+
+
+class UpstreamTool(models.Model):
+    """One tool of a source, as discovered (or, for an HTTP tool, as configured), and what an admin approved."""
+
+    source = models.ForeignKey(ToolSource, on_delete=models.CASCADE, related_name="tools")
+    upstream_name = models.CharField(max_length=128)
+    name = models.CharField(max_length=100, unique=True, help_text="Its name in Countersign: <source>__<tool>.")
+    description = models.TextField(blank=True)
+    input_schema = models.JSONField(default=dict)
+    annotations = models.JSONField(default=dict, blank=True)
+    impact = models.CharField(max_length=16, help_text="read, write, destructive or financial (agents.tools.Impact).")
+    # An HTTP tool's call: method, url (a template of the arguments), magnitude_pointer, timeout,
+    # retries, idempotency_header.
+    http = models.JSONField(default=dict, blank=True)
+    # SHA-256 of the canonical (description, input schema, annotations): a change after approval suspends it.
+    definition_hash = models.CharField(max_length=64)
+    approved_hash = models.CharField(max_length=64, blank=True)
+    approved_definition = models.JSONField(null=True, blank=True)
+    approved_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    state = models.CharField(max_length=16, choices=UpstreamState.choices, default=UpstreamState.DISABLED)
+    # What the screening for injected instructions found in its description (empty: nothing).
+    screening = models.TextField(blank=True)
+    discovered_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["source", "upstream_name"], name="upstream_tool_once")]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def definition(self) -> dict[str, object]:
+        return {"description": self.description, "input_schema": self.input_schema, "annotations": self.annotations}

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+import jsonschema
 from django.db import models
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 
 class Impact(models.TextChoices):
@@ -50,6 +51,20 @@ class ToolContext:
     requested_by_id: int | None = None
     proposed_by: str = ""
     approved_by: str = ""
+
+
+class EffectUnknown(Exception):
+    """The call reached something outside Countersign and its answer was lost (the upstream died,
+    the connection broke after the request left): the effect may or may not have happened. The
+    action goes `in_doubt` for a person; it is never retried blindly."""
+
+
+class ArgumentsInvalid(ValueError):
+    """Arguments that do not fit a tool's schema; `details` are field errors ({"field", "message"})."""
+
+    def __init__(self, details: list[dict[str, str]]) -> None:
+        self.details = details
+        super().__init__("; ".join(f"{d['field'] or '(arguments)'}: {d['message']}" for d in details))
 
 
 @dataclass(frozen=True)
@@ -106,12 +121,59 @@ class Tool:
     # Countersign's own (the four-eyes configuration tools, approvals.config_tools): executed only
     # for an approved tier-0 proposal, never enabled for an agent, not offered on configuration pages.
     internal: bool = False
+    # A tool from outside (agents.upstream): its arguments are checked against this JSON Schema, not
+    # `args_model`, and arrive at `execute` as a dict.
+    schema: dict[str, Any] | None = None
+    # Why calls are refused now (an upstream definition changed after approval); empty: they are not.
+    suspended: str = ""
+    # Why every call to it goes to review (its description looked like injected instructions).
+    flagged: str = ""
 
     def json_schema(self) -> dict[str, Any]:
-        return self.args_model.model_json_schema()
+        return self.schema if self.schema is not None else self.args_model.model_json_schema()
+
+    def parse(self, arguments: dict[str, Any]) -> Any:
+        """The validated arguments (a model instance, or for a schema tool the dict); ArgumentsInvalid if not."""
+        if self.schema is not None:
+            validator = jsonschema.Draft202012Validator(self.schema)
+            errors = sorted(validator.iter_errors(arguments), key=lambda e: list(e.absolute_path))
+            if errors:
+                raise ArgumentsInvalid(
+                    [{"field": ".".join(str(p) for p in e.absolute_path), "message": e.message} for e in errors[:20]]
+                )
+            return arguments
+        try:
+            return self.args_model.model_validate(arguments)
+        except ValidationError as exc:
+            raise ArgumentsInvalid(
+                [
+                    {"field": ".".join(str(p) for p in err["loc"]), "message": err["msg"]}
+                    for err in exc.errors(include_url=False, include_input=False)
+                ]
+            ) from exc
+
+    def dump(self, args: Any, *, mode: str = "json") -> dict[str, Any]:
+        """Validated arguments as plain values (what is stored with the action)."""
+        if isinstance(args, BaseModel):
+            return args.model_dump(mode=mode)
+        return dict(args)
+
+    def field_names(self) -> list[str]:
+        if self.schema is not None:
+            return list(self.schema.get("properties", {}))
+        return list(self.args_model.model_fields)
 
 
 _registry: dict[str, Tool] = {}
+# Where tools not declared in code are found (agents.upstream registers the database's, in AppConfig.ready).
+_resolvers: list[Callable[[str], Tool | None]] = []
+_listers: list[Callable[[], list[Tool]]] = []
+
+
+def add_resolver(resolve: Callable[[str], Tool | None], listing: Callable[[], list[Tool]]) -> None:
+    if resolve not in _resolvers:
+        _resolvers.append(resolve)
+        _listers.append(listing)
 
 
 def register(tool: Tool) -> Tool:
@@ -122,11 +184,20 @@ def register(tool: Tool) -> Tool:
 
 
 def get_tool(name: str) -> Tool | None:
-    return _registry.get(name)
+    found = _registry.get(name)
+    if found is None:
+        for resolve in _resolvers:
+            found = resolve(name)
+            if found is not None:
+                break
+    return found
 
 
 def all_tools() -> list[Tool]:
-    return sorted(_registry.values(), key=lambda t: t.name)
+    tools = list(_registry.values())
+    for listing in _listers:
+        tools.extend(listing())
+    return sorted(tools, key=lambda t: t.name)
 
 
 def agent_tools() -> list[Tool]:

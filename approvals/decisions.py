@@ -103,7 +103,7 @@ def validated_edit(action: ActionRequest, arguments: Any) -> tuple[dict[str, Any
     checked = guard_edited_call(agent=action.agent, tool_name=action.tool, arguments=arguments)
     if isinstance(checked, GuardRefusal):
         raise InvalidInput(checked.message, code=checked.code, details=checked.details)
-    edited: dict[str, Any] = checked.args.model_dump(mode="json")
+    edited: dict[str, Any] = checked.tool.dump(checked.args)
     return edited, checked.tool.magnitude(checked.args)
 
 

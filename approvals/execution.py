@@ -32,7 +32,7 @@ from django.utils import timezone
 from agents import breakers
 from agents import services as agent_services
 from agents.models import AgentTool
-from agents.tools import Tool, ToolContext, ToolError, get_tool
+from agents.tools import EffectUnknown, Tool, ToolContext, ToolError, get_tool
 from approvals.models import (
     EXECUTE_ACTION,
     ActionRequest,
@@ -71,7 +71,9 @@ def action_execute(*, execution_id: int) -> None:
     try:
         if tool is None:
             raise ToolError("unknown_tool", f"tool {action.tool!r} is no longer registered")
-        args = tool.args_model.model_validate(action.arguments)
+        if tool.suspended:  # its upstream definition changed after this call was approved
+            raise ToolError("tool_suspended", tool.suspended)
+        args = tool.parse(action.arguments)
         with heartbeat(_renewal(execution, agent_tool)), transaction.atomic():
             _apply_timeout(agent_tool)
             context = _context(execution, action)
@@ -82,6 +84,10 @@ def action_execute(*, execution_id: int) -> None:
         return
     except ToolError as exc:
         _tool_failed(execution, action, tool, agent_tool, exc)
+    except EffectUnknown as exc:
+        # The answer was lost on the way back: never retried blindly (a transactional tool's effect
+        # rolled back with the attempt and is retried; any other goes in_doubt).
+        _interrupted(execution, action, tool, reason=str(exc) or "the tool's answer was lost")
     except Exception as exc:
         if is_transient(exc):
             # A deadlock, serialization failure or lost connection is not the tool's answer.
@@ -401,7 +407,7 @@ def action_undo(*, action: ActionRequest, actor: User, comment: str = "") -> Act
         locked = ActionRequest.objects.select_for_update().get(pk=action.pk)
         if locked.status != ActionStatus.EXECUTED:
             raise IllegalTransition(f"only an executed action can be undone; this one is {locked.status}")
-        args = tool.args_model.model_validate(locked.arguments)
+        args = tool.parse(locked.arguments)
         try:
             undo_result = tool.compensate(args, locked.result or {}, f"undo-action-{locked.pk}")
         except ToolError as exc:

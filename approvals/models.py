@@ -144,7 +144,7 @@ class ActionRequest(models.Model):
     def argument_items(self) -> list[tuple[str, Any]]:
         """The arguments in the order the tool declares them."""
         tool = get_tool(self.tool)
-        return in_declared_order(self.arguments, list(tool.args_model.model_fields) if tool else [])
+        return in_declared_order(self.arguments, tool.field_names() if tool else [])
 
     def risk_part_items(self) -> list[tuple[str, int]]:
         """The score's parts in approvals.risk's order."""

@@ -151,7 +151,7 @@ def _open_action(
     rationale: str,
 ) -> ActionRequest:
     """The action request for a call that passed the guard, with policy's route and why (audited)."""
-    args = checked.args.model_dump(mode="json")
+    args = checked.tool.dump(checked.args)
     agent_tool = checked.agent_tool
     now = timezone.now()
     sla = timedelta(minutes=agent_tool.sla_minutes)

@@ -16,6 +16,7 @@ from ninja.parser import Parser
 
 from accounts.auth import BearerToken
 from agents.api import router as agents_router
+from agents.tool_sources_api import router as tool_sources_router
 from approvals.api import router as approvals_router
 from core.api_contract import describe_errors
 from core.errors import DomainError
@@ -55,6 +56,7 @@ api = CountersignApi(
 api.add_router("", agents_router)
 api.add_router("", approvals_router)
 api.add_router("", runtime_router)
+api.add_router("", tool_sources_router)
 
 
 def error_response(request: HttpRequest, status: int, code: str, detail: str, **extra: Any) -> HttpResponse:

@@ -279,6 +279,9 @@ GATEWAY_HOLD_SECONDS = env_int("GATEWAY_HOLD_SECONDS", default=20)
 GATEWAY_PROGRESS_SECONDS = env_int("GATEWAY_PROGRESS_SECONDS", default=5)
 if GATEWAY_HOLD_SECONDS < 0 or GATEWAY_PROGRESS_SECONDS < 1:
     raise ImproperlyConfigured("GATEWAY_HOLD_SECONDS must be ≥ 0 and GATEWAY_PROGRESS_SECONDS ≥ 1")
+# Tool sources (agents.upstream): the programs an admin may start as MCP servers over stdio, as
+# written in the source (a path or a name on PATH). Empty: stdio sources cannot be added.
+UPSTREAM_STDIO_COMMANDS = env_list("UPSTREAM_STDIO_COMMANDS", default=[])
 # The trust loop (approvals.calibration): below this many graded samples per agent and tool,
 # calibrated routing falls back to the static threshold; bounds are one-sided at this level.
 CALIBRATION_MIN_SAMPLES = env_int("CALIBRATION_MIN_SAMPLES", default=50)

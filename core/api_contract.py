@@ -12,11 +12,23 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from ninja import Schema
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 # Primary keys are BigAutoField: a larger id cannot exist, and would overflow the query.
 MAX_ID = 2**63 - 1
 ObjectId = Annotated[int, Field(ge=1, le=MAX_ID)]
+
+
+def _integral(value: Any) -> Any:
+    # JSON Schema's "integer" includes 4.0; strict pydantic does not. A float with no fraction is
+    # the integer; anything else (a fraction, a string, a boolean) goes on to be refused.
+    if isinstance(value, float) and not isinstance(value, bool) and value.is_integer():
+        return int(value)
+    return value
+
+
+# An integer in a request body, as JSON Schema means it.
+JsonInt = Annotated[int, BeforeValidator(_integral)]
 # agents.models.Agent.slug is a SlugField (ASCII, max_length 50).
 AgentSlug = Annotated[str, Field(min_length=1, max_length=50, pattern=r"^[-a-zA-Z0-9_]+$")]
 

@@ -112,7 +112,7 @@ def canonical_call(tool_name: str, arguments: Any) -> str:
     if tool is not None:
         checked = validate_arguments(tool, arguments)
         if not isinstance(checked, GuardRefusal):
-            value = _plain(checked.model_dump(mode="python"))
+            value = _plain(tool.dump(checked, mode="python"))
     return json.dumps(
         {"tool": tool_name, "arguments": value}, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str
     )

@@ -289,6 +289,9 @@ RUNTIME_REFUSALS = {
     "POST /api/v1/agents/{slug}/runs": {"invalid_input"},
     "POST /api/v1/agents/{slug}/actions": {"unknown_tool", "tool_not_enabled", "invalid_arguments", "over_limit"},
     "POST /api/v1/actions/{action_id}/decision": {"invalid_arguments"},
+    # The programs an installation starts (UPSTREAM_STDIO_COMMANDS) and credentials written out in full.
+    "POST /api/v1/tool-sources": {"invalid_config"},
+    "POST /api/v1/tool-sources/http": {"invalid_config"},
 }
 
 
