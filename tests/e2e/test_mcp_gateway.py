@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import threading
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -14,12 +16,13 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 
 from accounts.services import api_token_issue
-from agents.models import AgentTool
+from agents import upstream
+from agents.models import AgentTool, UpstreamTool
 from approvals.models import ActionRequest, ActionStatus
 from demo.models import Refund
 from gateway.models import GatewayCall
 from tests.conftest import needs_postgres, needs_redis, user
-from tests.e2e.conftest import wait_until
+from tests.e2e.conftest import BIN, wait_until
 
 pytestmark = [needs_postgres, needs_redis, pytest.mark.django_db(transaction=True)]
 
@@ -29,7 +32,12 @@ HOLD = 6
 @pytest.fixture
 def stack_env(stack_env: dict[str, str]) -> dict[str, str]:
     # A short hold, progress every second: a held call's whole life fits in a test.
-    return {**stack_env, "GATEWAY_HOLD_SECONDS": str(HOLD), "GATEWAY_PROGRESS_SECONDS": "1"}
+    return {
+        **stack_env,
+        "GATEWAY_HOLD_SECONDS": str(HOLD),
+        "GATEWAY_PROGRESS_SECONDS": "1",
+        "UPSTREAM_STDIO_COMMANDS": str(BIN / "mcp-server-git"),
+    }
 
 
 def _client(base: str, token: str, slug: str = "refund-triage") -> Client:
@@ -174,3 +182,50 @@ def test_outsiders_get_401_or_404_and_no_hint(demo, stack, outsider):
     # A reviewer decides refund-triage's actions but does not drive the agent: no endpoint for them.
     reviewer = post(token=api_token_issue(user=user("reviewer"), actor=None))
     assert reviewer.status_code == 404
+
+
+def test_an_upstream_servers_read_tool_runs_and_its_write_tool_waits_for_a_person(demo, stack, settings, tmp_path):
+    """mcp-server-git behind Countersign: git_status runs at once; git_commit waits for a person, then commits once."""
+    git = str(BIN / "mcp-server-git")
+    settings.UPSTREAM_STDIO_COMMANDS = [git]
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for args in (["init", "-q"], ["config", "user.email", "t@example.com"], ["config", "user.name", "T"]):
+        subprocess.run(["git", "-C", str(repo), *args], check=True)
+    (repo / "notes.txt").write_text("hello\n")
+    subprocess.run(["git", "-C", str(repo), "add", "notes.txt"], check=True)
+
+    admin = user("admin")
+    source = upstream.source_create(actor=admin, slug="git", kind="mcp_stdio", command=git, args=["-r", str(repo)])
+    assert not upstream.source_sync(source=source, actor=admin).error
+    for name in ("git__git_status", "git__git_commit"):
+        tool = UpstreamTool.objects.get(name=name)
+        upstream.upstream_tool_approve(tool=tool, actor=admin, definition_hash_seen=tool.definition_hash)
+    agent = demo["refund-triage"]
+    AgentTool.objects.create(agent=agent, tool="git__git_status", mode="auto")
+    AgentTool.objects.create(agent=agent, tool="git__git_commit", mode="review")  # the write tool is gated
+
+    token = api_token_issue(user=user("operator"), actor=None)
+    status, _ = call(stack.base, token, "git__git_status", {"repo_path": str(repo)})
+    assert not status.is_error, text(status)
+    assert "notes.txt" in text(status)
+
+    asked = {"repo_path": str(repo), "message": "Add notes"}
+    thread, out = in_background(lambda: call(stack.base, token, "git__git_commit", asked))
+    assert wait_until(lambda: ActionRequest.objects.filter(tool="git__git_commit", status="pending").exists())
+    action = ActionRequest.objects.get(tool="git__git_commit")
+    assert _commits(repo) == 0  # nothing happened while it waited
+    decide(stack.base, action.pk, {"verdict": "approve", "comment": "fine"})
+    thread.join(timeout=HOLD + 30)
+    committed, _ = out[0]
+    assert not committed.is_error, text(committed)
+    assert _commits(repo) == 1
+    assert ActionRequest.objects.get(pk=action.pk).status == ActionStatus.EXECUTED
+
+
+def _commits(repo: Path) -> int:
+    # An empty repository has no revisions to count (git answers non-zero): none.
+    done = subprocess.run(
+        ["git", "-C", str(repo), "rev-list", "--count", "--all"], check=False, capture_output=True, text=True
+    )
+    return int(done.stdout.strip() or 0) if done.returncode == 0 else 0
