@@ -11,7 +11,8 @@ from pydantic import ConfigDict, Field
 
 from agents import selectors, services
 from agents.models import RunPriority, RunStatus, StepKind
-from core.api_contract import AgentSlug, ApiInput, ObjectId, responses
+from core.api_contract import AgentSlug, ApiInput, JsonInt, ObjectId, responses
+from core.errors import Forbidden
 from core.requests import ApiRequest
 
 router = Router(tags=["runs"])
@@ -45,6 +46,48 @@ class StepOut(Schema):
     tokens_out: int
     cost: str
     created_at: datetime
+
+
+class AgentCreateIn(ApiInput):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"slug": "triage", "name": "Triage", "provider": "scripted", "model": "triage"}]
+        }
+    )
+
+    slug: AgentSlug
+    name: str = Field(min_length=1, max_length=200)
+    description: str = Field(default="", max_length=5000)
+    provider: Literal["scripted", "openai"] = "scripted"
+    model: str = Field(default="", max_length=200)
+    base_url: str = Field(default="", max_length=500, description="An OpenAI-compatible endpoint (http or https).")
+    api_key_ref: str = Field(
+        default="", max_length=300, description="env:COUNTERSIGN_SECRET_… or file:/run/secrets/…, never the key."
+    )
+    system_prompt: str = Field(default="", max_length=100_000)
+    input_schema: dict[str, Any] = Field(default_factory=dict, description="A JSON Schema every run input must match.")
+    review_threshold: float = Field(default=0.8, ge=0, le=1)
+    max_steps: JsonInt = Field(default=8, ge=1, le=200)
+
+
+class AgentOut(Schema):
+    slug: str
+    name: str
+    provider: str
+    review_threshold: float
+    max_steps: int
+
+
+@router.post(
+    "/agents",
+    response=responses(AgentOut, 403, 409, status=201, body=True),
+    summary="Make an agent (admins); give it tools and limits with its configuration, every tool starts disabled",
+)
+def create_agent(request: ApiRequest, payload: AgentCreateIn) -> Status[dict[str, Any]]:
+    if not request.auth.has_perm("agents.add_agent"):
+        raise Forbidden("only admins make agents")
+    agent = services.agent_create_for(actor=request.auth, **payload.model_dump())
+    return Status(201, {f: getattr(agent, f) for f in AgentOut.model_fields})
 
 
 @router.post(

@@ -351,6 +351,17 @@ def agent_create(*, slug: str, actor: Actor | AbstractBaseUser | None, system_pr
     return agent
 
 
+def agent_create_for(*, actor: User, slug: str, **config: Any) -> Agent:
+    """An admin makes an agent in the browser or over the API, and may configure and operate it at once."""
+    if Agent.objects.filter(slug=slug).exists():
+        raise Conflict(f"an agent named {slug!r} exists", code="exists")
+    with transaction.atomic():
+        agent = agent_create(slug=slug, actor=actor, **config)
+        for perm in ("configure_agent", "operate_agent"):
+            agent_permission_grant(agent=agent, perm=perm, to=actor, actor=actor)
+    return agent
+
+
 def agent_update(*, agent: Agent, actor: Actor | AbstractBaseUser | None, **changes: Any) -> Agent:
     """Change an agent's configuration; the audit event holds before and after of what changed."""
     unknown = set(changes) - set(AGENT_CONFIG_FIELDS)

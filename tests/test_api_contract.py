@@ -291,6 +291,8 @@ RUNTIME_REFUSALS = {
     "POST /api/v1/actions/{action_id}/decision": {"invalid_arguments"},
     # The programs an installation starts (UPSTREAM_STDIO_COMMANDS) and credentials written out in full.
     "POST /api/v1/tool-sources": {"invalid_config"},
+    # An agent's endpoint URL, key reference and input schema are checked by the agent's own rules.
+    "POST /api/v1/agents": {"invalid_input"},
     "POST /api/v1/tool-sources/http": {"invalid_config"},
 }
 
