@@ -12,6 +12,7 @@ from typing import Any
 from django.db.models import QuerySet
 
 from approvals.models import ACTION_TRANSITIONS, EXECUTION_TRANSITIONS, ActionRequest, Execution
+from approvals.settled import notify_changed
 from core.errors import IllegalTransition
 
 
@@ -32,7 +33,10 @@ def action_transition(
     """Move the action from one of `from_statuses` (and `expect`) to `to`, writing `fields` with it."""
     _allowed(ACTION_TRANSITIONS, "action", from_statuses, to)
     rows = ActionRequest.objects.filter(pk=action.pk, status__in=from_statuses, **(expect or {}))
-    return rows.update(status=to, **fields) == 1
+    if rows.update(status=to, **fields) != 1:
+        return False
+    notify_changed(action.pk)  # whoever waits on it (a held MCP call) wakes when this commits
+    return True
 
 
 def execution_transition(executions: QuerySet[Execution], *, from_status: str, to: str, **fields: Any) -> bool:

@@ -29,6 +29,7 @@ from mcp.server.lowlevel import Server
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 
 from agents.tools import Impact, Tool
+from approvals.settled import watching
 from core.inbound import MAX_BODY_BYTES, InputRefused, Problem, refuse_invalid, refuse_text
 from gateway import answers
 from gateway.selectors import UNAUTHORIZED, Caller, action_of, call_state, caller_for, offered_tools
@@ -39,6 +40,7 @@ logger = logging.getLogger(__name__)
 PATH = re.compile(r"^/mcp/agents/(?P<slug>[-a-zA-Z0-9_]{1,50})/?$")
 CALLER = "countersign.caller"  # the ASGI scope key the endpoint hands the handlers the caller under
 CONFIDENCE_KEY = "countersign/confidence"
+FALLBACK = 1.0  # seconds between reads of a held call's action when no notification comes
 RATIONALE_KEY = "countersign/rationale"
 
 T = TypeVar("T")
@@ -109,36 +111,36 @@ async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.Call
     )
     if opened.refusal is not None:
         return answers.refused(opened.refusal)
-    assert opened.call is not None
-    return await _answer(ctx, opened.call.pk)
+    assert opened.call is not None and opened.call.action_id is not None
+    return await _answer(ctx, opened.call.pk, opened.call.action_id)
 
 
-async def _answer(ctx: Any, call_id: int) -> types.CallToolResult:
+async def _answer(ctx: Any, call_id: int, action_id: int) -> types.CallToolResult:
     """Wait for the call's action to settle, up to the hold, reporting progress; then answer."""
     loop = asyncio.get_running_loop()
     start = loop.time()
     hold = settings.GATEWAY_HOLD_SECONDS
     every = settings.GATEWAY_PROGRESS_SECONDS
     next_note = start + every
-    # Polled: a committed decision or execution is seen within `delay`; the first looks come quickly
-    # (an auto call's execution takes tens of milliseconds), later ones every half second at most.
-    delay = 0.02
-    while True:
-        call = await _off_loop(call_state, call_id=call_id)
-        action = action_of(call)
-        if action.status in answers.FINAL:
-            await _off_loop(gateway_call_answered, call_id=call_id)
-            return answers.final(action)
-        now = loop.time()
-        if now - start >= hold:
-            return answers.waiting(action)
-        if now >= next_note:
-            await ctx.session.report_progress(
-                round(now - start, 1), None, f"request #{action.pk} for {action.tool}: {action.status}"
-            )
-            next_note = now + every
-        await asyncio.sleep(max(0.0, min(delay, start + hold - now, next_note - now)))
-        delay = min(delay * 1.5, 0.5)
+    # Woken by the commit that changes the action (approvals.settled); watched before the first read,
+    # so no change falls in between, and read again at least every FALLBACK seconds in case a
+    # notification was missed.
+    async with watching(action_id) as watch:
+        action = action_of(await _off_loop(call_state, call_id=call_id))
+        while True:
+            if action.status in answers.FINAL:
+                await _off_loop(gateway_call_answered, call_id=call_id)
+                return answers.final(action)
+            now = loop.time()
+            if now - start >= hold:
+                return answers.waiting(action)
+            if now >= next_note:
+                await ctx.session.report_progress(
+                    round(now - start, 1), None, f"request #{action.pk} for {action.tool}: {action.status}"
+                )
+                next_note = now + every
+            await watch.wait(max(0.0, min(FALLBACK, start + hold - now, next_note - now)))
+            action = action_of(await _off_loop(call_state, call_id=call_id))
 
 
 class McpEndpoint:
