@@ -15,10 +15,13 @@ EffectUnknown: the action goes in_doubt for a person, never retried blindly.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
 import re
+import threading
+import time
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from functools import partial
@@ -467,28 +470,119 @@ def _execute(row_id: int, args: dict[str, Any], context: ToolContext) -> dict[st
     return _call_mcp(row, args, context)
 
 
+class _Session:
+    """One kept MCP session to a source, owned by one task (the SDK's task groups must be left where entered)."""
+
+    def __init__(self, source: ToolSource, timeout: float) -> None:
+        self.client = _mcp_client(source, timeout=timeout)
+        self.opened_at = time.monotonic()
+        self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.closing = asyncio.Event()
+        self.task = asyncio.get_running_loop().create_task(self._own())
+
+    async def _own(self) -> None:
+        try:
+            async with self.client:
+                self.ready.set_result(None)
+                await self.closing.wait()
+        except BaseException as exc:
+            if not self.ready.done():
+                self.ready.set_exception(exc)
+
+
+class _Sessions:
+    """Kept sessions to upstream MCP servers, on one event loop thread per process.
+
+    Opening a session costs about 30 ms over streamable HTTP, more over stdio (a process starts); a
+    kept one answers in about 2 ms (measured once with bench/echo_mcp_server.py, not a published
+    figure). A kept session is asked for its tools before each call (read-only, about 2 ms): one that
+    does not answer is dropped and a new one opened, so a restarted upstream costs a reconnect, not a
+    call in doubt. A call that fails after that answer may have reached the upstream: EffectUnknown.
+    """
+
+    MAX_AGE = 300.0  # seconds: secrets are resolved again this often
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._lock = threading.Lock()
+        self._sessions: dict[tuple[Any, ...], _Session] = {}
+
+    def call(self, row: UpstreamTool, args: dict[str, Any], key: str, timeout: float) -> Any:
+        with self._lock:
+            if self._loop is None or self._loop.is_closed():
+                self._loop = asyncio.new_event_loop()
+                threading.Thread(target=self._loop.run_forever, name="upstream-mcp", daemon=True).start()
+            loop = self._loop
+        future = asyncio.run_coroutine_threadsafe(self._call(row, args, key, timeout), loop)
+        return future.result(timeout=timeout + 30)
+
+    def close_all(self) -> None:
+        """End every kept session (their stdio servers exit)."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+
+        async def close() -> None:
+            sessions = list(self._sessions.values())
+            self._sessions.clear()
+            for session in sessions:
+                session.closing.set()
+            await asyncio.gather(*(s.task for s in sessions), return_exceptions=True)
+
+        asyncio.run_coroutine_threadsafe(close(), loop).result(timeout=30)
+
+    async def _session(self, source: ToolSource, timeout: float) -> tuple[_Session, bool]:
+        """The kept session to `source` and whether it was kept (True) or just opened (False)."""
+        fingerprint = (
+            source.pk,
+            source.command,
+            tuple(source.args),
+            json.dumps(source.env, sort_keys=True),
+            source.url,
+            json.dumps(source.headers, sort_keys=True),
+        )
+        kept = self._sessions.get(fingerprint)
+        if kept is not None and time.monotonic() - kept.opened_at < self.MAX_AGE and not kept.task.done():
+            try:
+                # Is it still there? tools/list is read-only and every server answers it (ping is gone
+                # from the 2026-07-28 protocol).
+                await asyncio.wait_for(kept.client.list_tools(), timeout=min(timeout, 5.0))
+                return kept, True
+            except Exception:
+                logger.info("upstream %s: the kept session did not answer; opening another", source.slug)
+        if kept is not None:
+            kept.closing.set()
+            self._sessions.pop(fingerprint, None)
+        fresh = _Session(source, timeout)
+        await fresh.ready  # raises what opening raised: nothing was sent
+        self._sessions[fingerprint] = fresh
+        return fresh, False
+
+    async def _call(self, row: UpstreamTool, args: dict[str, Any], key: str, timeout: float) -> Any:
+        try:
+            session, _ = await self._session(row.source, timeout)
+        except Exception as exc:  # the request never left: try again later
+            raise ToolError("upstream_unavailable", f"{row.source.slug}: {_reason(exc)}", transient=True) from exc
+        try:
+            return await session.client.call_tool(
+                row.upstream_name, args, meta=cast(RequestParamsMeta, {"countersign/idempotency_key": key})
+            )
+        except Exception as exc:
+            session.closing.set()
+            raise EffectUnknown(f"{row.source.slug} lost the call: {_reason(exc)}") from exc
+
+
+_sessions = _Sessions()
+
+
+def close_sessions() -> None:
+    """End the kept upstream sessions of this process."""
+    _sessions.close_all()
+
+
 def _call_mcp(row: UpstreamTool, args: dict[str, Any], context: ToolContext) -> dict[str, Any]:
     timeout = float(row.http.get("timeout", DEFAULT_TIMEOUT))
-    connected = False
-
-    async def go() -> Any:
-        nonlocal connected
-        async with _mcp_client(row.source, timeout=timeout) as client:
-            connected = True
-            return await client.call_tool(
-                row.upstream_name,
-                args,
-                meta=cast(RequestParamsMeta, {"countersign/idempotency_key": context.idempotency_key}),
-            )
-
-    try:
-        result = async_to_sync(go)()
-    except ToolError:
-        raise
-    except Exception as exc:
-        if not connected:  # the request never left: try again later
-            raise ToolError("upstream_unavailable", f"{row.source.slug}: {_reason(exc)}", transient=True) from exc
-        raise EffectUnknown(f"{row.source.slug} lost the call: {_reason(exc)}") from exc
+    result = _sessions.call(row, args, context.idempotency_key, timeout)
     text = "\n".join(getattr(block, "text", "") for block in result.content)
     if result.is_error:
         raise ToolError("upstream_error", text or "the upstream tool failed")

@@ -13,6 +13,9 @@ from pathlib import Path
 from mcp.server import MCPServer
 
 DESCRIPTION_FILE = Path(sys.argv[1])
+# Each start is counted beside the description, so a test can tell a kept session from a new one.
+with DESCRIPTION_FILE.with_suffix(".starts").open("a") as starts:
+    starts.write(f"{os.getpid()}\n")
 
 server = MCPServer("changing")
 

@@ -43,6 +43,12 @@ def _programs_we_start(settings: Any) -> None:
     ]
 
 
+@pytest.fixture(autouse=True)
+def _sessions_end_with_the_test() -> Iterator[None]:
+    yield
+    upstream.close_sessions()  # the stdio servers this test started exit
+
+
 @pytest.fixture
 def admin(demo_user: Any) -> Any:
     demo_user("operator")  # who submits the calls
@@ -181,6 +187,27 @@ def test_an_upstream_that_dies_mid_call_leaves_the_action_in_doubt(admin, refund
     assert action.status == ActionStatus.IN_DOUBT
     assert action.execution.attempts == 1  # not retried blindly
     assert AuditEvent.objects.filter(event="action.in_doubt", target_id=str(action.pk)).exists()
+
+
+def test_an_upstream_that_restarted_between_calls_costs_a_reconnect_not_a_call_in_doubt(
+    admin, refund_agent, tmp_path, commit
+):
+    description = tmp_path / "description.txt"
+    description.write_text("Look up an order.")
+    source = _stdio("restarts", sys.executable, str(CHANGING), str(description), actor=admin)
+    upstream.source_sync(source=source, actor=admin)
+    _approve("restarts__lookup", admin)
+    _enable(refund_agent, "restarts__lookup")
+    starts = description.with_suffix(".starts")
+    for order in ("ORD-1", "ORD-2"):
+        assert _call(refund_agent, "restarts__lookup", {"order_id": order}, commit).status == ActionStatus.EXECUTED
+    assert len(starts.read_text().split()) == 2  # one for the listing, one kept for both calls
+    # The kept session's server process dies while nothing is in flight.
+    subprocess.run(["pkill", "-f", str(description)], check=True)
+    again = _call(refund_agent, "restarts__lookup", {"order_id": "ORD-3"}, commit)
+    assert again.status == ActionStatus.EXECUTED, again.error
+    assert again.execution.attempts == 1
+    assert len(starts.read_text().split()) == 3
 
 
 def test_a_source_that_cannot_start_reports_why_and_changes_nothing(admin):
