@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
+from channels.db import database_sync_to_async
 from django.http import Http404
 from django.shortcuts import get_object_or_404
 from ninja import Body, Query, Router, Schema, Status
@@ -13,6 +15,7 @@ from agents import selectors as agent_selectors
 from approvals import claims, decisions, execution, routing, selectors
 from approvals.models import ActionRequest, ActionStatus
 from approvals.schemas import COMMENT_MAX, ActionOut, ApproveIn, DecisionIn, action_out
+from approvals.settled import watching
 from core.api_contract import MAX_ID, AgentSlug, ApiInput, ObjectId, responses
 from core.errors import InvalidInput
 from core.requests import ApiRequest
@@ -111,6 +114,46 @@ def _reviewable(request: ApiRequest, action_id: int) -> ActionRequest:
 @router.get("/actions/{action_id}", response=responses(ActionOut, 404), summary="One action")
 def get_action(request: ApiRequest, action_id: ObjectId) -> dict[str, Any]:
     return action_out(_reviewable(request, action_id))
+
+
+class WaitFilter(Schema):
+    seen: ActionStatus = Field(
+        default=ActionStatus.PENDING, description="The status you last saw: the answer comes when it is another."
+    )
+    timeout: float = Field(default=30.0, ge=0, le=60, description="Seconds to wait at most (60).")
+
+
+def _snapshot(user: Any, action_id: int) -> tuple[str, dict[str, Any]] | None:
+    action = selectors.action_followable_by(user, action_id)
+    if action is None:
+        return None
+    return action.status, action_out(action)
+
+
+@router.get(
+    "/actions/{action_id}/wait",
+    response=responses(ActionOut, 404),
+    summary="Wait (long-poll, up to 60 s) until the action leaves the status you saw; answered when that commits",
+)
+async def wait_action(request: ApiRequest, action_id: ObjectId, filters: Query[WaitFilter]) -> dict[str, Any]:
+    # Outside the thread the sync views share: a waiting request costs a coroutine, not that thread.
+    read = database_sync_to_async(_snapshot, thread_sensitive=False)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + filters.timeout
+    # Watched before the first read, so a decision that commits in between still wakes it (approvals.settled).
+    async with watching(action_id) as watch:
+        snapshot = await read(request.auth, action_id)
+        if snapshot is None:
+            raise Http404
+        while snapshot[0] == filters.seen and (remaining := deadline - loop.time()) > 0:
+            await watch.wait(min(WAIT_FALLBACK, remaining))
+            snapshot = await read(request.auth, action_id)
+            if snapshot is None:
+                raise Http404
+    return snapshot[1]
+
+
+WAIT_FALLBACK = 1.0  # seconds between reads of a waited-on action when no notification comes
 
 
 @router.post(

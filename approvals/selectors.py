@@ -65,6 +65,17 @@ def action_reviewable_by(user: User, action_id: int) -> ActionRequest | None:
     return action
 
 
+def action_followable_by(user: User, action_id: int) -> ActionRequest | None:
+    """One action the user may review, or whose agent they operate (who submitted it may follow it); else None."""
+    reviewable = action_reviewable_by(user, action_id)
+    if reviewable is not None:
+        return reviewable
+    action = ActionRequest.objects.select_related(*_REVIEW_RELATED).filter(pk=action_id).first()
+    if action is None or not user.is_authenticated or "operate_agent" not in agent_perms_on(user, action.agent):
+        return None
+    return action
+
+
 @dataclass(frozen=True)
 class InboxFilters:
     agent: str = ""

@@ -10,6 +10,7 @@ import pytest
 from axe_playwright_python.sync_playwright import Axe
 
 from accounts.services import api_token_issue
+from agents import upstream
 from approvals.four_eyes import agent_configure
 from approvals.models import ActionRequest
 from tests.conftest import needs_postgres, needs_redis, user
@@ -42,6 +43,15 @@ def test_every_page_type_has_no_serious_accessibility_violation_and_no_console_e
         agent=demo["crm-cleanup"], actor=user("admin"), settings={}, tools={"delete_contacts": {"mode": "auto"}}
     ).proposal
     assert change is not None
+    upstream.http_tool_create(
+        actor=user("admin"),
+        slug="crm-note",
+        description="Add a note to a customer.",
+        method="POST",
+        url="https://crm.example/notes",
+        impact="write",
+        input_schema={"type": "object"},
+    )
 
     walks = {
         ("reviewer", "/"): [
@@ -55,7 +65,13 @@ def test_every_page_type_has_no_serious_accessibility_violation_and_no_console_e
             "/no-such-page/",
             "/audit/",  # 403 for a reviewer: the styled page
         ],
-        ("admin2", "/ops/"): ["/changes/", f"/actions/{change.pk}/", "/agents/refund-triage/configure"],
+        ("admin2", "/ops/"): [
+            "/changes/",
+            f"/actions/{change.pk}/",
+            "/agents/refund-triage/configure",
+            "/tool-sources/",
+            "/agents/new",
+        ],
         ("operator", "/ops/"): [
             "/ops/",
             "/ops/agents/refund-triage/",
