@@ -81,21 +81,6 @@ def in_background(work: Any) -> tuple[threading.Thread, list[Any]]:
     return thread, out
 
 
-def test_it_lists_the_agents_enabled_tools_with_their_annotations(demo, stack):
-    token = api_token_issue(user=user("operator"), actor=None)
-
-    async def go() -> Any:
-        async with _client(stack.base, token) as client:
-            return await client.list_tools()
-
-    tools = {tool.name: tool for tool in asyncio.run(go()).tools}
-    enabled = set(AgentTool.objects.filter(agent__slug="refund-triage", enabled=True).values_list("tool", flat=True))
-    assert set(tools) == enabled
-    refund = tools["issue_refund"]
-    assert refund.input_schema["properties"]["order_id"]["type"] == "string"
-    assert refund.annotations.read_only_hint is False
-
-
 def test_an_auto_call_runs_once_in_a_worker_and_returns_its_result(demo, stack):
     token = api_token_issue(user=user("operator"), actor=None)
     result, _ = call(stack.base, token, "issue_refund", {"order_id": "ORD-1005", "amount": 50, "reason": "broken"})
@@ -142,8 +127,22 @@ def test_past_the_hold_it_is_pending_and_an_identical_retry_joins_and_gets_the_r
     assert not Refund.objects.filter(order__order_id="ORD-1007").exists()
 
 
-def test_bad_calls_are_tool_errors_and_write_nothing(demo, stack):
+def test_it_lists_the_tools_refuses_bad_calls_and_keeps_outsiders_out(demo, stack, outsider):
+    # One stack for the three: each costs seconds to start.
     token = api_token_issue(user=user("operator"), actor=None)
+
+    async def go() -> Any:
+        async with _client(stack.base, token) as client:
+            return await client.list_tools()
+
+    tools = {tool.name: tool for tool in asyncio.run(go()).tools}
+    enabled = set(AgentTool.objects.filter(agent__slug="refund-triage", enabled=True).values_list("tool", flat=True))
+    assert set(tools) == enabled
+    refund = tools["issue_refund"]
+    assert refund.input_schema["properties"]["order_id"]["type"] == "string"
+    assert refund.annotations.read_only_hint is False
+
+    # Bad calls are tool errors, and write nothing.
     before = ActionRequest.objects.count()
     wrong, _ = call(stack.base, token, "issue_refund", {"order_id": "nope", "amount": 5, "reason": "x"})
     assert wrong.is_error and "invalid_arguments" in text(wrong)
@@ -162,8 +161,7 @@ def test_bad_calls_are_tool_errors_and_write_nothing(demo, stack):
     assert ActionRequest.objects.count() == before
     assert not GatewayCall.objects.exists()
 
-
-def test_outsiders_get_401_or_404_and_no_hint(demo, stack, outsider):
+    # Outsiders: 401 without a valid token, 404 for an agent they may not drive (or none), no hint.
     url = f"{stack.base}/mcp/agents/refund-triage/"
     body = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}
     headers = {"Accept": "application/json, text/event-stream"}
