@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 from channels.db import database_sync_to_async
-from django.http import Http404
+from django.core.serializers.json import DjangoJSONEncoder
+from django.http import Http404, StreamingHttpResponse
 from django.shortcuts import get_object_or_404
 from ninja import Body, Query, Router, Schema, Status
 from pydantic import ConfigDict, Field
 
 from agents import selectors as agent_selectors
+from agents.models import Agent
 from approvals import claims, decisions, execution, routing, selectors
-from approvals.models import ActionRequest, ActionStatus
+from approvals.models import ActionRequest, ActionStatus, Decision
 from approvals.schemas import COMMENT_MAX, ActionOut, ApproveIn, DecisionIn, action_out
-from approvals.settled import watching
+from approvals.settled import watching, watching_agent
 from core.api_contract import MAX_ID, AgentSlug, ApiInput, ObjectId, responses
 from core.errors import InvalidInput
 from core.requests import ApiRequest
@@ -154,6 +158,109 @@ async def wait_action(request: ApiRequest, action_id: ObjectId, filters: Query[W
 
 
 WAIT_FALLBACK = 1.0  # seconds between reads of a waited-on action when no notification comes
+STREAM_BATCH = 100
+KEEP_ALIVE = 15.0  # seconds between comments on a quiet stream, so proxies keep it open
+
+
+class StreamFilter(Schema):
+    after: int = Field(
+        default=0, ge=0, le=MAX_ID, description="Send the decisions after this event id (a Last-Event-ID header wins)."
+    )
+    seconds: int = Field(
+        default=300, ge=0, le=3600, description="Close the stream after this long; reconnect with Last-Event-ID."
+    )
+
+
+def _streamable_agent(user: Any, slug: str) -> Agent | None:
+    agent = Agent.objects.filter(slug=slug).first()
+    # Whoever drives the agent; reviewers see decisions in their inbox, where each row's own rights apply.
+    if agent is None or "operate_agent" not in agent_selectors.agent_perms_on(user, agent):
+        return None
+    return agent
+
+
+def _decisions_after(agent_id: int, after: int) -> list[tuple[int, str]]:
+    """The agent's decisions after event id `after`, oldest first, each as (its id, the action as JSON)."""
+    rows = (
+        Decision.objects.filter(action__agent_id=agent_id, pk__gt=after)
+        .select_related("reviewer", "action__agent", "action__claimed_by")
+        .prefetch_related("action__approvals__reviewer")
+        .order_by("pk")[:STREAM_BATCH]
+    )
+    return [(d.pk, json.dumps(action_out(d.action), cls=DjangoJSONEncoder)) for d in rows]
+
+
+async def _decision_events(agent_id: int, after: int, seconds: int) -> AsyncIterator[str]:
+    read = database_sync_to_async(_decisions_after, thread_sensitive=False)
+    loop = asyncio.get_running_loop()
+    end = loop.time() + seconds
+    quiet_since = loop.time()
+    # Watched before the first read, so a decision that commits in between is not missed (approvals.settled).
+    async with watching_agent(agent_id) as watch:
+        while True:
+            batch = await read(agent_id, after)
+            for decision_id, data in batch:
+                after = decision_id
+                yield f"id: {decision_id}\nevent: decision\ndata: {data}\n\n"
+            if len(batch) == STREAM_BATCH:
+                continue
+            now = loop.time()
+            if batch:
+                quiet_since = now
+            if now >= end:
+                return
+            if now - quiet_since >= KEEP_ALIVE:
+                yield ": keep-alive\n\n"
+                quiet_since = now
+            await watch.wait(min(WAIT_FALLBACK, end - now))
+
+
+@router.get(
+    "/agents/{slug}/decisions/stream",
+    response=responses(str, 404),
+    summary="Server-sent events: the agent's decisions as they commit (event id = decision id; resume with "
+    "Last-Event-ID)",
+    openapi_extra={
+        "responses": {
+            "200": {
+                "description": "text/event-stream: `event: decision`, `data:` the action (as GET /actions/<id>)",
+                "content": {
+                    "text/event-stream": {
+                        # One event: what a text/event-stream parser gives for it.
+                        "schema": {
+                            "type": "object",
+                            "properties": {
+                                "id": {"type": "string", "description": "The decision's id."},
+                                "event": {"type": "string", "enum": ["decision"]},
+                                "data": {
+                                    "type": "string",
+                                    "contentMediaType": "application/json",
+                                    "contentSchema": {"$ref": "#/components/schemas/ActionOut"},
+                                },
+                            },
+                            "required": ["id", "event", "data"],
+                        }
+                    }
+                },
+            }
+        }
+    },
+)
+async def stream_decisions(request: ApiRequest, slug: AgentSlug, filters: Query[StreamFilter]) -> StreamingHttpResponse:
+    agent = await database_sync_to_async(_streamable_agent, thread_sensitive=False)(request.auth, slug)
+    if agent is None:
+        raise Http404
+    last = request.headers.get("Last-Event-ID", "")
+    # Anything but a plain decimal id within range is ignored (str.isdigit alone lets "²" through).
+    after = (
+        int(last) if last.isascii() and last.isdigit() and len(last) <= 19 and int(last) <= MAX_ID else filters.after
+    )
+    response = StreamingHttpResponse(
+        _decision_events(agent.pk, after, filters.seconds), content_type="text/event-stream"
+    )
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"  # nginx: pass events through as they come
+    return response
 
 
 @router.post(

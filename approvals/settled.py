@@ -25,11 +25,11 @@ logger = logging.getLogger(__name__)
 CHANNEL = "countersign_action"
 
 
-def notify_changed(action_id: int) -> None:
+def notify_changed(action_id: int, agent_id: int) -> None:
     """Inside the transaction that changes the action's status: its waiters wake once it commits."""
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_notify(%s, %s)", [CHANNEL, str(action_id)])
+            cursor.execute("SELECT pg_notify(%s, %s)", [CHANNEL, f"{action_id}:{agent_id}"])
 
 
 class Watch:
@@ -50,7 +50,8 @@ class Watch:
 
 class _Listener:
     def __init__(self) -> None:
-        self.watches: dict[int, set[Watch]] = {}
+        self.watches: dict[int, set[Watch]] = {}  # by action id
+        self.agent_watches: dict[int, set[Watch]] = {}  # by agent id: any of its actions
         self.task: asyncio.Task[None] | None = None
 
     def ensure_running(self) -> None:
@@ -79,33 +80,55 @@ class _Listener:
                 backoff = min(backoff * 2, 10.0)
 
     def _wake(self, payload: str) -> None:
-        if payload.isdigit():
-            for watch in self.watches.get(int(payload), ()):
+        action, _, agent = payload.partition(":")
+        if action.isascii() and action.isdigit():
+            for watch in self.watches.get(int(action), ()):
+                watch.changed.set()
+        if agent.isascii() and agent.isdigit():
+            for watch in self.agent_watches.get(int(agent), ()):
                 watch.changed.set()
 
     def _wake_all(self) -> None:
-        for watches in self.watches.values():
-            for watch in watches:
-                watch.changed.set()
+        for table in (self.watches, self.agent_watches):
+            for watches in table.values():
+                for watch in watches:
+                    watch.changed.set()
 
 
 _listeners: dict[Any, _Listener] = {}
 
 
-@contextlib.asynccontextmanager
-async def watching(action_id: int) -> AsyncIterator[Watch]:
-    """Watch one action: registered before the caller first reads it, so no change falls in between."""
+def _listener() -> _Listener:
     loop = asyncio.get_running_loop()
     listener = _listeners.get(loop)
     if listener is None:
         listener = _listeners[loop] = _Listener()
     listener.ensure_running()
+    return listener
+
+
+@contextlib.asynccontextmanager
+async def _watch(table: dict[int, set[Watch]], key: int) -> AsyncIterator[Watch]:
     watch = Watch()
-    listener.watches.setdefault(action_id, set()).add(watch)
+    table.setdefault(key, set()).add(watch)
     try:
         yield watch
     finally:
-        watches = listener.watches.get(action_id, set())
+        watches = table.get(key, set())
         watches.discard(watch)
         if not watches:
-            listener.watches.pop(action_id, None)
+            table.pop(key, None)
+
+
+@contextlib.asynccontextmanager
+async def watching(action_id: int) -> AsyncIterator[Watch]:
+    """Watch one action: registered before the caller first reads it, so no change falls in between."""
+    async with _watch(_listener().watches, action_id) as watch:
+        yield watch
+
+
+@contextlib.asynccontextmanager
+async def watching_agent(agent_id: int) -> AsyncIterator[Watch]:
+    """Watch every action of one agent (a stream of its decisions)."""
+    async with _watch(_listener().agent_watches, agent_id) as watch:
+        yield watch

@@ -35,7 +35,7 @@ def action_transition(
     rows = ActionRequest.objects.filter(pk=action.pk, status__in=from_statuses, **(expect or {}))
     if rows.update(status=to, **fields) != 1:
         return False
-    notify_changed(action.pk)  # whoever waits on it (a held MCP call) wakes when this commits
+    notify_changed(action.pk, action.agent_id)  # whoever waits on it (a held MCP call) wakes when this commits
     return True
 
 

@@ -331,9 +331,10 @@ def _contract_schema(live_api: LiveApi) -> Any:
             "base-url": live_api.base,
             "auth": {"openapi": {"BearerToken": {"bearer": live_api.token}}},
             # A real agent, so bodies reach the agent's and tool's own validation, not just a 404. The
-            # long-poll answers at once (max_response_time would measure its wait, which
-            # tests/approvals/test_wait.py covers).
-            "parameters": {"slug": "refund-triage", "timeout": 0},
+            # long-poll answers at once and the decision stream closes after its backlog
+            # (max_response_time would measure their waits, which tests/approvals/test_wait.py and
+            # tests/e2e/test_decision_stream.py cover).
+            "parameters": {"slug": "refund-triage", "timeout": 0, "seconds": 0},
             "generation": {"max-examples": 30, "deterministic": True, "database": "none"},
             # Every check is on by default; this one needs a limit to run.
             "checks": {"max_response_time": 10},
