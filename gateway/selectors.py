@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
 
@@ -54,7 +53,3 @@ def call_state(call_id: int) -> GatewayCall:
 def action_of(call: GatewayCall) -> ActionRequest:
     assert call.action is not None  # set in the transaction that opened the call
     return call.action
-
-
-def decision_of(action: ActionRequest) -> Any:
-    return getattr(action, "decision", None)
