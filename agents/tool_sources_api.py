@@ -63,7 +63,7 @@ class ToolSourceOut(Schema):
 
 def _tool_out(tool: UpstreamTool) -> dict[str, Any]:
     approved = tool.approved_definition
-    changed = [] if approved is None else [p for p, v in tool.definition().items() if approved.get(p) != v]
+    changed = [] if approved is None else upstream.changed_parts(approved, tool.definition())
     return {**{f: getattr(tool, f) for f in UpstreamToolOut.model_fields if f != "changed"}, "changed": changed}
 
 

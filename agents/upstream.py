@@ -20,7 +20,6 @@ import hashlib
 import json
 import logging
 import re
-import threading
 import time
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -47,6 +46,7 @@ from agents.tools import EffectUnknown, Impact, Tool, ToolContext, ToolError
 from audit.services import Actor, record
 from core.errors import Conflict, InvalidInput
 from core.inbound import sanitise
+from core.loops import KeptLoop
 from core.secrets import register_secret
 
 logger = logging.getLogger(__name__)
@@ -123,11 +123,14 @@ def _screened(description: str) -> str:
     return f"its description looks like injected instructions ({fragment[:60]!r})" if fragment else ""
 
 
-def _diff(before: dict[str, Any] | None, after: dict[str, Any]) -> list[str]:
-    """Which parts of a definition changed, in words, for the suspension's audit row and the page."""
-    if before is None:
-        return ["new"]
+def changed_parts(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    """Which parts of a tool's definition differ between two versions of it."""
     return [part for part in ("description", "input_schema", "annotations") if before.get(part) != after.get(part)]
+
+
+def _diff(before: dict[str, Any] | None, after: dict[str, Any]) -> list[str]:
+    """What changed, for the audit rows of a suspension and an approval: "new" when nothing was approved before."""
+    return ["new"] if before is None else changed_parts(before, after)
 
 
 # --- discovery ------------------------------------------------------------------------------------
@@ -503,23 +506,15 @@ class _Sessions:
     MAX_AGE = 300.0  # seconds: secrets are resolved again this often
 
     def __init__(self) -> None:
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._lock = threading.Lock()
+        self._kept = KeptLoop("upstream-mcp")
         self._sessions: dict[tuple[Any, ...], _Session] = {}
 
     def call(self, row: UpstreamTool, args: dict[str, Any], key: str, timeout: float) -> Any:
-        with self._lock:
-            if self._loop is None or self._loop.is_closed():
-                self._loop = asyncio.new_event_loop()
-                threading.Thread(target=self._loop.run_forever, name="upstream-mcp", daemon=True).start()
-            loop = self._loop
-        future = asyncio.run_coroutine_threadsafe(self._call(row, args, key, timeout), loop)
-        return future.result(timeout=timeout + 30)
+        return self._kept.run(self._call, row, args, key, timeout, timeout=timeout + 30)
 
     def close_all(self) -> None:
         """End every kept session (their stdio servers exit)."""
-        loop = self._loop
-        if loop is None or loop.is_closed():
+        if not self._kept.started:
             return
 
         async def close() -> None:
@@ -529,7 +524,7 @@ class _Sessions:
                 session.closing.set()
             await asyncio.gather(*(s.task for s in sessions), return_exceptions=True)
 
-        asyncio.run_coroutine_threadsafe(close(), loop).result(timeout=30)
+        self._kept.run(close, timeout=30)
 
     async def _session(self, source: ToolSource, timeout: float) -> tuple[_Session, bool]:
         """The kept session to `source` and whether it was kept (True) or just opened (False)."""

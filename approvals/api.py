@@ -19,7 +19,7 @@ from agents.models import Agent
 from approvals import claims, decisions, execution, routing, selectors
 from approvals.models import ActionRequest, ActionStatus, Decision
 from approvals.schemas import COMMENT_MAX, ActionOut, ApproveIn, DecisionIn, action_out
-from approvals.settled import watching, watching_agent
+from approvals.settled import REREAD_SECONDS, watching, watching_agent
 from core.api_contract import MAX_ID, AgentSlug, ApiInput, ObjectId, responses
 from core.errors import InvalidInput
 from core.requests import ApiRequest
@@ -127,11 +127,14 @@ class WaitFilter(Schema):
     timeout: float = Field(default=30.0, ge=0, le=60, description="Seconds to wait at most (60).")
 
 
-def _snapshot(user: Any, action_id: int) -> tuple[str, dict[str, Any]] | None:
+def _followed(user: Any, action_id: int) -> dict[str, Any] | None:
+    """The action as the API shows it, if `user` may follow it; None otherwise (so 404s)."""
     action = selectors.action_followable_by(user, action_id)
-    if action is None:
-        return None
-    return action.status, action_out(action)
+    return None if action is None else action_out(action)
+
+
+def _status(action_id: int) -> str | None:
+    return ActionRequest.objects.filter(pk=action_id).values_list("status", flat=True).first()
 
 
 @router.get(
@@ -141,23 +144,23 @@ def _snapshot(user: Any, action_id: int) -> tuple[str, dict[str, Any]] | None:
 )
 async def wait_action(request: ApiRequest, action_id: ObjectId, filters: Query[WaitFilter]) -> dict[str, Any]:
     # Outside the thread the sync views share: a waiting request costs a coroutine, not that thread.
-    read = database_sync_to_async(_snapshot, thread_sensitive=False)
+    followed = database_sync_to_async(_followed, thread_sensitive=False)
+    status = database_sync_to_async(_status, thread_sensitive=False)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + filters.timeout
     # Watched before the first read, so a decision that commits in between still wakes it (approvals.settled).
+    # While waiting only the status is read; the action is rendered once, with the rights checked again.
     async with watching(action_id) as watch:
-        snapshot = await read(request.auth, action_id)
-        if snapshot is None:
+        if await followed(request.auth, action_id) is None:
             raise Http404
-        while snapshot[0] == filters.seen and (remaining := deadline - loop.time()) > 0:
-            await watch.wait(min(WAIT_FALLBACK, remaining))
-            snapshot = await read(request.auth, action_id)
-            if snapshot is None:
-                raise Http404
-    return snapshot[1]
+        while await status(action_id) == filters.seen and (remaining := deadline - loop.time()) > 0:
+            await watch.wait(min(REREAD_SECONDS, remaining))
+    answer = await followed(request.auth, action_id)
+    if answer is None:
+        raise Http404
+    return answer
 
 
-WAIT_FALLBACK = 1.0  # seconds between reads of a waited-on action when no notification comes
 STREAM_BATCH = 100
 KEEP_ALIVE = 15.0  # seconds between comments on a quiet stream, so proxies keep it open
 
@@ -212,7 +215,7 @@ async def _decision_events(agent_id: int, after: int, seconds: int) -> AsyncIter
             if now - quiet_since >= KEEP_ALIVE:
                 yield ": keep-alive\n\n"
                 quiet_since = now
-            await watch.wait(min(WAIT_FALLBACK, end - now))
+            await watch.wait(min(REREAD_SECONDS, end - now))
 
 
 @router.get(

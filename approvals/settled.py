@@ -6,7 +6,7 @@ at COMMIT, and not at all on a rollback. Each web process keeps one connection L
 (`_Listener`, started on first use, reconnecting after a failure) and wakes the waiters of that id.
 
 A notification can still be missed (the listener was reconnecting), and SQLite has none: a waiter
-always re-reads the row after at most `fallback` seconds, so a miss costs latency, never an answer.
+always re-reads the row after at most REREAD_SECONDS, so a miss costs latency, never an answer.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ from django.db import connection, connections
 logger = logging.getLogger(__name__)
 
 CHANNEL = "countersign_action"
+# A waiter reads what it waits on again at least this often, in case a notification was missed.
+REREAD_SECONDS = 1.0
 
 
 def notify_changed(action_id: int, agent_id: int) -> None:

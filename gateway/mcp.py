@@ -29,7 +29,7 @@ from mcp.server.lowlevel import Server
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 
 from agents.tools import Impact, Tool
-from approvals.settled import watching
+from approvals.settled import REREAD_SECONDS, watching
 from core.inbound import MAX_BODY_BYTES, InputRefused, Problem, refuse_invalid, refuse_text
 from gateway import answers
 from gateway.selectors import UNAUTHORIZED, Caller, action_of, call_state, caller_for, offered_tools
@@ -40,7 +40,6 @@ logger = logging.getLogger(__name__)
 PATH = re.compile(r"^/mcp/agents/(?P<slug>[-a-zA-Z0-9_]{1,50})/?$")
 CALLER = "countersign.caller"  # the ASGI scope key the endpoint hands the handlers the caller under
 CONFIDENCE_KEY = "countersign/confidence"
-FALLBACK = 1.0  # seconds between reads of a held call's action when no notification comes
 RATIONALE_KEY = "countersign/rationale"
 
 T = TypeVar("T")
@@ -123,7 +122,7 @@ async def _answer(ctx: Any, call_id: int, action_id: int) -> types.CallToolResul
     every = settings.GATEWAY_PROGRESS_SECONDS
     next_note = start + every
     # Woken by the commit that changes the action (approvals.settled); watched before the first read,
-    # so no change falls in between, and read again at least every FALLBACK seconds in case a
+    # so no change falls in between, and read again at least every REREAD_SECONDS in case a
     # notification was missed.
     async with watching(action_id) as watch:
         action = action_of(await _off_loop(call_state, call_id=call_id))
@@ -139,7 +138,7 @@ async def _answer(ctx: Any, call_id: int, action_id: int) -> types.CallToolResul
                     round(now - start, 1), None, f"request #{action.pk} for {action.tool}: {action.status}"
                 )
                 next_note = now + every
-            await watch.wait(max(0.0, min(FALLBACK, start + hold - now, next_note - now)))
+            await watch.wait(max(0.0, min(REREAD_SECONDS, start + hold - now, next_note - now)))
             action = action_of(await _off_loop(call_state, call_id=call_id))
 
 

@@ -9,7 +9,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from accounts.auth import user_for_token
 from agents.models import Agent, AgentTool
 from agents.selectors import agent_perms_on
-from agents.tools import Tool, get_tool
+from agents.tools import Tool, agent_tools, get_tool
 from approvals.models import ActionRequest
 from gateway.models import GatewayCall
 
@@ -37,9 +37,12 @@ def caller_for(*, token: str, slug: str) -> Caller | str:
 
 def offered_tools(agent: Agent) -> list[tuple[Tool, AgentTool]]:
     """The tools this agent's MCP endpoint offers: enabled for it, known to the registry, not internal."""
+    # The registry's listing reads every approved upstream tool in one query; only a name it does not
+    # hold (a suspended tool) is looked up on its own.
+    known = {tool.name: tool for tool in agent_tools()}
     offered = []
     for agent_tool in AgentTool.objects.filter(agent=agent, enabled=True).order_by("tool"):
-        tool = get_tool(agent_tool.tool)
+        tool = known.get(agent_tool.tool) or get_tool(agent_tool.tool)
         if tool is not None and not tool.internal:
             offered.append((tool, agent_tool))
     return offered

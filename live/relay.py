@@ -18,7 +18,6 @@ in the current epoch has had no message in it yet (the next one is 1).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import secrets
 import threading
@@ -33,6 +32,7 @@ from channels.layers import get_channel_layer
 from django.core.cache import cache
 from django.db import close_old_connections, connections, transaction
 
+from core.loops import KeptLoop
 from core.transient import is_transient
 from live.models import Push
 
@@ -82,7 +82,7 @@ def _run_nested(function: Callable[..., Coroutine[Any, Any, None]], *args: Any) 
 
 
 class SendLoop:
-    """One event loop in a thread of its own, kept for the relay process's sends.
+    """One event loop in a thread of its own, kept for the relay process's sends (core.loops.KeptLoop).
 
     The channel layer keeps its Redis connections per event loop; async_to_sync from a plain
     thread makes a new loop (and thread, and connections) for every batch (profiled once: a
@@ -90,16 +90,10 @@ class SendLoop:
     """
 
     def __init__(self) -> None:
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._lock = threading.Lock()
+        self._kept = KeptLoop("relay-send")
 
     def __call__(self, function: Callable[..., Coroutine[Any, Any, None]], *args: Any) -> None:
-        with self._lock:
-            if self._loop is None or self._loop.is_closed():
-                self._loop = asyncio.new_event_loop()
-                threading.Thread(target=self._loop.run_forever, name="relay-send", daemon=True).start()
-            loop = self._loop
-        asyncio.run_coroutine_threadsafe(function(*args), loop).result(timeout=SEND_TIMEOUT)
+        self._kept.run(function, *args, timeout=SEND_TIMEOUT)
 
 
 SEND_TIMEOUT = 30.0  # seconds a batch's sends may take before the relay retries it under a new epoch
