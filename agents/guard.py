@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from agents.breakers import breaker_allows
 from agents.injection import suspected_injection
 from agents.models import Agent, AgentTool
 from agents.tools import ArgumentsInvalid, Tool, get_tool
+from core.canonical import NotCanonical, canonical_json
 
 # Risk flags a passing call may carry; any flag forces review.
 FLAG_INJECTION = "prompt_injection_suspected"
@@ -29,6 +31,7 @@ class GuardPass:
     tool: Tool
     agent_tool: AgentTool
     args: Any
+    magnitude: Decimal
     flags: list[str] = field(default_factory=list)
     flag_reasons: list[str] = field(default_factory=list)
 
@@ -51,10 +54,13 @@ def guard_tool_call(
         return args
     if not breaker_allows(agent, tool_name):
         return GuardRefusal("breaker_open", f"tool {tool_name!r} is unavailable: its circuit breaker is open")
+    magnitude = _magnitude(tool, args)
+    if isinstance(magnitude, GuardRefusal):
+        return magnitude
 
     flags: list[str] = []
     reasons: list[str] = []
-    over = _over_limit(tool, agent_tool, args)
+    over = _over_limit(tool, agent_tool, magnitude)
     if over is not None and agent_tool.over_limit == "deny":
         return GuardRefusal("over_limit", over)
     if over is not None:
@@ -67,7 +73,9 @@ def guard_tool_call(
     if tool.flagged:
         flags.append(FLAG_INJECTION)
         reasons.append(tool.flagged)
-    return GuardPass(tool=tool, agent_tool=agent_tool, args=args, flags=flags, flag_reasons=reasons)
+    return GuardPass(
+        tool=tool, agent_tool=agent_tool, args=args, magnitude=magnitude, flags=flags, flag_reasons=reasons
+    )
 
 
 def guard_edited_call(*, agent: Agent, tool_name: str, arguments: Any) -> GuardPass | GuardRefusal:
@@ -88,20 +96,41 @@ def guard_edited_call(*, agent: Agent, tool_name: str, arguments: Any) -> GuardP
     if problems:
         summary = "; ".join(f"{p['field']}: {p['message']}" for p in problems)
         return GuardRefusal("invalid_arguments", f"arguments do not fit {tool.name}: {summary}", problems)
-    over = _over_limit(tool, agent_tool, args)
+    magnitude = _magnitude(tool, args)
+    if isinstance(magnitude, GuardRefusal):
+        return magnitude
+    over = _over_limit(tool, agent_tool, magnitude)
     if over is not None and agent_tool.over_limit == "deny":
         return GuardRefusal("over_limit", over)
     return GuardPass(
         tool=tool,
         agent_tool=agent_tool,
         args=args,
+        magnitude=magnitude,
         flags=[FLAG_OVER_LIMIT] if over else [],
         flag_reasons=[over] if over else [],
     )
 
 
-def _over_limit(tool: Tool, agent_tool: AgentTool, args: Any) -> str | None:
+# The magnitude columns (ActionRequest.magnitude, AgentTool's limits) hold 14 digits, 2 of them decimals.
+MAGNITUDE_BOUND = Decimal(10) ** 12
+CENTS = Decimal("0.01")
+
+
+def _magnitude(tool: Tool, args: Any) -> Decimal | GuardRefusal:
+    """How big the call is, as it is recorded; refused when it cannot be (not a number, or too large)."""
     magnitude = tool.magnitude(args)
+    if magnitude.is_finite() and abs(magnitude) < MAGNITUDE_BOUND:
+        magnitude = magnitude.quantize(CENTS)
+        if abs(magnitude) < MAGNITUDE_BOUND:
+            return magnitude
+    return GuardRefusal(
+        "invalid_arguments",
+        f"the size of this call ({magnitude:.6g}) is not a number below 10^12, the most Countersign records",
+    )
+
+
+def _over_limit(tool: Tool, agent_tool: AgentTool, magnitude: Decimal) -> str | None:
     limit = agent_tool.max_magnitude
     if limit is not None and magnitude > limit:
         return f"magnitude {magnitude} exceeds the hard limit {limit} for {tool.name}"
@@ -117,6 +146,15 @@ def validate_arguments(tool: Tool, arguments: Any) -> Any:
     if not isinstance(arguments, dict):
         return GuardRefusal("invalid_arguments", "arguments must be a JSON object")
     try:
-        return tool.parse(arguments)
+        parsed = tool.parse(arguments)
     except ArgumentsInvalid as exc:
         return GuardRefusal("invalid_arguments", f"arguments do not match {tool.name}: {exc}", exc.details)
+    if tool.caller_executes:
+        # A grant binds the call by its canonical digest: arguments without one cannot be granted.
+        try:
+            canonical_json(arguments)
+        except NotCanonical as exc:
+            return GuardRefusal(
+                "invalid_arguments", f"arguments of {tool.name} cannot be bound to a grant: {exc}; send it as a string"
+            )
+    return parsed

@@ -422,10 +422,13 @@ class SourceKind(models.TextChoices):
     MCP_STDIO = "mcp_stdio", "MCP server over stdio"
     MCP_HTTP = "mcp_http", "MCP server over streamable HTTP"
     HTTP = "http", "HTTP tool"
+    # Declared here, executed by the agent itself: an approval gives it a grant (approvals.grants).
+    CALLER = "caller", "Tool the agent executes itself"
 
 
 class ToolSource(models.Model):
-    """Where tools come from besides Countersign's code: an upstream MCP server, or one HTTP endpoint.
+    """Where tools come from besides Countersign's code: an upstream MCP server, one HTTP endpoint, or one tool
+    an agent running elsewhere executes itself.
 
     Secrets are referenced, never stored: a header or environment value may hold
     `{{env:COUNTERSIGN_SECRET_…}}` or `{{file:/run/secrets/…}}`, resolved when the source is called
@@ -464,9 +467,9 @@ class UpstreamTool(models.Model):
     input_schema = models.JSONField(default=dict)
     annotations = models.JSONField(default=dict, blank=True)
     impact = models.CharField(max_length=16, help_text="read, write, destructive or financial (agents.tools.Impact).")
-    # An HTTP tool's call: method, url (a template of the arguments), magnitude_pointer, timeout,
-    # retries, idempotency_header.
-    http = models.JSONField(default=dict, blank=True)
+    # How a declared tool is called. Any: magnitude_pointer. An HTTP tool: method, url (a template of the
+    # arguments), timeout, retries, idempotency_header. A caller's tool: reversible.
+    spec = models.JSONField(default=dict, blank=True)
     # SHA-256 of the canonical (description, input schema, annotations): a change after approval suspends it.
     definition_hash = models.CharField(max_length=64)
     approved_hash = models.CharField(max_length=64, blank=True)

@@ -128,6 +128,42 @@ class HttpToolIn(ApiInput):
     )
 
 
+class CallerToolIn(ApiInput):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "slug": "send_invoice",
+                    "description": "Send an invoice to a customer.",
+                    "input_schema": {
+                        "type": "object",
+                        "properties": {"customer": {"type": "string"}, "amount": {"type": "number"}},
+                        "required": ["customer", "amount"],
+                    },
+                    "impact": "financial",
+                    "magnitude_pointer": "/amount",
+                }
+            ]
+        }
+    )
+
+    slug: str = Field(
+        min_length=1,
+        max_length=40,
+        pattern=r"^[a-z0-9]+(?:[-_][a-z0-9]+)*$",
+        description="The tool's name, as the agent calls it: words of a-z and 0-9 joined by single - or _.",
+    )
+    description: str = Field(max_length=5000)
+    input_schema: ObjectSchema
+    impact: Literal["read", "write", "destructive", "financial"]
+    magnitude_pointer: str = Field(
+        default="", max_length=200, pattern=r"^(/.*)?$", description="A JSON pointer into the arguments, like /amount."
+    )
+    reversible: bool = Field(
+        default=False, description="An executed call may be undone: the agent is told to reverse it."
+    )
+
+
 class UpstreamApproveIn(ApiInput):
     definition_hash: str = Field(min_length=1, max_length=64, description="The definition you reviewed.")
     impact: Literal["read", "write", "destructive", "financial"] | None = None
@@ -167,6 +203,17 @@ def add_source(request: ApiRequest, payload: Body[McpSourceIn]) -> Status[dict[s
 def add_http_tool(request: ApiRequest, payload: HttpToolIn) -> Status[dict[str, Any]]:
     _admin(request)
     tool = upstream.http_tool_create(actor=request.auth, **payload.model_dump())  # input_schema as a dict
+    return Status(201, _source_out(ToolSource.objects.prefetch_related("tools").get(pk=tool.source_id)))
+
+
+@router.post(
+    "/tool-sources/caller",
+    response=responses(ToolSourceOut, 403, 409, status=201, body=True),
+    summary="Declare a tool that agents running elsewhere execute themselves, with a grant (it starts disabled)",
+)
+def add_caller_tool(request: ApiRequest, payload: CallerToolIn) -> Status[dict[str, Any]]:
+    _admin(request)
+    tool = upstream.caller_tool_create(actor=request.auth, **payload.model_dump())
     return Status(201, _source_out(ToolSource.objects.prefetch_related("tools").get(pk=tool.source_id)))
 
 

@@ -128,6 +128,8 @@ class Tool:
     suspended: str = ""
     # Why every call to it goes to review (its description looked like injected instructions).
     flagged: str = ""
+    # Executed by the agent that asked, not by Countersign: an approval gives it a grant (approvals.grants).
+    caller_executes: bool = False
 
     def json_schema(self) -> dict[str, Any]:
         return self.schema if self.schema is not None else self.args_model.model_json_schema()

@@ -28,6 +28,7 @@ from typing import Any, cast
 from urllib.parse import quote
 
 import httpx
+import jsonschema
 from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, User
@@ -42,7 +43,7 @@ from pydantic import BaseModel
 from agents.injection import suspected_injection
 from agents.models import SourceKind, ToolSource, UpstreamState, UpstreamTool
 from agents.secrets import SECRET_KEYS, SecretUnavailable, check_secret_ref, resolve_secret
-from agents.tools import EffectUnknown, Impact, Tool, ToolContext, ToolError
+from agents.tools import EffectUnknown, Impact, Tool, ToolContext, ToolError, get_tool
 from audit.services import Actor, record
 from core.errors import Conflict, InvalidInput
 from core.inbound import sanitise
@@ -185,8 +186,10 @@ class SyncReport:
 def source_sync(*, source: ToolSource, actor: AbstractBaseUser | None) -> SyncReport:
     """List the source's tools and record what changed: new tools disabled, changed approved ones suspended."""
     who = Actor.user(actor) if actor is not None else Actor.system("upstream-sync")
-    if source.kind == SourceKind.HTTP:
-        raise InvalidInput("an HTTP tool is defined by its admin, not discovered", code="invalid_config")
+    if source.kind in (SourceKind.HTTP, SourceKind.CALLER):
+        raise InvalidInput(
+            f"a {source.get_kind_display()} is defined by its admin, not discovered", code="invalid_config"
+        )
     try:
         listed = _list_upstream(source)  # outside any transaction: it starts a process or calls a server
     except Exception as exc:  # any failure to list is reported on the source, not raised
@@ -326,16 +329,9 @@ def http_tool_create(
         raise InvalidInput(f"method must be one of {', '.join(HTTP_METHODS)}", code="invalid_config")
     if not url.startswith(("http://", "https://")):
         raise InvalidInput("the URL must be http(s)", code="invalid_config")
-    if impact not in Impact.values:
-        raise InvalidInput(f"impact must be one of {', '.join(Impact.values)}", code="invalid_config")
-    if not isinstance(input_schema, dict) or input_schema.get("type") != "object":
-        raise InvalidInput("the input schema must be a JSON Schema of type object", code="invalid_config")
     if not 0 < timeout <= 300 or not 0 <= retries <= 5:
         raise InvalidInput("timeout must be in (0, 300] seconds and retries in [0, 5]", code="invalid_config")
-    if magnitude_pointer and not magnitude_pointer.startswith("/"):
-        raise InvalidInput("the magnitude is a JSON pointer into the arguments, like /amount", code="invalid_config")
     check_template(headers or {}, where="headers")
-    definition = {"description": description, "input_schema": input_schema, "annotations": {}}
     spec = {
         "method": method,
         "url": url,
@@ -344,19 +340,86 @@ def http_tool_create(
         "retries": retries,
         "idempotency_header": idempotency_header,
     }
+    return _declared_tool_create(
+        actor=actor,
+        slug=slug,
+        kind=SourceKind.HTTP,
+        description=description,
+        input_schema=input_schema,
+        impact=impact,
+        spec=spec,
+        url=url,
+        headers=headers or {},
+    )
+
+
+def caller_tool_create(
+    *,
+    actor: User,
+    slug: str,
+    description: str,
+    input_schema: dict[str, Any],
+    impact: str,
+    magnitude_pointer: str = "",
+    reversible: bool = False,
+) -> UpstreamTool:
+    """A tool an agent running elsewhere executes itself: declared here so guard, policy and review apply to it.
+
+    An approved call gives the agent a grant for exactly the approved arguments (approvals.grants); undoing
+    an executed one (`reversible`) tells the agent to reverse it. It starts disabled like any new tool.
+    """
+    return _declared_tool_create(
+        actor=actor,
+        slug=slug,
+        kind=SourceKind.CALLER,
+        description=description,
+        input_schema=input_schema,
+        impact=impact,
+        spec={"magnitude_pointer": magnitude_pointer, "reversible": bool(reversible)},
+    )
+
+
+def _declared_tool_create(
+    *,
+    actor: User,
+    slug: str,
+    kind: str,
+    description: str,
+    input_schema: dict[str, Any],
+    impact: str,
+    spec: dict[str, Any],
+    url: str = "",
+    headers: dict[str, str] | None = None,
+) -> UpstreamTool:
+    """A source holding one tool an admin wrote the definition of (named as the source), disabled until approved."""
+    if impact not in Impact.values:
+        raise InvalidInput(f"impact must be one of {', '.join(Impact.values)}", code="invalid_config")
+    if not isinstance(input_schema, dict) or input_schema.get("type") != "object":
+        raise InvalidInput("the input schema must be a JSON Schema of type object", code="invalid_config")
+    try:
+        jsonschema.Draft202012Validator.check_schema(input_schema)
+    except jsonschema.SchemaError as exc:
+        raise InvalidInput(
+            f"the input schema is not a valid JSON Schema: {exc.message}", code="invalid_config"
+        ) from None
+    pointer = spec.get("magnitude_pointer", "")
+    if pointer and not pointer.startswith("/"):
+        raise InvalidInput("the magnitude is a JSON pointer into the arguments, like /amount", code="invalid_config")
+    if SEPARATOR in slug:
+        raise InvalidInput(f"a declared tool's name may not contain {SEPARATOR!r}", code="invalid_config")
+    definition = {"description": description, "input_schema": input_schema, "annotations": {}}
     with transaction.atomic():
-        if ToolSource.objects.filter(slug=slug).exists():
-            raise Conflict(f"a tool source named {slug!r} exists", code="exists")
-        source = ToolSource.objects.create(
-            slug=slug, kind=SourceKind.HTTP, url=url, headers=headers or {}, created_by=actor
-        )
+        if ToolSource.objects.filter(slug=slug).exists() or get_tool(slug) is not None:
+            raise Conflict(f"a tool or tool source named {slug!r} exists", code="exists")
+        source = ToolSource.objects.create(slug=slug, kind=kind, url=url, headers=headers or {}, created_by=actor)
         tool = UpstreamTool.objects.create(
             source=source,
             upstream_name="call",
             name=slug,
             impact=impact,
-            http=spec,
-            definition_hash=definition_hash({**definition, "http": spec}),
+            spec=spec,
+            # The key stays "http" for HTTP tools, so the hashes of those approved before caller tools match.
+            definition_hash=definition_hash({**definition, ("http" if kind == SourceKind.HTTP else "call"): spec}),
             screening=_screened(description),
             **definition,
         )
@@ -364,7 +427,7 @@ def http_tool_create(
             actor=Actor.user(actor),
             event="tool_source.created",
             target=source,
-            after={**_source_facts(source), "definition": definition, "http": spec},
+            after={**_source_facts(source), "definition": definition, "spec": spec},
         )
     return tool
 
@@ -426,6 +489,7 @@ def listing() -> list[Tool]:
 
 def _as_tool(row: UpstreamTool) -> Tool:
     approved: dict[str, Any] = row.approved_definition or row.definition()
+    caller = row.source.kind == SourceKind.CALLER
     suspended = ""
     if row.state != UpstreamState.ACTIVE:
         suspended = f"{row.name} is suspended: its upstream definition changed after it was approved"
@@ -435,12 +499,19 @@ def _as_tool(row: UpstreamTool) -> Tool:
         args_model=BaseModel,  # unused: `schema` validates
         impact=Impact(row.impact),
         execute=partial(_execute, row.pk),
-        magnitude=partial(_magnitude, str(row.http.get("magnitude_pointer", ""))),
+        magnitude=partial(_magnitude, str(row.spec.get("magnitude_pointer", ""))),
+        compensate=_undo_by_caller if caller and row.spec.get("reversible") else None,
         schema=dict(approved.get("input_schema") or {"type": "object"}),
         transactional=False,  # the effect is elsewhere: an interrupted call is in doubt
         suspended=suspended,
         flagged=row.screening,
+        caller_executes=caller,
     )
+
+
+def _undo_by_caller(args: dict[str, Any], result: dict[str, Any], key: str) -> dict[str, Any]:
+    # The effect is the caller's: undoing it here records the decision, and the caller is told to reverse it.
+    return {"undo": "the agent that executed it is told to reverse it", "key": key}
 
 
 def _magnitude(pointer: str, args: dict[str, Any]) -> Decimal:
@@ -468,6 +539,9 @@ def _execute(row_id: int, args: dict[str, Any], context: ToolContext) -> dict[st
     row = UpstreamTool.objects.select_related("source").get(pk=row_id)
     if row.state != UpstreamState.ACTIVE:
         raise ToolError("tool_suspended", f"{row.name} is suspended: its upstream definition changed")
+    if row.source.kind == SourceKind.CALLER:
+        # Never reached: approvals.queue gives a caller's tool a grant instead of an execution.
+        raise ToolError("caller_executes", f"{row.name} is executed by the agent itself, with a grant")
     if row.source.kind == SourceKind.HTTP:
         return _call_http(row, args, context)
     return _call_mcp(row, args, context)
@@ -576,7 +650,7 @@ def close_sessions() -> None:
 
 
 def _call_mcp(row: UpstreamTool, args: dict[str, Any], context: ToolContext) -> dict[str, Any]:
-    timeout = float(row.http.get("timeout", DEFAULT_TIMEOUT))
+    timeout = float(row.spec.get("timeout", DEFAULT_TIMEOUT))
     result = _sessions.call(row, args, context.idempotency_key, timeout)
     text = "\n".join(getattr(block, "text", "") for block in result.content)
     if result.is_error:
@@ -587,7 +661,7 @@ def _call_mcp(row: UpstreamTool, args: dict[str, Any], context: ToolContext) -> 
 
 
 def _call_http(row: UpstreamTool, args: dict[str, Any], context: ToolContext) -> dict[str, Any]:
-    spec = row.http
+    spec = row.spec
     method = spec["method"]
     url = re.sub(r"\{(\w+)\}", lambda m: quote(str(args.get(m.group(1), "")), safe=""), spec["url"])
     headers = _resolved(row.source.headers)

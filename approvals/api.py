@@ -12,11 +12,11 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.http import Http404, StreamingHttpResponse
 from django.shortcuts import get_object_or_404
 from ninja import Body, Query, Router, Schema, Status
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, model_validator
 
 from agents import selectors as agent_selectors
 from agents.models import Agent
-from approvals import claims, decisions, execution, routing, selectors
+from approvals import claims, decisions, execution, grants, routing, selectors
 from approvals.models import ActionRequest, ActionStatus, Decision
 from approvals.schemas import COMMENT_MAX, ActionOut, ApproveIn, DecisionIn, action_out
 from approvals.settled import REREAD_SECONDS, watching, watching_agent
@@ -44,7 +44,8 @@ class ActionSubmitIn(ApiInput):
     tool: str = Field(
         min_length=1,
         max_length=100,
-        description="A tool enabled for the agent (unknown_tool / tool_not_enabled otherwise).",
+        description="A tool enabled for the agent (unknown_tool / tool_not_enabled otherwise). For a tool the agent "
+        "executes itself (a caller's tool), an approval comes with a grant: redeem it, execute, report.",
     )
     arguments: dict[str, Any] = Field(
         description="Validated against the tool's schema and limits (400 invalid_arguments / over_limit)."
@@ -68,6 +69,7 @@ def submit_action(request: ApiRequest, slug: AgentSlug, payload: ActionSubmitIn)
         confidence=payload.confidence,
         rationale=payload.rationale,
         actor=request.auth,
+        takes_grant=True,
     )
     if outcome.refusal is not None:
         refusal = outcome.refusal
@@ -186,7 +188,7 @@ def _decisions_after(agent_id: int, after: int) -> list[tuple[int, str]]:
     """The agent's decisions after event id `after`, oldest first, each as (its id, the action as JSON)."""
     rows = (
         Decision.objects.filter(action__agent_id=agent_id, pk__gt=after)
-        .select_related("reviewer", "action__agent", "action__claimed_by")
+        .select_related("reviewer", "action__agent", "action__claimed_by", "action__grant")
         .prefetch_related("action__approvals__reviewer")
         .order_by("pk")[:STREAM_BATCH]
     )
@@ -283,7 +285,7 @@ def decide_action(request: ApiRequest, action_id: ObjectId, payload: Body[Decisi
     )
     # Not re-filtered: after an escalation the caller may no longer see it, but did just act on it.
     return action_out(
-        ActionRequest.objects.select_related("agent", "claimed_by", "decision__reviewer").get(pk=action_id)
+        ActionRequest.objects.select_related("agent", "claimed_by", "decision__reviewer", "grant").get(pk=action_id)
     )
 
 
@@ -311,3 +313,64 @@ def claim_action(request: ApiRequest, action_id: ObjectId) -> dict[str, Any]:
     action = _reviewable(request, action_id)
     claims.action_request_claim(action=action, actor=request.auth)
     return action_out(_reviewable(request, action_id))
+
+
+GRANT_TOKEN = Field(min_length=1, max_length=500, description="The action's grant.token.")
+
+
+class RedeemIn(ApiInput):
+    grant: str = GRANT_TOKEN
+    arguments: dict[str, Any] = Field(
+        description="The arguments you are about to execute: they must be the approved ones (same digest)."
+    )
+
+
+class ReportIn(ApiInput):
+    grant: str = GRANT_TOKEN
+    arguments: dict[str, Any] = Field(description="The arguments you executed (the redeemed ones).")
+    result: Any = Field(default=None, description="What the tool returned (any JSON); not with error.")
+    error: str = Field(default="", max_length=10000, description="Why it failed; the action is then failed.")
+
+    @model_validator(mode="after")
+    def _result_or_error(self) -> ReportIn:
+        if self.error and self.result is not None:
+            raise ValueError("send a result or an error, not both")
+        return self
+
+
+def _operable(request: ApiRequest, action_id: int) -> ActionRequest:
+    action = selectors.action_operable_by(request.auth, action_id)
+    if action is None:
+        raise Http404
+    return action
+
+
+@router.post(
+    "/actions/{action_id}/grant/redeem",
+    response=responses(ActionOut, 404, 409, body=True),
+    summary="Redeem the grant of an approved call to a caller's tool, right before executing it: once, before it "
+    "expires, with the approved arguments (409 grant_used, grant_expired, arguments_mismatch, ..., audited)",
+)
+def redeem_grant(request: ApiRequest, action_id: ObjectId, payload: RedeemIn) -> dict[str, Any]:
+    action = _operable(request, action_id)
+    grants.grant_redeem(action=action, actor=request.auth, token=payload.grant, arguments=payload.arguments)
+    return action_out(_operable(request, action_id))
+
+
+@router.post(
+    "/actions/{action_id}/report",
+    response=responses(ActionOut, 404, 409, body=True),
+    summary="Report what came of a redeemed grant's call: its result or its error, once (409 already_reported, "
+    "arguments_mismatch, ..., audited)",
+)
+def report_outcome(request: ApiRequest, action_id: ObjectId, payload: ReportIn) -> dict[str, Any]:
+    action = _operable(request, action_id)
+    reported = grants.grant_report(
+        action=action,
+        actor=request.auth,
+        token=payload.grant,
+        arguments=payload.arguments,
+        result=payload.result,
+        error=payload.error.strip(),
+    )
+    return action_out(reported)

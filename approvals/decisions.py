@@ -104,7 +104,7 @@ def validated_edit(action: ActionRequest, arguments: Any) -> tuple[dict[str, Any
     if isinstance(checked, GuardRefusal):
         raise InvalidInput(checked.message, code=checked.code, details=checked.details)
     edited: dict[str, Any] = checked.tool.dump(checked.args)
-    return edited, checked.tool.magnitude(checked.args)
+    return edited, checked.magnitude
 
 
 def _check_separation_of_duties(action: ActionRequest, actor: User) -> None:

@@ -36,8 +36,9 @@ ACTION_TRANSITIONS: dict[str, frozenset[str]] = {
     ActionStatus.PENDING: frozenset(
         {ActionStatus.APPROVED, ActionStatus.REJECTED, ActionStatus.EXPIRED, ActionStatus.CANCELLED}
     ),
-    ActionStatus.AUTO_APPROVED: frozenset({ActionStatus.EXECUTING}),
-    ActionStatus.APPROVED: frozenset({ActionStatus.EXECUTING}),
+    # A caller's tool: the agent redeems its grant (executing), or lets it expire unused (expired).
+    ActionStatus.AUTO_APPROVED: frozenset({ActionStatus.EXECUTING, ActionStatus.EXPIRED}),
+    ActionStatus.APPROVED: frozenset({ActionStatus.EXECUTING, ActionStatus.EXPIRED}),
     ActionStatus.EXECUTING: frozenset({ActionStatus.EXECUTED, ActionStatus.FAILED, ActionStatus.IN_DOUBT}),
     # A person resolves an in-doubt execution by confirming what happened.
     ActionStatus.IN_DOUBT: frozenset({ActionStatus.EXECUTED, ActionStatus.FAILED}),
@@ -68,6 +69,8 @@ class ActionRequest(models.Model):
     # The sub-run a coordinator's `delegate` action started (at most one); its result finishes the action.
     subrun = models.OneToOneField(Run, null=True, blank=True, on_delete=models.PROTECT, related_name="delegated_by")
     tool = models.CharField(max_length=100)
+    # Executed by the agent that asked (a caller's tool): approval gives it a Grant instead of an Execution.
+    caller_executes = models.BooleanField(default=False)
     call_id = models.CharField(max_length=100, blank=True, help_text="The model's id for this tool call.")
     arguments = models.JSONField()
     proposed_arguments = models.JSONField(help_text="As the agent proposed them, before any edit.")
@@ -353,3 +356,44 @@ class CalibrationMap(models.Model):
 
     def __str__(self) -> str:
         return f"calibration of {self.agent_id}:{self.tool} (n={self.samples})"
+
+
+class GrantStatus(models.TextChoices):
+    ISSUED = "issued"  # the agent may execute the approved call, once, until it expires
+    REDEEMED = "redeemed"  # the agent said it executes it now; its report is owed
+    REPORTED = "reported"  # the outcome came back
+    EXPIRED = "expired"  # never redeemed in time: audited as unused
+
+
+# Every status write of a Grant (approvals.grants) is checked against this.
+GRANT_TRANSITIONS: dict[str, frozenset[str]] = {
+    GrantStatus.ISSUED: frozenset({GrantStatus.REDEEMED, GrantStatus.EXPIRED}),
+    GrantStatus.REDEEMED: frozenset({GrantStatus.REPORTED}),
+    GrantStatus.REPORTED: frozenset(),
+    GrantStatus.EXPIRED: frozenset(),
+}
+
+
+class Grant(models.Model):
+    """Leave for the agent that asked to execute an approved call itself: once, before it expires, and only
+    with the arguments whose digest it holds (approvals.grants.call_digest)."""
+
+    action = models.OneToOneField(ActionRequest, on_delete=models.PROTECT, related_name="grant")
+    digest = models.CharField(max_length=64, help_text="SHA-256 of the canonical approved (agent, tool, arguments).")
+    status = models.CharField(max_length=16, choices=GrantStatus.choices, default=GrantStatus.ISSUED)
+    issued_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(help_text="Redeemed by then, or never.")
+    redeemed_at = models.DateTimeField(null=True, blank=True)
+    # A redeemed grant whose report has not come by then leaves its action in doubt for a person.
+    report_due_at = models.DateTimeField(null=True, blank=True)
+    reported_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            # The sweep: issued grants past their expiry, redeemed ones past their report.
+            models.Index(fields=["expires_at"], name="grant_issued_idx", condition=models.Q(status="issued")),
+            models.Index(fields=["report_due_at"], name="grant_redeemed_idx", condition=models.Q(status="redeemed")),
+        ]
+
+    def __str__(self) -> str:
+        return f"grant for action {self.action_id} ({self.status})"

@@ -8,6 +8,7 @@ from typing import Any
 from django.db import transaction
 from django.db.models import Count
 
+from approvals.grants import grant_issue
 from approvals.models import (
     EXECUTE_ACTION,
     ActionRequest,
@@ -68,5 +69,9 @@ def queue_counts_rebuild() -> int:
 
 
 def execution_schedule(action: ActionRequest) -> None:
+    """In the approving transaction: the execution, published on commit; for a caller's tool, its grant."""
+    if action.caller_executes:
+        grant_issue(action)
+        return
     execution = Execution.objects.create(action=action, idempotency_key=f"action-{action.pk}")
     enqueue_on_commit(EXECUTE_ACTION, execution.pk)

@@ -50,19 +50,28 @@ def route_tool_call(
     actor: Actor | AbstractBaseUser | None = None,
     call_id: str = "",
     untrusted: tuple[Any, ...] = (),
+    takes_grant: bool = False,
 ) -> RouteOutcome:
     """Guard a proposed tool call, apply policy, and record the outcome (one transaction).
 
     `untrusted` holds what the agent read that a stranger could have written
     (the run input, tool results); it is screened for injected instructions.
     A refused call submitted without a run writes nothing: its caller answers 400.
+    A caller's tool (executed by the agent, with a grant) is accepted only from a caller that
+    `takes_grant` (the JSON API); a hosted run or the MCP gateway cannot execute it.
     """
     who = actor or Actor.agent(agent)
     with transaction.atomic():
         checked = guard_tool_call(agent=agent, tool_name=tool, arguments=arguments, untrusted=untrusted)
+        if not isinstance(checked, GuardRefusal) and checked.tool.caller_executes and not takes_grant:
+            checked = GuardRefusal(
+                "caller_executes",
+                f"{tool} is executed by the agent itself: submit it with POST /api/v1/agents/{agent.slug}/actions "
+                "and act on the grant",
+            )
         if isinstance(checked, GuardRefusal):
             return _refused(agent, run, who, refusal=checked, tool=tool, arguments=arguments, call_id=call_id)
-        magnitude = checked.tool.magnitude(checked.args)
+        magnitude = checked.magnitude
         target = checked.agent_tool.target_error_rate
         calibrated = None
         if target is not None:
@@ -180,6 +189,7 @@ def _open_action(
         on_timeout=agent_tool.on_timeout,
         reviewer_group_id=agent_tool.reviewer_group_id,
         tool=checked.tool.name,
+        caller_executes=checked.tool.caller_executes,
         call_id=call_id,
         arguments=args,
         proposed_arguments=args,

@@ -9,7 +9,8 @@ from ninja import Schema
 from pydantic import BeforeValidator, ConfigDict, Field
 from pydantic_core import PydanticCustomError
 
-from approvals.models import ActionRequest, ActionStatus
+from approvals.grants import grant_token
+from approvals.models import ActionRequest, ActionStatus, GrantStatus
 from core.api_contract import ApiInput
 
 COMMENT_MAX = 5000
@@ -31,11 +32,28 @@ class FindingOut(Schema):
     message: str
 
 
+class GrantOut(Schema):
+    """Leave to execute an approved call to a caller's tool yourself: once, before `expires_at`, with exactly the
+    arguments whose digest it holds (approvals.grants)."""
+
+    token: str = Field(description="Send it back to redeem the grant and to report the outcome.")
+    digest: str = Field(
+        description="SHA-256 (hex) of the RFC 8785 canonical JSON of {agent, tool, arguments} as approved (numbers "
+        "as IEEE doubles): check that the call you are about to make hashes to it."
+    )
+    status: GrantStatus
+    expires_at: datetime = Field(description="Redeem it before then, or not at all.")
+    redeemed_at: datetime | None
+    report_due_at: datetime | None = Field(description="After this an unreported action goes in doubt.")
+    reported_at: datetime | None
+
+
 class ActionOut(Schema):
     id: int
     run: int | None
     agent: str
     tool: str
+    caller_executes: bool = Field(description="Executed by the agent itself: an approval comes with a grant.")
     arguments: dict[str, Any]
     proposed_arguments: dict[str, Any]
     confidence: float
@@ -55,6 +73,7 @@ class ActionOut(Schema):
     approvals: list[str]
     claimed_by: str | None
     decision: DecisionOut | None
+    grant: GrantOut | None
     result: Any
     error: str
     created_at: datetime
@@ -130,6 +149,7 @@ def action_out(action: ActionRequest) -> dict[str, Any]:
         "run": action.run_id,
         "agent": action.agent.slug,
         "tool": action.tool,
+        "caller_executes": action.caller_executes,
         "arguments": action.arguments,
         "proposed_arguments": action.proposed_arguments,
         "confidence": action.confidence,
@@ -158,9 +178,25 @@ def action_out(action: ActionRequest) -> dict[str, Any]:
             "arguments_after": decision.arguments_after,
             "created_at": decision.created_at,
         },
+        "grant": _grant_out(action),
         "result": action.result,
         "error": action.error,
         "created_at": action.created_at,
         "decided_at": action.decided_at,
         "executed_at": action.executed_at,
+    }
+
+
+def _grant_out(action: ActionRequest) -> dict[str, Any] | None:
+    grant = getattr(action, "grant", None) if action.caller_executes else None
+    if grant is None:
+        return None
+    return {
+        "token": grant_token(grant),
+        "digest": grant.digest,
+        "status": grant.status,
+        "expires_at": grant.expires_at,
+        "redeemed_at": grant.redeemed_at,
+        "report_due_at": grant.report_due_at,
+        "reported_at": grant.reported_at,
     }

@@ -39,7 +39,7 @@ def _reviewable_filter(user: User) -> Q:
 
 # The right each tier asks for on the action's agent (the rule of _reviewable_filter).
 _TIER_PERM = {0: "configure_agent", 1: "review_agent", 2: "review_escalated_agent"}
-_REVIEW_RELATED = ("agent", "run", "decision__reviewer", "claimed_by")
+_REVIEW_RELATED = ("agent", "run", "decision__reviewer", "claimed_by", "grant")
 
 
 def actions_reviewable_by(user: User) -> QuerySet[ActionRequest]:
@@ -65,15 +65,17 @@ def action_reviewable_by(user: User, action_id: int) -> ActionRequest | None:
     return action
 
 
-def action_followable_by(user: User, action_id: int) -> ActionRequest | None:
-    """One action the user may review, or whose agent they operate (who submitted it may follow it); else None."""
-    reviewable = action_reviewable_by(user, action_id)
-    if reviewable is not None:
-        return reviewable
+def action_operable_by(user: User, action_id: int) -> ActionRequest | None:
+    """One action whose agent the user operates (who submits its calls and acts on its grants); else None."""
     action = ActionRequest.objects.select_related(*_REVIEW_RELATED).filter(pk=action_id).first()
     if action is None or not user.is_authenticated or "operate_agent" not in agent_perms_on(user, action.agent):
         return None
     return action
+
+
+def action_followable_by(user: User, action_id: int) -> ActionRequest | None:
+    """One action the user may review, or whose agent they operate (who submitted it may follow it); else None."""
+    return action_reviewable_by(user, action_id) or action_operable_by(user, action_id)
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from celery import shared_task
 
 from approvals.calibration import calibration_refit_all
 from approvals.execution import action_execute, executions_sweep
+from approvals.grants import grants_sweep
 from approvals.models import EXECUTE_ACTION
 from approvals.sla import sla_tick as tick
 from core.transient import retry_on_transient
@@ -22,6 +23,11 @@ def execute_action(self: Any, execution_id: int) -> None:
 @shared_task(name="approvals.sweep_executions")
 def sweep_executions() -> dict[str, int]:
     return executions_sweep()
+
+
+@shared_task(name="approvals.sweep_grants")
+def sweep_grants() -> dict[str, int]:
+    return grants_sweep()
 
 
 @shared_task(name="approvals.sla_tick")

@@ -1,4 +1,4 @@
-"""The one writer of ActionRequest.status and Execution.status: compare-and-set, checked against the tables.
+"""The one writer of ActionRequest, Execution and Grant status: compare-and-set, checked against the tables.
 
 A transition the table does not allow is a bug in the caller (IllegalTransition), raised
 before anything is written. One the table allows but the row is no longer in (another
@@ -11,7 +11,14 @@ from typing import Any
 
 from django.db.models import QuerySet
 
-from approvals.models import ACTION_TRANSITIONS, EXECUTION_TRANSITIONS, ActionRequest, Execution
+from approvals.models import (
+    ACTION_TRANSITIONS,
+    EXECUTION_TRANSITIONS,
+    GRANT_TRANSITIONS,
+    ActionRequest,
+    Execution,
+    Grant,
+)
 from approvals.settled import notify_changed
 from core.errors import IllegalTransition
 
@@ -43,3 +50,9 @@ def execution_transition(executions: QuerySet[Execution], *, from_status: str, t
     """Move the execution(s) in `executions` that are in `from_status` to `to` (the queryset says which attempt)."""
     _allowed(EXECUTION_TRANSITIONS, "execution", (from_status,), to)
     return executions.filter(status=from_status).update(status=to, **fields) > 0
+
+
+def grant_transition(grants: QuerySet[Grant], *, from_status: str, to: str, **fields: Any) -> bool:
+    """Move the grant in `grants` (and whatever else the queryset expects of it) from `from_status` to `to`."""
+    _allowed(GRANT_TRANSITIONS, "grant", (from_status,), to)
+    return grants.filter(status=from_status).update(status=to, **fields) == 1

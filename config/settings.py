@@ -279,6 +279,11 @@ GATEWAY_HOLD_SECONDS = env_int("GATEWAY_HOLD_SECONDS", default=20)
 GATEWAY_PROGRESS_SECONDS = env_int("GATEWAY_PROGRESS_SECONDS", default=5)
 if GATEWAY_HOLD_SECONDS < 0 or GATEWAY_PROGRESS_SECONDS < 1:
     raise ImproperlyConfigured("GATEWAY_HOLD_SECONDS must be ≥ 0 and GATEWAY_PROGRESS_SECONDS ≥ 1")
+# Grants (approvals.grants): how long an agent has to redeem one, and then to report what came of it.
+GRANT_SECONDS = env_int("GRANT_SECONDS", default=600)
+GRANT_REPORT_SECONDS = env_int("GRANT_REPORT_SECONDS", default=900)
+if GRANT_SECONDS < 1 or GRANT_REPORT_SECONDS < 1:
+    raise ImproperlyConfigured("GRANT_SECONDS and GRANT_REPORT_SECONDS must be ≥ 1")
 # Tool sources (agents.upstream): the programs an admin may start as MCP servers over stdio, as
 # written in the source (a path or a name on PATH). Empty: stdio sources cannot be added.
 UPSTREAM_STDIO_COMMANDS = env_list("UPSTREAM_STDIO_COMMANDS", default=[])
@@ -344,6 +349,7 @@ CELERY_TASK_DEFAULT_PRIORITY = 5
 # default runs the same jobs on a timer inside the web process.
 PERIODIC_JOBS = {
     "approvals.sweep_executions": float(env_int("SWEEP_INTERVAL_SECONDS", default=5)),
+    "approvals.sweep_grants": float(env_int("SWEEP_INTERVAL_SECONDS", default=5)),
     "agents.sweep_runs": float(env_int("SWEEP_INTERVAL_SECONDS", default=5)),
     "approvals.sla_tick": float(env_int("SLA_INTERVAL_SECONDS", default=15)),
     "audit.checkpoint": float(env_int("AUDIT_CHECKPOINT_INTERVAL_SECONDS", default=60)),

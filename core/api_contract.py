@@ -70,6 +70,10 @@ class ErrorOut(Schema):
     action_status: str | None = Field(default=None, description="409 already_decided: the action's status now.")
     tier: int | None = Field(default=None, description="409 already_decided: the tier the action was escalated to.")
     claimed_by: str | None = Field(default=None, description="409 claimed: who holds the claim.")
+    grant_digest: str | None = Field(
+        default=None, description="409 arguments_mismatch: the digest the grant is bound to (the approved call)."
+    )
+    digest: str | None = Field(default=None, description="409 arguments_mismatch: the digest of the call you sent.")
     regression: dict[str, Any] | None = Field(
         default=None,
         description="409 prompt_regression: the golden-set evaluation that blocks a new prompt version (version, "

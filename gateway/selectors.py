@@ -36,14 +36,15 @@ def caller_for(*, token: str, slug: str) -> Caller | str:
 
 
 def offered_tools(agent: Agent) -> list[tuple[Tool, AgentTool]]:
-    """The tools this agent's MCP endpoint offers: enabled for it, known to the registry, not internal."""
+    """The tools this agent's MCP endpoint offers: enabled for it, known to the registry, executed here."""
     # The registry's listing reads every approved upstream tool in one query; only a name it does not
     # hold (a suspended tool) is looked up on its own.
     known = {tool.name: tool for tool in agent_tools()}
     offered = []
     for agent_tool in AgentTool.objects.filter(agent=agent, enabled=True).order_by("tool"):
         tool = known.get(agent_tool.tool) or get_tool(agent_tool.tool)
-        if tool is not None and not tool.internal:
+        # A caller's tool is executed by the agent that asks, never through this endpoint.
+        if tool is not None and not tool.internal and not tool.caller_executes:
             offered.append((tool, agent_tool))
     return offered
 

@@ -302,7 +302,7 @@ def tool_specs(agent: Agent) -> list[ToolSpec]:
     specs = []
     for name in AgentTool.objects.filter(agent=agent, enabled=True).values_list("tool", flat=True).order_by("tool"):
         tool = get_tool(name)
-        if tool is not None:
+        if tool is not None and not tool.caller_executes:  # an agent running elsewhere executes those
             specs.append(ToolSpec(name=tool.name, description=tool.description, parameters=tool.json_schema()))
     return specs
 
