@@ -27,7 +27,7 @@ from approvals.models import ActionRequest, ActionStatus
 from core import inbound
 from core.api_contract import COMMON_ERRORS, ERROR_HEADERS
 from tests.conftest import ON_POSTGRES, refund_input
-from tests.e2e.conftest import BIN, _wait_for_other_sessions_to_leave, free_port, wait_for_port
+from tests.e2e.conftest import BIN, STARTED_BY_TESTS, _wait_for_other_sessions_to_leave, free_port, wait_for_port
 
 ERROR_REF = "#/components/schemas/ErrorOut"
 HTTP_METHODS = {"get", "put", "post", "delete", "patch", "head", "options", "trace"}
@@ -234,6 +234,7 @@ def live_api(tmp_path: Path) -> Iterator[LiveApi]:
     # No broker: background work runs in the request that commits it, so the server's
     # state (ids, statuses) after each request is the same on every run.
     env.update(BACKGROUND_TASKS="inline", HTTPS="0", DATABASE_POOL="0", AUDIT_ANCHOR_FILE=str(tmp_path / "anchors.log"))
+    env["PGAPPNAME"] = STARTED_BY_TESTS  # so the test waits for its sessions to end
     if ON_POSTGRES:
         # The test database (the test is transactional, so what it commits the server sees).
         db = settings.DATABASES["default"]

@@ -77,7 +77,17 @@ API = [
         "/api/v1/runs/{run}",
         {"admin": 200, "admin2": 200, "reviewer": 200, "operator": 200, "anonymous": 401, "other": 404},
     ),
-    ("get", "/api/v1/actions/{action}", {"admin": 200, "reviewer": 200, "anonymous": 401, "other": 404}),
+    (
+        "get",
+        "/api/v1/actions/{action}",
+        {"admin": 200, "reviewer": 200, "operator": 200, "anonymous": 401, "other": 404},
+    ),
+    # Only whoever operates the agent acts on grants (this action has none: 409 for them).
+    (
+        "post",
+        "/api/v1/actions/{action}/grant/redeem",
+        {"admin": 409, "operator": 409, "anonymous": 401, "other": 404},
+    ),
     ("post", "/api/v1/agents/refund-triage/runs", {"admin": 201, "operator": 201, "anonymous": 401, "other": 404}),
     ("post", "/api/v1/actions/{action}/claim", {"admin": 200, "reviewer": 200, "anonymous": 401, "other": 404}),
     ("post", "/api/v1/runs/{run}/cancel", {"admin": 200, "operator": 200, "anonymous": 401, "other": 404}),
@@ -89,6 +99,7 @@ PAYLOADS = {
     "/access/roles": {"username": "reviewer2", "role": "Auditor", "action": "assign"},
     "/agents/refund-triage/pause": {"paused": "1"},
     "/api/v1/agents/refund-triage/runs": {"input": refund_input(amount=300)},
+    "/api/v1/actions/{action}/grant/redeem": {"grant": "not-a-grant", "arguments": {}},
 }
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 from channels.db import database_sync_to_async
+from django.conf import settings as django_settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.hashers import PBKDF2PasswordHasher
 from django.db import connection, connections
@@ -144,22 +145,41 @@ class Stack:
         _wait_for_other_sessions_to_leave()
 
 
+# Every process a test starts names its database sessions so (libpq's PGAPPNAME): the test waits for
+# those to end, not for its own process's pooled connections, which stay until it exits.
+STARTED_BY_TESTS = "countersign-test-process"
+
+
 def _wait_for_other_sessions_to_leave(timeout: float = 10) -> None:
-    """PostgreSQL ends a dead client's backend a moment later; the test database is dropped after us."""
+    """PostgreSQL ends a dead client's backend a moment later; the test database is flushed or dropped after us."""
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with connection.cursor() as cursor:
             cursor.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND application_name = %s",
+                [STARTED_BY_TESTS],
             )
             if cursor.fetchone()[0] == 0:
                 return
-        time.sleep(0.1)
+        time.sleep(0.05)
 
 
 @pytest.fixture
-def stack_env(settings, tmp_path) -> dict[str, str]:
+def stack_env(settings, collected_static) -> dict[str, str]:
+    return _stack_env(settings, collected_static)
+
+
+@pytest.fixture(scope="session")
+def collected_static(tmp_path_factory) -> Path:
+    """The static files, collected once for every stack of the run (they do not change during it)."""
+    root = tmp_path_factory.mktemp("static")
+    env = {**os.environ, "STATIC_ROOT": str(root), "SECRET_KEY": "collectstatic", "AUDIT_UNPROTECTED": "1"}
+    subprocess.run([BIN / "python", "manage.py", "collectstatic", "--noinput", "-v0"], env=env, check=True)
+    return root
+
+
+def _stack_env(settings, static_root: Path) -> dict[str, str]:
     db = settings.DATABASES["default"]
     unique = uuid.uuid4().hex[:8]
     env = {
@@ -167,10 +187,11 @@ def stack_env(settings, tmp_path) -> dict[str, str]:
         "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
         "REDIS_URL": os.environ["REDIS_URL"],
         "CELERY_QUEUE": f"e2e-{unique}",
+        "PGAPPNAME": STARTED_BY_TESTS,
         "CHANNEL_PREFIX": f"e2e-{unique}",
         "BACKGROUND_TASKS": "celery",
         "SECRET_KEY": f"e2e-{unique}",
-        "STATIC_ROOT": str(tmp_path / "static"),
+        "STATIC_ROOT": str(static_root),
         "DATABASE_POOL_MIN": "1",
         # The browser holds an inbox decision this long before sending it (Undo); short for the tests.
         "DECISION_UNDO_SECONDS": "2",
@@ -181,7 +202,6 @@ def stack_env(settings, tmp_path) -> dict[str, str]:
         "AUDIT_CHAIN_KEY": settings.AUDIT_CHAIN_KEY,
         "AUDIT_ANCHOR_FILE": settings.AUDIT_ANCHOR_FILE,
     }
-    subprocess.run([BIN / "python", "manage.py", "collectstatic", "--noinput", "-v0"], env=env, check=True)
     return env
 
 
@@ -195,6 +215,23 @@ def stack(stack_env, tmp_path) -> Iterator[Stack]:
         yield running
     finally:
         running.stop()
+
+
+@pytest.fixture(scope="module")
+def module_stack(tmp_path_factory, collected_static, django_db_setup, django_db_blocker) -> Iterator[Stack]:
+    """daphne plus one Celery worker, shared by a module's tests: for tests that need a live server, not a fresh
+    one. Each test's rows are still its own (the database is emptied after each test); mark the tests
+    `django_db(transaction=True, reset_sequences=True)`, so that the content types and permissions made
+    again after each flush keep the ids the stack's processes cached."""
+    tmp = tmp_path_factory.mktemp("stack")
+    running = Stack(_stack_env(django_settings, collected_static), tmp)
+    try:
+        running.start_worker()
+        running.start_web()
+        yield running
+    finally:
+        with django_db_blocker.unblock():
+            running.stop()
 
 
 @pytest.fixture

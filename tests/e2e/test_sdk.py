@@ -1,0 +1,143 @@
+"""The Python SDK (sdk/python) against a live Countersign (daphne and a worker): an agent's function runs only once
+a person approved it, with exactly the approved arguments, once; a rejection reaches it as an exception with the
+reviewer's reason."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+import httpx
+import pytest
+
+from accounts.services import api_token_issue
+from agents import upstream
+from agents.models import AgentTool
+from approvals.models import ActionRequest, ActionStatus
+from audit.models import AuditEvent
+from countersign import (
+    AsyncCountersign,
+    Conflict,
+    Countersign,
+    InvalidCall,
+    Rejected,
+    call_digest,
+    require_approval,
+)
+from tests.conftest import needs_postgres, needs_redis, user
+from tests.e2e.conftest import wait_until
+
+# The stack is shared by this module's tests (module_stack): rolled back to the serialized database, the content
+# types and permissions keep the ids that the stack's processes cached.
+pytestmark = [needs_postgres, needs_redis, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
+
+SCHEMA = {
+    "type": "object",
+    "properties": {"customer": {"type": "string"}, "amount": {"type": "number"}},
+    "required": ["customer", "amount"],
+    "additionalProperties": False,
+}
+
+
+@pytest.fixture
+def invoices(demo_user: Any, refund_agent: Any) -> None:
+    """send_invoice: a caller's tool on refund-triage, reviewed."""
+    for name in ("admin", "operator", "reviewer"):
+        demo_user(name)
+    tool = upstream.caller_tool_create(
+        actor=user("admin"),
+        slug="send_invoice",
+        description="Send an invoice.",
+        input_schema=SCHEMA,
+        impact="financial",
+    )
+    upstream.upstream_tool_approve(tool=tool, actor=user("admin"), definition_hash_seen=tool.definition_hash)
+    AgentTool.objects.create(agent=refund_agent, tool="send_invoice", mode="review")
+
+
+def _token(username: str) -> str:
+    return api_token_issue(user=user(username), actor=None)
+
+
+def _decide_when_pending(base: str, token: str, decision: dict[str, Any]) -> threading.Thread:
+    """A reviewer, in another thread: waits for the call to reach the inbox, then decides it over the API."""
+    headers = {"Authorization": f"Bearer {token}"}
+
+    def review() -> None:
+        pending: list[dict[str, Any]] = []
+
+        def arrived() -> bool:
+            page = httpx.get(f"{base}/api/v1/actions", params={"status": "pending"}, headers=headers, timeout=10)
+            pending[:] = page.json()["items"]
+            return bool(pending)
+
+        assert wait_until(arrived, timeout=30)
+        answer = httpx.post(
+            f"{base}/api/v1/actions/{pending[0]['id']}/decision", json=decision, headers=headers, timeout=10
+        )
+        assert answer.status_code == 200, answer.text
+
+    reviewer = threading.Thread(target=review, daemon=True)
+    reviewer.start()
+    return reviewer
+
+
+def test_a_guarded_function_runs_once_with_the_edited_arguments(invoices: None, module_stack: Any) -> None:
+    client = Countersign(module_stack.base, _token("operator"), agent="refund-triage")
+    sent: list[dict[str, Any]] = []
+
+    @require_approval(client, confidence=0.6, rationale=lambda args: f"invoice {args['customer']}")
+    def send_invoice(customer: str, amount: float) -> dict[str, Any]:
+        sent.append({"customer": customer, "amount": amount})
+        return {"invoice": "INV-1", "amount": amount}
+
+    reviewer = _decide_when_pending(
+        module_stack.base, _token("reviewer"), {"verdict": "edit", "arguments": {"customer": "ACME", "amount": 90}}
+    )
+    assert send_invoice("ACME", 120) == {"invoice": "INV-1", "amount": 90}
+    reviewer.join(timeout=30)
+    assert sent == [{"customer": "ACME", "amount": 90}]  # once, as edited
+
+    action = ActionRequest.objects.get()
+    assert action.status == ActionStatus.EXECUTED and action.result == {"invoice": "INV-1", "amount": 90}
+    assert action.rationale == "invoice ACME"
+    assert action.grant.digest == call_digest(agent="refund-triage", tool="send_invoice", arguments=action.arguments)
+    mine = AuditEvent.objects.filter(target_type="approvals.actionrequest", target_id=str(action.pk))
+    events = list(mine.order_by("seq").values_list("event", flat=True))
+    assert events == ["action.routed", "action.decided", "grant.issued", "grant.redeemed", "action.executed"]
+
+    # The grant was used: another process holding the same approval cannot run it again.
+    with pytest.raises(Conflict) as again:
+        client.redeem(client.get(action.pk))
+    assert again.value.code == "already_reported"
+    client.close()
+
+
+def test_a_rejection_reaches_the_agent_with_the_reason_and_nothing_runs(invoices: None, module_stack: Any) -> None:
+    ran: list[Any] = []
+    operator, reviewer_token = _token("operator"), _token("reviewer")
+
+    async def agent() -> None:
+        async with AsyncCountersign(module_stack.base, operator, agent="refund-triage") as client:
+
+            @require_approval(client, confidence=0.6)
+            async def send_invoice(customer: str, amount: float) -> str:
+                ran.append(customer)
+                return "sent"
+
+            reviewer = _decide_when_pending(
+                module_stack.base, reviewer_token, {"verdict": "reject", "comment": "wrong customer"}
+            )
+            with pytest.raises(Rejected) as rejected:
+                await send_invoice("Initech", 40)
+            await asyncio.to_thread(reviewer.join, 30)
+            assert rejected.value.reason == "wrong customer" and rejected.value.reviewer == "reviewer"
+
+            with pytest.raises(InvalidCall) as invalid:
+                await send_invoice("Initech", "forty")  # type: ignore[arg-type]
+            assert invalid.value.code == "invalid_arguments"
+
+    asyncio.run(agent())
+    assert ran == []
+    assert ActionRequest.objects.get().status == ActionStatus.REJECTED
