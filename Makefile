@@ -30,6 +30,7 @@ lint: $(STAMP)
 # django-stubs loads the settings; type-checking needs no database, so use the embedded ones.
 typecheck: $(STAMP)
 	env -u DATABASE_URL -u REDIS_URL $(VENV)/bin/mypy
+	cd sdk/python && $(abspath $(VENV))/bin/mypy
 
 # With DATABASE_URL and REDIS_URL set the suite runs on PostgreSQL and Redis;
 # the production settings then need a SECRET_KEY, an audit chain key and an anchor
