@@ -25,6 +25,7 @@ from approvals.models import (
 from approvals.notices import notify_reviewers
 from approvals.prompt_release import prompt_release_check
 from approvals.queue import action_leave_pending, execution_schedule, queue_count_add
+from approvals.webhooks import DECISION, webhook_queue
 from audit.services import Actor, record
 from core import counters
 from core.errors import Conflict, Forbidden, IllegalTransition, InvalidInput
@@ -188,6 +189,8 @@ def _after_decision(
             agent_services.run_feed_back(
                 run=action.run, payload=action.feedback(outcome, arguments=arguments_before, error=reason)
             )
+    if action.tier > 0:  # an agent's call, not a configuration change
+        webhook_queue(action, event=DECISION)
     push(ACTION_CLOSED, action_id=action.pk)
 
 

@@ -42,6 +42,7 @@ from approvals.models import (
     ExecutionStatus,
 )
 from approvals.transitions import action_transition, execution_transition
+from approvals.webhooks import UNDONE, webhook_queue
 from audit.services import Actor, record
 from core import counters
 from core.background import enqueue, enqueue_on_commit
@@ -422,4 +423,5 @@ def action_undo(*, action: ActionRequest, actor: User, comment: str = "") -> Act
             before={"status": ActionStatus.EXECUTED, "result": locked.result},
             after={"status": ActionStatus.COMPENSATED, "undo": undo_result, "comment": comment},
         )
+        webhook_queue(locked, event=UNDONE)  # an agent that executed it itself reverses it when told
     return locked

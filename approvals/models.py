@@ -397,3 +397,72 @@ class Grant(models.Model):
 
     def __str__(self) -> str:
         return f"grant for action {self.action_id} ({self.status})"
+
+
+class DecisionWebhook(models.Model):
+    """Where an agent running elsewhere is told of its decisions: each POST signed (HMAC-SHA256) and timestamped,
+    retried with backoff until it is answered 2xx (approvals.webhooks). The secret is referenced, never stored."""
+
+    agent = models.OneToOneField(Agent, on_delete=models.CASCADE, related_name="webhook")
+    url = models.URLField(max_length=500)
+    secret_ref = models.CharField(max_length=300, help_text="env:COUNTERSIGN_SECRET_… or file:/run/secrets/…")
+    active = models.BooleanField(default=True)
+    updated_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"webhook of {self.agent_id}"
+
+
+class DeliveryStatus(models.TextChoices):
+    PENDING = "pending"  # to be sent at next_attempt_at
+    SENDING = "sending"  # claimed by a worker until lease_until
+    DELIVERED = "delivered"  # answered 2xx
+    FAILED = "failed"  # not answered 2xx after every attempt: an operator may send it again
+
+
+# Every status write of a WebhookDelivery (approvals.webhooks) goes through these.
+DELIVERY_TRANSITIONS: dict[str, frozenset[str]] = {
+    DeliveryStatus.PENDING: frozenset({DeliveryStatus.SENDING}),
+    DeliveryStatus.SENDING: frozenset({DeliveryStatus.DELIVERED, DeliveryStatus.PENDING, DeliveryStatus.FAILED}),
+    DeliveryStatus.DELIVERED: frozenset(),
+    DeliveryStatus.FAILED: frozenset(),
+}
+
+
+class WebhookDelivery(models.Model):
+    """One event for a webhook, and how sending it went: the delivery log operators read."""
+
+    webhook = models.ForeignKey(DecisionWebhook, on_delete=models.CASCADE, related_name="deliveries")
+    action = models.ForeignKey(ActionRequest, on_delete=models.CASCADE, related_name="+")
+    event = models.CharField(max_length=40)
+    # The event's id in the body: the same for a redelivery, so a receiver can drop what it has seen.
+    event_id = models.CharField(max_length=40)
+    payload = models.JSONField(help_text="The action as the API showed it when the event happened.")
+    status = models.CharField(max_length=16, choices=DeliveryStatus.choices, default=DeliveryStatus.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(default=timezone.now)
+    lease_until = models.DateTimeField(null=True, blank=True)
+    last_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    redelivery_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        indexes = [
+            # The delivery log, newest first, keyset on id.
+            models.Index(fields=["webhook", "-id"], name="delivery_log_idx"),
+            # The sweep: deliveries due (pending) or whose claim ran out (sending).
+            models.Index(
+                fields=["next_attempt_at"],
+                name="delivery_due_idx",
+                condition=models.Q(status__in=["pending", "sending"]),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"delivery {self.pk} of {self.event} ({self.status})"

@@ -13,7 +13,16 @@ from django.utils import timezone
 
 from agents.models import Agent
 from agents.selectors import agent_perms_on, agents_with_perm
-from approvals.models import ActionRequest, ActionStatus, Approval, Decision, Notification, QueueCount, SpotCheck
+from approvals.models import (
+    ActionRequest,
+    ActionStatus,
+    Approval,
+    Decision,
+    Notification,
+    QueueCount,
+    SpotCheck,
+    WebhookDelivery,
+)
 
 User = AbstractBaseUser | AnonymousUser
 
@@ -289,3 +298,30 @@ def open_spot_check_count(user: User) -> int:
 def spot_check_of(action: ActionRequest) -> SpotCheck | None:
     """The action's spot check, if it was sampled, with who graded it."""
     return SpotCheck.objects.filter(action=action).select_related("graded_by").first()
+
+
+def agent_for_webhook(user: User, slug: str) -> tuple[Agent, frozenset[str]] | None:
+    """The agent and the user's rights on it, if they operate or configure it (its webhook is theirs to see)."""
+    agent = Agent.objects.filter(slug=slug).first()
+    if agent is None:
+        return None
+    perms = agent_perms_on(user, agent)
+    if not perms & {"operate_agent", "configure_agent"}:
+        return None
+    return agent, perms
+
+
+def webhook_deliveries(agent: Agent, *, before: int | None = None, limit: int = 50) -> list[WebhookDelivery]:
+    """The agent's webhook deliveries, newest first (keyset on id), in one query."""
+    rows = WebhookDelivery.objects.filter(webhook__agent=agent).select_related("requested_by").order_by("-id")
+    if before is not None:
+        rows = rows.filter(id__lt=before)
+    return list(rows[:limit])
+
+
+def delivery_operable_by(user: User, delivery_id: int) -> WebhookDelivery | None:
+    """One delivery, if the user operates or configures its agent; else None (so 404s)."""
+    delivery = WebhookDelivery.objects.select_related("webhook__agent").filter(pk=delivery_id).first()
+    if delivery is None or not agent_perms_on(user, delivery.webhook.agent) & {"operate_agent", "configure_agent"}:
+        return None
+    return delivery

@@ -11,6 +11,7 @@ from approvals.execution import action_execute, executions_sweep
 from approvals.grants import grants_sweep
 from approvals.models import EXECUTE_ACTION
 from approvals.sla import sla_tick as tick
+from approvals.webhooks import DELIVER, webhook_deliver, webhooks_sweep
 from core.transient import retry_on_transient
 
 
@@ -28,6 +29,17 @@ def sweep_executions() -> dict[str, int]:
 @shared_task(name="approvals.sweep_grants")
 def sweep_grants() -> dict[str, int]:
     return grants_sweep()
+
+
+@shared_task(name=DELIVER, bind=True, max_retries=None)
+def deliver_webhook(self: Any, delivery_id: int) -> str:
+    with retry_on_transient(self):
+        return webhook_deliver(delivery_id=delivery_id)
+
+
+@shared_task(name="approvals.sweep_webhooks")
+def sweep_webhooks() -> dict[str, int]:
+    return webhooks_sweep()
 
 
 @shared_task(name="approvals.sla_tick")

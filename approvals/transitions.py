@@ -1,4 +1,4 @@
-"""The one writer of ActionRequest, Execution and Grant status: compare-and-set, checked against the tables.
+"""The one writer of every status (action, execution, grant, webhook delivery): compare-and-set, checked.
 
 A transition the table does not allow is a bug in the caller (IllegalTransition), raised
 before anything is written. One the table allows but the row is no longer in (another
@@ -13,11 +13,13 @@ from django.db.models import QuerySet
 
 from approvals.models import (
     ACTION_TRANSITIONS,
+    DELIVERY_TRANSITIONS,
     EXECUTION_TRANSITIONS,
     GRANT_TRANSITIONS,
     ActionRequest,
     Execution,
     Grant,
+    WebhookDelivery,
 )
 from approvals.settled import notify_changed
 from core.errors import IllegalTransition
@@ -56,3 +58,9 @@ def grant_transition(grants: QuerySet[Grant], *, from_status: str, to: str, **fi
     """Move the grant in `grants` (and whatever else the queryset expects of it) from `from_status` to `to`."""
     _allowed(GRANT_TRANSITIONS, "grant", (from_status,), to)
     return grants.filter(status=from_status).update(status=to, **fields) == 1
+
+
+def delivery_transition(deliveries: QuerySet[WebhookDelivery], *, from_status: str, to: str, **fields: Any) -> bool:
+    """Move the delivery in `deliveries` (and whatever else the queryset expects of it) from `from_status` to `to`."""
+    _allowed(DELIVERY_TRANSITIONS, "webhook delivery", (from_status,), to)
+    return deliveries.filter(status=from_status).update(status=to, **fields) == 1

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from approvals import config_views, spot_check_views, views
+from approvals import config_views, spot_check_views, views, webhook_views
 
 app_name = "approvals"
 urlpatterns = [
@@ -15,6 +15,9 @@ urlpatterns = [
     path("actions/<int:action_id>/resolve", views.action_resolve, name="action_resolve"),
     # Spot checks: auto-approved actions sampled for grading after the fact.
     path("spot-checks/", spot_check_views.spot_check_list, name="spot_checks"),
+    path("agents/<slug:slug>/webhook/", webhook_views.webhook_page, name="webhook"),
+    path("agents/<slug:slug>/webhook/save", webhook_views.webhook_save, name="webhook_save"),
+    path("webhook-deliveries/<int:delivery_id>/redeliver", webhook_views.delivery_redeliver, name="redeliver"),
     path("spot-checks/<int:spot_check_id>/grade", spot_check_views.spot_check_grade, name="spot_check_grade"),
     path("notifications/", views.notifications, name="notifications"),
     path("notifications/read", views.notifications_read, name="notifications_read"),

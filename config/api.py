@@ -18,6 +18,7 @@ from accounts.auth import BearerToken
 from agents.api import router as agents_router
 from agents.tool_sources_api import router as tool_sources_router
 from approvals.api import router as approvals_router
+from approvals.webhooks_api import router as webhooks_router
 from core.api_contract import describe_errors
 from core.errors import DomainError
 from runtime.api import router as runtime_router
@@ -57,6 +58,7 @@ api.add_router("", agents_router)
 api.add_router("", approvals_router)
 api.add_router("", runtime_router)
 api.add_router("", tool_sources_router)
+api.add_router("", webhooks_router)
 
 
 def error_response(request: HttpRequest, status: int, code: str, detail: str, **extra: Any) -> HttpResponse:

@@ -350,6 +350,7 @@ CELERY_TASK_DEFAULT_PRIORITY = 5
 PERIODIC_JOBS = {
     "approvals.sweep_executions": float(env_int("SWEEP_INTERVAL_SECONDS", default=5)),
     "approvals.sweep_grants": float(env_int("SWEEP_INTERVAL_SECONDS", default=5)),
+    "approvals.sweep_webhooks": float(env_int("SWEEP_INTERVAL_SECONDS", default=5)),
     "agents.sweep_runs": float(env_int("SWEEP_INTERVAL_SECONDS", default=5)),
     "approvals.sla_tick": float(env_int("SLA_INTERVAL_SECONDS", default=15)),
     "audit.checkpoint": float(env_int("AUDIT_CHECKPOINT_INTERVAL_SECONDS", default=60)),

@@ -71,12 +71,14 @@ def test_every_page_type_has_no_serious_accessibility_violation_and_no_console_e
             "/agents/refund-triage/configure",
             "/tool-sources/",
             "/agents/new",
+            "/agents/refund-triage/webhook/",  # with the form for whoever configures
         ],
         ("operator", "/ops/"): [
             "/ops/",
             "/ops/agents/refund-triage/",
             "/ops/agents/refund-triage/trust",
             "/ops/alerts/",
+            "/agents/refund-triage/webhook/",
         ],
         ("auditor", "/audit/"): ["/audit/", "/access/", "/access/agents/refund-triage/", "/access/users/reviewer/"],
     }

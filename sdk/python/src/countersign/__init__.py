@@ -20,6 +20,7 @@ from countersign.errors import (
     Unavailable,
 )
 from countersign.models import Action, Approval, Grant
+from countersign.webhooks import InvalidSignature, verify
 
 __all__ = [
     "Action",
@@ -33,6 +34,7 @@ __all__ = [
     "Grant",
     "GrantMismatch",
     "InvalidCall",
+    "InvalidSignature",
     "NotApproved",
     "NotFound",
     "Rejected",
@@ -42,4 +44,5 @@ __all__ = [
     "call_digest",
     "require_approval",
     "verdict",
+    "verify",
 ]

@@ -1,0 +1,167 @@
+"""API for an agent's decision webhook: configured by whoever configures the agent, its delivery log read and
+its events sent again by whoever operates it (approvals.webhooks)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from django.http import Http404
+from ninja import Query, Router, Schema, Status
+from pydantic import ConfigDict, Field
+
+from approvals import selectors, webhooks
+from approvals.models import DecisionWebhook, DeliveryStatus, WebhookDelivery
+from core.api_contract import MAX_ID, AgentSlug, ApiInput, ObjectId, responses
+from core.errors import Forbidden
+from core.requests import ApiRequest
+
+router = Router(tags=["webhooks"])
+
+
+class WebhookIn(ApiInput):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"url": "https://agents.example/countersign", "secret_ref": "env:COUNTERSIGN_SECRET_HOOK"}]
+        }
+    )
+
+    url: str = Field(max_length=500, pattern=r"^https?://[^\s/]+", description="Where the events are POSTed.")
+    secret_ref: str = Field(
+        min_length=1,
+        max_length=300,
+        description="The signing secret, referenced: env:COUNTERSIGN_SECRET_… or file:/run/secrets/… "
+        "(Countersign never stores it).",
+    )
+
+
+class WebhookOut(Schema):
+    agent: str
+    url: str
+    secret_ref: str
+    active: bool
+    updated_at: datetime
+
+
+class DeliveryOut(Schema):
+    id: int
+    event: str = Field(description="decision or undone.")
+    event_id: str = Field(description="The body's id: the same for every delivery of one event.")
+    action: int
+    status: DeliveryStatus
+    attempts: int
+    next_attempt_at: datetime
+    last_status_code: int | None
+    last_error: str
+    delivered_at: datetime | None
+    created_at: datetime
+    redelivery_of: int | None
+    requested_by: str | None
+
+
+class DeliveryPage(Schema):
+    items: list[DeliveryOut]
+    next_before: int | None
+
+
+class DeliveryFilter(Schema):
+    before: int | None = Field(default=None, ge=1, le=MAX_ID, description="Keyset cursor: older deliveries only.")
+    limit: int = Field(default=50, ge=1, le=200)
+
+
+def _webhook_out(webhook: DecisionWebhook) -> dict[str, Any]:
+    return {
+        "agent": webhook.agent.slug,
+        "url": webhook.url,
+        "secret_ref": webhook.secret_ref,
+        "active": webhook.active,
+        "updated_at": webhook.updated_at,
+    }
+
+
+def _delivery_out(delivery: WebhookDelivery) -> dict[str, Any]:
+    return {
+        "id": delivery.pk,
+        "event": delivery.event,
+        "event_id": delivery.event_id,
+        "action": delivery.action_id,
+        "status": delivery.status,
+        "attempts": delivery.attempts,
+        "next_attempt_at": delivery.next_attempt_at,
+        "last_status_code": delivery.last_status_code,
+        "last_error": delivery.last_error,
+        "delivered_at": delivery.delivered_at,
+        "created_at": delivery.created_at,
+        "redelivery_of": delivery.redelivery_of_id,
+        "requested_by": delivery.requested_by.get_username() if delivery.requested_by else None,
+    }
+
+
+def _agent(request: ApiRequest, slug: str, *, configure: bool = False) -> Any:
+    found = selectors.agent_for_webhook(request.auth, slug)
+    if found is None:
+        raise Http404
+    agent, perms = found
+    if configure and "configure_agent" not in perms:
+        raise Forbidden("only whoever configures the agent sets its webhook")
+    return agent
+
+
+@router.get(
+    "/agents/{slug}/webhook",
+    response=responses(WebhookOut, 404),
+    summary="The agent's decision webhook (404 when it has none)",
+)
+def get_webhook(request: ApiRequest, slug: AgentSlug) -> dict[str, Any]:
+    webhook = DecisionWebhook.objects.select_related("agent").filter(agent=_agent(request, slug)).first()
+    if webhook is None:
+        raise Http404
+    return _webhook_out(webhook)
+
+
+@router.put(
+    "/agents/{slug}/webhook",
+    response=responses(WebhookOut, 403, 404, body=True),
+    summary="Set the agent's decision webhook: each decision and undo is POSTed there, signed and timestamped",
+)
+def put_webhook(request: ApiRequest, slug: AgentSlug, payload: WebhookIn) -> dict[str, Any]:
+    agent = _agent(request, slug, configure=True)
+    webhook = webhooks.webhook_set(agent=agent, actor=request.auth, url=payload.url, secret_ref=payload.secret_ref)
+    return _webhook_out(DecisionWebhook.objects.select_related("agent").get(pk=webhook.pk))
+
+
+@router.delete(
+    "/agents/{slug}/webhook",
+    response=responses(None, 403, 404, 409, status=204),
+    summary="Remove the agent's decision webhook",
+)
+def delete_webhook(request: ApiRequest, slug: AgentSlug) -> Status[None]:
+    webhooks.webhook_remove(agent=_agent(request, slug, configure=True), actor=request.auth)
+    return Status(204, None)
+
+
+@router.get(
+    "/agents/{slug}/webhook/deliveries",
+    response=responses(DeliveryPage, 404),
+    summary="The webhook's delivery log, newest first",
+)
+def list_deliveries(request: ApiRequest, slug: AgentSlug, filters: Query[DeliveryFilter]) -> dict[str, Any]:
+    rows = selectors.webhook_deliveries(_agent(request, slug), before=filters.before, limit=filters.limit + 1)
+    page = rows[: filters.limit]
+    return {
+        "items": [_delivery_out(d) for d in page],
+        "next_before": page[-1].pk if len(rows) > filters.limit else None,
+    }
+
+
+@router.post(
+    "/webhook-deliveries/{delivery_id}/redeliver",
+    response=responses(DeliveryOut, 404, status=201),
+    summary="Send a delivery's event again (a new delivery with the same event id)",
+)
+def redeliver(request: ApiRequest, delivery_id: ObjectId) -> Status[dict[str, Any]]:
+    delivery = selectors.delivery_operable_by(request.auth, delivery_id)
+    if delivery is None:
+        raise Http404
+    again = webhooks.webhook_redeliver(delivery=delivery, actor=request.auth)
+    return Status(201, _delivery_out(WebhookDelivery.objects.select_related("requested_by").get(pk=again.pk)))
