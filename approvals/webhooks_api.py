@@ -165,3 +165,43 @@ def redeliver(request: ApiRequest, delivery_id: ObjectId) -> Status[dict[str, An
         raise Http404
     again = webhooks.webhook_redeliver(delivery=delivery, actor=request.auth)
     return Status(201, _delivery_out(WebhookDelivery.objects.select_related("requested_by").get(pk=again.pk)))
+
+
+def describe_webhooks(document: dict[str, Any]) -> dict[str, Any]:
+    """The POSTs Countersign sends to an agent's webhook, as the OpenAPI document's `webhooks` (OpenAPI 3.1)."""
+    headers = [
+        ("Countersign-Event", "decision or undone."),
+        ("Countersign-Delivery", "This delivery's id (a new one when an operator sends the event again)."),
+        ("Countersign-Timestamp", "Unix seconds when it was sent: refuse one more than a few minutes off."),
+        ("Countersign-Signature", "v1=<hex HMAC-SHA256 of '<timestamp>.<body>' under the webhook's secret>."),
+    ]
+    body = {
+        "type": "object",
+        "properties": {
+            "id": {"type": "string", "description": "The event's id: drop one you have already handled."},
+            "event": {"type": "string", "enum": [webhooks.DECISION, webhooks.UNDONE]},
+            "created_at": {"type": "string", "format": "date-time"},
+            "action": {"$ref": "#/components/schemas/ActionOut"},
+        },
+        "required": ["id", "event", "created_at", "action"],
+    }
+    what = {
+        webhooks.DECISION: "An action of the agent was decided: approved (with its grant for a caller's tool), edited, "
+        "rejected (with the reason), or expired.",
+        webhooks.UNDONE: "An executed action was undone: an agent that executed it itself reverses it.",
+    }
+    document["webhooks"] = {
+        event: {
+            "post": {
+                "summary": summary,
+                "parameters": [
+                    {"name": name, "in": "header", "required": True, "schema": {"type": "string"}, "description": text}
+                    for name, text in headers
+                ],
+                "requestBody": {"required": True, "content": {"application/json": {"schema": body}}},
+                "responses": {"2XX": {"description": "Received. Any other answer is retried with backoff."}},
+            }
+        }
+        for event, summary in what.items()
+    }
+    return document

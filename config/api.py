@@ -18,6 +18,7 @@ from accounts.auth import BearerToken
 from agents.api import router as agents_router
 from agents.tool_sources_api import router as tool_sources_router
 from approvals.api import router as approvals_router
+from approvals.webhooks_api import describe_webhooks
 from approvals.webhooks_api import router as webhooks_router
 from core.api_contract import describe_errors
 from core.errors import DomainError
@@ -42,6 +43,7 @@ class CountersignApi(NinjaAPI):
     def get_openapi_schema(self, *, path_prefix: str | None = None, path_params: Any = None) -> OpenAPISchema:
         document = super().get_openapi_schema(path_prefix=path_prefix, path_params=path_params)
         describe_errors(document)
+        describe_webhooks(document)
         return document
 
 

@@ -12,6 +12,7 @@ from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import jsonschema
 import pytest
 from django.utils import timezone
 from hypothesis import given
@@ -21,6 +22,7 @@ from accounts.services import api_token_issue
 from approvals import webhooks
 from approvals.models import ActionRequest, DecisionWebhook, DeliveryStatus, WebhookDelivery
 from audit.models import AuditEvent
+from config.api import api
 from countersign import InvalidSignature, verify
 from tests.conftest import ApiClient, user
 
@@ -110,6 +112,10 @@ def test_a_decision_is_posted_signed_and_timestamped(
     delivery = WebhookDelivery.objects.get()
     assert delivery.status == DeliveryStatus.DELIVERED and delivery.attempts == 1 and delivery.last_status_code == 200
     assert event["id"] == delivery.event_id
+    # What arrived is what the OpenAPI document's `webhooks` says is sent.
+    document = api.get_openapi_schema()
+    documented = document["webhooks"]["decision"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    jsonschema.validate(event, {**documented, "components": document["components"]})
     # The secret is referenced, never stored.
     assert SECRET not in json.dumps(list(DecisionWebhook.objects.values()), default=str) + delivery.last_error
 
