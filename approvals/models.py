@@ -74,6 +74,9 @@ class ActionRequest(models.Model):
     call_id = models.CharField(max_length=100, blank=True, help_text="The model's id for this tool call.")
     arguments = models.JSONField()
     proposed_arguments = models.JSONField(help_text="As the agent proposed them, before any edit.")
+    # The tool's argument names in its declared order, taken when the call is routed: lists show the
+    # arguments in that order (jsonb keeps keys in its own) without looking the tool up per row.
+    argument_order = models.JSONField(default=list, blank=True)
     confidence = models.FloatField()
     rationale = models.TextField(blank=True)
     impact = models.CharField(max_length=16)
@@ -146,8 +149,10 @@ class ActionRequest(models.Model):
 
     def argument_items(self) -> list[tuple[str, Any]]:
         """The arguments in the order the tool declares them."""
-        tool = get_tool(self.tool)
-        return in_declared_order(self.arguments, tool.field_names() if tool else [])
+        names = self.argument_order
+        if not names and (tool := get_tool(self.tool)) is not None:  # routed before the order was kept
+            names = tool.field_names()
+        return in_declared_order(self.arguments, names)
 
     def risk_part_items(self) -> list[tuple[str, int]]:
         """The score's parts in approvals.risk's order."""

@@ -193,6 +193,7 @@ def _open_action(
         call_id=call_id,
         arguments=args,
         proposed_arguments=args,
+        argument_order=checked.tool.field_names(),
         confidence=confidence,
         rationale=rationale,
         impact=checked.tool.impact,

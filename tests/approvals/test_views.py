@@ -5,10 +5,12 @@ from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
-from agents.models import Agent
+from agents import upstream
+from agents.models import Agent, AgentTool
 from agents.services import run_start
+from approvals import routing
 from approvals.models import ActionRequest, ActionStatus
-from tests.conftest import PASSWORD, refund_input
+from tests.conftest import PASSWORD, refund_input, user
 
 # Requests commit for real: the runs, routing and executions they start happen on commit (inline).
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -158,3 +160,43 @@ def test_reviewer_cannot_start_runs_from_the_ui(refund_agent, demo_user):
     demo_user("reviewer")
     response = login("reviewer").post("/agents/refund-triage/runs", {"input": "{}"})
     assert response.status_code == 404
+
+
+def test_inbox_rows_of_tools_from_outside_cost_no_query_each(refund_agent, demo_user):
+    # A declared tool is found in the database; its rows must not look it up one by one.
+    demo_user("admin")
+    demo_user("operator")
+    reviewer = demo_user("reviewer")
+    tool = upstream.caller_tool_create(
+        actor=user("admin"),
+        slug="send_invoice",
+        description="Send an invoice.",
+        input_schema={"type": "object", "properties": {"customer": {"type": "string"}, "amount": {"type": "number"}}},
+        impact="financial",
+    )
+    upstream.upstream_tool_approve(tool=tool, actor=user("admin"), definition_hash_seen=tool.definition_hash)
+    AgentTool.objects.create(agent=refund_agent, tool="send_invoice", mode="review")
+
+    def ask(amount: int) -> None:
+        routing.route_tool_call(
+            agent=refund_agent,
+            run=None,
+            tool="send_invoice",
+            arguments={"amount": amount, "customer": "ACME"},
+            confidence=0.5,
+            rationale="",
+            actor=user("operator"),
+            takes_grant=True,
+        )
+
+    client = login(reviewer.get_username())
+    ask(1)
+    client.get("/")
+    with CaptureQueriesContext(connection) as one:
+        client.get("/")
+    for amount in range(2, 14):
+        ask(amount)
+    with CaptureQueriesContext(connection) as many:
+        response = client.get("/")
+    assert response.content.decode().count('class="row ') == 13
+    assert len(many) == len(one)
