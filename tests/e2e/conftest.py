@@ -18,7 +18,6 @@ from typing import Any
 import httpx
 import pytest
 from channels.db import database_sync_to_async
-from django.conf import settings as django_settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.hashers import PBKDF2PasswordHasher
 from django.db import connection, connections
@@ -215,23 +214,6 @@ def stack(stack_env, tmp_path) -> Iterator[Stack]:
         yield running
     finally:
         running.stop()
-
-
-@pytest.fixture(scope="module")
-def module_stack(tmp_path_factory, collected_static, django_db_setup, django_db_blocker) -> Iterator[Stack]:
-    """daphne plus one Celery worker, shared by a module's tests: for tests that need a live server, not a fresh
-    one. Each test's rows are still its own (the database is emptied after each test); mark the tests
-    `django_db(transaction=True, reset_sequences=True)`, so that the content types and permissions made
-    again after each flush keep the ids the stack's processes cached."""
-    tmp = tmp_path_factory.mktemp("stack")
-    running = Stack(_stack_env(django_settings, collected_static), tmp)
-    try:
-        running.start_worker()
-        running.start_web()
-        yield running
-    finally:
-        with django_db_blocker.unblock():
-            running.stop()
 
 
 @pytest.fixture

@@ -21,9 +21,7 @@ from approvals.models import ActionRequest, ActionStatus
 from tests.conftest import needs_postgres, needs_redis, user
 from tests.e2e.conftest import BIN, wait_until
 
-# The stack is shared by this module's tests (module_stack): rolled back to the serialized database, the content
-# types and permissions keep the ids that the stack's processes cached.
-pytestmark = [needs_postgres, needs_redis, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
+pytestmark = [needs_postgres, needs_redis, pytest.mark.django_db(transaction=True)]
 
 AGENTS = Path(__file__).with_name("frameworks")
 SCHEMA = {
@@ -62,7 +60,7 @@ def _review_in_turn(base: str, token: str, decisions: list[dict[str, Any]]) -> t
 
 @pytest.mark.parametrize("script", ["openai_agent.py", "langgraph_agent.py", "pydantic_ai_agent.py"])
 def test_an_agent_runs_exactly_the_edited_call_and_hears_the_rejection(
-    script: str, demo_user: Any, refund_agent: Any, module_stack: Any, tmp_path: Path
+    script: str, demo_user: Any, refund_agent: Any, stack: Any, tmp_path: Path
 ) -> None:
     for name in ("admin", "operator", "reviewer"):
         demo_user(name)
@@ -77,10 +75,10 @@ def test_an_agent_runs_exactly_the_edited_call_and_hears_the_rejection(
     AgentTool.objects.create(agent=refund_agent, tool="send_invoice", mode="review")
     env = {
         "PATH": f"{BIN}:/usr/bin:/bin",
-        "COUNTERSIGN_URL": module_stack.base,
+        "COUNTERSIGN_URL": stack.base,
         "COUNTERSIGN_TOKEN": api_token_issue(user=user("operator"), actor=None),
     }
-    reviewer = _review_in_turn(module_stack.base, api_token_issue(user=user("reviewer"), actor=None), DECISIONS)
+    reviewer = _review_in_turn(stack.base, api_token_issue(user=user("reviewer"), actor=None), DECISIONS)
     # Its own process, outside the repository: the OpenAI Agents SDK's package is named `agents`, as the app here.
     done = subprocess.run(
         [BIN / "python", AGENTS / script],

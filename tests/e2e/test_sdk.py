@@ -28,9 +28,7 @@ from countersign import (
 from tests.conftest import needs_postgres, needs_redis, user
 from tests.e2e.conftest import wait_until
 
-# The stack is shared by this module's tests (module_stack): rolled back to the serialized database, the content
-# types and permissions keep the ids that the stack's processes cached.
-pytestmark = [needs_postgres, needs_redis, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
+pytestmark = [needs_postgres, needs_redis, pytest.mark.django_db(transaction=True)]
 
 SCHEMA = {
     "type": "object",
@@ -83,8 +81,8 @@ def _decide_when_pending(base: str, token: str, decision: dict[str, Any]) -> thr
     return reviewer
 
 
-def test_a_guarded_function_runs_once_with_the_edited_arguments(invoices: None, module_stack: Any) -> None:
-    client = Countersign(module_stack.base, _token("operator"), agent="refund-triage")
+def test_a_guarded_function_runs_once_with_the_edited_arguments(invoices: None, stack: Any) -> None:
+    client = Countersign(stack.base, _token("operator"), agent="refund-triage")
     sent: list[dict[str, Any]] = []
 
     @require_approval(client, confidence=0.6, rationale=lambda args: f"invoice {args['customer']}")
@@ -93,7 +91,7 @@ def test_a_guarded_function_runs_once_with_the_edited_arguments(invoices: None, 
         return {"invoice": "INV-1", "amount": amount}
 
     reviewer = _decide_when_pending(
-        module_stack.base, _token("reviewer"), {"verdict": "edit", "arguments": {"customer": "ACME", "amount": 90}}
+        stack.base, _token("reviewer"), {"verdict": "edit", "arguments": {"customer": "ACME", "amount": 90}}
     )
     assert send_invoice("ACME", 120) == {"invoice": "INV-1", "amount": 90}
     reviewer.join(timeout=30)
@@ -114,12 +112,12 @@ def test_a_guarded_function_runs_once_with_the_edited_arguments(invoices: None, 
     client.close()
 
 
-def test_a_rejection_reaches_the_agent_with_the_reason_and_nothing_runs(invoices: None, module_stack: Any) -> None:
+def test_a_rejection_reaches_the_agent_with_the_reason_and_nothing_runs(invoices: None, stack: Any) -> None:
     ran: list[Any] = []
     operator, reviewer_token = _token("operator"), _token("reviewer")
 
     async def agent() -> None:
-        async with AsyncCountersign(module_stack.base, operator, agent="refund-triage") as client:
+        async with AsyncCountersign(stack.base, operator, agent="refund-triage") as client:
 
             @require_approval(client, confidence=0.6)
             async def send_invoice(customer: str, amount: float) -> str:
@@ -127,7 +125,7 @@ def test_a_rejection_reaches_the_agent_with_the_reason_and_nothing_runs(invoices
                 return "sent"
 
             reviewer = _decide_when_pending(
-                module_stack.base, reviewer_token, {"verdict": "reject", "comment": "wrong customer"}
+                stack.base, reviewer_token, {"verdict": "reject", "comment": "wrong customer"}
             )
             with pytest.raises(Rejected) as rejected:
                 await send_invoice("Initech", 40)
