@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Literal
 
 from channels.db import database_sync_to_async
 from django.core.serializers.json import DjangoJSONEncoder
@@ -52,6 +52,11 @@ class ActionSubmitIn(ApiInput):
     )
     confidence: float = Field(ge=0.0, le=1.0)
     rationale: str = Field(default="", max_length=10000)
+    executed_by: Literal["caller", "countersign"] | None = Field(
+        default=None,
+        description="Who will execute the call once approved: caller (you, with a grant) or countersign. Given, "
+        "it must match the tool (400 execution_mismatch otherwise); omitted, the tool decides.",
+    )
 
 
 @router.post(
@@ -70,6 +75,7 @@ def submit_action(request: ApiRequest, slug: AgentSlug, payload: ActionSubmitIn)
         rationale=payload.rationale,
         actor=request.auth,
         takes_grant=True,
+        caller_executes=None if payload.executed_by is None else payload.executed_by == "caller",
     )
     if outcome.refusal is not None:
         refusal = outcome.refusal

@@ -51,6 +51,7 @@ def route_tool_call(
     call_id: str = "",
     untrusted: tuple[Any, ...] = (),
     takes_grant: bool = False,
+    caller_executes: bool | None = None,
 ) -> RouteOutcome:
     """Guard a proposed tool call, apply policy, and record the outcome (one transaction).
 
@@ -58,7 +59,9 @@ def route_tool_call(
     (the run input, tool results); it is screened for injected instructions.
     A refused call submitted without a run writes nothing: its caller answers 400.
     A caller's tool (executed by the agent, with a grant) is accepted only from a caller that
-    `takes_grant` (the JSON API); a hosted run or the MCP gateway cannot execute it.
+    `takes_grant` (the JSON API); a hosted run or the MCP gateway cannot execute it. A caller that says
+    who will execute the call (`caller_executes`) is refused if the tool says otherwise, before anything
+    is written: neither both nor neither of them runs it.
     """
     who = actor or Actor.agent(agent)
     with transaction.atomic():
@@ -69,6 +72,13 @@ def route_tool_call(
                 f"{tool} is executed by the agent itself: submit it with POST /api/v1/agents/{agent.slug}/actions "
                 "and act on the grant",
             )
+        if (
+            not isinstance(checked, GuardRefusal)
+            and caller_executes is not None
+            and caller_executes != checked.tool.caller_executes
+        ):
+            by = "the agent itself (a caller's tool)" if checked.tool.caller_executes else "Countersign"
+            checked = GuardRefusal("execution_mismatch", f"{tool} is executed by {by}, not as the call says")
         if isinstance(checked, GuardRefusal):
             return _refused(agent, run, who, refusal=checked, tool=tool, arguments=arguments, call_id=call_id)
         magnitude = checked.magnitude

@@ -435,3 +435,20 @@ def test_a_number_no_double_holds_cannot_be_granted_but_a_large_exact_one_can(
     body = {"grant": action["grant"]["token"], "arguments": {"customer": "A", "amount": 1e20}}
     assert operator.post(f"{path}/grant/redeem", body).status_code == 200
     assert operator.post(f"{path}/report", {**body, "result": None}).status_code == 200
+
+
+def test_a_call_that_says_who_executes_it_must_match_the_tool(people: None, api_as: Any, refund_agent: Any) -> None:
+    _declare(agent=refund_agent)
+    operator = api_as("operator")
+    mine = {"tool": "send_invoice", "arguments": CALL, "confidence": 0.9}
+    refund = {"tool": "issue_refund", "arguments": {"order_id": "ORD-1002", "amount": 20, "reason": "x"}}
+    # The agent means to run Countersign's own tool itself: refused before anything is written, so it cannot run twice.
+    wrong = operator.post(
+        "/api/v1/agents/refund-triage/actions", {**refund, "confidence": 0.9, "executed_by": "caller"}
+    )
+    assert wrong.status_code == 400 and wrong.json()["error"] == "execution_mismatch"
+    other = operator.post("/api/v1/agents/refund-triage/actions", {**mine, "executed_by": "countersign"})
+    assert other.status_code == 400 and other.json()["error"] == "execution_mismatch"
+    assert not ActionRequest.objects.exists()
+    right = operator.post("/api/v1/agents/refund-triage/actions", {**mine, "executed_by": "caller"})
+    assert right.status_code == 201 and right.json()["caller_executes"] is True

@@ -143,7 +143,14 @@ class Countersign:
 
     def submit(self, tool: str, arguments: dict[str, Any], *, confidence: float = 1.0, rationale: str = "") -> Action:
         """Propose the call. Not retried: a lost answer cannot tell whether it was recorded."""
-        body = {"tool": tool, "arguments": arguments, "confidence": confidence, "rationale": rationale}
+        # The agent executes it: a tool Countersign would execute itself is refused (400), never run twice.
+        body = {
+            "tool": tool,
+            "arguments": arguments,
+            "confidence": confidence,
+            "rationale": rationale,
+            "executed_by": "caller",
+        }
         return _action(self._send("POST", f"/api/v1/agents/{self.agent}/actions", json=body, retry=False))
 
     def get(self, action_id: int) -> Action:
@@ -268,7 +275,14 @@ class AsyncCountersign:
     async def submit(
         self, tool: str, arguments: dict[str, Any], *, confidence: float = 1.0, rationale: str = ""
     ) -> Action:
-        body = {"tool": tool, "arguments": arguments, "confidence": confidence, "rationale": rationale}
+        # The agent executes it: a tool Countersign would execute itself is refused (400), never run twice.
+        body = {
+            "tool": tool,
+            "arguments": arguments,
+            "confidence": confidence,
+            "rationale": rationale,
+            "executed_by": "caller",
+        }
         return _action(await self._send("POST", f"/api/v1/agents/{self.agent}/actions", json=body, retry=False))
 
     async def get(self, action_id: int) -> Action:
