@@ -12,7 +12,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.http import Http404, StreamingHttpResponse
 from django.shortcuts import get_object_or_404
 from ninja import Body, Query, Router, Schema, Status
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field
 
 from agents import selectors as agent_selectors
 from agents.models import Agent
@@ -338,17 +338,22 @@ class RedeemIn(ApiInput):
     )
 
 
-class ReportIn(ApiInput):
+class ReportResultIn(ApiInput):
     grant: str = GRANT_TOKEN
     arguments: dict[str, Any] = Field(description="The arguments you executed (the redeemed ones).")
-    result: Any = Field(default=None, description="What the tool returned (any JSON); not with error.")
-    error: str = Field(default="", max_length=10000, description="Why it failed; the action is then failed.")
+    result: Any = Field(description="What the tool returned (any JSON, null included): the action is executed.")
 
-    @model_validator(mode="after")
-    def _result_or_error(self) -> ReportIn:
-        if self.error and self.result is not None:
-            raise ValueError("send a result or an error, not both")
-        return self
+
+class ReportErrorIn(ApiInput):
+    grant: str = GRANT_TOKEN
+    arguments: dict[str, Any] = Field(description="The arguments you executed (the redeemed ones).")
+    error: str = Field(
+        min_length=1, max_length=10000, pattern=r"\S", description="Why it failed: the action is failed."
+    )
+
+
+# A result or an error, never both: each shape forbids the other's key.
+ReportIn = ReportResultIn | ReportErrorIn
 
 
 def _operable(request: ApiRequest, action_id: int) -> ActionRequest:
@@ -376,14 +381,13 @@ def redeem_grant(request: ApiRequest, action_id: ObjectId, payload: RedeemIn) ->
     summary="Report what came of a redeemed grant's call: its result or its error, once (409 already_reported, "
     "arguments_mismatch, ..., audited)",
 )
-def report_outcome(request: ApiRequest, action_id: ObjectId, payload: ReportIn) -> dict[str, Any]:
+def report_outcome(request: ApiRequest, action_id: ObjectId, payload: Body[ReportIn]) -> dict[str, Any]:
     action = _operable(request, action_id)
+    if isinstance(payload, ReportErrorIn):
+        result, error = None, payload.error.strip()
+    else:
+        result, error = payload.result, ""
     reported = grants.grant_report(
-        action=action,
-        actor=request.auth,
-        token=payload.grant,
-        arguments=payload.arguments,
-        result=payload.result,
-        error=payload.error.strip(),
+        action=action, actor=request.auth, token=payload.grant, arguments=payload.arguments, result=result, error=error
     )
     return action_out(reported)

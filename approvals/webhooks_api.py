@@ -3,9 +3,11 @@ its events sent again by whoever operates it (approvals.webhooks)."""
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any
 
+from django.conf import settings
 from django.http import Http404
 from ninja import Query, Router, Schema, Status
 from pydantic import ConfigDict, Field
@@ -28,8 +30,11 @@ class WebhookIn(ApiInput):
 
     url: str = Field(max_length=500, pattern=r"^https?://[^\s/]+", description="Where the events are POSTed.")
     secret_ref: str = Field(
-        min_length=1,
         max_length=300,
+        # The references agents.secrets.check_secret_ref allows: a variable with the prefix, or a file under the
+        # secrets directory (no segment starts with a dot, so no "..").
+        pattern=rf"^(env:{re.escape(settings.SECRET_ENV_PREFIX)}[A-Za-z0-9_]+"
+        rf"|file:{re.escape(settings.SECRETS_DIR.rstrip('/'))}(/[A-Za-z0-9_-][A-Za-z0-9_.-]*)+)$",
         description="The signing secret, referenced: env:COUNTERSIGN_SECRET_… or file:/run/secrets/… "
         "(Countersign never stores it).",
     )
@@ -37,10 +42,11 @@ class WebhookIn(ApiInput):
 
 class WebhookOut(Schema):
     agent: str
-    url: str
-    secret_ref: str
+    configured: bool = Field(description="False: the agent has no webhook (the other fields are null).")
+    url: str | None
+    secret_ref: str | None
     active: bool
-    updated_at: datetime
+    updated_at: datetime | None
 
 
 class DeliveryOut(Schema):
@@ -72,6 +78,7 @@ class DeliveryFilter(Schema):
 def _webhook_out(webhook: DecisionWebhook) -> dict[str, Any]:
     return {
         "agent": webhook.agent.slug,
+        "configured": True,
         "url": webhook.url,
         "secret_ref": webhook.secret_ref,
         "active": webhook.active,
@@ -110,12 +117,20 @@ def _agent(request: ApiRequest, slug: str, *, configure: bool = False) -> Any:
 @router.get(
     "/agents/{slug}/webhook",
     response=responses(WebhookOut, 404),
-    summary="The agent's decision webhook (404 when it has none)",
+    summary="The agent's decision webhook (configured: false when it has none)",
 )
 def get_webhook(request: ApiRequest, slug: AgentSlug) -> dict[str, Any]:
-    webhook = DecisionWebhook.objects.select_related("agent").filter(agent=_agent(request, slug)).first()
+    agent = _agent(request, slug)
+    webhook = DecisionWebhook.objects.select_related("agent").filter(agent=agent).first()
     if webhook is None:
-        raise Http404
+        return {
+            "agent": agent.slug,
+            "configured": False,
+            "url": None,
+            "secret_ref": None,
+            "active": False,
+            "updated_at": None,
+        }
     return _webhook_out(webhook)
 
 

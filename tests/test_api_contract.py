@@ -288,13 +288,22 @@ def _tracebacks(log: str) -> list[str]:
 # (and field errors); any other 400 for valid data is a contract violation.
 RUNTIME_REFUSALS = {
     "POST /api/v1/agents/{slug}/runs": {"invalid_input"},
-    "POST /api/v1/agents/{slug}/actions": {"unknown_tool", "tool_not_enabled", "invalid_arguments", "over_limit"},
+    # The tool decides, too, who executes the call (a caller's tool, or Countersign).
+    "POST /api/v1/agents/{slug}/actions": {
+        "unknown_tool",
+        "tool_not_enabled",
+        "invalid_arguments",
+        "over_limit",
+        "execution_mismatch",
+        "caller_executes",
+    },
     "POST /api/v1/actions/{action_id}/decision": {"invalid_arguments"},
     # The programs an installation starts (UPSTREAM_STDIO_COMMANDS) and credentials written out in full.
     "POST /api/v1/tool-sources": {"invalid_config"},
     # An agent's endpoint URL, key reference and input schema are checked by the agent's own rules.
     "POST /api/v1/agents": {"invalid_input"},
     "POST /api/v1/tool-sources/http": {"invalid_config"},
+    "POST /api/v1/tool-sources/caller": {"invalid_config"},
 }
 
 

@@ -186,6 +186,18 @@ document.addEventListener("htmx:oobAfterSwap", function () {
   "use strict";
   function seconds() { return Number(document.body.dataset.undoSeconds || 0); }
 
+  // Rows held for their Undo stay hidden when a live frame, or a list fetched again after a gap, puts a
+  // fresh copy of them on the page while the hold lasts.
+  var held = {};
+  function keepHeldHidden() {
+    Object.keys(held).forEach(function (id) {
+      var placed = document.getElementById(id);
+      if (placed) placed.hidden = true;
+    });
+  }
+  document.addEventListener("htmx:oobAfterSwap", keepHeldHidden);
+  document.addEventListener("htmx:afterSwap", keepHeldHidden);
+
   function hold(label, row, send) {
     var wait = seconds();
     if (!wait) return send();
@@ -200,14 +212,22 @@ document.addEventListener("htmx:oobAfterSwap", function () {
     undo.textContent = "Undo";
     note.appendChild(undo);
     notices.prepend(note);
-    if (row) row.hidden = true;
+    var id = row ? row.id : "";
+    if (row) {
+      row.hidden = true;
+      held[id] = true;
+    }
     var timer = setTimeout(function () {
+      delete held[id];
       note.remove();
       send();
     }, wait * 1000);
     undo.addEventListener("click", function () {
       clearTimeout(timer);
-      if (row) row.hidden = false;
+      delete held[id];
+      // The row on the page now: a live frame may have replaced the one that was hidden.
+      var placed = id ? document.getElementById(id) : null;
+      if (placed) placed.hidden = false;
       note.textContent = label + ": undone, nothing was decided.";
       note.className = "notice toast undone";
       setTimeout(function () { note.remove(); }, 6000);

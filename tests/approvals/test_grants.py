@@ -132,7 +132,7 @@ def test_a_result_and_an_error_together_are_refused(people: None, api_as: Any, r
     reported = operator.post(
         f"/api/v1/actions/{action['id']}/report", {"grant": token, "arguments": CALL, "result": 1, "error": "no"}
     )
-    assert reported.status_code == 400 and "not both" in reported.json()["detail"]
+    assert reported.status_code == 400 and reported.json()["error"] == "invalid_request"
     assert ActionRequest.objects.get(pk=action["id"]).status == ActionStatus.EXECUTING
 
 

@@ -200,6 +200,7 @@ def test_only_whoever_configures_sets_it_and_whoever_operates_reads_the_log(
     stranger = ApiClient(api_token_issue(user=outsider, actor=None))
     assert put(api_as("operator")).status_code == 403
     assert put(stranger).status_code == 404
+    assert api_as("operator").get("/api/v1/agents/refund-triage/webhook").json()["configured"] is False
     assert api_as("reviewer").get("/api/v1/agents/refund-triage/webhook/deliveries").status_code == 404
     bad = put(api_as("admin"), json.dumps({"url": receiver.url, "secret_ref": "env:DATABASE_URL"}))
     assert bad.status_code == 400 and "COUNTERSIGN_SECRET_" in bad.json()["detail"]

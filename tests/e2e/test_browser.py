@@ -216,6 +216,18 @@ def test_an_inbox_approval_can_be_undone_until_it_is_sent(demo, stack, browser):
     reviewer.locator(row).get_by_role("button", name="Approve").click()
     reviewer.wait_for_selector(".notice.hold button.undo", timeout=5_000)
     assert reviewer.locator(row).is_hidden()
+    # A live frame that brings a fresh copy of the row while it is held (the row's own push, a list fetched
+    # again after a gap) does not show it again: it stays hidden until Undo.
+    reviewer.evaluate(
+        """(id) => {
+            const copy = document.getElementById(id).cloneNode(true);
+            copy.hidden = false;
+            copy.setAttribute("hx-swap-oob", "true");
+            htmx.swap(document.body, copy.outerHTML, {swapStyle: "none"});
+        }""",
+        f"action-{action.pk}",
+    )
+    assert reviewer.locator(row).count() == 1 and reviewer.locator(row).is_hidden()
     reviewer.screenshot(path=str(SCREENSHOTS / "inbox-approval-held-with-undo.png"), full_page=True)
     reviewer.click(".notice.hold button.undo")
     reviewer.wait_for_selector(".notice.undone", timeout=5_000)
