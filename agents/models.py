@@ -3,6 +3,7 @@ from __future__ import annotations
 from decimal import Decimal
 from urllib.parse import urlsplit
 
+import httpx
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
@@ -22,7 +23,8 @@ class BreakerPolicy(models.TextChoices):
 
 
 def validate_endpoint_url(value: str) -> None:
-    """A provider endpoint is http(s) with a host: prompts and the key are sent there."""
+    """An endpoint Countersign sends to (a provider, an HTTP tool, an MCP server, a webhook) is http(s) with a
+    host that can be looked up: checked when it is configured, not found out at the first call."""
     try:
         parts = urlsplit(value)
         parts.port  # noqa: B018 -- raises ValueError on a port that is not a number
@@ -30,6 +32,11 @@ def validate_endpoint_url(value: str) -> None:
         raise ValidationError("Enter an http:// or https:// URL.", code="invalid_url") from None
     if parts.scheme not in ("http", "https") or not parts.hostname or any(c.isspace() for c in value):
         raise ValidationError("Enter an http:// or https:// URL with a host.", code="invalid_url")
+    try:
+        httpx.URL(value)  # as the calls will parse it
+        parts.hostname.encode("idna")  # as the connection will look it up (no label over 63 characters)
+    except (httpx.InvalidURL, UnicodeError):
+        raise ValidationError("Enter a URL whose host can be looked up.", code="invalid_url") from None
 
 
 class Agent(models.Model):

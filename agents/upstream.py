@@ -32,6 +32,7 @@ import jsonschema
 from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, User
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 from mcp import Client, StdioServerParameters
@@ -41,7 +42,7 @@ from mcp_types import RequestParamsMeta
 from pydantic import BaseModel
 
 from agents.injection import suspected_injection
-from agents.models import SourceKind, ToolSource, UpstreamState, UpstreamTool
+from agents.models import SourceKind, ToolSource, UpstreamState, UpstreamTool, validate_endpoint_url
 from agents.secrets import SECRET_KEYS, SecretUnavailable, check_secret_ref, resolve_secret
 from agents.tools import EffectUnknown, Impact, Tool, ToolContext, ToolError, get_tool
 from audit.services import Actor, record
@@ -81,6 +82,14 @@ def check_template(values: dict[str, str], *, where: str) -> None:
                 "Countersign does not store secrets",
                 code="invalid_config",
             )
+
+
+def checked_url(url: str, *, what: str) -> None:
+    """Refuse (400) a URL that no call could reach: not http(s), no host, or a host that cannot be looked up."""
+    try:
+        validate_endpoint_url(url)
+    except ValidationError as exc:
+        raise InvalidInput(f"{what}: {' '.join(exc.messages)}", code="invalid_config") from None
 
 
 def resolve_template(value: str) -> str:
@@ -273,8 +282,8 @@ def source_create(
             f"{command!r} is not a program this installation starts (the UPSTREAM_STDIO_COMMANDS setting)",
             code="invalid_config",
         )
-    if kind == SourceKind.MCP_HTTP and not url.startswith(("http://", "https://")):
-        raise InvalidInput("an MCP server over HTTP needs its http(s) URL", code="invalid_config")
+    if kind == SourceKind.MCP_HTTP:
+        checked_url(url, what="an MCP server over HTTP needs its http(s) URL")
     if args is not None and not all(isinstance(a, str) for a in args):
         raise InvalidInput("args must be a list of texts", code="invalid_config")
     check_template(env or {}, where="env")
@@ -327,8 +336,8 @@ def http_tool_create(
     """An HTTP endpoint as a tool: its admin writes the definition; it starts disabled like any new tool."""
     if method not in HTTP_METHODS:
         raise InvalidInput(f"method must be one of {', '.join(HTTP_METHODS)}", code="invalid_config")
-    if not url.startswith(("http://", "https://")):
-        raise InvalidInput("the URL must be http(s)", code="invalid_config")
+    # Placeholders are filled with URL-quoted arguments at call time: check the URL with them as words.
+    checked_url(re.sub(r"\{(\w+)\}", "x", url), what="the URL")
     if not 0 < timeout <= 300 or not 0 <= retries <= 5:
         raise InvalidInput("timeout must be in (0, 300] seconds and retries in [0, 5]", code="invalid_config")
     check_template(headers or {}, where="headers")
@@ -674,6 +683,8 @@ def _call_http(row: UpstreamTool, args: dict[str, Any], context: ToolContext) ->
         try:
             response = httpx.request(method, url, json=body, headers=headers, timeout=timeout)
             break
+        except (httpx.InvalidURL, UnicodeError) as exc:  # nothing was sent, and never will be
+            raise ToolError("invalid_url", f"{url} cannot be called: {exc}") from exc
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:  # nothing was sent
             if attempt == int(spec.get("retries", 0)):
                 raise ToolError("upstream_unavailable", f"{url}: {exc}", transient=True) from exc

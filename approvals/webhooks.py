@@ -34,6 +34,7 @@ from django.utils import timezone
 
 from agents.models import Agent
 from agents.secrets import SecretUnavailable, check_secret_ref, resolve_secret
+from agents.upstream import checked_url
 from approvals.models import ActionRequest, DecisionWebhook, DeliveryStatus, WebhookDelivery
 from approvals.schemas import action_out
 from approvals.transitions import delivery_transition
@@ -71,8 +72,7 @@ def backoff(attempts: int) -> float:
 
 def webhook_set(*, agent: Agent, actor: User, url: str, secret_ref: str) -> DecisionWebhook:
     """Point the agent's decision webhook at `url`, signed with the secret `secret_ref` names (audited)."""
-    if not url.startswith(("http://", "https://")):
-        raise InvalidInput("the webhook URL must be http(s)", code="invalid_config")
+    checked_url(url, what="the webhook URL")
     try:
         check_secret_ref(secret_ref)
         if not secret_ref:
@@ -223,7 +223,7 @@ def _post(delivery: WebhookDelivery) -> tuple[int | None, str]:
     try:
         # Redirects are not followed: the signed request goes where it was configured to, or fails.
         response = httpx.post(delivery.webhook.url, content=body, headers=headers, timeout=TIMEOUT_SECONDS)
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, httpx.InvalidURL, UnicodeError) as exc:  # no answer: retried, and logged
         return None, _said(f"{type(exc).__name__}: {exc}")
     if 200 <= response.status_code < 300:
         return response.status_code, ""

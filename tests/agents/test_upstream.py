@@ -372,3 +372,31 @@ def test_only_admins_manage_tool_sources(api_as, admin):
         "/api/v1/tool-sources", {"slug": "time", "kind": "mcp_http", "url": "https://mcp.example/"}
     )
     assert again.status_code == 409
+
+
+@pytest.mark.parametrize("url", ["http://" + "a" * 64 + ".example/x", "http://[::1/x", "ftp://example/x"])
+def test_an_endpoint_no_call_could_reach_is_refused_when_it_is_added(admin: Any, url: str) -> None:
+    with pytest.raises(InvalidInput):
+        upstream.http_tool_create(
+            actor=admin,
+            slug="bad",
+            description="x",
+            method="POST",
+            url=url,
+            input_schema={"type": "object"},
+            impact="write",
+        )
+    with pytest.raises(InvalidInput):
+        upstream.source_create(actor=admin, slug="bad", kind="mcp_http", url=url)
+    assert not ToolSource.objects.exists()
+
+
+def test_an_http_tool_whose_stored_url_cannot_be_called_fails_without_sending(
+    admin: Any, refund_agent: Any, commit: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COUNTERSIGN_SECRET_CRM", "crm-key-1")
+    tool = _http_tool(admin, "http://127.0.0.1:9")
+    UpstreamTool.objects.filter(pk=tool.pk).update(spec={**tool.spec, "url": "http://" + "a" * 64 + ".example/x"})
+    _enable(refund_agent, "credit")
+    action = _call(refund_agent, "credit", {"ticket": "T-1", "amount": 5}, commit)
+    assert action.status == ActionStatus.FAILED and "invalid_url" in action.error

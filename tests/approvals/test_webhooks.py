@@ -273,3 +273,25 @@ def test_the_delivery_log_page_shows_operators_the_deliveries_and_sends_one_agai
     client.force_login(user("admin"))
     saved = client.post("/agents/refund-triage/webhook/save", {"url": receiver.url, "secret_ref": "env:PATH"})
     assert saved.status_code == 302 and DecisionWebhook.objects.get().secret_ref == REF  # refused, unchanged
+
+
+@pytest.mark.parametrize("url", ["http://" + "a" * 64 + ".example/hook", "http://[::1/hook", "http://\u2603.example"])
+def test_a_url_no_call_could_reach_is_refused_when_set_and_logged_if_stored(
+    people: None, api_as: Any, receiver: Receiver, url: str
+) -> None:
+    admin = api_as("admin")
+    refused = admin.client.put(
+        "/api/v1/agents/refund-triage/webhook",
+        data=json.dumps({"url": url, "secret_ref": REF}),
+        content_type="application/json",
+        headers=admin.headers,
+    )
+    assert refused.status_code == 400 and not DecisionWebhook.objects.exists()
+    # One stored before the check (or by hand) is tried, logged and retried: never a crashed worker.
+    _hooked(receiver, api_as)
+    DecisionWebhook.objects.update(url=url)
+    delivery = webhooks.webhook_queue(ActionRequest.objects.get(pk=_pending_refund(api_as)), event="decision")
+    assert delivery is not None
+    assert webhooks.webhook_deliver(delivery_id=delivery.pk) == "retry"
+    delivery.refresh_from_db()
+    assert delivery.status == DeliveryStatus.PENDING and delivery.last_error
