@@ -9,8 +9,16 @@ from django.contrib.auth.models import AbstractBaseUser, Group, User
 from django.db import transaction
 
 from accounts.models import ApiToken, Role, hash_token
+from agents.models import Agent
+from agents.selectors import agent_perms_on
+from agents.services import agent_permission_grant
 from audit.services import Actor, record
+from core.errors import Forbidden
 from live.push import PERMISSIONS_CHANGED, push
+
+# The identity of an agent's own tokens: a user no form can make (Django's usernames have no colon) and
+# nobody can log in as (no usable password), holding only the operate right on its agent.
+AGENT_IDENTITY = "agent:{slug}"
 
 
 def api_token_issue(*, user: User, actor: Actor | AbstractBaseUser | None, name: str = "") -> str:
@@ -20,6 +28,24 @@ def api_token_issue(*, user: User, actor: Actor | AbstractBaseUser | None, name:
         token = ApiToken.objects.create(user=user, name=name, prefix=raw[:10], key_hash=hash_token(raw))
         record(actor=actor, event="api_token.issued", target=token, after={"user": user.get_username(), "name": name})
     return raw
+
+
+def agent_token_issue(*, agent: Agent, actor: User, name: str = "") -> tuple[str, User]:
+    """A token whose identity is the agent itself: it may operate that agent (submit calls, ask over MCP, act on
+    grants) and nothing else, not review or approve. Only whoever configures the agent issues one."""
+    if "configure_agent" not in agent_perms_on(actor, agent):
+        raise Forbidden("only whoever configures the agent issues its tokens")
+    with transaction.atomic():
+        identity, made = get_user_model()._default_manager.get_or_create(
+            username=AGENT_IDENTITY.format(slug=agent.slug), defaults={"is_active": True}
+        )
+        if made:
+            identity.set_unusable_password()
+            identity.save(update_fields=["password"])
+            record(actor=actor, event="agent_identity.created", target=identity, agent_id=agent.pk)
+        agent_permission_grant(agent=agent, perm="operate_agent", to=identity, actor=actor)
+        raw = api_token_issue(user=identity, actor=actor, name=name or f"{agent.slug} (the agent's own)")
+    return raw, identity
 
 
 def role_assign(*, user: AbstractBaseUser, role: Role, actor: Actor | AbstractBaseUser | None) -> None:

@@ -14,6 +14,7 @@ from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.openapi.schema import OpenAPISchema
 from ninja.parser import Parser
 
+from accounts.api import router as accounts_router
 from accounts.auth import BearerToken
 from agents.api import router as agents_router
 from agents.tool_sources_api import router as tool_sources_router
@@ -61,6 +62,7 @@ api.add_router("", approvals_router)
 api.add_router("", runtime_router)
 api.add_router("", tool_sources_router)
 api.add_router("", webhooks_router)
+api.add_router("", accounts_router)
 
 
 def error_response(request: HttpRequest, status: int, code: str, detail: str, **extra: Any) -> HttpResponse:
