@@ -28,7 +28,11 @@ class WebhookIn(ApiInput):
         }
     )
 
-    url: str = Field(max_length=500, pattern=r"^https?://[^\s/]+", description="Where the events are POSTed.")
+    url: str = Field(
+        max_length=500,
+        pattern=r"^https?://[^\s/]+",
+        description="Where the events are POSTed: http(s), with a host that can be looked up (400 invalid_config).",
+    )
     secret_ref: str = Field(
         max_length=300,
         # The references agents.secrets.check_secret_ref allows: a variable with the prefix, or a file under the

@@ -304,6 +304,8 @@ RUNTIME_REFUSALS = {
     "POST /api/v1/agents": {"invalid_input"},
     "POST /api/v1/tool-sources/http": {"invalid_config"},
     "POST /api/v1/tool-sources/caller": {"invalid_config"},
+    # A webhook URL whose host no lookup could take (a label over 63 characters, not IDNA-encodable).
+    "PUT /api/v1/agents/{slug}/webhook": {"invalid_config"},
 }
 
 
