@@ -89,6 +89,18 @@ API = [
         {"admin": 409, "operator": 409, "anonymous": 401, "other": 404},
     ),
     ("post", "/api/v1/agents/refund-triage/runs", {"admin": 201, "operator": 201, "anonymous": 401, "other": 404}),
+    # The agent's own token: whoever configures it (its reviewers and operators see the agent, may not: 403).
+    # Its webhook: whoever configures or operates it.
+    (
+        "post",
+        "/api/v1/agents/refund-triage/tokens",
+        {"admin": 201, "admin2": 201, "reviewer": 403, "operator": 403, "anonymous": 401, "other": 404},
+    ),
+    (
+        "get",
+        "/api/v1/agents/refund-triage/webhook",
+        {"admin": 200, "admin2": 200, "operator": 200, "anonymous": 401, "other": 404},
+    ),
     ("post", "/api/v1/actions/{action}/claim", {"admin": 200, "reviewer": 200, "anonymous": 401, "other": 404}),
     ("post", "/api/v1/runs/{run}/cancel", {"admin": 200, "operator": 200, "anonymous": 401, "other": 404}),
     ("get", "/metrics", {"anonymous": 401, "other": 200}),
