@@ -18,6 +18,7 @@ import asyncio
 import json
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -107,6 +108,64 @@ def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
+# --- the protocol's requests, the same for both clients ---
+
+
+@dataclass(frozen=True)
+class _Request:
+    method: str
+    path: str
+    # Only what is safe to repeat: a lost answer to a submission or a redemption cannot tell whether it happened.
+    retry: bool = True
+    json: Any = None
+    params: dict[str, Any] | None = None
+
+
+def _submit(agent: str, tool: str, arguments: dict[str, Any], confidence: float, rationale: str) -> _Request:
+    # The agent executes it: a tool Countersign would execute itself is refused (400), never run twice.
+    body = {"tool": tool, "arguments": arguments, "confidence": confidence, "rationale": rationale}
+    return _Request("POST", f"/api/v1/agents/{agent}/actions", retry=False, json={**body, "executed_by": "caller"})
+
+
+def _get(action_id: int) -> _Request:
+    return _Request("GET", f"/api/v1/actions/{action_id}")
+
+
+def _wait(action_id: int, left: float) -> _Request:
+    return _Request("GET", f"/api/v1/actions/{action_id}/wait", params={"seen": "pending", "timeout": round(left, 3)})
+
+
+def _redeem(action: Action) -> _Request:
+    body = {"grant": _token(action), "arguments": action.arguments}
+    return _Request("POST", f"/api/v1/actions/{action.id}/grant/redeem", retry=False, json=body)
+
+
+def _report(action: Action, result: Any, error: str) -> _Request:
+    body: dict[str, Any] = {"grant": _token(action), "arguments": action.arguments}
+    body |= {"error": error} if error else {"result": _jsonable(result)}
+    return _Request("POST", f"/api/v1/actions/{action.id}/report", json=body)
+
+
+def _left(deadline: float | None, now: float) -> float:
+    """Seconds for the next long-poll: LONG_POLL, or what is left before `deadline`."""
+    return LONG_POLL if deadline is None else min(LONG_POLL, deadline - now)
+
+
+def _failure(response: httpx.Response | None, exc: httpx.TransportError | None) -> CountersignError | None:
+    """What to retry: no answer, or a 5xx (with its Retry-After); None when the answer is the caller's to read."""
+    if response is None:
+        return Unavailable(f"Countersign is unreachable: {exc}", code="unreachable")
+    if response.status_code < 500:
+        return None
+    error = _error(response)
+    error.body = {**(error.body or {}), "retry_after": response.headers.get("Retry-After")}
+    return error
+
+
+def _failed_run(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {exc}"[:10000]
+
+
 class Countersign:
     """A synchronous client for one agent.
 
@@ -143,43 +202,27 @@ class Countersign:
 
     def submit(self, tool: str, arguments: dict[str, Any], *, confidence: float = 1.0, rationale: str = "") -> Action:
         """Propose the call. Not retried: a lost answer cannot tell whether it was recorded."""
-        # The agent executes it: a tool Countersign would execute itself is refused (400), never run twice.
-        body = {
-            "tool": tool,
-            "arguments": arguments,
-            "confidence": confidence,
-            "rationale": rationale,
-            "executed_by": "caller",
-        }
-        return _action(self._send("POST", f"/api/v1/agents/{self.agent}/actions", json=body, retry=False))
+        return _action(self._send(_submit(self.agent, tool, arguments, confidence, rationale)))
 
     def get(self, action_id: int) -> Action:
-        return _action(self._send("GET", f"/api/v1/actions/{action_id}"))
+        return _action(self._send(_get(action_id)))
 
     def wait(self, action: Action | int, *, timeout: float | None = None) -> Action:
         """The action once it is decided (or as it is when `timeout` seconds have passed)."""
         current = action if isinstance(action, Action) else self.get(action)
         deadline = None if timeout is None else time.monotonic() + timeout
-        while current.status == "pending":
-            left = LONG_POLL if deadline is None else min(LONG_POLL, deadline - time.monotonic())
-            if left <= 0:
-                break
-            params = {"seen": "pending", "timeout": round(left, 3)}
-            current = _action(self._send("GET", f"/api/v1/actions/{current.id}/wait", params=params))
+        while current.status == "pending" and (left := _left(deadline, time.monotonic())) > 0:
+            current = _action(self._send(_wait(current.id, left)))
         return current
 
     def redeem(self, action: Action) -> Action:
         """Claim the grant, right before executing: once, before it expires, with the approved arguments."""
-        body = {"grant": _token(action), "arguments": action.arguments}
-        # Not retried: if an answer is lost, the grant may be used; executing then could be the second time.
-        return _action(self._send("POST", f"/api/v1/actions/{action.id}/grant/redeem", json=body, retry=False))
+        return _action(self._send(_redeem(action)))
 
     def report(self, action: Action, *, result: Any = None, error: str = "") -> Action:
         """What came of the call, once. Retried when the answer is lost; the retry finds it reported."""
-        body: dict[str, Any] = {"grant": _token(action), "arguments": action.arguments}
-        body |= {"error": error} if error else {"result": _jsonable(result)}
         try:
-            return _action(self._send("POST", f"/api/v1/actions/{action.id}/report", json=body))
+            return _action(self._send(_report(action, result, error)))
         except Conflict as exc:
             if exc.code == "already_reported":
                 return self.get(action.id)  # an earlier attempt whose answer was lost
@@ -220,25 +263,23 @@ class Countersign:
         try:
             result = run(**approval.arguments)
         except Exception as exc:
-            self.report(action, error=f"{type(exc).__name__}: {exc}"[:10000])
+            self.report(action, error=_failed_run(exc))
             raise
         self.report(action, result=result)
         return result
 
-    # --- transport ---
-
-    def _send(self, method: str, path: str, *, retry: bool = True, **kwargs: Any) -> httpx.Response:
+    def _send(self, request: _Request) -> httpx.Response:
         for attempt in range(RETRIES + 1):
+            response, exc = None, None
             try:
-                response = self._http.request(method, path, **kwargs)
-            except httpx.TransportError as exc:
-                error: CountersignError = Unavailable(f"Countersign is unreachable: {exc}", code="unreachable")
-            else:
-                if response.status_code < 500:
-                    return response
-                error = _error(response)
-                error.body = {**(error.body or {}), "retry_after": response.headers.get("Retry-After")}
-            if not retry or attempt == RETRIES:
+                response = self._http.request(request.method, request.path, json=request.json, params=request.params)
+            except httpx.TransportError as lost:
+                exc = lost
+            error = _failure(response, exc)
+            if error is None:
+                assert response is not None
+                return response
+            if not request.retry or attempt == RETRIES:
                 raise error
             time.sleep(_retry_after(error, attempt))
         raise AssertionError("unreachable")
@@ -275,40 +316,25 @@ class AsyncCountersign:
     async def submit(
         self, tool: str, arguments: dict[str, Any], *, confidence: float = 1.0, rationale: str = ""
     ) -> Action:
-        # The agent executes it: a tool Countersign would execute itself is refused (400), never run twice.
-        body = {
-            "tool": tool,
-            "arguments": arguments,
-            "confidence": confidence,
-            "rationale": rationale,
-            "executed_by": "caller",
-        }
-        return _action(await self._send("POST", f"/api/v1/agents/{self.agent}/actions", json=body, retry=False))
+        return _action(await self._send(_submit(self.agent, tool, arguments, confidence, rationale)))
 
     async def get(self, action_id: int) -> Action:
-        return _action(await self._send("GET", f"/api/v1/actions/{action_id}"))
+        return _action(await self._send(_get(action_id)))
 
     async def wait(self, action: Action | int, *, timeout: float | None = None) -> Action:
         current = action if isinstance(action, Action) else await self.get(action)
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
-        while current.status == "pending":
-            left = LONG_POLL if deadline is None else min(LONG_POLL, deadline - loop.time())
-            if left <= 0:
-                break
-            params = {"seen": "pending", "timeout": round(left, 3)}
-            current = _action(await self._send("GET", f"/api/v1/actions/{current.id}/wait", params=params))
+        while current.status == "pending" and (left := _left(deadline, loop.time())) > 0:
+            current = _action(await self._send(_wait(current.id, left)))
         return current
 
     async def redeem(self, action: Action) -> Action:
-        body = {"grant": _token(action), "arguments": action.arguments}
-        return _action(await self._send("POST", f"/api/v1/actions/{action.id}/grant/redeem", json=body, retry=False))
+        return _action(await self._send(_redeem(action)))
 
     async def report(self, action: Action, *, result: Any = None, error: str = "") -> Action:
-        body: dict[str, Any] = {"grant": _token(action), "arguments": action.arguments}
-        body |= {"error": error} if error else {"result": _jsonable(result)}
         try:
-            return _action(await self._send("POST", f"/api/v1/actions/{action.id}/report", json=body))
+            return _action(await self._send(_report(action, result, error)))
         except Conflict as exc:
             if exc.code == "already_reported":
                 return await self.get(action.id)
@@ -344,23 +370,25 @@ class AsyncCountersign:
         try:
             result = await run(**approval.arguments)
         except Exception as exc:
-            await self.report(action, error=f"{type(exc).__name__}: {exc}"[:10000])
+            await self.report(action, error=_failed_run(exc))
             raise
         await self.report(action, result=result)
         return result
 
-    async def _send(self, method: str, path: str, *, retry: bool = True, **kwargs: Any) -> httpx.Response:
+    async def _send(self, request: _Request) -> httpx.Response:
         for attempt in range(RETRIES + 1):
+            response, exc = None, None
             try:
-                response = await self._http.request(method, path, **kwargs)
-            except httpx.TransportError as exc:
-                error: CountersignError = Unavailable(f"Countersign is unreachable: {exc}", code="unreachable")
-            else:
-                if response.status_code < 500:
-                    return response
-                error = _error(response)
-                error.body = {**(error.body or {}), "retry_after": response.headers.get("Retry-After")}
-            if not retry or attempt == RETRIES:
+                response = await self._http.request(
+                    request.method, request.path, json=request.json, params=request.params
+                )
+            except httpx.TransportError as lost:
+                exc = lost
+            error = _failure(response, exc)
+            if error is None:
+                assert response is not None
+                return response
+            if not request.retry or attempt == RETRIES:
                 raise error
             await asyncio.sleep(_retry_after(error, attempt))
         raise AssertionError("unreachable")
