@@ -6,12 +6,14 @@ These build rows directly, as fixtures: a behaviour under test still goes throug
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
 import factory
 from django.contrib.auth import get_user_model
 from factory.django import DjangoModelFactory
 
-from agents.models import Agent, Run
+from agents import upstream
+from agents.models import Agent, AgentTool, Run
 from approvals.models import ActionRequest, ActionStatus, Execution
 
 
@@ -64,3 +66,28 @@ class ExecutionFactory(DjangoModelFactory):
 
     action = factory.SubFactory(ActionFactory, status=ActionStatus.APPROVED)
     idempotency_key = factory.LazyAttribute(lambda o: f"action-{o.action.pk}")
+
+
+INVOICE_SCHEMA = {
+    "type": "object",
+    "properties": {"customer": {"type": "string"}, "amount": {"type": "number"}},
+    "required": ["customer", "amount"],
+}
+
+
+def enabled_caller_tool(agent: Agent, *, admin: Any, mode: str = "review", **declared: Any) -> str:
+    """`send_invoice`, a tool the agent executes itself: declared and approved by `admin`, enabled for `agent`
+    directly, as the configuration's four eyes would (tests/agents/test_configuration.py covers those)."""
+    tool = upstream.caller_tool_create(
+        actor=admin,
+        **{
+            "slug": "send_invoice",
+            "description": "Send an invoice.",
+            "input_schema": INVOICE_SCHEMA,
+            "impact": "financial",
+            **declared,
+        },
+    )
+    upstream.upstream_tool_approve(tool=tool, actor=admin, definition_hash_seen=tool.definition_hash)
+    AgentTool.objects.create(agent=agent, tool=tool.name, mode=mode)
+    return tool.name

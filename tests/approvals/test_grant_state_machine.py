@@ -18,7 +18,6 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
 
-from agents import upstream
 from agents.models import Agent, AgentTool
 from approvals.decisions import action_request_decide
 from approvals.execution import action_resolve_in_doubt, action_undo
@@ -29,6 +28,7 @@ from audit.models import AuditEvent
 from audit.selectors import verify_chain
 from core.canonical import call_digest
 from core.errors import DomainError
+from tests.factories import enabled_caller_tool
 
 # What a grant's status allows its action to be in.
 FOLLOWS = {
@@ -57,20 +57,16 @@ class GrantMachine(RuleBasedStateMachine):
         self.users = {u.username: u for u in get_user_model().objects.all()}
         self.agent = Agent.objects.get(slug="refund-triage")
         with transaction.atomic():
-            invoice = upstream.caller_tool_create(
-                actor=self.users["admin"],
-                slug="send_invoice",
-                description="Send an invoice.",
+            enabled_caller_tool(
+                self.agent,
+                admin=self.users["admin"],
+                mode="auto",
                 input_schema={"type": "object", "properties": {"amount": {"type": "number"}}, "required": ["amount"]},
-                impact="financial",
                 magnitude_pointer="/amount",
                 reversible=True,
             )
-            upstream.upstream_tool_approve(
-                tool=invoice, actor=self.users["admin"], definition_hash_seen=invoice.definition_hash
-            )
             # Review below 0.8 confidence, auto above it.
-            AgentTool.objects.create(agent=self.agent, tool="send_invoice", mode="auto", min_confidence=0.8)
+            AgentTool.objects.filter(agent=self.agent, tool="send_invoice").update(min_confidence=0.8)
         # What succeeded, per grant, as the agent saw it.
         self.redeemed: dict[int, list[str]] = {}
         self.reported: dict[int, int] = {}

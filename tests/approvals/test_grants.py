@@ -16,7 +16,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from accounts.services import api_token_issue
-from agents import upstream
 from agents.models import AgentTool, UpstreamTool
 from approvals import decisions, execution, grants, routing
 from approvals.grants import grant_token, grants_sweep
@@ -25,6 +24,7 @@ from audit.models import AuditEvent
 from core.canonical import call_digest
 from core.errors import Conflict
 from tests.conftest import ApiClient, user
+from tests.factories import enabled_caller_tool
 
 pytestmark = pytest.mark.django_db
 
@@ -44,20 +44,9 @@ def people(demo_user: Any, refund_agent: Any) -> None:
 
 
 def _declare(mode: str = "review", *, reversible: bool = False, agent: Any = None) -> str:
-    admin = user("admin")
-    tool = upstream.caller_tool_create(
-        actor=admin,
-        slug="send_invoice",
-        description="Send an invoice.",
-        input_schema=SCHEMA,
-        impact="financial",
-        magnitude_pointer="/amount",
-        reversible=reversible,
+    return enabled_caller_tool(
+        agent, admin=user("admin"), mode=mode, input_schema=SCHEMA, magnitude_pointer="/amount", reversible=reversible
     )
-    upstream.upstream_tool_approve(tool=tool, actor=admin, definition_hash_seen=tool.definition_hash)
-    # Enabled directly, as the configuration's four eyes would (tests/agents/test_configuration.py).
-    AgentTool.objects.create(agent=agent, tool="send_invoice", mode=mode)
-    return tool.name
 
 
 def _submit(api: Any, arguments: dict[str, Any] | None = None, confidence: float = 0.9) -> dict[str, Any]:

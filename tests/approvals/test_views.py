@@ -5,12 +5,12 @@ from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
-from agents import upstream
-from agents.models import Agent, AgentTool
+from agents.models import Agent
 from agents.services import run_start
 from approvals import routing
 from approvals.models import ActionRequest, ActionStatus
 from tests.conftest import PASSWORD, refund_input, user
+from tests.factories import enabled_caller_tool
 
 # Requests commit for real: the runs, routing and executions they start happen on commit (inline).
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -167,15 +167,7 @@ def test_inbox_rows_of_tools_from_outside_cost_no_query_each(refund_agent, demo_
     demo_user("admin")
     demo_user("operator")
     reviewer = demo_user("reviewer")
-    tool = upstream.caller_tool_create(
-        actor=user("admin"),
-        slug="send_invoice",
-        description="Send an invoice.",
-        input_schema={"type": "object", "properties": {"customer": {"type": "string"}, "amount": {"type": "number"}}},
-        impact="financial",
-    )
-    upstream.upstream_tool_approve(tool=tool, actor=user("admin"), definition_hash_seen=tool.definition_hash)
-    AgentTool.objects.create(agent=refund_agent, tool="send_invoice", mode="review")
+    enabled_caller_tool(refund_agent, admin=user("admin"))
 
     def ask(amount: int) -> None:
         routing.route_tool_call(

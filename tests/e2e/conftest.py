@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -305,3 +306,26 @@ def start_refund(base: str, token: str, order: str, amount: int) -> int:
     )
     assert response.status_code == 201, response.text
     return response.json()["id"]
+
+
+def review_in_turn(base: str, token: str, decisions: list[dict[str, Any]]) -> threading.Thread:
+    """A reviewer working through the inbox over the API: each call that arrives gets the next decision."""
+    headers = {"Authorization": f"Bearer {token}"}
+    pending: list[dict[str, Any]] = []
+
+    def arrived() -> bool:
+        page = httpx.get(f"{base}/api/v1/actions", params={"status": "pending"}, headers=headers, timeout=10)
+        pending[:] = page.json()["items"]
+        return bool(pending)
+
+    def review() -> None:
+        for decision in decisions:
+            assert wait_until(arrived, timeout=60)
+            answer = httpx.post(
+                f"{base}/api/v1/actions/{pending[0]['id']}/decision", json=decision, headers=headers, timeout=10
+            )
+            assert answer.status_code == 200, answer.text
+
+    reviewer = threading.Thread(target=review, daemon=True)
+    reviewer.start()
+    return reviewer

@@ -7,55 +7,24 @@ from __future__ import annotations
 
 import json
 import subprocess
-import threading
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from accounts.services import api_token_issue
-from agents import upstream
-from agents.models import AgentTool
 from approvals.models import ActionRequest, ActionStatus
 from tests.conftest import needs_postgres, needs_redis, user
-from tests.e2e.conftest import BIN, wait_until
+from tests.e2e.conftest import BIN, review_in_turn
+from tests.factories import enabled_caller_tool
 
 pytestmark = [needs_postgres, needs_redis, pytest.mark.django_db(transaction=True)]
 
 AGENTS = Path(__file__).with_name("frameworks")
-SCHEMA = {
-    "type": "object",
-    "properties": {"customer": {"type": "string"}, "amount": {"type": "number"}},
-    "required": ["customer", "amount"],
-}
 DECISIONS = [
     {"verdict": "edit", "arguments": {"customer": "ACME", "amount": 90}},
     {"verdict": "reject", "comment": "Initech paid already"},
 ]
-
-
-def _review_in_turn(base: str, token: str, decisions: list[dict[str, Any]]) -> threading.Thread:
-    """A reviewer working through the inbox over the API: each call that arrives gets the next decision."""
-    headers = {"Authorization": f"Bearer {token}"}
-    pending: list[dict[str, Any]] = []
-
-    def arrived() -> bool:
-        page = httpx.get(f"{base}/api/v1/actions", params={"status": "pending"}, headers=headers, timeout=10)
-        pending[:] = page.json()["items"]
-        return bool(pending)
-
-    def review() -> None:
-        for decision in decisions:
-            assert wait_until(arrived, timeout=60)
-            answer = httpx.post(
-                f"{base}/api/v1/actions/{pending[0]['id']}/decision", json=decision, headers=headers, timeout=10
-            )
-            assert answer.status_code == 200, answer.text
-
-    reviewer = threading.Thread(target=review, daemon=True)
-    reviewer.start()
-    return reviewer
 
 
 @pytest.mark.parametrize("script", ["openai_agent.py", "langgraph_agent.py", "pydantic_ai_agent.py"])
@@ -64,21 +33,13 @@ def test_an_agent_runs_exactly_the_edited_call_and_hears_the_rejection(
 ) -> None:
     for name in ("admin", "operator", "reviewer"):
         demo_user(name)
-    tool = upstream.caller_tool_create(
-        actor=user("admin"),
-        slug="send_invoice",
-        description="Send an invoice.",
-        input_schema=SCHEMA,
-        impact="financial",
-    )
-    upstream.upstream_tool_approve(tool=tool, actor=user("admin"), definition_hash_seen=tool.definition_hash)
-    AgentTool.objects.create(agent=refund_agent, tool="send_invoice", mode="review")
+    enabled_caller_tool(refund_agent, admin=user("admin"))
     env = {
         "PATH": f"{BIN}:/usr/bin:/bin",
         "COUNTERSIGN_URL": stack.base,
         "COUNTERSIGN_TOKEN": api_token_issue(user=user("operator"), actor=None),
     }
-    reviewer = _review_in_turn(stack.base, api_token_issue(user=user("reviewer"), actor=None), DECISIONS)
+    reviewer = review_in_turn(stack.base, api_token_issue(user=user("reviewer"), actor=None), DECISIONS)
     # Its own process, outside the repository: the OpenAI Agents SDK's package is named `agents`, as the app here.
     done = subprocess.run(
         [BIN / "python", AGENTS / script],

@@ -5,15 +5,11 @@ reviewer's reason."""
 from __future__ import annotations
 
 import asyncio
-import threading
 from typing import Any
 
-import httpx
 import pytest
 
 from accounts.services import api_token_issue
-from agents import upstream
-from agents.models import AgentTool
 from approvals.models import ActionRequest, ActionStatus
 from audit.models import AuditEvent
 from countersign import (
@@ -26,16 +22,10 @@ from countersign import (
     require_approval,
 )
 from tests.conftest import needs_postgres, needs_redis, user
-from tests.e2e.conftest import wait_until
+from tests.e2e.conftest import review_in_turn
+from tests.factories import enabled_caller_tool
 
 pytestmark = [needs_postgres, needs_redis, pytest.mark.django_db(transaction=True)]
-
-SCHEMA = {
-    "type": "object",
-    "properties": {"customer": {"type": "string"}, "amount": {"type": "number"}},
-    "required": ["customer", "amount"],
-    "additionalProperties": False,
-}
 
 
 @pytest.fixture
@@ -43,42 +33,11 @@ def invoices(demo_user: Any, refund_agent: Any) -> None:
     """send_invoice: a caller's tool on refund-triage, reviewed."""
     for name in ("admin", "operator", "reviewer"):
         demo_user(name)
-    tool = upstream.caller_tool_create(
-        actor=user("admin"),
-        slug="send_invoice",
-        description="Send an invoice.",
-        input_schema=SCHEMA,
-        impact="financial",
-    )
-    upstream.upstream_tool_approve(tool=tool, actor=user("admin"), definition_hash_seen=tool.definition_hash)
-    AgentTool.objects.create(agent=refund_agent, tool="send_invoice", mode="review")
+    enabled_caller_tool(refund_agent, admin=user("admin"))
 
 
 def _token(username: str) -> str:
     return api_token_issue(user=user(username), actor=None)
-
-
-def _decide_when_pending(base: str, token: str, decision: dict[str, Any]) -> threading.Thread:
-    """A reviewer, in another thread: waits for the call to reach the inbox, then decides it over the API."""
-    headers = {"Authorization": f"Bearer {token}"}
-
-    def review() -> None:
-        pending: list[dict[str, Any]] = []
-
-        def arrived() -> bool:
-            page = httpx.get(f"{base}/api/v1/actions", params={"status": "pending"}, headers=headers, timeout=10)
-            pending[:] = page.json()["items"]
-            return bool(pending)
-
-        assert wait_until(arrived, timeout=30)
-        answer = httpx.post(
-            f"{base}/api/v1/actions/{pending[0]['id']}/decision", json=decision, headers=headers, timeout=10
-        )
-        assert answer.status_code == 200, answer.text
-
-    reviewer = threading.Thread(target=review, daemon=True)
-    reviewer.start()
-    return reviewer
 
 
 def test_a_guarded_function_runs_once_with_the_edited_arguments(invoices: None, stack: Any) -> None:
@@ -90,8 +49,8 @@ def test_a_guarded_function_runs_once_with_the_edited_arguments(invoices: None, 
         sent.append({"customer": customer, "amount": amount})
         return {"invoice": "INV-1", "amount": amount}
 
-    reviewer = _decide_when_pending(
-        stack.base, _token("reviewer"), {"verdict": "edit", "arguments": {"customer": "ACME", "amount": 90}}
+    reviewer = review_in_turn(
+        stack.base, _token("reviewer"), [{"verdict": "edit", "arguments": {"customer": "ACME", "amount": 90}}]
     )
     assert send_invoice("ACME", 120) == {"invoice": "INV-1", "amount": 90}
     reviewer.join(timeout=30)
@@ -124,9 +83,7 @@ def test_a_rejection_reaches_the_agent_with_the_reason_and_nothing_runs(invoices
                 ran.append(customer)
                 return "sent"
 
-            reviewer = _decide_when_pending(
-                stack.base, reviewer_token, {"verdict": "reject", "comment": "wrong customer"}
-            )
+            reviewer = review_in_turn(stack.base, reviewer_token, [{"verdict": "reject", "comment": "wrong customer"}])
             with pytest.raises(Rejected) as rejected:
                 await send_invoice("Initech", 40)
             await asyncio.to_thread(reviewer.join, 30)
