@@ -441,8 +441,6 @@ class WebhookDelivery(models.Model):
     webhook = models.ForeignKey(DecisionWebhook, on_delete=models.CASCADE, related_name="deliveries")
     action = models.ForeignKey(ActionRequest, on_delete=models.CASCADE, related_name="+")
     event = models.CharField(max_length=40)
-    # The event's id in the body: the same for a redelivery, so a receiver can drop what it has seen.
-    event_id = models.CharField(max_length=40)
     payload = models.JSONField(help_text="The action as the API showed it when the event happened.")
     status = models.CharField(max_length=16, choices=DeliveryStatus.choices, default=DeliveryStatus.PENDING)
     attempts = models.PositiveIntegerField(default=0)
@@ -452,6 +450,7 @@ class WebhookDelivery(models.Model):
     last_error = models.TextField(blank=True)
     delivered_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    # A delivery an operator sent again points to the event's first delivery (approvals.webhooks.webhook_redeliver).
     redelivery_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     requested_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
@@ -471,3 +470,8 @@ class WebhookDelivery(models.Model):
 
     def __str__(self) -> str:
         return f"delivery {self.pk} of {self.event} ({self.status})"
+
+    @property
+    def event_id(self) -> str:
+        """The event's id in the body: its first delivery's, so a receiver can drop what it has seen."""
+        return f"evt_{self.redelivery_of_id or self.pk}"

@@ -118,10 +118,7 @@ def webhook_queue(action: ActionRequest, *, event: str) -> WebhookDelivery | Non
         pk=action.pk
     )
     payload = json.loads(json.dumps(action_out(current), cls=DjangoJSONEncoder))
-    delivery = WebhookDelivery.objects.create(
-        webhook=webhook, action_id=action.pk, event=event, event_id="", payload=payload
-    )
-    WebhookDelivery.objects.filter(pk=delivery.pk).update(event_id=f"evt_{delivery.pk}")
+    delivery = WebhookDelivery.objects.create(webhook=webhook, action_id=action.pk, event=event, payload=payload)
     enqueue_on_commit(DELIVER, delivery.pk)
     return delivery
 
@@ -133,9 +130,8 @@ def webhook_redeliver(*, delivery: WebhookDelivery, actor: User) -> WebhookDeliv
             webhook_id=delivery.webhook_id,
             action_id=delivery.action_id,
             event=delivery.event,
-            event_id=delivery.event_id,
             payload=delivery.payload,
-            redelivery_of=delivery,
+            redelivery_of_id=delivery.redelivery_of_id or delivery.pk,  # the event's first delivery
             requested_by=actor,
         )
         record(

@@ -47,7 +47,6 @@ class Migration(migrations.Migration):
             fields=[
                 ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
                 ("event", models.CharField(max_length=40)),
-                ("event_id", models.CharField(max_length=40)),
                 ("payload", models.JSONField(help_text="The action as the API showed it when the event happened.")),
                 (
                     "status",
