@@ -16,6 +16,11 @@ $(STAMP): requirements.txt requirements-dev.txt
 
 venv: $(STAMP)
 
+# The official MCP TypeScript SDK, a test client for MCP Tasks (tests/e2e/test_mcp_tasks.py), from its lock file.
+TS_CLIENT := tests/e2e/mcp_tasks_client
+$(TS_CLIENT)/node_modules/.package-lock.json: $(TS_CLIENT)/package-lock.json
+	npm ci --prefix $(TS_CLIENT) --no-audit --no-fund --loglevel=error
+
 demo: $(STAMP)
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py collectstatic --noinput -v0
@@ -35,7 +40,7 @@ typecheck: $(STAMP)
 # With DATABASE_URL and REDIS_URL set the suite runs on PostgreSQL and Redis;
 # the production settings then need a SECRET_KEY, an audit chain key and an anchor
 # file, which tests may make up (each test then uses an anchor file of its own).
-pytest: $(STAMP)
+pytest: $(STAMP) $(TS_CLIENT)/node_modules/.package-lock.json
 	SECRET_KEY="$${SECRET_KEY:-test-only-not-a-secret}" \
 	AUDIT_CHAIN_KEY="$${AUDIT_CHAIN_KEY:-test-only-audit-chain-key}" \
 	AUDIT_ANCHOR_FILE="$${AUDIT_ANCHOR_FILE:-/tmp/countersign-test-anchors.log}" \

@@ -326,6 +326,24 @@ def decide_by_timeout(action: ActionRequest, *, to_status: str) -> None:
         )
 
 
+def action_request_withdraw(*, action: ActionRequest, actor: User, reason: str) -> bool:
+    """The agent takes back a request still waiting for a person; False if it no longer waits."""
+    with transaction.atomic():
+        # Compare-and-set: a reviewer deciding at the same moment wins or loses as a whole.
+        if not action_leave_pending(action=action, to_status=ActionStatus.CANCELLED, error=reason):
+            return False
+        record(
+            actor=actor,
+            event="action.withdrawn",
+            target=action,
+            agent_id=action.agent_id,
+            before={"status": ActionStatus.PENDING},
+            after={"status": ActionStatus.CANCELLED, "reason": reason},
+        )
+        push(ACTION_CLOSED, action_id=action.pk)
+    return True
+
+
 def already_decided(action_id: int, *, tier: int | None = None) -> Conflict:
     current = ActionRequest.objects.filter(pk=action_id).select_related("decision__reviewer").first()
     if current is None:

@@ -7,25 +7,28 @@ A refusal, a rejection, a denial or an expiry is a tool error the agent can read
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from typing import Any
 
 import mcp_types as types
+from pydantic import BaseModel
 
 from agents.guard import GuardRefusal
 from approvals.models import ActionRequest, ActionStatus, Verdict
+from gateway.models import GatewayCall
 
-# States after which the action will not change by itself: the answer is final.
-FINAL = frozenset(
-    {
-        ActionStatus.EXECUTED,
-        ActionStatus.FAILED,
-        ActionStatus.REJECTED,
-        ActionStatus.DENIED,
-        ActionStatus.EXPIRED,
-        ActionStatus.CANCELLED,
-        ActionStatus.COMPENSATED,
-    }
-)
+# States after which the action will not change by itself: the answer is final. Each with the status an
+# MCP task wrapping the call shows (a tool error, `isError`, is a failed task).
+TASK_STATUS: dict[str, str] = {
+    ActionStatus.EXECUTED: "completed",
+    ActionStatus.COMPENSATED: "completed",
+    ActionStatus.FAILED: "failed",
+    ActionStatus.REJECTED: "failed",
+    ActionStatus.DENIED: "failed",
+    ActionStatus.EXPIRED: "failed",
+    ActionStatus.CANCELLED: "cancelled",
+}
+FINAL = frozenset(TASK_STATUS)
 
 
 def _text(text: str, *, error: bool, action: ActionRequest | None = None, **meta: Any) -> types.CallToolResult:
@@ -76,18 +79,97 @@ def final(action: ActionRequest) -> types.CallToolResult:
     return _text(f"The tool failed: {action.error}", error=True, action=action)
 
 
+def _state(action: ActionRequest) -> str:
+    """Where an action short of FINAL stands, as a phrase: "is waiting for a reviewer (…)"."""
+    if action.status == ActionStatus.IN_DOUBT:
+        return "was interrupted while running; a person is checking whether it took effect"
+    if action.status == ActionStatus.PENDING:
+        due = f" (decision due by {action.due_at:%Y-%m-%d %H:%M} UTC)" if action.due_at else ""
+        return f"is waiting for a reviewer{due}"
+    return "is approved and running"
+
+
 def waiting(action: ActionRequest) -> types.CallToolResult:
     """Not an error: the call is queued, and calling again with the same arguments joins it."""
-    if action.status == ActionStatus.IN_DOUBT:
-        state = "was interrupted while running; a person is checking whether it took effect"
-    elif action.status == ActionStatus.PENDING:
-        due = f" (decision due by {action.due_at:%Y-%m-%d %H:%M} UTC)" if action.due_at else ""
-        state = f"is waiting for a reviewer{due}"
-    else:
-        state = "is approved and running"
     return _text(
-        f"Pending: request #{action.pk} for {action.tool} {state}. Call {action.tool} again with the same "
+        f"Pending: request #{action.pk} for {action.tool} {_state(action)}. Call {action.tool} again with the same "
         "arguments to get its result; an identical call joins this request instead of opening another.",
         error=False,
         action=action,
     )
+
+
+# MCP Tasks (2025-11-25): what a task-augmented call is told, and what tasks/get and tasks/result answer.
+RELATED_TASK = "io.modelcontextprotocol/related-task"
+IMMEDIATE_RESPONSE = "io.modelcontextprotocol/model-immediate-response"
+
+
+def task_status(call: GatewayCall) -> str:
+    action = call.action
+    assert action is not None
+    if call.task_cancelled_at is not None:
+        return "cancelled"
+    return TASK_STATUS.get(action.status, "working")
+
+
+def task(call: GatewayCall, *, poll_ms: int) -> types.Task:
+    """The task wrapping `call`, as tasks/get, tasks/list and tasks/cancel show it."""
+    action = call.action
+    assert action is not None and call.task_id and call.task_created_at and call.task_expires_at
+    status = task_status(call)
+    if status == "working":
+        message = f"Request #{action.pk} for {action.tool} {_state(action)}."
+    elif call.task_cancelled_at is not None:
+        message = "Cancelled by request." + (
+            "" if action.status == ActionStatus.CANCELLED else f" The action had been approved; it is {action.status}."
+        )
+    elif status == "completed":
+        message = f"Request #{action.pk} for {action.tool} ran."
+    else:
+        message = first_text(final(action))
+    changes = [call.task_created_at, action.decided_at, action.executed_at, call.task_cancelled_at]
+    return types.Task(
+        task_id=call.task_id,
+        status=status,  # type: ignore[arg-type]  # one of TaskStatus, by TASK_STATUS
+        status_message=message,
+        created_at=call.task_created_at.isoformat(),
+        last_updated_at=max(moment for moment in changes if moment is not None).isoformat(),
+        ttl=(call.task_expires_at - call.task_created_at) // timedelta(milliseconds=1),
+        poll_interval=None if status != "working" else poll_ms,
+    )
+
+
+def task_created(call: GatewayCall, *, poll_ms: int) -> dict[str, Any]:
+    """The CreateTaskResult a task-augmented tools/call is answered with at once, as sent on the wire."""
+    action = call.action
+    assert action is not None
+    said = task(call, poll_ms=poll_ms)
+    return wire(types.CreateTaskResult(task=said, _meta={IMMEDIATE_RESPONSE: said.status_message}))
+
+
+def wire(model: BaseModel) -> dict[str, Any]:
+    """A task result as the 2025-11-25 wire has it (no 2026-era `resultType`); the SDK does not shape these."""
+    dumped = model.model_dump(by_alias=True, mode="json", exclude_none=True)
+    dumped.pop("resultType", None)
+    return dumped
+
+
+def task_result(call: GatewayCall) -> types.CallToolResult:
+    """tasks/result for a task in a terminal status: exactly what the call itself would have answered."""
+    action = call.action
+    assert action is not None and call.task_id
+    if call.task_cancelled_at is not None and action.status != ActionStatus.CANCELLED:
+        answer = _text(
+            f"Cancelled by request; request #{action.pk} had already been approved and is {action.status}.",
+            error=True,
+            action=action,
+        )
+    else:
+        answer = final(action)
+    answer.meta = {**(answer.meta or {}), RELATED_TASK: {"taskId": call.task_id}}
+    return answer
+
+
+def first_text(answer: types.CallToolResult) -> str:
+    block = answer.content[0] if answer.content else None
+    return block.text if isinstance(block, types.TextContent) else ""

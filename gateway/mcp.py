@@ -25,15 +25,37 @@ from typing import Any, TypeVar
 import mcp_types as types
 from channels.db import database_sync_to_async
 from django.conf import settings
+from django.core import signing
+from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.lowlevel import Server
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from mcp.shared.exceptions import MCPError
+from mcp_types import INVALID_PARAMS, INVALID_REQUEST
+from pydantic import ValidationError
 
 from agents.tools import Impact, Tool
 from approvals.settled import REREAD_SECONDS, watching
 from core.inbound import MAX_BODY_BYTES, InputRefused, Problem, refuse_invalid, refuse_text
 from gateway import answers
-from gateway.selectors import UNAUTHORIZED, Caller, action_of, call_state, caller_for, offered_tools
-from gateway.services import gateway_call_answered, gateway_call_open
+from gateway.models import GatewayCall
+from gateway.selectors import (
+    UNAUTHORIZED,
+    Caller,
+    action_of,
+    call_state,
+    caller_for,
+    offered_tools,
+    task_for,
+    tasks_page,
+)
+from gateway.services import (
+    Opened,
+    TaskFinished,
+    TooManyTasks,
+    gateway_call_answered,
+    gateway_call_open,
+    gateway_task_cancel,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +88,8 @@ def _describe(tool: Tool) -> types.Tool:
             # An effect outside Countersign's database reaches the world beyond it.
             open_world_hint=not tool.transactional,
         ),
+        # Any call may wait for a person: a client with MCP Tasks may take it as a task.
+        execution=types.ToolExecution(task_support="optional"),
     )
 
 
@@ -92,8 +116,10 @@ def _stated(meta: dict[str, Any]) -> tuple[float, str]:
     return float(confidence), rationale
 
 
-async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
-    caller = _caller(ctx)
+async def _open(
+    caller: Caller, params: types.CallToolRequestParams, *, as_task: bool = False
+) -> Opened | types.CallToolResult:
+    """Route the call (or join the identical open one); a refusal is answered as a tool error."""
     try:
         arguments = refuse_invalid(params.arguments or {}, path="arguments")
         confidence, rationale = _stated(dict(params.meta or {}))
@@ -107,9 +133,18 @@ async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.Call
         arguments=arguments,
         confidence=confidence,
         rationale=rationale,
+        as_task=as_task,
+        task_ttl=params.task.ttl if params.task is not None else None,
     )
     if opened.refusal is not None:
         return answers.refused(opened.refusal)
+    return opened
+
+
+async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
+    opened = await _open(_caller(ctx), params)
+    if isinstance(opened, types.CallToolResult):
+        return opened
     assert opened.call is not None and opened.call.action_id is not None
     return await _answer(ctx, opened.call.pk, opened.call.action_id)
 
@@ -142,6 +177,113 @@ async def _answer(ctx: Any, call_id: int, action_id: int) -> types.CallToolResul
             action = action_of(await _off_loop(call_state, call_id=call_id))
 
 
+# MCP Tasks (protocol revision 2025-11-25). A task-augmented tools/call is answered at once with a
+# task; the task is the call's GatewayCall (an identical task-augmented call is given the same task),
+# its status the action's (TASK_STATUS), and tasks/result the answer the call itself would have had.
+# Tasks are bound to the agent: only a token that may operate the agent reaches them, through its
+# endpoint; another agent's endpoint does not find them.
+TASKS_VERSION = "2025-11-25"
+TASKS_CAPABILITY: dict[str, Any] = {"list": {}, "cancel": {}, "requests": {"tools": {"call": {}}}}
+TASKS_PAGE = 100
+CURSOR_SALT = "gateway.mcp.tasks-list"
+
+
+class TaskMiddleware:
+    """What mcp 2.3 leaves out of Tasks: the capability in `initialize`, and the task-augmented tools/call.
+
+    The SDK defines the 2025-11-25 task types but dispatches none of them, and it checks that a
+    tools/call handler returns a CallToolResult. A task-augmented call is answered with a
+    CreateTaskResult instead, so it is answered here, ahead of the SDK's handler, with the envelope
+    this middleware owns. tasks/* are ordinary request handlers (`McpEndpoint`).
+    """
+
+    async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+        if ctx.method == "initialize":
+            result = await call_next(ctx)
+            if isinstance(result, dict) and result.get("protocolVersion") == TASKS_VERSION:
+                result["capabilities"] = {**result.get("capabilities", {}), "tasks": TASKS_CAPABILITY}
+            return result
+        # At other revisions the `task` field is not a task: the call is served as any other.
+        # `"task": {}` asks for a task too (its ttl is optional).
+        asks_task = (ctx.params or {}).get("task") is not None
+        if ctx.method == "tools/call" and ctx.protocol_version == TASKS_VERSION and asks_task:
+            return await _call_tool_as_task(ctx)
+        return await call_next(ctx)
+
+
+async def _call_tool_as_task(ctx: ServerRequestContext[Any, Any]) -> dict[str, Any]:
+    try:
+        params = types.CallToolRequestParams.model_validate(ctx.params, by_name=False)
+    except ValidationError:
+        raise MCPError(code=INVALID_PARAMS, message="Invalid request parameters") from None
+    caller = _caller(ctx)
+    try:
+        opened = await _open(caller, params, as_task=True)
+    except TooManyTasks as exc:
+        raise MCPError(code=INVALID_REQUEST, message=str(exc)) from None
+    if isinstance(opened, types.CallToolResult):
+        # Not accepted as a task, and nothing was written: the refusal is the error's message.
+        raise MCPError(code=INVALID_PARAMS, message=answers.first_text(opened))
+    assert opened.call is not None and opened.call.task_id is not None
+    call = await _task(caller, opened.call.task_id)
+    return answers.task_created(call, poll_ms=settings.GATEWAY_TASK_POLL_MS)
+
+
+async def _task(caller: Caller, task_id: str) -> GatewayCall:
+    call = await _off_loop(task_for, agent=caller.agent, task_id=task_id)
+    if call is None:
+        raise MCPError(code=INVALID_PARAMS, message="Failed to retrieve task: Task not found (or expired)")
+    return call
+
+
+async def get_task(ctx: Any, params: types.GetTaskRequestParams) -> dict[str, Any]:
+    call = await _task(_caller(ctx), params.task_id)
+    return answers.wire(answers.task(call, poll_ms=settings.GATEWAY_TASK_POLL_MS))
+
+
+async def get_task_result(ctx: Any, params: types.GetTaskPayloadRequestParams) -> dict[str, Any]:
+    """Blocks until the task reaches a terminal status (the spec's rule), then answers as the call would have."""
+    caller = _caller(ctx)
+    call = await _task(caller, params.task_id)
+    assert call.action_id is not None
+    async with watching(call.action_id) as watch:
+        call = await _task(caller, params.task_id)  # read again once watched: no change falls in between
+        while answers.task_status(call) == "working":
+            await watch.wait(REREAD_SECONDS)
+            call = await _task(caller, params.task_id)
+    await _off_loop(gateway_call_answered, call_id=call.pk)
+    return answers.wire(answers.task_result(call))
+
+
+async def list_tasks(ctx: Any, params: types.PaginatedRequestParams) -> dict[str, Any]:
+    before = None
+    if params.cursor is not None:
+        try:
+            before = int(signing.loads(params.cursor, salt=CURSOR_SALT))
+        except (signing.BadSignature, TypeError, ValueError):
+            raise MCPError(code=INVALID_PARAMS, message="Invalid cursor") from None
+    calls = await _off_loop(tasks_page, agent=_caller(ctx).agent, before=before, limit=TASKS_PAGE + 1)
+    page = calls[:TASKS_PAGE]
+    more = len(calls) > TASKS_PAGE
+    return answers.wire(
+        types.ListTasksResult(
+            tasks=[answers.task(call, poll_ms=settings.GATEWAY_TASK_POLL_MS) for call in page],
+            next_cursor=signing.dumps(page[-1].pk, salt=CURSOR_SALT) if more else None,
+        )
+    )
+
+
+async def cancel_task(ctx: Any, params: types.CancelTaskRequestParams) -> dict[str, Any]:
+    caller = _caller(ctx)
+    call = await _task(caller, params.task_id)
+    try:
+        await _off_loop(gateway_task_cancel, call=call, actor=caller.user)
+    except TaskFinished as exc:
+        raise MCPError(code=INVALID_PARAMS, message=str(exc)) from None
+    call = await _task(caller, params.task_id)
+    return answers.wire(answers.task(call, poll_ms=settings.GATEWAY_TASK_POLL_MS))
+
+
 class McpEndpoint:
     """ASGI app for `/mcp/agents/<slug>/`: who calls, which agent, then the SDK's transport."""
 
@@ -149,10 +291,16 @@ class McpEndpoint:
         self.server: Server[Any] = Server(
             "countersign",
             instructions="Tool calls are governed: some wait for a person. A result that says 'Pending' "
-            "names the request; call the same tool with the same arguments again to get its result.",
+            "names the request; call the same tool with the same arguments again to get its result. "
+            "A client with MCP Tasks may take any call as a task instead, and fetch its result later.",
             on_list_tools=list_tools,
             on_call_tool=call_tool,
         )
+        self.server.add_request_handler("tasks/get", types.GetTaskRequestParams, get_task)
+        self.server.add_request_handler("tasks/result", types.GetTaskPayloadRequestParams, get_task_result)
+        self.server.add_request_handler("tasks/list", types.PaginatedRequestParams, list_tasks)
+        self.server.add_request_handler("tasks/cancel", types.CancelTaskRequestParams, cancel_task)
+        self.server.middleware.append(TaskMiddleware())
         self.manager = StreamableHTTPSessionManager(
             app=self.server, stateless=True, max_request_body_size=MAX_BODY_BYTES
         )

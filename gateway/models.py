@@ -28,12 +28,26 @@ class GatewayCall(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     # When a caller was given the final answer: from then on an identical call is a new call.
     answered_at = models.DateTimeField(null=True, blank=True)
+    # MCP Tasks (gateway.mcp_tasks): set when a client asked for the call as a task. One task per call:
+    # an identical task-augmented call joins the call and is given the same task.
+    task_id = models.CharField(max_length=64, unique=True, null=True, blank=True)
+    task_created_at = models.DateTimeField(null=True, blank=True)
+    # task_created_at + the ttl it was given: after this, the task is gone (its call and action stay).
+    task_expires_at = models.DateTimeField(null=True, blank=True)
+    # The requestor cancelled the task (tasks/cancel): it stays cancelled whatever the action does next.
+    task_cancelled_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [
             models.UniqueConstraint(
                 fields=["agent", "key"], condition=models.Q(answered_at__isnull=True), name="gateway_call_open_once"
             )
+        ]
+        indexes = [
+            # tasks/list: an agent's tasks, newest first, by keyset on the id.
+            models.Index(
+                fields=["agent", "-id"], condition=models.Q(task_id__isnull=False), name="gateway_call_agent_tasks"
+            ),
         ]
 
     def __str__(self) -> str:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from django.contrib.auth.models import AbstractBaseUser
+from django.db.models import QuerySet
+from django.utils import timezone
 
 from accounts.auth import user_for_token
 from agents.models import Agent, AgentTool
@@ -57,3 +59,23 @@ def call_state(call_id: int) -> GatewayCall:
 def action_of(call: GatewayCall) -> ActionRequest:
     assert call.action is not None  # set in the transaction that opened the call
     return call.action
+
+
+def _live_tasks(agent: Agent) -> QuerySet[GatewayCall]:
+    # A task past its ttl is gone for the client (the MCP spec lets a receiver drop it), its call kept.
+    return GatewayCall.objects.select_related("action__decision__reviewer").filter(
+        agent=agent, task_id__isnull=False, task_expires_at__gt=timezone.now()
+    )
+
+
+def task_for(*, agent: Agent, task_id: str) -> GatewayCall | None:
+    """The agent's live call carrying MCP task `task_id`, with its action and decision (one query)."""
+    return _live_tasks(agent).filter(task_id=task_id).first()
+
+
+def tasks_page(*, agent: Agent, before: int | None, limit: int) -> list[GatewayCall]:
+    """The agent's live tasks, newest first, by keyset on the id (one query per page)."""
+    calls = _live_tasks(agent)
+    if before is not None:
+        calls = calls.filter(pk__lt=before)
+    return list(calls.order_by("-pk")[:limit])
