@@ -15,6 +15,13 @@ auto-approves a call only if its confidence is at or above the lowest c whose bo
 within the target, so "at most 1 % wrong approvals, at 95 %" is a statement about what
 the rule lets through, not about one lucky bin.
 
+The tail is post-stratified on the map's steps. Whether a call was reviewed or spot-checked
+depends only on its stated confidence (and a random draw), so within one step a reviewed call
+and a spot check are draws of the same agreement: each stands for an equal share of the step's
+weight, and the step keeps its Horvitz-Thompson total (how many calls fell there). Without
+this, a few spot checks of weight 20 joining a thousand reviewed calls in the same step would
+shrink Kish's effective sample to a few hundred and the bound would forget what it had seen.
+
 Cold start: with fewer than CALIBRATION_MIN_SAMPLES samples (or no map yet) routing uses
 the static threshold and says so in its reason.
 """
@@ -117,6 +124,9 @@ def fit(samples: Sequence[Sample]) -> Fit:
     model = IsotonicRegression(y_min=0.0, y_max=1.0, increasing=True, out_of_bounds="clip")
     fitted = model.fit(x, y, sample_weight=w).predict(x)
     blocks: list[list[float]] = []
+    # Post-stratified weights: within a step of the map every sample stands for an equal share of the
+    # step's weight (the Horvitz-Thompson count of calls that fell there, which is kept).
+    stratified = np.empty_like(w)
     start = 0
     for i in range(1, len(x) + 1):
         if i == len(x) or not math.isclose(fitted[i], fitted[start], abs_tol=1e-12):
@@ -124,11 +134,12 @@ def fit(samples: Sequence[Sample]) -> Fit:
             blocks.append(
                 [float(x[start]), float(x[i - 1]), float(fitted[start]), float(np.sum(w[seg])), effective(w[seg])]
             )
+            stratified[seg] = np.sum(w[seg]) / (i - start)
             start = i
     tail: list[list[float]] = []
     for lo, *_ in blocks:
         at = int(np.searchsorted(x, lo, side="left"))
-        weight, wrong, n_eff, wrong_eff = weighted_wrong(y[at:], w[at:])
+        weight, wrong, n_eff, wrong_eff = weighted_wrong(y[at:], stratified[at:])
         tail.append([lo, weight, wrong, n_eff, upper_bound(wrong_eff, n_eff)])
     total = float(np.sum(w))
     return Fit(

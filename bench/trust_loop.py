@@ -40,6 +40,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import random
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -122,10 +123,14 @@ def run_seed(seed: int, learn: int, evaluate: int, refit_every: int) -> tuple[Ou
     from approvals.decisions import action_request_decide
     from approvals.models import ActionStatus, CalibrationMap, SpotCheck
     from approvals.routing import route_tool_call
+    from approvals import spot_checks
     from approvals.spot_checks import spot_check_grade
     from audit.services import Actor
 
     rng = np.random.default_rng(seed)
+    # Which auto-approved calls are spot-checked is the operating system's randomness in production (an
+    # agent cannot predict it); here it is seeded too, so that two runs of a seed route the same calls.
+    spot_checks._draw = random.Random(seed)
     actor = Actor.system("bench")
     reviewer = get_user_model().objects.create_user(username=f"sim-reviewer-{seed}")
     agents: dict[str, Agent] = {}

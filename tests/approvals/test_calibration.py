@@ -53,6 +53,8 @@ def test_the_map_never_falls_and_its_bounds_cover_what_was_seen(samples):
     assert sum(b[3] for b in found.blocks) == pytest.approx(sum(s.weight for s in samples))
     for lo, weight, wrong, n_eff, bound in found.tail:
         assert 0 < n_eff <= sum(1 for s in samples if s.confidence >= lo) + 1e-9
+        # Post-stratification moves weight within a step, never between steps: the tail's total is kept.
+        assert weight == pytest.approx(sum(s.weight for s in samples if s.confidence >= lo))
         assert bound >= wrong / weight - 1e-9  # the upper bound is never below the observed rate
     # The calibrated Brier score is never worse than the stated confidence's (isotonic is the best monotone fit).
     assert found.brier_calibrated <= found.brier_raw + 1e-9
@@ -82,6 +84,18 @@ def test_weights_count_as_copies_but_shrink_the_effective_sample():
     assert [b[2] for b in fit(once).blocks] == [b[2] for b in fit(copies).blocks]
     assert effective([5.0, 1.0]) == pytest.approx(36 / 26)
     assert effective([1.0] * 6) == 6
+
+
+def test_spot_checks_joining_reviewed_calls_in_a_step_add_evidence_instead_of_shrinking_it():
+    rng = random.Random(7)
+    reviewed = [Sample(0.95 + rng.random() * 0.05, True) for _ in range(1000)]
+    checks = [Sample(0.95 + rng.random() * 0.05, True, 20.0, "spot_check") for _ in range(40)]
+    alone, joined = fit(reviewed).tail[0], fit(reviewed + checks).tail[0]
+    assert alone[3] == pytest.approx(1000)
+    # Raw weights would give Kish's n = 1,800² / 17,000 ≈ 190: fewer than the reviewed calls alone.
+    assert effective([1.0] * 1000 + [20.0] * 40) < 200
+    assert joined[3] == pytest.approx(1040)
+    assert joined[4] < alone[4] < 0.01  # more agreeing evidence, a tighter bound
 
 
 def _stream(n, *, error_above=0.0, seed=1):
