@@ -119,11 +119,11 @@ def run_seed(seed: int, learn: int, evaluate: int, refit_every: int) -> tuple[Ou
     from agents import configuration
     from agents.models import Agent, AgentTool
     from agents.services import agent_create, agent_permission_grant
+    from approvals import spot_checks
     from approvals.calibration import calibration_refit
     from approvals.decisions import action_request_decide
     from approvals.models import ActionStatus, CalibrationMap, SpotCheck
     from approvals.routing import route_tool_call
-    from approvals import spot_checks
     from approvals.spot_checks import spot_check_grade
     from audit.services import Actor
 
