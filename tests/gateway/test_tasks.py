@@ -13,7 +13,7 @@ import pytest
 from django.db import connection
 from django.test import override_settings
 from django.utils import timezone
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mcp.shared.exceptions import MCPError
 
@@ -186,4 +186,20 @@ def test_tasks_list_pages_newest_first_with_a_cursor_nobody_can_forge(refund_age
     for forged in ("1", "not-a-cursor", cursor or "", "eyJiZWZvcmUiOjF9:1:abc"):
         with pytest.raises(MCPError) as refused:
             asyncio.run(mcp.list_tasks(_ctx(refund_agent), types.PaginatedRequestParams(cursor=forged)))
+        assert refused.value.error.code == -32602
+
+
+@pytest.mark.django_db(transaction=True)
+@given(task_id=st.text(max_size=300))
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_any_task_id_that_is_not_one_of_the_agents_tasks_is_invalid_params(refund_agent, demo_user, task_id):
+    # Hostile ids (NUL, lone surrogates, long text) are answered like unknown ones, never with another error.
+    demo_user("operator")
+    for handler, params in (
+        (mcp.get_task, types.GetTaskRequestParams(task_id=task_id)),
+        (mcp.get_task_result, types.GetTaskPayloadRequestParams(task_id=task_id)),
+        (mcp.cancel_task, types.CancelTaskRequestParams(task_id=task_id)),
+    ):
+        with pytest.raises(MCPError) as refused:
+            asyncio.run(handler(_ctx(refund_agent), params))
         assert refused.value.error.code == -32602
