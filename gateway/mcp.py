@@ -230,11 +230,11 @@ async def _call_tool_as_task(ctx: ServerRequestContext[Any, Any]) -> dict[str, A
 
 
 # What `gateway.services` issues (secrets.token_urlsafe(24)); anything else is no task of ours, unread.
-TASK_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+TASK_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 async def _task(caller: Caller, task_id: str) -> GatewayCall:
-    call = await _off_loop(task_for, agent=caller.agent, task_id=task_id) if TASK_ID.match(task_id) else None
+    call = await _off_loop(task_for, agent=caller.agent, task_id=task_id) if TASK_ID.fullmatch(task_id) else None
     if call is None:
         raise MCPError(code=INVALID_PARAMS, message="Failed to retrieve task: Task not found (or expired)")
     return call
