@@ -279,15 +279,15 @@ GATEWAY_HOLD_SECONDS = env_int("GATEWAY_HOLD_SECONDS", default=20)
 GATEWAY_PROGRESS_SECONDS = env_int("GATEWAY_PROGRESS_SECONDS", default=5)
 if GATEWAY_HOLD_SECONDS < 0 or GATEWAY_PROGRESS_SECONDS < 1:
     raise ImproperlyConfigured("GATEWAY_HOLD_SECONDS must be ≥ 0 and GATEWAY_PROGRESS_SECONDS ≥ 1")
-# MCP Tasks (gateway.mcp_tasks, protocol 2025-11-25): a task is kept this long from its creation unless
-# the client asks for less (never more, never unlimited); clients are told to poll this often; an agent
-# has at most this many tasks whose answer is still owed.
+# MCP Tasks (gateway.mcp, protocol 2025-11-25): a task is kept this long from its creation unless the
+# client asks for less (never more, never unlimited, never under a minute); clients are told to poll this
+# often; a requestor has at most this many tasks whose answer was not fetched.
 GATEWAY_TASK_TTL_SECONDS = env_int("GATEWAY_TASK_TTL_SECONDS", default=7 * 24 * 3600)
 GATEWAY_TASK_POLL_MS = env_int("GATEWAY_TASK_POLL_MS", default=5000)
 GATEWAY_MAX_OPEN_TASKS = env_int("GATEWAY_MAX_OPEN_TASKS", default=1000)
-if GATEWAY_TASK_TTL_SECONDS < 60 or GATEWAY_TASK_POLL_MS < 100 or GATEWAY_MAX_OPEN_TASKS < 1:
+if not 60 <= GATEWAY_TASK_TTL_SECONDS <= 366 * 24 * 3600 or GATEWAY_TASK_POLL_MS < 100 or GATEWAY_MAX_OPEN_TASKS < 1:
     raise ImproperlyConfigured(
-        "GATEWAY_TASK_TTL_SECONDS must be ≥ 60, GATEWAY_TASK_POLL_MS ≥ 100 and GATEWAY_MAX_OPEN_TASKS ≥ 1"
+        "GATEWAY_TASK_TTL_SECONDS must be from 60 to a year, GATEWAY_TASK_POLL_MS ≥ 100 and GATEWAY_MAX_OPEN_TASKS ≥ 1"
     )
 # Grants (approvals.grants): how long an agent has to redeem one, and then to report what came of it.
 GRANT_SECONDS = env_int("GRANT_SECONDS", default=600)

@@ -15,7 +15,7 @@ from pydantic import BaseModel
 
 from agents.guard import GuardRefusal
 from approvals.models import ActionRequest, ActionStatus, Verdict
-from gateway.models import GatewayCall
+from gateway.models import GatewayTask
 
 # States after which the action will not change by itself: the answer is final. Each with the status an
 # MCP task wrapping the call shows (a tool error, `isError`, is a failed task).
@@ -104,46 +104,56 @@ RELATED_TASK = "io.modelcontextprotocol/related-task"
 IMMEDIATE_RESPONSE = "io.modelcontextprotocol/model-immediate-response"
 
 
-def task_status(call: GatewayCall) -> str:
-    action = call.action
+def task_status(task: GatewayTask) -> str:
+    action = task.call.action
     assert action is not None
-    if call.task_cancelled_at is not None:
+    if task.cancelled_at is not None:
         return "cancelled"
     return TASK_STATUS.get(action.status, "working")
 
 
-def task(call: GatewayCall, *, poll_ms: int) -> types.Task:
-    """The task wrapping `call`, as tasks/get, tasks/list and tasks/cancel show it."""
-    action = call.action
-    assert action is not None and call.task_id and call.task_created_at and call.task_expires_at
-    status = task_status(call)
+def task(task: GatewayTask, *, poll_ms: int) -> types.Task:
+    """The task as tasks/get, tasks/list and tasks/cancel show it."""
+    action = task.call.action
+    assert action is not None
+    status = task_status(task)
     if status == "working":
         message = f"Request #{action.pk} for {action.tool} {_state(action)}."
-    elif call.task_cancelled_at is not None:
+    elif task.cancelled_at is not None:
         message = "Cancelled by request." + (
-            "" if action.status == ActionStatus.CANCELLED else f" The action had been approved; it is {action.status}."
+            ""
+            if action.status == ActionStatus.CANCELLED
+            else f" The request goes on without this task: {action.status}."
         )
     elif status == "completed":
         message = f"Request #{action.pk} for {action.tool} ran."
     else:
         message = first_text(final(action))
-    changes = [call.task_created_at, action.decided_at, action.executed_at, call.task_cancelled_at]
+    changes = [task.created_at, action.decided_at, action.executed_at, task.cancelled_at]
     return types.Task(
-        task_id=call.task_id,
+        task_id=task.task_id,
         status=status,  # type: ignore[arg-type]  # one of TaskStatus, by TASK_STATUS
         status_message=message,
-        created_at=call.task_created_at.isoformat(),
+        created_at=task.created_at.isoformat(),
         last_updated_at=max(moment for moment in changes if moment is not None).isoformat(),
-        ttl=(call.task_expires_at - call.task_created_at) // timedelta(milliseconds=1),
+        ttl=(task.expires_at - task.created_at) // timedelta(milliseconds=1),
         poll_interval=None if status != "working" else poll_ms,
     )
 
 
-def task_created(call: GatewayCall, *, poll_ms: int) -> dict[str, Any]:
-    """The CreateTaskResult a task-augmented tools/call is answered with at once, as sent on the wire."""
-    action = call.action
+def task_created(created: GatewayTask, *, poll_ms: int) -> dict[str, Any]:
+    """The CreateTaskResult a task-augmented tools/call is answered with at once, as sent on the wire.
+
+    A task begins `working` (the spec's rule), even when the request it joined or opened is already
+    answered (denied by policy, say): tasks/get shows that at once.
+    """
+    action = created.call.action
     assert action is not None
-    said = task(call, poll_ms=poll_ms)
+    said = task(created, poll_ms=poll_ms)
+    if said.status != "working":
+        said.status = "working"
+        said.status_message = f"Request #{action.pk} for {action.tool} has its answer: fetch it with tasks/result."
+        said.poll_interval = poll_ms
     return wire(types.CreateTaskResult(task=said, _meta={IMMEDIATE_RESPONSE: said.status_message}))
 
 
@@ -154,19 +164,19 @@ def wire(model: BaseModel) -> dict[str, Any]:
     return dumped
 
 
-def task_result(call: GatewayCall) -> types.CallToolResult:
+def task_result(task: GatewayTask) -> types.CallToolResult:
     """tasks/result for a task in a terminal status: exactly what the call itself would have answered."""
-    action = call.action
-    assert action is not None and call.task_id
-    if call.task_cancelled_at is not None and action.status != ActionStatus.CANCELLED:
+    action = task.call.action
+    assert action is not None
+    if task.cancelled_at is not None and action.status != ActionStatus.CANCELLED:
         answer = _text(
-            f"Cancelled by request; request #{action.pk} had already been approved and is {action.status}.",
+            f"Cancelled by request; request #{action.pk} goes on without this task ({action.status}).",
             error=True,
             action=action,
         )
     else:
         answer = final(action)
-    answer.meta = {**(answer.meta or {}), RELATED_TASK: {"taskId": call.task_id}}
+    answer.meta = {**(answer.meta or {}), RELATED_TASK: {"taskId": task.task_id}}
     return answer
 
 

@@ -30,14 +30,14 @@ from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.lowlevel import Server
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.shared.exceptions import MCPError
-from mcp_types import INVALID_PARAMS, INVALID_REQUEST
+from mcp_types import INVALID_PARAMS
 from pydantic import ValidationError
 
 from agents.tools import Impact, Tool
 from approvals.settled import REREAD_SECONDS, watching
 from core.inbound import MAX_BODY_BYTES, InputRefused, Problem, refuse_invalid, refuse_text
 from gateway import answers
-from gateway.models import GatewayCall
+from gateway.models import GatewayTask
 from gateway.selectors import (
     UNAUTHORIZED,
     Caller,
@@ -46,6 +46,7 @@ from gateway.selectors import (
     caller_for,
     offered_tools,
     task_for,
+    task_state,
     tasks_page,
 )
 from gateway.services import (
@@ -121,6 +122,8 @@ async def _open(
 ) -> Opened | types.CallToolResult:
     """Route the call (or join the identical open one); a refusal is answered as a tool error."""
     try:
+        # The name is looked up in the database: a NUL in it is refused here, not by PostgreSQL.
+        name = refuse_text(params.name, path="name")
         arguments = refuse_invalid(params.arguments or {}, path="arguments")
         confidence, rationale = _stated(dict(params.meta or {}))
     except InputRefused as exc:
@@ -129,7 +132,7 @@ async def _open(
         gateway_call_open,
         agent=caller.agent,
         actor=caller.user,
-        tool=params.name,
+        tool=name,
         arguments=arguments,
         confidence=confidence,
         rationale=rationale,
@@ -177,15 +180,19 @@ async def _answer(ctx: Any, call_id: int, action_id: int) -> types.CallToolResul
             action = action_of(await _off_loop(call_state, call_id=call_id))
 
 
-# MCP Tasks (protocol revision 2025-11-25). A task-augmented tools/call is answered at once with a
-# task; the task is the call's GatewayCall (an identical task-augmented call is given the same task),
-# its status the action's (TASK_STATUS), and tasks/result the answer the call itself would have had.
-# Tasks are bound to the agent: only a token that may operate the agent reaches them, through its
-# endpoint; another agent's endpoint does not find them.
+# MCP Tasks (protocol revision 2025-11-25). A task-augmented tools/call is routed like any call and
+# answered at once with a task (gateway.models.GatewayTask): the requestor's handle on the call, its
+# status the action's (answers.TASK_STATUS), and tasks/result the answer the call itself would have had.
+# A task is bound to its requestor (the token's user) at its agent's endpoint: nobody else finds it.
 TASKS_VERSION = "2025-11-25"
 TASKS_CAPABILITY: dict[str, Any] = {"list": {}, "cancel": {}, "requests": {"tools": {"call": {}}}}
 TASKS_PAGE = 100
 CURSOR_SALT = "gateway.mcp.tasks-list"
+# A server-defined JSON-RPC error (-32000 to -32099): the request is valid, a limit refuses it.
+LIMIT_REACHED = -32000
+# tasks/result wakes on the commit that changes its action (approvals.settled); this re-read is the net
+# under a missed notification, so a long wait costs a query every half minute, not every second.
+TASK_REREAD_SECONDS = 30.0
 
 
 class TaskMiddleware:
@@ -203,9 +210,9 @@ class TaskMiddleware:
             if isinstance(result, dict) and result.get("protocolVersion") == TASKS_VERSION:
                 result["capabilities"] = {**result.get("capabilities", {}), "tasks": TASKS_CAPABILITY}
             return result
+        # A request (a notification has no id, and nobody to answer); `"task": {}` asks for a task too.
         # At other revisions the `task` field is not a task: the call is served as any other.
-        # `"task": {}` asks for a task too (its ttl is optional).
-        asks_task = (ctx.params or {}).get("task") is not None
+        asks_task = ctx.request_id is not None and (ctx.params or {}).get("task") is not None
         if ctx.method == "tools/call" and ctx.protocol_version == TASKS_VERSION and asks_task:
             return await _call_tool_as_task(ctx)
         return await call_next(ctx)
@@ -216,47 +223,51 @@ async def _call_tool_as_task(ctx: ServerRequestContext[Any, Any]) -> dict[str, A
         params = types.CallToolRequestParams.model_validate(ctx.params, by_name=False)
     except ValidationError:
         raise MCPError(code=INVALID_PARAMS, message="Invalid request parameters") from None
-    caller = _caller(ctx)
     try:
-        opened = await _open(caller, params, as_task=True)
+        opened = await _open(_caller(ctx), params, as_task=True)
     except TooManyTasks as exc:
-        raise MCPError(code=INVALID_REQUEST, message=str(exc)) from None
+        raise MCPError(code=LIMIT_REACHED, message=str(exc)) from None
     if isinstance(opened, types.CallToolResult):
         # Not accepted as a task, and nothing was written: the refusal is the error's message.
         raise MCPError(code=INVALID_PARAMS, message=answers.first_text(opened))
-    assert opened.call is not None and opened.call.task_id is not None
-    call = await _task(caller, opened.call.task_id)
-    return answers.task_created(call, poll_ms=settings.GATEWAY_TASK_POLL_MS)
+    assert opened.task is not None
+    created = await _off_loop(task_state, task_id=opened.task.pk)
+    return answers.task_created(created, poll_ms=settings.GATEWAY_TASK_POLL_MS)
 
 
 # What `gateway.services` issues (secrets.token_urlsafe(24)); anything else is no task of ours, unread.
 TASK_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
-async def _task(caller: Caller, task_id: str) -> GatewayCall:
-    call = await _off_loop(task_for, agent=caller.agent, task_id=task_id) if TASK_ID.fullmatch(task_id) else None
-    if call is None:
+async def _task(caller: Caller, task_id: str) -> GatewayTask:
+    task = None
+    if TASK_ID.fullmatch(task_id):
+        task = await _off_loop(task_for, agent=caller.agent, owner=caller.user, task_id=task_id)
+    if task is None:
         raise MCPError(code=INVALID_PARAMS, message="Failed to retrieve task: Task not found (or expired)")
-    return call
+    return task
 
 
 async def get_task(ctx: Any, params: types.GetTaskRequestParams) -> dict[str, Any]:
-    call = await _task(_caller(ctx), params.task_id)
-    return answers.wire(answers.task(call, poll_ms=settings.GATEWAY_TASK_POLL_MS))
+    task = await _task(_caller(ctx), params.task_id)
+    return answers.wire(answers.task(task, poll_ms=settings.GATEWAY_TASK_POLL_MS))
 
 
 async def get_task_result(ctx: Any, params: types.GetTaskPayloadRequestParams) -> dict[str, Any]:
     """Blocks until the task reaches a terminal status (the spec's rule), then answers as the call would have."""
     caller = _caller(ctx)
-    call = await _task(caller, params.task_id)
-    assert call.action_id is not None
-    async with watching(call.action_id) as watch:
-        call = await _task(caller, params.task_id)  # read again once watched: no change falls in between
-        while answers.task_status(call) == "working":
-            await watch.wait(REREAD_SECONDS)
-            call = await _task(caller, params.task_id)
-    await _off_loop(gateway_call_answered, call_id=call.pk)
-    return answers.wire(answers.task_result(call))
+    task = await _task(caller, params.task_id)
+    assert task.call.action_id is not None
+    async with watching(task.call.action_id) as watch:
+        task = await _task(caller, params.task_id)  # read again once watched: no change falls in between
+        while answers.task_status(task) == "working":
+            await watch.wait(TASK_REREAD_SECONDS)
+            task = await _task(caller, params.task_id)
+    if task.call.action is not None and task.call.action.status in answers.FINAL:
+        # The answer was given: an identical call from now on is a new request. (A cancelled task whose
+        # action still runs leaves its call open, so an identical call joins it instead of running twice.)
+        await _off_loop(gateway_call_answered, call_id=task.call_id)
+    return answers.wire(answers.task_result(task))
 
 
 async def list_tasks(ctx: Any, params: types.PaginatedRequestParams) -> dict[str, Any]:
@@ -266,26 +277,26 @@ async def list_tasks(ctx: Any, params: types.PaginatedRequestParams) -> dict[str
             before = int(signing.loads(params.cursor, salt=CURSOR_SALT))
         except (signing.BadSignature, TypeError, ValueError):
             raise MCPError(code=INVALID_PARAMS, message="Invalid cursor") from None
-    calls = await _off_loop(tasks_page, agent=_caller(ctx).agent, before=before, limit=TASKS_PAGE + 1)
-    page = calls[:TASKS_PAGE]
-    more = len(calls) > TASKS_PAGE
+    caller = _caller(ctx)
+    found = await _off_loop(tasks_page, agent=caller.agent, owner=caller.user, before=before, limit=TASKS_PAGE + 1)
+    page = found[:TASKS_PAGE]
     return answers.wire(
         types.ListTasksResult(
-            tasks=[answers.task(call, poll_ms=settings.GATEWAY_TASK_POLL_MS) for call in page],
-            next_cursor=signing.dumps(page[-1].pk, salt=CURSOR_SALT) if more else None,
+            tasks=[answers.task(task, poll_ms=settings.GATEWAY_TASK_POLL_MS) for task in page],
+            next_cursor=signing.dumps(page[-1].pk, salt=CURSOR_SALT) if len(found) > TASKS_PAGE else None,
         )
     )
 
 
 async def cancel_task(ctx: Any, params: types.CancelTaskRequestParams) -> dict[str, Any]:
     caller = _caller(ctx)
-    call = await _task(caller, params.task_id)
+    task = await _task(caller, params.task_id)
     try:
-        await _off_loop(gateway_task_cancel, call=call, actor=caller.user)
+        await _off_loop(gateway_task_cancel, task=task, actor=caller.user)
     except TaskFinished as exc:
         raise MCPError(code=INVALID_PARAMS, message=str(exc)) from None
-    call = await _task(caller, params.task_id)
-    return answers.wire(answers.task(call, poll_ms=settings.GATEWAY_TASK_POLL_MS))
+    task = await _task(caller, params.task_id)
+    return answers.wire(answers.task(task, poll_ms=settings.GATEWAY_TASK_POLL_MS))
 
 
 class McpEndpoint:

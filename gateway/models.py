@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.db import models
 
 from agents.models import Agent
@@ -28,14 +29,6 @@ class GatewayCall(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     # When a caller was given the final answer: from then on an identical call is a new call.
     answered_at = models.DateTimeField(null=True, blank=True)
-    # MCP Tasks (gateway.mcp_tasks): set when a client asked for the call as a task. One task per call:
-    # an identical task-augmented call joins the call and is given the same task.
-    task_id = models.CharField(max_length=64, unique=True, null=True, blank=True)
-    task_created_at = models.DateTimeField(null=True, blank=True)
-    # task_created_at + the ttl it was given: after this, the task is gone (its call and action stay).
-    task_expires_at = models.DateTimeField(null=True, blank=True)
-    # The requestor cancelled the task (tasks/cancel): it stays cancelled whatever the action does next.
-    task_cancelled_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [
@@ -43,12 +36,34 @@ class GatewayCall(models.Model):
                 fields=["agent", "key"], condition=models.Q(answered_at__isnull=True), name="gateway_call_open_once"
             )
         ]
-        indexes = [
-            # tasks/list: an agent's tasks, newest first, by keyset on the id.
-            models.Index(
-                fields=["agent", "-id"], condition=models.Q(task_id__isnull=False), name="gateway_call_agent_tasks"
-            ),
-        ]
 
     def __str__(self) -> str:
         return f"gateway call {self.pk} ({self.agent_id}, {self.key[:8]})"
+
+
+class GatewayTask(models.Model):
+    """A requestor's MCP task on a gateway call (protocol revision 2025-11-25).
+
+    Bound to who asked (the token's user) and to the agent (through the call): only that user, at
+    that agent's endpoint, finds it. Two requestors of one identical call each get a task of their
+    own on the one call; the same requestor asking again gets the task it has.
+    """
+
+    # Unguessable: secrets.token_urlsafe(24), 192 bits.
+    task_id = models.CharField(max_length=64, unique=True)
+    call = models.ForeignKey(GatewayCall, on_delete=models.PROTECT, related_name="tasks")
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField()
+    # created_at + the ttl it was given: after this the task is gone for the client (its call and action stay).
+    expires_at = models.DateTimeField()
+    # tasks/cancel: it stays cancelled whatever the action does next.
+    cancelled_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            # tasks/list: a requestor's tasks, newest first, by keyset on the id.
+            models.Index(fields=["owner", "-id"], name="gateway_task_owner_newest"),
+        ]
+
+    def __str__(self) -> str:
+        return f"task {self.task_id[:8]}… on call {self.call_id}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db.models import QuerySet
 from django.utils import timezone
 
@@ -13,12 +13,12 @@ from agents.models import Agent, AgentTool
 from agents.selectors import agent_perms_on
 from agents.tools import Tool, agent_tools, get_tool
 from approvals.models import ActionRequest
-from gateway.models import GatewayCall
+from gateway.models import GatewayCall, GatewayTask
 
 
 @dataclass(frozen=True)
 class Caller:
-    user: AbstractBaseUser
+    user: User
     agent: Agent
 
 
@@ -61,21 +61,27 @@ def action_of(call: GatewayCall) -> ActionRequest:
     return call.action
 
 
-def _live_tasks(agent: Agent) -> QuerySet[GatewayCall]:
-    # A task past its ttl is gone for the client (the MCP spec lets a receiver drop it), its call kept.
-    return GatewayCall.objects.select_related("action__decision__reviewer").filter(
-        agent=agent, task_id__isnull=False, task_expires_at__gt=timezone.now()
+def _live_tasks(agent: Agent, owner: User) -> QuerySet[GatewayTask]:
+    # A task is its requestor's, at its agent's endpoint; past its ttl it is gone for the client (the
+    # MCP spec lets a receiver drop it), its call and action kept.
+    return GatewayTask.objects.select_related("call__action__decision__reviewer").filter(
+        owner=owner, call__agent=agent, expires_at__gt=timezone.now()
     )
 
 
-def task_for(*, agent: Agent, task_id: str) -> GatewayCall | None:
-    """The agent's live call carrying MCP task `task_id`, with its action and decision (one query)."""
-    return _live_tasks(agent).filter(task_id=task_id).first()
+def task_state(task_id: int) -> GatewayTask:
+    """A task just opened, with its call, action and decision (one query), whatever its ttl."""
+    return GatewayTask.objects.select_related("call__action__decision__reviewer").get(pk=task_id)
 
 
-def tasks_page(*, agent: Agent, before: int | None, limit: int) -> list[GatewayCall]:
-    """The agent's live tasks, newest first, by keyset on the id (one query per page)."""
-    calls = _live_tasks(agent)
+def task_for(*, agent: Agent, owner: User, task_id: str) -> GatewayTask | None:
+    """The requestor's live task `task_id` at this agent, with its call, action and decision (one query)."""
+    return _live_tasks(agent, owner).filter(task_id=task_id).first()
+
+
+def tasks_page(*, agent: Agent, owner: User, before: int | None, limit: int) -> list[GatewayTask]:
+    """The requestor's live tasks at this agent, newest first, by keyset on the id (one query per page)."""
+    tasks = _live_tasks(agent, owner)
     if before is not None:
-        calls = calls.filter(pk__lt=before)
-    return list(calls.order_by("-pk")[:limit])
+        tasks = tasks.filter(pk__lt=before)
+    return list(tasks.order_by("-pk")[:limit])

@@ -10,7 +10,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser, User
+from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -18,12 +18,13 @@ from agents.guard import GuardRefusal
 from agents.models import Agent
 from approvals import routing
 from approvals.decisions import action_request_withdraw
-from approvals.models import ActionStatus
+from approvals.models import ActionRequest, ActionStatus
+from approvals.settled import notify_changed
 from audit.chain import canonical_value
 from audit.services import record
 from core.errors import Conflict
 from gateway.answers import TASK_STATUS
-from gateway.models import GatewayCall
+from gateway.models import GatewayCall, GatewayTask
 
 
 def call_key(tool: str, arguments: Any) -> str:
@@ -42,43 +43,46 @@ class Opened:
     call: GatewayCall | None
     joined: bool = False
     refusal: GuardRefusal | None = None
+    task: GatewayTask | None = None
 
 
 class TooManyTasks(Conflict):
     code = "too_many_tasks"
 
 
+# The shortest task kept, whatever the client asks: a task must outlive the answer that announces it.
+MIN_TASK_TTL_MS = 60_000
+
+
 def task_ttl_ms(requested: int | None) -> int:
-    """The lifetime a task is given: what the client asked for, within (0, GATEWAY_TASK_TTL_SECONDS]."""
+    """The lifetime a task is given: what the client asked for, within [1 minute, GATEWAY_TASK_TTL_SECONDS]."""
     most = settings.GATEWAY_TASK_TTL_SECONDS * 1000
-    return most if requested is None or requested <= 0 else min(requested, most)
+    return most if requested is None else min(max(requested, MIN_TASK_TTL_MS), most)
 
 
-def _give_task(call: GatewayCall, *, ttl_ms: int) -> None:
-    """Inside the call's transaction, its row locked: the call gets a task, or keeps its live one."""
+def _task_for(call: GatewayCall, *, owner: User, ttl_ms: int) -> GatewayTask:
+    """Inside the call's transaction, its row locked: the requestor's live task on the call, or a new one."""
     now = timezone.now()
-    if call.task_id is not None and call.task_expires_at is not None and call.task_expires_at > now:
-        return  # an identical task-augmented call is given the task already running
-    if call.task_id is None:
-        # Bounded per agent (the MCP spec asks receivers to cap concurrent tasks per requestor).
-        owed = GatewayCall.objects.filter(
-            agent_id=call.agent_id, task_id__isnull=False, task_expires_at__gt=now, answered_at__isnull=True
-        )
-        if owed.count() >= settings.GATEWAY_MAX_OPEN_TASKS:
-            raise TooManyTasks(
-                f"this agent already has {settings.GATEWAY_MAX_OPEN_TASKS} tasks whose result was not fetched"
-            )
-    # Unguessable (192 bits): the id is also bound to the agent, whose endpoint alone may read it.
-    call.task_id = secrets.token_urlsafe(24)
-    call.task_created_at = now
-    call.task_expires_at = now + timedelta(milliseconds=ttl_ms)
-    call.save(update_fields=["task_id", "task_created_at", "task_expires_at"])
+    mine = GatewayTask.objects.filter(owner=owner, cancelled_at__isnull=True, expires_at__gt=now)
+    live = mine.filter(call=call).first()
+    if live is not None:
+        return live  # asked again: the task it has
+    # A cap per requestor (the MCP spec asks for one). Not locked: concurrent calls may pass it by a few.
+    if mine.filter(call__answered_at__isnull=True).count() >= settings.GATEWAY_MAX_OPEN_TASKS:
+        raise TooManyTasks(f"at most {settings.GATEWAY_MAX_OPEN_TASKS} tasks whose result was not fetched")
+    return GatewayTask.objects.create(
+        task_id=secrets.token_urlsafe(24),
+        call=call,
+        owner=owner,
+        created_at=now,
+        expires_at=now + timedelta(milliseconds=ttl_ms),
+    )
 
 
 def gateway_call_open(
     *,
     agent: Agent,
-    actor: AbstractBaseUser,
+    actor: User,
     tool: str,
     arguments: dict[str, Any],
     confidence: float,
@@ -88,9 +92,10 @@ def gateway_call_open(
 ) -> Opened:
     """Route a tools/call like any proposed call, or join the identical call whose answer is still owed.
 
-    `as_task` (a task-augmented call, with the ttl it asked for in milliseconds): the call is also given
-    an MCP task, or the joined call's live task. Lock order: the open call's row (or its slot in the
-    unique index) first, then what routing takes (domain rows, counters, the audit append last).
+    `as_task` (a task-augmented call, with the ttl it asked for in milliseconds): the requestor also gets
+    an MCP task on the call (the one it has, if it asked before). Lock order: the open call's row (or
+    its slot in the unique index) first, then what routing takes (domain rows, counters, the audit
+    append last).
     """
     key = call_key(tool, arguments)
     for attempt in range(2):
@@ -102,13 +107,11 @@ def gateway_call_open(
                     .first()
                 )
                 if open_call is not None:
-                    if as_task:
-                        _give_task(open_call, ttl_ms=task_ttl_ms(task_ttl))
-                    return Opened(call=open_call, joined=True)
+                    task = _task_for(open_call, owner=actor, ttl_ms=task_ttl_ms(task_ttl)) if as_task else None
+                    return Opened(call=open_call, joined=True, task=task)
                 # A concurrent identical call blocks on this insert until we commit, then fails and joins.
                 call = GatewayCall.objects.create(agent=agent, key=key)
-                if as_task:
-                    _give_task(call, ttl_ms=task_ttl_ms(task_ttl))
+                task = _task_for(call, owner=actor, ttl_ms=task_ttl_ms(task_ttl)) if as_task else None
                 outcome = routing.route_tool_call(
                     agent=agent,
                     run=None,
@@ -124,7 +127,7 @@ def gateway_call_open(
                     return Opened(call=None, refusal=outcome.refusal)
                 call.action = outcome.action
                 call.save(update_fields=["action"])
-                return Opened(call=call)
+                return Opened(call=call, task=task)
         except IntegrityError:
             if attempt:
                 raise
@@ -141,35 +144,52 @@ class TaskFinished(Conflict):
     code = "task_finished"
 
 
-def gateway_task_cancel(*, call: GatewayCall, actor: User) -> GatewayCall:
-    """tasks/cancel: the task is cancelled; a request still waiting for a person is withdrawn with it.
+def gateway_task_cancel(*, task: GatewayTask, actor: User) -> GatewayTask:
+    """tasks/cancel: the task is cancelled; a request waiting for a person, and for nobody else, is withdrawn.
 
-    An action already approved is not stopped: it runs exactly once, and the task stays cancelled
-    whatever comes of it. TaskFinished if the task had already reached a final state.
+    An action already approved is not stopped: it runs exactly once, its call stays open (an identical
+    call joins it rather than run it again), and the task stays cancelled whatever comes of it.
+    TaskFinished if the task was already cancelled or its action in a final state.
+    Lock order: the call, the task, the action (as opening a call: the call's row first).
     """
     with transaction.atomic():
-        locked = GatewayCall.objects.select_for_update(of=("self",)).select_related("action").get(pk=call.pk)
-        action = locked.action
-        assert action is not None
-        if locked.task_cancelled_at is not None:
+        call = GatewayCall.objects.select_for_update().get(pk=task.call_id)
+        assert call.action_id is not None  # set in the transaction that opened the call
+        locked = GatewayTask.objects.select_for_update().get(pk=task.pk)
+        if locked.cancelled_at is not None:
             raise TaskFinished("Cannot cancel task: already in terminal status 'cancelled'")
-        withdrawn = action.status == ActionStatus.PENDING and action_request_withdraw(
-            action=action, actor=actor, reason="withdrawn by the agent (MCP tasks/cancel)"
-        )
-        action.refresh_from_db(fields=["status"])
-        if not withdrawn and action.status in TASK_STATUS:
+        # Locked, so its tier and status are current: no escalation or decision slips in between.
+        action = ActionRequest.objects.select_for_update().get(pk=call.action_id)
+        if action.status in TASK_STATUS:
             raise TaskFinished(f"Cannot cancel task: already in terminal status '{TASK_STATUS[action.status]}'")
         now = timezone.now()
-        # The cancellation is the call's answer: an identical call from now on is a new request.
-        locked.task_cancelled_at = now
-        locked.answered_at = locked.answered_at or now
-        locked.save(update_fields=["task_cancelled_at", "answered_at"])
-        if not withdrawn:
+        others = (
+            GatewayTask.objects.filter(call=call, cancelled_at__isnull=True, expires_at__gt=now)
+            .exclude(pk=locked.pk)
+            .exists()
+        )
+        withdrawn = (
+            action.status == ActionStatus.PENDING
+            and not others
+            and action_request_withdraw(action=action, actor=actor, reason="withdrawn by the agent (MCP tasks/cancel)")
+        )
+        locked.cancelled_at = now
+        locked.save(update_fields=["cancelled_at"])
+        if withdrawn:
+            # The withdrawal is the call's answer: an identical call from now on is a new request.
+            call.answered_at = now
+            call.save(update_fields=["answered_at"])
+        else:
             record(
                 actor=actor,
                 event="gateway.task_cancelled",
                 target=action,
                 agent_id=action.agent_id,
-                after={"task": locked.task_id, "action_status": action.status, "note": "the action still runs"},
+                after={
+                    "action_status": action.status,
+                    "why_not_withdrawn": "another requestor waits on it" if others else "already approved",
+                },
             )
+            # Whoever waits on this task's result (tasks/result) wakes at commit, as for a status change.
+            notify_changed(action.pk, action.agent_id)
     return locked

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from accounts.services import api_token_issue
+from accounts.services import agent_token_issue, api_token_issue
 from approvals.models import ActionRequest, ActionStatus
 from audit.models import AuditEvent
 from demo.models import Refund
@@ -153,6 +153,8 @@ def test_a_rejected_task_fails_with_the_reason_and_a_cancelled_one_withdraws_its
     rejected = rpc.result("tools/call", {**refund("ORD-1007", 150), "task": {}})["task"]
     action = ActionRequest.objects.get(arguments__order_id="ORD-1007")
     assert rejected["ttl"] == 7 * 24 * 3600 * 1000  # no ttl asked: the longest kept
+    tiny = rpc.result("tools/call", {**refund("ORD-1009", 150), "task": {"ttl": 1}})["task"]
+    assert tiny["ttl"] == 60_000 and tiny["status"] == "working"  # never shorter than a minute
     assert decide(stack.base, action.pk, {"verdict": "reject", "comment": "Already refunded by phone."}).is_success
     assert wait_until(lambda: rpc.result("tasks/get", {"taskId": rejected["taskId"]})["status"] == "failed")
     failed = rpc.result("tasks/get", {"taskId": rejected["taskId"]})
@@ -188,12 +190,17 @@ def test_tasks_belong_to_their_agent_and_bad_task_requests_are_errors_that_write
     ran = rpc.result("tasks/result", {"taskId": auto["taskId"]})
     assert ran["isError"] is False and ran["structuredContent"]["refund_id"] == Refund.objects.get().pk
 
-    # The same token at another agent's endpoint, or a stranger's token: no such task, no such endpoint.
+    # The same token at another agent's endpoint, another requestor at this one (the agent's own token), or a
+    # stranger: no such task (the same answer as for an id never issued), or no such endpoint.
     elsewhere = Rpc(stack.base, operator, slug="crm-cleanup")
+    agent_token, _ = agent_token_issue(agent=demo["refund-triage"], actor=user("admin"))
+    beside = Rpc(stack.base, agent_token)
     for method in ("tasks/get", "tasks/result", "tasks/cancel"):
         assert elsewhere.error(method, {"taskId": auto["taskId"]})["code"] == -32602
-        assert rpc.error(method, {"taskId": "no-such-task"})["code"] == -32602
+        assert beside.error(method, {"taskId": auto["taskId"]}) == rpc.error(method, {"taskId": "no-such-task"})
     assert auto["taskId"] not in [t["taskId"] for t in elsewhere.result("tasks/list")["tasks"]]
+    assert beside.result("tasks/list")["tasks"] == []
+    assert rpc.result("tasks/get", {"taskId": auto["taskId"]})["status"] == "completed"  # its own still there
     stranger = Rpc(stack.base, api_token_issue(user=outsider, actor=None))
     with pytest.raises(AssertionError, match="404"):
         stranger("tasks/get", {"taskId": auto["taskId"]})
@@ -205,6 +212,8 @@ def test_tasks_belong_to_their_agent_and_bad_task_requests_are_errors_that_write
     assert wrong["code"] == -32602 and "invalid_arguments" in wrong["message"]
     hostile = rpc.error("tools/call", {**refund("ORD-1009\x00", 5), "task": {}})
     assert hostile["code"] == -32602 and "invalid_request" in hostile["message"]
+    nul_name = rpc.error("tools/call", {"name": "issue_refund\x00", "arguments": {}, "task": {}})
+    assert nul_name["code"] == -32602 and "invalid_request" in nul_name["message"]
     unknown = rpc.error("tools/call", {"name": "delete_contacts", "arguments": {"ids": [1]}, "task": {}})
     assert unknown["code"] == -32602
     malformed = rpc.error("tools/call", {"name": "issue_refund", "arguments": {}, "task": {"ttl": "soon"}})
@@ -215,7 +224,7 @@ def test_tasks_belong_to_their_agent_and_bad_task_requests_are_errors_that_write
     older = Rpc(stack.base, operator, version="2025-06-18")
     plain = older.result("tools/call", {**refund("ORD-1010", 50), "task": {"ttl": 60_000}})
     assert "task" not in plain and plain["isError"] is False
-    assert GatewayCall.objects.get(action__arguments__order_id="ORD-1010").task_id is None
+    assert not GatewayCall.objects.get(action__arguments__order_id="ORD-1010").tasks.exists()
 
 
 def test_the_official_typescript_sdk_takes_a_reviewed_call_as_a_task_and_gets_its_result(demo, stack):
