@@ -327,6 +327,11 @@ else:
 LIVE_RELAY = env_str("LIVE_RELAY", "process" if REDIS_URL else "inline")
 if LIVE_RELAY not in {"process", "inline"}:
     raise ImproperlyConfigured("LIVE_RELAY must be process or inline.")
+# The relay process delivers at most once per this many milliseconds: a change after a quiet spell goes
+# out at once, a stream of changes in batches, so each socket handles a frame per batch, not per change.
+LIVE_RELAY_GATHER_MS = env_int("LIVE_RELAY_GATHER_MS", default=25)
+if not 0 <= LIVE_RELAY_GATHER_MS <= 1000:
+    raise ImproperlyConfigured("LIVE_RELAY_GATHER_MS must be from 0 to 1000.")
 
 # --- Background work --------------------------------------------------------
 # "celery": tasks go to the broker and a separate `celery worker` runs them.

@@ -19,6 +19,7 @@ in the current epoch has had no message in it yet (the next one is 1).
 from __future__ import annotations
 
 import logging
+import math
 import secrets
 import threading
 import time
@@ -29,6 +30,7 @@ from typing import Any
 import psycopg
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
+from django.conf import settings
 from django.core.cache import cache
 from django.db import close_old_connections, connections, transaction
 
@@ -218,12 +220,19 @@ def inline_relay() -> Relay:
     return _inline
 
 
-def run_forever(stop: threading.Event, *, poll_seconds: float = 1.0) -> None:
-    """The relay process: hold the leader lock, deliver, then wait for the outbox's notify (or the poll)."""
+def run_forever(stop: threading.Event, *, poll_seconds: float = 1.0, gather_seconds: float | None = None) -> None:
+    """The relay process: hold the leader lock, deliver, then wait for the outbox's notify (or the poll).
+
+    Deliveries are at least `gather_seconds` apart (LIVE_RELAY_GATHER_MS): the first change after a
+    quiet spell goes out at once; under a stream of changes what commits meanwhile goes out together,
+    one frame per group, so a socket's work grows with the batches, not with the changes.
+    """
+    gather = settings.LIVE_RELAY_GATHER_MS / 1000 if gather_seconds is None else gather_seconds
     relay = Relay(run_async=SendLoop())
     listener = None
     leading = False
     backoff = 0.5
+    delivered_at = -math.inf
     while not stop.is_set():
         try:
             if not leading:
@@ -235,7 +244,10 @@ def run_forever(stop: threading.Event, *, poll_seconds: float = 1.0) -> None:
                 relay.new_epoch()
                 logger.info("relay: leading (epoch %s)", relay.epoch)
                 backoff = 0.5
+            if (early := delivered_at + gather - time.monotonic()) > 0:
+                stop.wait(early)
             relay.drain()
+            delivered_at = time.monotonic()
             _wait(listener, poll_seconds)
         except Exception as error:
             if not is_transient(error):
@@ -248,6 +260,7 @@ def run_forever(stop: threading.Event, *, poll_seconds: float = 1.0) -> None:
             stop.wait(backoff)
             backoff = min(backoff * 2, 10.0)
     _close(listener)
+    connections.close_all()  # this thread's, back to the pool (the process may go on: tests, embedded use)
 
 
 def _listen(stop: threading.Event) -> Any:

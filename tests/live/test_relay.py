@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import threading
 from typing import Any
 
 import pytest
@@ -353,3 +354,35 @@ def test_a_failed_send_reaches_the_relay_so_the_batch_is_retried():
         pass
 
     send(fine)  # the loop outlives a failed send
+
+
+def test_the_relay_process_sends_a_stream_of_changes_in_batches_and_a_lone_one_at_once():
+    stop = threading.Event()
+    # A long gather, so that the changes below fall inside it however slow the machine is.
+    relay = threading.Thread(target=relay_module.run_forever, args=(stop,), kwargs={"gather_seconds": 1.5})
+
+    def change(n: int) -> None:
+        with transaction.atomic():
+            push(TEST_EVENT, group="g", n=n)
+
+    async def next_frame(channel: str) -> str:
+        while (message := await asyncio.wait_for(_inboxes[channel].get(), timeout=20))["type"] != "live.html":
+            pass
+        return message["html"]
+
+    async def scenario() -> list[str]:
+        channel = await listen("things.g")
+        relay.start()
+        await sync(change)(1)
+        first = await next_frame(channel)  # after a quiet spell: sent on its own, not held for company
+        for n in (2, 3, 4):
+            await sync(change)(n)
+            await asyncio.sleep(0.1)  # apart: without the gather each would be a frame of its own
+        return [first, await next_frame(channel)]
+
+    try:
+        frames = run(scenario)
+    finally:
+        stop.set()
+        relay.join(timeout=10)
+    assert frames == ["<p>1</p>", "<p>2</p><p>3</p><p>4</p>"]
