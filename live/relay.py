@@ -246,7 +246,10 @@ def run_forever(stop: threading.Event, *, poll_seconds: float = 1.0, gather_seco
                 backoff = 0.5
             if (early := delivered_at + gather - time.monotonic()) > 0:
                 stop.wait(early)
-            relay.drain()
+            # One batch per gather; only a full one (a backlog) is followed at once by the next. Draining
+            # to empty would chase a stream of commits with a batch of one or two at a time.
+            while relay.deliver_batch() == BATCH:
+                pass
             delivered_at = time.monotonic()
             _wait(listener, poll_seconds)
         except Exception as error:
