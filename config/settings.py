@@ -370,6 +370,7 @@ PERIODIC_JOBS = {
     "approvals.sla_tick": float(env_int("SLA_INTERVAL_SECONDS", default=15)),
     "audit.checkpoint": float(env_int("AUDIT_CHECKPOINT_INTERVAL_SECONDS", default=60)),
     "agents.purge_traces": 3600.0,
+    "gateway.purge_tasks": 3600.0,
     "ops.evaluate_alerts": float(env_int("ALERT_INTERVAL_SECONDS", default=60)),
     "approvals.refit_calibration": float(env_int("CALIBRATION_REFIT_SECONDS", default=600)),
 }

@@ -193,3 +193,9 @@ def gateway_task_cancel(*, task: GatewayTask, actor: User) -> GatewayTask:
             # Whoever waits on this task's result (tasks/result) wakes at commit, as for a status change.
             notify_changed(action.pk, action.agent_id)
     return locked
+
+
+def gateway_tasks_purge() -> int:
+    """Forget MCP tasks past their lifetime (the spec: clean up expired tasks); their calls and actions stay."""
+    deleted, _ = GatewayTask.objects.filter(expires_at__lte=timezone.now()).delete()
+    return deleted

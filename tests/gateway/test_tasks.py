@@ -33,6 +33,7 @@ from gateway.services import (
     gateway_task_cancel,
     task_ttl_ms,
 )
+from gateway.tasks import purge_tasks
 from tests.conftest import user
 
 REFUND = {"order_id": "ORD-1004", "amount": 150, "reason": "arrived broken"}
@@ -80,6 +81,18 @@ def test_asking_again_gives_the_same_task_and_an_expired_task_a_new_one(refund_a
     renewed = _open(refund_agent).task
     assert renewed.call_id == first.call_id and renewed.task_id != first.task_id
     assert task_for(agent=refund_agent, owner=operator, task_id=renewed.task_id).call.action_id == first.call.action_id
+
+
+@pytest.mark.django_db
+def test_tasks_past_their_lifetime_are_purged_and_their_requests_kept(refund_agent, orders, demo_user):
+    demo_user("operator")
+    old = _open(refund_agent, task_ttl=60_000).task
+    live = _open(refund_agent, {**REFUND, "amount": 151}).task
+    GatewayTask.objects.filter(pk=old.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+    assert purge_tasks() == 1
+    assert list(GatewayTask.objects.values_list("pk", flat=True)) == [live.pk]
+    assert GatewayCall.objects.filter(pk=old.call_id, action__isnull=False).exists()  # the request stays
+    assert purge_tasks() == 0  # safe to run twice
 
 
 @pytest.mark.django_db
