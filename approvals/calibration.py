@@ -15,12 +15,15 @@ auto-approves a call only if its confidence is at or above the lowest c whose bo
 within the target, so "at most 1 % wrong approvals, at 95 %" is a statement about what
 the rule lets through, not about one lucky bin.
 
-The tail is post-stratified on the map's steps. Whether a call was reviewed or spot-checked
-depends only on its stated confidence (and a random draw), so within one step a reviewed call
-and a spot check are draws of the same agreement: each stands for an equal share of the step's
-weight, and the step keeps its Horvitz-Thompson total (how many calls fell there). Without
-this, a few spot checks of weight 20 joining a thousand reviewed calls in the same step would
-shrink Kish's effective sample to a few hundred and the bound would forget what it had seen.
+The tail is post-stratified on fixed bins of stated confidence (STRATA, 0.01 wide), cells chosen
+without looking at outcomes: within a bin every sample stands for an equal share of the bin's
+weight, and the bin keeps its Horvitz-Thompson total (how many calls fell there). A reviewed call
+and a spot check of nearly the same confidence are taken as draws of the same agreement; that
+assumes the agent behaves alike on the calls that were reviewed and those that ran (drift alerts
+watch the agent against its own baseline). Without this, a few spot checks of weight 20 joining a
+thousand reviewed calls of the same confidences would shrink Kish's effective sample to a few
+hundred and the bound would forget what it had seen. Calls of other confidences never share a
+bin, so spot checks that go wrong where nothing was reviewed keep their full weight.
 
 Cold start: with fewer than CALIBRATION_MIN_SAMPLES samples (or no map yet) routing uses
 the static threshold and says so in its reason.
@@ -48,6 +51,8 @@ from approvals.models import CalibrationMap, Decision, Grade, SpotCheck, Verdict
 
 # How far back decisions and grades are learned from.
 CALIBRATION_WINDOW = timedelta(days=90)
+# Bins of stated confidence the tail is post-stratified on (fit): 0.01 wide.
+STRATA = 100
 
 
 @dataclass(frozen=True)
@@ -105,7 +110,7 @@ class Fit:
     effective_samples: float
     # [lowest confidence, highest, agreement, weight, effective samples], ascending
     blocks: list[list[float]]
-    # [lowest confidence, weight, wrong weight, effective samples, upper bound], ascending
+    # [lowest confidence, weight, wrong weight, effective samples, upper bound], ascending (post-stratified)
     tail: list[list[float]]
     brier_raw: float | None
     brier_calibrated: float | None
@@ -124,9 +129,6 @@ def fit(samples: Sequence[Sample]) -> Fit:
     model = IsotonicRegression(y_min=0.0, y_max=1.0, increasing=True, out_of_bounds="clip")
     fitted = model.fit(x, y, sample_weight=w).predict(x)
     blocks: list[list[float]] = []
-    # Post-stratified weights: within a step of the map every sample stands for an equal share of the
-    # step's weight (the Horvitz-Thompson count of calls that fell there, which is kept).
-    stratified = np.empty_like(w)
     start = 0
     for i in range(1, len(x) + 1):
         if i == len(x) or not math.isclose(fitted[i], fitted[start], abs_tol=1e-12):
@@ -134,12 +136,18 @@ def fit(samples: Sequence[Sample]) -> Fit:
             blocks.append(
                 [float(x[start]), float(x[i - 1]), float(fitted[start]), float(np.sum(w[seg])), effective(w[seg])]
             )
-            stratified[seg] = np.sum(w[seg]) / (i - start)
             start = i
+    cell = np.minimum((x * STRATA).astype(int), STRATA - 1)
     tail: list[list[float]] = []
     for lo, *_ in blocks:
         at = int(np.searchsorted(x, lo, side="left"))
-        weight, wrong, n_eff, wrong_eff = weighted_wrong(y[at:], stratified[at:])
+        # Post-stratified weights of the tail's samples: within a fixed confidence bin (cut at `lo`), each
+        # stands for an equal share of the bin's Horvitz-Thompson weight, which the bin keeps. The bins do
+        # not depend on the outcomes, unlike the map's steps.
+        here = cell[at:]
+        totals = np.bincount(here, weights=w[at:], minlength=STRATA)
+        counts = np.bincount(here, minlength=STRATA).clip(1)
+        weight, wrong, n_eff, wrong_eff = weighted_wrong(y[at:], (totals / counts)[here])
         tail.append([lo, weight, wrong, n_eff, upper_bound(wrong_eff, n_eff)])
     total = float(np.sum(w))
     return Fit(

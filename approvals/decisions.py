@@ -328,6 +328,9 @@ def decide_by_timeout(action: ActionRequest, *, to_status: str) -> None:
 
 def action_request_withdraw(*, action: ActionRequest, actor: User, reason: str) -> bool:
     """The agent takes back a request still waiting for a person; False if it no longer waits."""
+    if action.run_id is not None:
+        # A run waits on its actions' outcomes: those are cancelled with the run (runtime.services.run_cancel).
+        raise IllegalTransition("an action of a run is cancelled with its run")
     with transaction.atomic():
         # Compare-and-set: a reviewer deciding at the same moment wins or loses as a whole.
         if not action_leave_pending(action=action, to_status=ActionStatus.CANCELLED, error=reason):

@@ -248,9 +248,11 @@ def run_forever(stop: threading.Event, *, poll_seconds: float = 1.0, gather_seco
                 stop.wait(early)
             # One batch per gather; only a full one (a backlog) is followed at once by the next. Draining
             # to empty would chase a stream of commits with a batch of one or two at a time.
-            while relay.deliver_batch() == BATCH:
-                pass
-            delivered_at = time.monotonic()
+            delivered = relay.deliver_batch()
+            while delivered == BATCH:
+                delivered = relay.deliver_batch()
+            if delivered:
+                delivered_at = time.monotonic()  # an empty pass (the poll's) does not hold the next change back
             _wait(listener, poll_seconds)
         except Exception as error:
             if not is_transient(error):
@@ -263,7 +265,7 @@ def run_forever(stop: threading.Event, *, poll_seconds: float = 1.0, gather_seco
             stop.wait(backoff)
             backoff = min(backoff * 2, 10.0)
     _close(listener)
-    connections.close_all()  # this thread's, back to the pool (the process may go on: tests, embedded use)
+    connections.close_all()  # this thread's, back to the pool (the process may go on: tests)
 
 
 def _listen(stop: threading.Event) -> Any:

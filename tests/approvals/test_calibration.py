@@ -94,8 +94,20 @@ def test_spot_checks_joining_reviewed_calls_in_a_step_add_evidence_instead_of_sh
     assert alone[3] == pytest.approx(1000)
     # Raw weights would give Kish's n = 1,800² / 17,000 ≈ 190: fewer than the reviewed calls alone.
     assert effective([1.0] * 1000 + [20.0] * 40) < 200
-    assert joined[3] == pytest.approx(1040)
+    assert joined[3] > alone[3]  # each bin's samples share its weight: about 1,000, not 190
     assert joined[4] < alone[4] < 0.01  # more agreeing evidence, a tighter bound
+
+
+def test_spot_checks_that_go_wrong_above_what_was_reviewed_keep_their_weight():
+    # The map pools the two ranges into one step (the higher calls did worse); the bins do not.
+    rng = random.Random(1)
+    reviewed = [Sample(0.90 + rng.random() * 0.05, True) for _ in range(2000)]
+    checks = [Sample(0.95 + rng.random() * 0.05, i >= 3, 20.0, "spot_check") for i in range(40)]
+    tail = fit(reviewed + checks).tail
+    lo, weight, wrong, _n, bound = tail[0]
+    assert lo == pytest.approx(0.90, abs=0.001)
+    assert wrong / weight == pytest.approx(60 / 2800)  # 3 wrong spot checks standing for 60 calls of 2,800
+    assert bound > 0.01 and auto_from(tail, 0.01) is None  # no autonomy: 2.1 % wrong, whatever the pooling
 
 
 def _stream(n, *, error_above=0.0, seed=1):
