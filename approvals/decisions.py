@@ -128,7 +128,9 @@ def _decide(
 ) -> Decision:
     to_status = ActionStatus.REJECTED if verdict == Verdict.REJECT else ActionStatus.APPROVED
     now = timezone.now()
-    with transaction.atomic():
+    # Always inside the caller's transaction (action_request_decide, a quorum), and an error here
+    # ends it: no savepoint of its own (two round trips per decision).
+    with transaction.atomic(savepoint=False):
         # The race: two reviewers decide at once. Only the UPDATE that still
         # sees `pending` touches the row; the other waits for that commit,
         # re-reads, matches nothing, and is told who won.
@@ -148,7 +150,10 @@ def _decide(
             arguments_before=before,
             arguments_after=new_arguments,
         )
-        action.refresh_from_db()
+        # What the compare-and-set wrote, on the instance (no re-read: the CAS expected the rest).
+        action.status, action.decided_at = to_status, now
+        action.arguments, action.magnitude = new_arguments, magnitude
+        action.claimed_by, action.claim_expires_at = None, None
         mine = claim.get("claimed_by_id") == actor.pk
         _count_decision(action, verdict=verdict, claimed_by_actor=claim.get("claimed_at") if mine else None)
         record(

@@ -106,11 +106,7 @@ def action_execute(*, execution_id: int) -> None:
 
 def _claim(execution_id: int) -> tuple[Execution, ActionRequest, AgentTool] | None:
     with transaction.atomic():
-        execution = Execution.objects.select_related("action__run", "action__agent").filter(pk=execution_id).first()
-        if execution is None:
-            return None
-        agent_tool = AgentTool.objects.filter(agent_id=execution.action.agent_id, tool=execution.action.tool).first()
-        # Claim: only one delivery moves pending -> running.
+        # Claim: only one delivery moves pending -> running (an id that is no execution matches nothing).
         claimed = execution_transition(
             Execution.objects.filter(pk=execution_id),
             from_status=ExecutionStatus.PENDING,
@@ -122,8 +118,9 @@ def _claim(execution_id: int) -> tuple[Execution, ActionRequest, AgentTool] | No
         if not claimed:
             return None
         # One query: the claimed row with its action, run and agent as they are now.
-        execution.refresh_from_db(from_queryset=Execution.objects.select_related("action__run", "action__agent"))
+        execution = Execution.objects.select_related("action__run", "action__agent").get(pk=execution_id)
         action = execution.action
+        agent_tool = AgentTool.objects.filter(agent_id=action.agent_id, tool=action.tool).first()
         if action.status != ActionStatus.EXECUTING:
             _transition(
                 action, from_statuses=(ActionStatus.APPROVED, ActionStatus.AUTO_APPROVED), to=ActionStatus.EXECUTING

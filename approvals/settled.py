@@ -20,6 +20,8 @@ from typing import Any
 import psycopg
 from django.db import connection, connections
 
+from core.transactions import NOTIFY, defer, register_flusher
+
 logger = logging.getLogger(__name__)
 
 CHANNEL = "countersign_action"
@@ -30,8 +32,16 @@ REREAD_SECONDS = 1.0
 def notify_changed(action_id: int, agent_id: int) -> None:
     """Inside the transaction that changes the action's status: its waiters wake once it commits."""
     if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_notify(%s, %s)", [CHANNEL, f"{action_id}:{agent_id}"])
+        defer(NOTIFY, f"{action_id}:{agent_id}")  # sent with the transaction's last writes, just before COMMIT
+
+
+def _send_notifications(connection: Any, items: list[str]) -> None:
+    with connection.cursor() as cursor:
+        # One statement for the transaction's changes; each action once, however often it moved.
+        cursor.execute("SELECT pg_notify(%s, p) FROM unnest(%s::text[]) AS p", [CHANNEL, sorted(set(items))])
+
+
+register_flusher(NOTIFY, _send_notifications)
 
 
 class Watch:

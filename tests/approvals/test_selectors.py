@@ -1,13 +1,15 @@
-"""Who may see one action: the one-row check agrees with the list's filter, whatever the rights."""
+"""Who may see one action: the one-row check agrees with the list's filter (and the rights on one agent with
+guardian's), whatever the rights."""
 
 from __future__ import annotations
 
 from django.contrib.auth.models import Group
-from guardian.shortcuts import assign_perm
+from guardian.shortcuts import assign_perm, get_perms
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.django import TestCase
 
+from agents.selectors import agent_perms_on
 from approvals.models import ActionRequest
 from approvals.selectors import action_reviewable_by, actions_reviewable_by
 from tests.factories import ActionFactory, AgentFactory, UserFactory
@@ -57,6 +59,9 @@ class TestOneActionAgreesWithTheList(TestCase):
         listed = set(actions_reviewable_by(user).filter(pk__in=made).values_list("pk", flat=True))
         found = {pk for pk in made if action_reviewable_by(user, pk) is not None}
         assert found == listed, person
+        # The one-query rights of one agent are guardian's own answer.
+        for agent in agents:
+            assert agent_perms_on(user, agent) == frozenset(get_perms(user, agent)), person
 
     def test_a_missing_action_is_not_found(self):
         user = UserFactory(is_superuser=True)
