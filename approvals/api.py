@@ -287,7 +287,9 @@ async def stream_decisions(request: ApiRequest, slug: AgentSlug, filters: Query[
     summary="Approve, reject, edit-and-approve or escalate a pending action",
 )
 def decide_action(request: ApiRequest, action_id: ObjectId, payload: Body[DecisionIn]) -> dict[str, Any]:
-    action = _reviewable(request, action_id)
+    action = selectors.action_reviewable_by(request.auth, action_id, related=selectors.DECIDE_RELATED)
+    if action is None:
+        raise Http404
     decisions.action_request_decide(
         action=action,
         actor=request.auth,

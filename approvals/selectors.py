@@ -56,13 +56,20 @@ def actions_reviewable_by(user: User) -> QuerySet[ActionRequest]:
     return ActionRequest.objects.filter(_reviewable_filter(user)).select_related(*_REVIEW_RELATED)
 
 
-def action_reviewable_by(user: User, action_id: int) -> ActionRequest | None:
+# What deciding reads of an action: its agent (the rights, an edit's guard) and run (who started it).
+DECIDE_RELATED = ("agent", "run")
+
+
+def action_reviewable_by(
+    user: User, action_id: int, *, related: tuple[str, ...] = _REVIEW_RELATED
+) -> ActionRequest | None:
     """One action the user may see and decide, or None (so 404s).
 
     The same rule as `actions_reviewable_by`, checked on the one row: PostgreSQL spent
     more time planning that filter's permission subqueries than running a whole decision.
+    `related`: the relations to load with it (all a page shows, by default).
     """
-    action = ActionRequest.objects.select_related(*_REVIEW_RELATED).filter(pk=action_id).first()
+    action = ActionRequest.objects.select_related(*related).filter(pk=action_id).first()
     if action is None or not user.is_authenticated:
         return None
     perm = _TIER_PERM.get(action.tier)

@@ -73,3 +73,37 @@ def wait_port(port: int, timeout: float = 30) -> None:
                 return
         time.sleep(0.1)
     raise TimeoutError(port)
+
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_by_role(roles: dict[str, int]) -> dict[str, float]:
+    """CPU seconds used so far (user + system, living processes) by each role, read from /proc.
+
+    `roles` names the session id of each group of processes a benchmark spawned (spawn() starts a new
+    session, so a server's forked workers and a Celery worker's pool child count with it). PostgreSQL's
+    and Redis's processes count as "postgres" and "redis"; this process as "load generator".
+    A process that exits between two readings takes its CPU with it, so read around a steady phase.
+    """
+    by_session = {sid: name for name, sid in roles.items()}
+    used: dict[str, float] = dict.fromkeys([*roles, "postgres", "redis", "load generator"], 0.0)
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            raw = (entry / "stat").read_text()
+        except OSError:
+            continue  # exited meanwhile
+        comm = raw[raw.index("(") + 1 : raw.rindex(")")]
+        fields = raw[raw.rindex(")") + 2 :].split()
+        session, seconds = int(fields[3]), (int(fields[11]) + int(fields[12])) / TICKS
+        if int(entry.name) == os.getpid():
+            used["load generator"] += seconds
+        elif session in by_session:
+            used[by_session[session]] += seconds
+        elif comm.startswith("postgres"):
+            used["postgres"] += seconds
+        elif comm.startswith("redis-server"):
+            used["redis"] += seconds
+    return used

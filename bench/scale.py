@@ -10,12 +10,15 @@ routing  Routed actions per second in-process (guard, policy, the action row, it
          advisory lock, and a Redis PUBLISH. Ratio = baseline rate / product rate (the cost).
 sockets  The same routing with 0 and with 50 reviewer sockets open on a web process (the relay
          delivers every routed row to all 50), interleaved: the slowdown the sockets cause.
-workers  Agent runs per second through 1 and through 2 Celery worker processes (concurrency 1
-         each), interleaved; deadlocks counted by PostgreSQL and runs left unfinished.
+workers  Agent runs per second through 1 and through 2 Celery worker processes on the solo pool
+         (one task at a time each, as production runs them), and through 1 prefork worker with
+         `-c 1` for comparison, interleaved; deadlocks counted by PostgreSQL, runs left unfinished,
+         and the CPU each run costs the workers, PostgreSQL and the process starting the runs.
 push     Commit -> websocket arrival p95 with 300 reviewer sockets on one daphne (and the relay), beside
          a plain websocket relay fed by one Redis SUBSCRIBE; pushes lost and sequence gaps counted.
 decisions  On the `make stack` topology (uvicorn --workers 2, 2 workers, the relay): the p95 of
-         decision POSTs sent at 50/s (open loop), beside an authenticated GET of one action at 50/s.
+         decision POSTs sent at 50/s (open loop), beside an authenticated GET of one action at 50/s,
+         and the CPU one request costs each process on the machine (what binds).
 
 Every figure prints its repetitions, the median and the spread (min-max).
 """
@@ -36,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import BIN, ROOT, percentile, setup_django, spawn, wait_port
+from common import BIN, ROOT, cpu_by_role, percentile, setup_django, spawn, wait_port
 
 os.environ.setdefault("BACKGROUND_TASKS", "inline")
 os.environ.setdefault("LIVE_RELAY", "process")
@@ -509,8 +512,11 @@ def _deadlocks() -> int:
         return int(cursor.fetchone()[0])
 
 
-def _runs_through(workers: int, runs: int, queue: str, logs: Path) -> tuple[float, int, int]:
-    """Start `workers` worker processes (concurrency 1 each), wait until ready, start `runs` runs, time them."""
+def _runs_through(
+    workers: int, runs: int, queue: str, logs: Path, pool: str
+) -> tuple[float, int, int, dict[str, float]]:
+    """Start `workers` worker processes (one task at a time each, on `pool`), wait until ready, start
+    `runs` runs and time them; also the CPU ms per run of each role (workers, PostgreSQL, this starter)."""
     from agents.models import Agent, Run
     from agents.services import run_start
 
@@ -520,8 +526,9 @@ def _runs_through(workers: int, runs: int, queue: str, logs: Path) -> tuple[floa
     for n in range(workers):
         log = logs / f"worker-{workers}-{n}.log"
         log.write_text("")
-        argv = [str(BIN / "celery"), "-A", "config", "worker", "-Q", queue, "-c", "1", "-n", f"w{n}@%h", "-l", "INFO"]
-        procs.append((spawn(argv, dict(os.environ), log), log))
+        argv = [str(BIN / "celery"), "-A", "config", "worker", "-Q", queue, "-P", pool, "-c", "1"]
+        procs.append((spawn([*argv, "-n", f"w{n}@%h", "-l", "INFO"], dict(os.environ), log), log))
+    roles = {f"worker {n}": proc.pid for n, (proc, _) in enumerate(procs)}
     try:
         deadline = time.monotonic() + 60
         while not all(" ready." in log.read_text() for _, log in procs):
@@ -529,6 +536,7 @@ def _runs_through(workers: int, runs: int, queue: str, logs: Path) -> tuple[floa
                 raise TimeoutError("workers did not start")
             time.sleep(0.1)
         deadlocks = _deadlocks()
+        before = cpu_by_role(roles)
         started_ids = []
         started = time.perf_counter()
         for _ in range(runs):
@@ -538,12 +546,20 @@ def _runs_through(workers: int, runs: int, queue: str, logs: Path) -> tuple[floa
         while pending.exists() and time.monotonic() < give_up:
             time.sleep(0.05)
         elapsed = time.perf_counter() - started
-        return runs / elapsed, _deadlocks() - deadlocks, pending.count()
+        after = cpu_by_role(roles)
+        used = {role: (after[role] - before[role]) * 1000 / runs for role in after}
+        cpu = {
+            "workers": sum(used[role] for role in roles),
+            "postgres": used["postgres"],
+            "starter (this process)": used["load generator"],
+        }
+        return runs / elapsed, _deadlocks() - deadlocks, pending.count(), cpu
     finally:
         _stop([proc for proc, _ in procs])
 
 
 def workers(reps: int, total: int) -> None:
+    """Runs/s through 1 and 2 solo workers (the production pool), and 1 prefork `-c 1` worker for comparison."""
     import uuid
 
     queue = f"bench-{uuid.uuid4().hex[:6]}"
@@ -555,19 +571,26 @@ def workers(reps: int, total: int) -> None:
     settings.BACKGROUND_TASKS = "celery"
     logs = Path("/tmp/countersign-bench")
     logs.mkdir(exist_ok=True)
-    rates: dict[int, list[float]] = {1: [], 2: []}
+    setups = [("solo", 1), ("solo", 2), ("prefork", 1), ("prefork", 2)]
+    rates: dict[tuple[str, int], list[float]] = {setup: [] for setup in setups}
+    cpu: dict[tuple[str, int], list[dict[str, float]]] = {setup: [] for setup in setups}
     deadlocks = stuck = 0
     for rep in range(reps):
-        for count in (1, 2) if rep % 2 == 0 else (2, 1):
-            rate, dead, left = _runs_through(count, total, queue, logs)
-            rates[count].append(round(rate, 2))
+        for pool, count in setups if rep % 2 == 0 else reversed(setups):
+            rate, dead, left, used = _runs_through(count, total, queue, logs, pool)
+            rates[(pool, count)].append(round(rate, 2))
+            cpu[(pool, count)].append(used)
             deadlocks += dead
             stuck += left
     print(f"agent runs (auto path, 3 tasks each) through Celery workers, {total} runs per measurement, {reps} reps")
-    print(f"  1 worker:  {spread(rates[1])} runs/s")
-    print(f"  2 workers: {spread(rates[2])} runs/s")
-    ratio = [round(b / a, 2) for a, b in zip(rates[1], rates[2], strict=True)]
-    print(f"  2 workers / 1 worker: {spread(ratio)}x; deadlocks {deadlocks}; runs left unfinished {stuck}")
+    for pool, count in setups:
+        shares = {role: statistics.median(rep[role] for rep in cpu[(pool, count)]) for role in cpu[(pool, count)][0]}
+        parts = ", ".join(f"{role} {ms:.1f}" for role, ms in shares.items())
+        print(f"  {count} {pool} worker(s): {spread(rates[(pool, count)])} runs/s; CPU ms per run: {parts}")
+    ratio = [round(b / a, 2) for a, b in zip(rates[("solo", 1)], rates[("solo", 2)], strict=True)]
+    print(f"  2 solo workers / 1: {spread(ratio)}x; deadlocks {deadlocks}; runs left unfinished {stuck}")
+    gain = [round(a / b, 2) for a, b in zip(rates[("solo", 1)], rates[("prefork", 1)], strict=True)]
+    print(f"  1 solo worker / 1 prefork -c 1 worker: {spread(gain)}x")
 
 
 # --- decisions ----------------------------------------------------------------------------
@@ -653,8 +676,6 @@ def decisions(reps: int, total: int, rate: float = 50.0) -> None:
             "worker",
             "-Q",
             queue,
-            "-c",
-            "1",
             "-n",
             f"d{n}@%h",
             "-l",
@@ -662,6 +683,8 @@ def decisions(reps: int, total: int, rate: float = 50.0) -> None:
         ]
         procs.append(spawn(argv, env, logs / f"decide-worker-{n}.log"))
     procs.append(spawn([str(BIN / "python"), "manage.py", "live_relay"], env, logs / "relay.log"))
+    roles = dict(zip(["web", "worker 0", "worker 1", "relay"], [p.pid for p in procs], strict=True))
+    cpu: dict[str, list[dict[str, float]]] = {"decision": [], "baseline": []}  # CPU ms per request, by role
     base = f"http://127.0.0.1:{port}"
     try:
         wait_port(port)
@@ -679,9 +702,12 @@ def decisions(reps: int, total: int, rate: float = 50.0) -> None:
                     ids = pending[cursor : cursor + total]
                     cursor += total
                     batch = [("POST", f"/api/v1/actions/{i}/decision", {"verdict": "approve"}) for i in ids]
+                before = cpu_by_role(roles)
                 latencies = _open_loop(base, token, rate, batch)
                 results[name].append(round(percentile(latencies, 0.95), 1))
                 backlog.append(round(_drained(), 1))
+                after = cpu_by_role(roles)  # the batch and what it left to do (executions, pushes)
+                cpu[name].append({role: (after[role] - before[role]) * 1000 / len(batch) for role in after})
     finally:
         _stop(procs)
     print(f"make-stack topology (uvicorn --workers 2, 2 workers, relay), {total} requests at {rate:.0f}/s, {reps} reps")
@@ -689,6 +715,11 @@ def decisions(reps: int, total: int, rate: float = 50.0) -> None:
     print(f"  baseline authenticated GET p95:  {spread(results['baseline'])} ms")
     print(f"  requests not answered 200, all runs: {len(FAILED_REQUESTS)} {FAILED_REQUESTS[:5]}")
     print(f"  seconds the executions and pushes ran on after each batch: {backlog}")
+    # Where a request's CPU goes (every process on the machine, the batch and its backlog): what binds.
+    for name in ("decision", "baseline"):
+        shares = {role: statistics.median(rep[role] for rep in cpu[name]) for role in cpu[name][0]}
+        parts = ", ".join(f"{role} {ms:.1f}" for role, ms in sorted(shares.items(), key=lambda kv: -kv[1]))
+        print(f"  CPU ms per {name} request, median over reps: total {sum(shares.values()):.1f}: {parts}")
 
 
 def _drained(timeout: float = 300.0) -> float:
