@@ -18,7 +18,8 @@ push     Commit -> websocket arrival p95 with 300 reviewer sockets on one daphne
          a plain websocket relay fed by one Redis SUBSCRIBE; pushes lost and sequence gaps counted.
 decisions  On the `make stack` topology (uvicorn --workers 2, 2 workers, the relay): the p95 of
          decision POSTs sent at 50/s (open loop), beside an authenticated GET of one action at 50/s,
-         and the CPU one request costs each process on the machine (what binds).
+         and the CPU one request costs each process on the machine (what binds). `--pools prefork,solo`
+         alternates the decision batches between workers on each Celery pool.
 
 Every figure prints its repetitions, the median and the spread (min-max).
 """
@@ -639,8 +640,15 @@ def _open_loop(base: str, token: str, rate: float, requests: list[tuple[str, str
     return asyncio.run(run())
 
 
-def decisions(reps: int, total: int, rate: float = 50.0) -> None:
-    """Decision POST p95 at `rate`/s on the production topology, beside a trivial authenticated GET."""
+def _decision_workers(pool: str, queue: str, env: dict[str, str], logs: Path) -> list[Any]:
+    """The topology's two Celery workers (one task at a time each) on `pool`."""
+    argv = [str(BIN / "celery"), "-A", "config", "worker", "-Q", queue, "-P", pool, "-c", "1", "-l", "WARNING"]
+    return [spawn([*argv, "-n", f"d{n}@%h"], env, logs / f"decide-worker-{pool}-{n}.log") for n in range(2)]
+
+
+def decisions(reps: int, total: int, rate: float = 50.0, pools: tuple[str, ...] = ("prefork",)) -> None:
+    """Decision POST p95 at `rate`/s on the production topology, beside a trivial authenticated GET;
+    with several `pools`, the decision batches alternate between workers on each pool."""
     import uuid
 
     queue = f"bench-{uuid.uuid4().hex[:6]}"
@@ -656,7 +664,7 @@ def decisions(reps: int, total: int, rate: float = 50.0) -> None:
     route = product_router()
     from approvals.models import ActionRequest
 
-    need = total * reps + 10
+    need = total * reps * len(pools) + 10
     for i in range(need):
         route(0, i)
     pending = list(ActionRequest.objects.filter(status="pending").order_by("id").values_list("pk", flat=True))
@@ -668,58 +676,52 @@ def decisions(reps: int, total: int, rate: float = 50.0) -> None:
     web_argv = [str(BIN / "uvicorn"), "config.asgi:application", "--host", "127.0.0.1", "--port", str(port)]
     web_argv += ["--workers", "2", "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--lifespan", "off"]
     procs = [spawn(web_argv, env, logs / "web.log")]
-    for n in range(2):
-        argv = [
-            str(BIN / "celery"),
-            "-A",
-            "config",
-            "worker",
-            "-Q",
-            queue,
-            "-n",
-            f"d{n}@%h",
-            "-l",
-            "WARNING",
-        ]
-        procs.append(spawn(argv, env, logs / f"decide-worker-{n}.log"))
     procs.append(spawn([str(BIN / "python"), "manage.py", "live_relay"], env, logs / "relay.log"))
-    roles = dict(zip(["web", "worker 0", "worker 1", "relay"], [p.pid for p in procs], strict=True))
-    cpu: dict[str, list[dict[str, float]]] = {"decision": [], "baseline": []}  # CPU ms per request, by role
+    pool_now, workers = pools[0], _decision_workers(pools[0], queue, env, logs)
+    sides = ["baseline", *[f"decision, {pool}" for pool in pools]]
+    cpu: dict[str, list[dict[str, float]]] = {side: [] for side in sides}  # CPU ms per request, by role
+    results: dict[str, list[float]] = {side: [] for side in sides}
+    backlog: dict[str, list[float]] = {side: [] for side in sides}  # seconds until executions and pushes caught up
     base = f"http://127.0.0.1:{port}"
     try:
         wait_port(port)
         time.sleep(3)  # both web processes and the workers up
         _open_loop(base, token, rate, [("GET", f"/api/v1/actions/{pending[-1]}", None)] * 50)  # warm up
-        results: dict[str, list[float]] = {"decision": [], "baseline": []}
-        backlog: list[float] = []  # seconds until the workers and the relay had caught up, after each batch
         cursor = 0
         for rep in range(reps):
-            order = ("baseline", "decision") if rep % 2 == 0 else ("decision", "baseline")
-            for name in order:
-                if name == "baseline":
+            for side in sides if rep % 2 == 0 else reversed(sides):
+                if side == "baseline":
                     batch = [("GET", f"/api/v1/actions/{pending[-1]}", None)] * total
                 else:
+                    pool = side.split(", ")[1]
+                    if pool != pool_now:
+                        _stop(workers)
+                        pool_now, workers = pool, _decision_workers(pool, queue, env, logs)
+                        time.sleep(3)  # the workers up
                     ids = pending[cursor : cursor + total]
                     cursor += total
                     batch = [("POST", f"/api/v1/actions/{i}/decision", {"verdict": "approve"}) for i in ids]
+                roles = {"web": procs[0].pid, "relay": procs[1].pid, "worker 0": workers[0].pid}
+                roles["worker 1"] = workers[1].pid
                 before = cpu_by_role(roles)
                 latencies = _open_loop(base, token, rate, batch)
-                results[name].append(round(percentile(latencies, 0.95), 1))
-                backlog.append(round(_drained(), 1))
+                results[side].append(round(percentile(latencies, 0.95), 1))
+                backlog[side].append(round(_drained(), 1))
                 after = cpu_by_role(roles)  # the batch and what it left to do (executions, pushes)
-                cpu[name].append({role: (after[role] - before[role]) * 1000 / len(batch) for role in after})
+                cpu[side].append({role: (after[role] - before[role]) * 1000 / len(batch) for role in after})
     finally:
-        _stop(procs)
-    print(f"make-stack topology (uvicorn --workers 2, 2 workers, relay), {total} requests at {rate:.0f}/s, {reps} reps")
-    print(f"  decision POST p95:               {spread(results['decision'])} ms")
-    print(f"  baseline authenticated GET p95:  {spread(results['baseline'])} ms")
+        _stop([*procs, *workers])
+    print(f"make-stack topology (uvicorn --workers 2, 2 workers -c 1, relay), {total} requests at {rate:.0f}/s")
+    print(f"  {reps} reps, sides interleaved, order alternating")
+    for side in sides:
+        what = "authenticated GET of one action (baseline)" if side == "baseline" else f"decision POST ({side[10:]})"
+        print(f"  {what} p95: {spread(results[side])} ms; backlog after each batch {backlog[side]} s")
     print(f"  requests not answered 200, all runs: {len(FAILED_REQUESTS)} {FAILED_REQUESTS[:5]}")
-    print(f"  seconds the executions and pushes ran on after each batch: {backlog}")
     # Where a request's CPU goes (every process on the machine, the batch and its backlog): what binds.
-    for name in ("decision", "baseline"):
-        shares = {role: statistics.median(rep[role] for rep in cpu[name]) for role in cpu[name][0]}
+    for side in sides:
+        shares = {role: statistics.median(rep[role] for rep in cpu[side]) for role in cpu[side][0]}
         parts = ", ".join(f"{role} {ms:.1f}" for role, ms in sorted(shares.items(), key=lambda kv: -kv[1]))
-        print(f"  CPU ms per {name} request, median over reps: total {sum(shares.values()):.1f}: {parts}")
+        print(f"  CPU ms per request, {side}, median over reps: total {sum(shares.values()):.1f}: {parts}")
 
 
 def _drained(timeout: float = 300.0) -> float:
@@ -743,13 +745,14 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("-n", type=int, default=400)
     parser.add_argument("--rate", type=float, default=50.0, help="decisions: requests per second")
+    parser.add_argument("--pools", default="prefork", help="decisions: worker pools to alternate (prefork,solo)")
     parser.add_argument("--sockets", type=int, default=None, help="push: sockets (300); sockets: sockets (50)")
     args = parser.parse_args()
     print(f"machine: {os.cpu_count()} cores; PostgreSQL and Redis on loopback; {time.strftime('%Y-%m-%d %H:%M')}")
     print(f"web server (push, sockets): {os.environ.get('BENCH_SERVER', 'uvicorn')}, one process")
     modes = {"routing": routing, "sockets": sockets, "workers": workers, "decisions": decisions, "push": push}
     if args.what == "decisions":
-        decisions(args.reps, args.n, args.rate)
+        decisions(args.reps, args.n, args.rate, tuple(args.pools.split(",")))
     elif args.what in ("push", "sockets") and args.sockets:
         modes[args.what](args.reps, args.n, args.sockets)
     else:

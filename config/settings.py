@@ -349,15 +349,12 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
-# Each worker process runs one task at a time itself, with no pool child. Measured with
-# `bench/scale.py` (docs/benchmarks.md): an action's execution costs the workers about 4 ms of CPU on
-# the solo pool against about 7 ms on prefork's `-c 1`, and agent runs cost the same on both. Scale by
-# running more worker processes (docs/production.md). Celery enforces the time limits below only in a prefork
-# pool; Countersign bounds the work itself either way (model and upstream calls time out, a tool's
-# database effect has its statement timeout, an execution's lease lets another worker take over).
-CELERY_WORKER_POOL = env_str("CELERY_WORKER_POOL", "solo")
-if CELERY_WORKER_POOL not in {"solo", "prefork", "threads"}:
-    raise ImproperlyConfigured("CELERY_WORKER_POOL must be solo, prefork or threads.")
+# prefork (Celery's default) runs each task in a pool child, which Celery kills past the hard time
+# limit below; solo runs it in the worker's own process: cheaper per task (docs/benchmarks.md), but
+# with no time limit a hung task holds its worker until someone restarts it (docs/production.md).
+CELERY_WORKER_POOL = env_str("CELERY_WORKER_POOL", "prefork")
+if CELERY_WORKER_POOL not in {"solo", "prefork"}:
+    raise ImproperlyConfigured("CELERY_WORKER_POOL must be prefork or solo.")
 CELERY_TASK_TIME_LIMIT = 300
 CELERY_TASK_SOFT_TIME_LIMIT = 240
 # Longer than any task's hard limit, or Redis redelivers a task still running.
