@@ -65,7 +65,8 @@ def main() -> None:
 
     worker_env = {**os.environ, "DEMO_TOOL_DELAY_SECONDS": "0.02", "LEASE_SECONDS": "3"}
     log = Path("/tmp/bench-soak-worker.log")
-    argv = [str(BIN / "celery"), "-A", "config", "worker", "-Q", queue, "-c", "2", "-l", "WARNING"]
+    # Prefork with two children, as when this soak was published: SIGKILL takes a worker and its tasks at once.
+    argv = [str(BIN / "celery"), "-A", "config", "worker", "-Q", queue, "-P", "prefork", "-c", "2", "-l", "WARNING"]
     worker = spawn(argv, worker_env, log)
     time.sleep(3)
 

@@ -349,14 +349,21 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
-# prefork (Celery's default) runs each task in a pool child, which Celery kills past the hard time
-# limit below; solo runs it in the worker's own process: cheaper per task (docs/benchmarks.md), but
-# with no time limit a hung task holds its worker until someone restarts it (docs/production.md).
-CELERY_WORKER_POOL = env_str("CELERY_WORKER_POOL", "prefork")
+# Each worker process runs one task at a time itself, with no pool child (prefork's child and the
+# pipes to it cost an execution about 40 % more CPU: docs/benchmarks.md). Celery enforces
+# the time limits below only on prefork; on solo a hung task is ended by Countersign's own bounds:
+# model and upstream calls time out, a step's or an execution's lease stops being renewed after
+# STEP_TIME_LIMIT_SECONDS or the tool's timeout (another worker takes the work over and the hung
+# one's late writes are refused). docs/production.md says what else solo gives up.
+CELERY_WORKER_POOL = env_str("CELERY_WORKER_POOL", "solo")
 if CELERY_WORKER_POOL not in {"solo", "prefork"}:
-    raise ImproperlyConfigured("CELERY_WORKER_POOL must be prefork or solo.")
+    raise ImproperlyConfigured("CELERY_WORKER_POOL must be solo or prefork.")
 CELERY_TASK_TIME_LIMIT = 300
 CELERY_TASK_SOFT_TIME_LIMIT = 240
+# The longest an agent run's step may hold its lease (a model call and taking the step).
+STEP_TIME_LIMIT_SECONDS = env_int("STEP_TIME_LIMIT_SECONDS", default=CELERY_TASK_TIME_LIMIT)
+if STEP_TIME_LIMIT_SECONDS < 1:
+    raise ImproperlyConfigured("STEP_TIME_LIMIT_SECONDS must be at least 1.")
 # Longer than any task's hard limit, or Redis redelivers a task still running.
 # Priorities: Redis emulates them with one list per step; 0 is served first.
 CELERY_BROKER_TRANSPORT_OPTIONS = {

@@ -15,9 +15,11 @@ import math
 import random
 import secrets
 import time
-from datetime import datetime
+from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
@@ -68,11 +70,8 @@ def run_advance(*, run_id: int) -> None:
     ):
         return
 
-    def renew(until: datetime) -> int:
-        return Run.objects.filter(pk=run_id, status=RunStatus.RUNNING, step_token=token).update(lease_until=until)
-
     try:
-        with heartbeat(renew):
+        with heartbeat(step_renewal(run_id, token)):
             _advance(run_id)
     except StaleStep:
         logger.warning("run %s: the step's lease was handed on; this attempt's writes were rolled back", run_id)
@@ -82,6 +81,24 @@ def run_advance(*, run_id: int) -> None:
         # A deadlock or a lost connection rolled the step back: take it again in a moment.
         logger.warning("run %s: transient database error, step retried: %s", run_id, exc)
         services.run_retry_step(run_id=run_id, step_token=token, reason=f"{type(exc).__name__}: {exc}")
+
+
+def step_renewal(run_id: int, token: str) -> Callable[[datetime], int]:
+    """Extend the step's lease, but not past STEP_TIME_LIMIT_SECONDS from now.
+
+    A step that takes longer is hung (a model server trickling its answer, a lock that never comes): its
+    lease runs out, the sweeper hands the run to another worker, and this one's late writes are refused
+    (the token). On the solo pool nothing else would end such a step.
+    """
+    deadline = timezone.now() + timedelta(seconds=settings.STEP_TIME_LIMIT_SECONDS)
+
+    def renew(until: datetime) -> int:
+        if timezone.now() >= deadline:
+            return 0
+        rows = Run.objects.filter(pk=run_id, status=RunStatus.RUNNING, step_token=token)
+        return rows.update(lease_until=min(until, deadline))
+
+    return renew
 
 
 def _advance(run_id: int) -> None:

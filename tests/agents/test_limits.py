@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 from decimal import Decimal
 
@@ -17,6 +18,7 @@ from approvals.models import ActionRequest, ActionStatus
 from audit.models import AuditEvent
 from core.errors import IllegalTransition
 from demo.models import Refund
+from runtime.loop import step_renewal
 from runtime.services import run_cancel
 from tests.agents.fakes import Sequence, use_provider
 from tests.conftest import refund_input, user
@@ -259,6 +261,29 @@ def test_sweeper_recovers_a_run_whose_worker_died_mid_step(refund_agent, orders,
     assert AuditEvent.objects.filter(event="run.recovered", target_id=str(run.pk)).count() == 1
     with commit():
         assert runs_sweep() == {"republished": 0, "recovered": 0}
+
+
+def test_a_steps_lease_is_renewed_up_to_the_step_time_limit_and_no_further(refund_agent, orders, settings):
+    """A hung step (on the solo pool nothing kills it) stops renewing its lease, so the sweeper hands it on."""
+    run = run_start(agent=refund_agent, input=refund_input(), actor=None)
+    Run.objects.filter(pk=run.pk).update(status=RunStatus.RUNNING, step_token="mine")
+    settings.STEP_TIME_LIMIT_SECONDS = 60
+    renew = step_renewal(run.pk, "mine")
+    asked = timezone.now() + timedelta(seconds=15)
+    assert renew(asked) == 1
+    assert Run.objects.get(pk=run.pk).lease_until == asked
+    assert renew(timezone.now() + timedelta(hours=1)) == 1  # never past the limit
+    assert Run.objects.get(pk=run.pk).lease_until <= timezone.now() + timedelta(seconds=60)
+    assert step_renewal(run.pk, "someone else's")(asked) == 0  # the step was handed on: the token fences it
+
+    settings.STEP_TIME_LIMIT_SECONDS = 1
+    late = step_renewal(run.pk, "mine")
+    give_up = time.monotonic() + 10
+    while late(timezone.now() + timedelta(seconds=15)) != 0:  # until the limit has passed
+        assert time.monotonic() < give_up, "the lease was still renewed long past the step's time limit"
+        time.sleep(0.05)
+    Run.objects.filter(pk=run.pk).update(lease_until=timezone.now() - timedelta(seconds=1))  # it ran out
+    assert runs_sweep()["recovered"] == 1
 
 
 def test_a_probe_that_never_settles_does_not_jam_the_breaker(refund_agent, orders):
