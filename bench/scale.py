@@ -527,8 +527,9 @@ def _runs_through(
     for n in range(workers):
         log = logs / f"worker-{workers}-{n}.log"
         log.write_text("")
-        argv = [str(BIN / "celery"), "-A", "config", "worker", "-Q", queue, "-P", pool, "-c", "1"]
-        procs.append((spawn([*argv, "-n", f"w{n}@%h", "-l", "INFO"], dict(os.environ), log), log))
+        argv = [str(BIN / "celery"), "-A", "config", "worker", "-Q", queue, "-c", "1", "-n", f"w{n}@%h", "-l", "INFO"]
+        env = {**os.environ, "CELERY_WORKER_POOL": pool}  # not `-P`: Celery ignores `-P prefork` when set
+        procs.append((spawn(argv, env, log), log))
     roles = {f"worker {n}": proc.pid for n, (proc, _) in enumerate(procs)}
     try:
         deadline = time.monotonic() + 60
@@ -536,6 +537,8 @@ def _runs_through(
             if time.monotonic() > deadline:
                 raise TimeoutError("workers did not start")
             time.sleep(0.1)
+        if not all(f"({pool})" in log.read_text() for _, log in procs):  # the banner names the pool in use
+            raise RuntimeError(f"a worker is not on the {pool} pool: {logs}")
         deadlocks = _deadlocks()
         before = cpu_by_role(roles)
         started_ids = []
@@ -642,8 +645,20 @@ def _open_loop(base: str, token: str, rate: float, requests: list[tuple[str, str
 
 def _decision_workers(pool: str, queue: str, env: dict[str, str], logs: Path) -> list[Any]:
     """The topology's two Celery workers (one task at a time each) on `pool`."""
-    argv = [str(BIN / "celery"), "-A", "config", "worker", "-Q", queue, "-P", pool, "-c", "1", "-l", "WARNING"]
+    argv = [str(BIN / "celery"), "-A", "config", "worker", "-Q", queue, "-c", "1", "-l", "WARNING"]
+    # The pool through the setting: Celery takes `-P prefork` (its option's default) as "not given"
+    # and uses the configured pool instead.
+    env = {**env, "CELERY_WORKER_POOL": pool}
+    for n in range(2):
+        (logs / f"decide-worker-{pool}-{n}.log").write_text("")  # this start's banner only
     return [spawn([*argv, "-n", f"d{n}@%h"], env, logs / f"decide-worker-{pool}-{n}.log") for n in range(2)]
+
+
+def _check_pool(pool: str, logs: Path) -> None:
+    """The workers' start-up banner names the pool they run: a comparison of pools must not compare one with itself."""
+    for n in range(2):
+        if f"({pool})" not in (logs / f"decide-worker-{pool}-{n}.log").read_text():
+            raise RuntimeError(f"decision worker {n} is not on the {pool} pool")
 
 
 def decisions(reps: int, total: int, rate: float = 50.0, pools: tuple[str, ...] = ("prefork",)) -> None:
@@ -686,6 +701,7 @@ def decisions(reps: int, total: int, rate: float = 50.0, pools: tuple[str, ...] 
     try:
         wait_port(port)
         time.sleep(3)  # both web processes and the workers up
+        _check_pool(pool_now, logs)
         _open_loop(base, token, rate, [("GET", f"/api/v1/actions/{pending[-1]}", None)] * 50)  # warm up
         cursor = 0
         for rep in range(reps):
@@ -698,6 +714,7 @@ def decisions(reps: int, total: int, rate: float = 50.0, pools: tuple[str, ...] 
                         _stop(workers)
                         pool_now, workers = pool, _decision_workers(pool, queue, env, logs)
                         time.sleep(3)  # the workers up
+                        _check_pool(pool, logs)
                     ids = pending[cursor : cursor + total]
                     cursor += total
                     batch = [("POST", f"/api/v1/actions/{i}/decision", {"verdict": "approve"}) for i in ids]
