@@ -350,7 +350,7 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # Each worker process runs one task at a time itself, with no pool child (prefork's child and the
-# pipes to it cost an execution about 40 % more CPU: docs/benchmarks.md). Celery enforces
+# pipes to it cost an execution about half as much CPU again: docs/benchmarks.md). Celery enforces
 # the time limits below only on prefork; on solo a hung task is ended by Countersign's own bounds:
 # model and upstream calls time out, a step's or an execution's lease stops being renewed after
 # STEP_TIME_LIMIT_SECONDS or the tool's timeout (another worker takes the work over and the hung
