@@ -121,10 +121,19 @@ def main() -> None:
             "--no-access-log",
         ]
         procs.append(spawn(web, env, logs / "web.log"))
-        worker = [str(BIN / "celery"), "-A", "config", "worker", "--loglevel", "WARNING"]
-        worker += ["--without-gossip", "--without-mingle"]
-        for n in range(2):  # two worker processes, one task at a time each (CELERY_WORKER_POOL=solo)
-            procs.append(spawn([*worker, "-n", f"g{n}@%h"], env, logs / f"worker-{n}.log"))
+        worker = [
+            str(BIN / "celery"),
+            "-A",
+            "config",
+            "worker",
+            "--concurrency",
+            "2",
+            "--loglevel",
+            "WARNING",
+            "--without-gossip",
+            "--without-mingle",
+        ]
+        procs.append(spawn(worker, env, logs / "worker.log"))
         wait_port(web_port)
         gateway_url = f"http://127.0.0.1:{web_port}/mcp/agents/refund-triage/"
         _batch(gateway_url, token, "echo__echo", 8, 2)  # warm both sides up (imports, pools, the worker)

@@ -64,7 +64,7 @@ def main() -> None:
     # 2. Runs per second through one worker process.
     log = Path("/tmp/bench-runtime-worker.log")
     worker = spawn(
-        [str(BIN / "celery"), "-A", "config", "worker", "-Q", queue, "-l", "WARNING"],
+        [str(BIN / "celery"), "-A", "config", "worker", "-Q", queue, "-c", "1", "-l", "WARNING"],
         dict(os.environ),
         log,
     )

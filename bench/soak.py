@@ -64,9 +64,7 @@ def main() -> None:
     assert len(pending) == N
 
     worker_env = {**os.environ, "DEMO_TOOL_DELAY_SECONDS": "0.02", "LEASE_SECONDS": "3"}
-    worker_env["CELERY_WORKER_POOL"] = "prefork"
     log = Path("/tmp/bench-soak-worker.log")
-    # Prefork with two children, as when this soak was published: SIGKILL takes a worker and its tasks at once.
     argv = [str(BIN / "celery"), "-A", "config", "worker", "-Q", queue, "-c", "2", "-l", "WARNING"]
     worker = spawn(argv, worker_env, log)
     time.sleep(3)

@@ -349,15 +349,13 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
-# Each worker process runs one task at a time itself, with no pool child (prefork's child and the
-# pipes to it cost an execution about half as much CPU again: docs/benchmarks.md). Celery enforces
-# the time limits below only on prefork; on solo a hung task is ended by Countersign's own bounds:
-# model and upstream calls time out, a step's or an execution's lease stops being renewed after
-# STEP_TIME_LIMIT_SECONDS or the tool's timeout (another worker takes the work over and the hung
-# one's late writes are refused). docs/production.md says what else solo gives up.
-CELERY_WORKER_POOL = env_str("CELERY_WORKER_POOL", "solo")
+# prefork (Celery's default) runs each task in a pool child, which Celery interrupts past the soft
+# time limit and kills past the hard one. solo runs it in the worker's own process: measured cheaper
+# per task (docs/benchmarks.md), but nothing ends a hung task there; docs/production.md says what
+# that costs before you choose it.
+CELERY_WORKER_POOL = env_str("CELERY_WORKER_POOL", "prefork")
 if CELERY_WORKER_POOL not in {"solo", "prefork"}:
-    raise ImproperlyConfigured("CELERY_WORKER_POOL must be solo or prefork.")
+    raise ImproperlyConfigured("CELERY_WORKER_POOL must be prefork or solo.")
 CELERY_TASK_TIME_LIMIT = 300
 CELERY_TASK_SOFT_TIME_LIMIT = 240
 # The longest an agent run's step may hold its lease (a model call and taking the step).

@@ -72,7 +72,7 @@ def run_advance(*, run_id: int) -> None:
 
     try:
         with heartbeat(step_renewal(run_id, token)):
-            _advance(run_id)
+            _advance(run_id, token)
     except StaleStep:
         logger.warning("run %s: the step's lease was handed on; this attempt's writes were rolled back", run_id)
     except Exception as exc:
@@ -101,8 +101,12 @@ def step_renewal(run_id: int, token: str) -> Callable[[datetime], int]:
     return renew
 
 
-def _advance(run_id: int) -> None:
+def _advance(run_id: int, token: str) -> None:
     run = Run.objects.select_related("agent", "prompt_version").get(pk=run_id)
+    if run.step_token != token:
+        # Handed on before this attempt got here (a stall past its lease): the token it would check its
+        # writes against is its successor's now, so it stops.
+        raise StaleStep(run_id)
     agent = run.agent
     step_started = time.monotonic()
 

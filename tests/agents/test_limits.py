@@ -18,7 +18,8 @@ from approvals.models import ActionRequest, ActionStatus
 from audit.models import AuditEvent
 from core.errors import IllegalTransition
 from demo.models import Refund
-from runtime.loop import step_renewal
+from runtime.loop import StaleStep, step_renewal
+from runtime.loop import _advance as advance_step
 from runtime.services import run_cancel
 from tests.agents.fakes import Sequence, use_provider
 from tests.conftest import refund_input, user
@@ -284,6 +285,16 @@ def test_a_steps_lease_is_renewed_up_to_the_step_time_limit_and_no_further(refun
         time.sleep(0.05)
     Run.objects.filter(pk=run.pk).update(lease_until=timezone.now() - timedelta(seconds=1))  # it ran out
     assert runs_sweep()["recovered"] == 1
+
+
+def test_an_attempt_whose_step_was_handed_on_before_it_began_writes_nothing(refund_agent, orders):
+    run = run_start(agent=refund_agent, input=refund_input(), actor=None)
+    Run.objects.filter(pk=run.pk).update(status=RunStatus.RUNNING, step_token="the successor's")
+    with pytest.raises(StaleStep):
+        advance_step(run.pk, "a stalled attempt's")
+    after = Run.objects.get(pk=run.pk)
+    assert (after.status, after.step_count, after.step_token) == (RunStatus.RUNNING, 0, "the successor's")
+    assert not after.steps.exists()
 
 
 def test_a_probe_that_never_settles_does_not_jam_the_breaker(refund_agent, orders):

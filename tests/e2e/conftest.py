@@ -98,20 +98,19 @@ class Stack:
         web = self._spawn("web", [BIN / "daphne", *argv])
         wait_for_port(self.port, web)
 
-    def start_worker(self, **extra_env: str) -> subprocess.Popen:
-        """One Celery worker process as production runs it: one task at a time (CELERY_WORKER_POOL, solo)."""
-        argv = [BIN / "celery", "-A", "config", "worker", "-Q", self.env["CELERY_QUEUE"]]
+    def start_worker(self, concurrency: int = 2, **extra_env: str) -> subprocess.Popen:
+        argv = [BIN / "celery", "-A", "config", "worker", "-Q", self.env["CELERY_QUEUE"], "-c", str(concurrency)]
         worker = self._spawn("worker", [*argv, "-l", "INFO"], extra_env)
-        self.workers.append((worker, extra_env))
+        self.workers.append((worker, concurrency, extra_env))
         return worker
 
     def restart_exited_workers(self) -> int:
         """What a process supervisor does (systemd Restart=always): start again each worker that exited."""
         restarted = 0
-        for worker, extra_env in list(self.workers):
+        for worker, concurrency, extra_env in list(self.workers):
             if worker.poll() is not None:
-                self.workers.remove((worker, extra_env))
-                self.start_worker(**extra_env)
+                self.workers.remove((worker, concurrency, extra_env))
+                self.start_worker(concurrency, **extra_env)
                 restarted += 1
         return restarted
 
@@ -208,10 +207,9 @@ def _stack_env(settings, static_root: Path) -> dict[str, str]:
 
 @pytest.fixture
 def stack(stack_env, tmp_path) -> Iterator[Stack]:
-    """daphne plus two Celery worker processes (two tasks at a time)."""
+    """daphne plus one Celery worker (concurrency 2)."""
     running = Stack(stack_env, tmp_path)
     try:
-        running.start_worker()
         running.start_worker()
         running.start_web()
         yield running

@@ -1,8 +1,8 @@
-"""Real worker processes, concurrent runs, decisions and executions: no deadlock, no stuck run.
+"""Two real worker processes, concurrent runs, decisions and executions: no deadlock, no stuck run.
 
 Runs are started over HTTP from several threads while reviewers approve from
-several others; four Celery worker processes (one task at a time each, as
-production runs them) take the steps and executions. PostgreSQL's own deadlock counter for the database must
+several others; two Celery worker processes (two children each) take the
+steps and executions. PostgreSQL's own deadlock counter for the database must
 not move, every run must finish, no request may answer 5xx, and every approved
 or automatic refund must be issued exactly once.
 """
@@ -39,11 +39,10 @@ def deadlocks() -> int:
 
 
 @pytest.mark.parametrize("kill_a_worker", [False, True], ids=["steady", "a-worker-sigkilled"])
-def test_workers_concurrent_runs_and_decisions_never_deadlock_or_strand(demo, bare_stack, kill_a_worker):
+def test_two_workers_concurrent_runs_and_decisions_never_deadlock_or_strand(demo, bare_stack, kill_a_worker):
     stack = bare_stack
-    doomed = stack.start_worker()
-    for _ in range(3):
-        stack.start_worker()
+    doomed = stack.start_worker(concurrency=2)
+    stack.start_worker(concurrency=2)
     stack.start_beat()  # the sweepers, as in production
     operator = api_token_issue(user=user("operator"), actor=None)
     reviewers = [api_token_issue(user=user(name), actor=None) for name in ("reviewer", "reviewer2")]
@@ -98,7 +97,7 @@ def test_workers_concurrent_runs_and_decisions_never_deadlock_or_strand(demo, ba
             # Mid-flight: steps and executions of the killed worker are handed on by the sweepers.
             os.killpg(doomed.pid, signal.SIGKILL)
             doomed.wait(timeout=10)
-            stack.start_worker()
+            stack.start_worker(concurrency=2)
         for decider in deciders:
             decider.result()
 

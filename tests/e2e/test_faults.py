@@ -29,7 +29,7 @@ def test_worker_killed_mid_execution_the_action_still_runs_exactly_once(demo, ba
 
     # The first worker holds each effect's transaction open for 30 s: long enough to be killed in it.
     # Everything else is the production default: a 15 s lease renewed by a heartbeat, beat sweeping every 5 s.
-    doomed = stack.start_worker(DEMO_TOOL_DELAY_SECONDS="30")
+    doomed = stack.start_worker(concurrency=1, DEMO_TOOL_DELAY_SECONDS="30")
     created = api.post(
         "/api/v1/agents/refund-triage/runs",
         json={"input": {"ticket": "Arrived broken.", "order_id": "ORD-1003", "amount": 250}},
@@ -61,7 +61,7 @@ def test_worker_killed_mid_execution_the_action_still_runs_exactly_once(demo, ba
     assert execution.status == ExecutionStatus.RUNNING
     assert Refund.objects.count() == 0  # the killed transaction rolled back
 
-    stack.start_worker()
+    stack.start_worker(concurrency=1)
     stack.start_beat()
     assert wait_until(lambda: Run.objects.get(pk=run_id).status == "succeeded", timeout=60), stack.log("worker")
     settle = time.monotonic() - killed_at

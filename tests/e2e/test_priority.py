@@ -30,7 +30,7 @@ def test_an_urgent_run_overtakes_queued_routine_runs(demo, bare_stack):
             )
     finally:
         app.conf.task_default_queue = "countersign"
-    bare_stack.start_worker()
+    bare_stack.start_worker(concurrency=1)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and Run.objects.filter(started_at__isnull=True).exists():
         time.sleep(0.2)
