@@ -36,10 +36,14 @@ def agent_perms_on(user: AbstractBaseUser | AnonymousUser, agent: Agent) -> froz
         return frozenset()
     if getattr(user, "is_superuser", False):  # as guardian: a superuser holds every right on every agent
         return frozenset(ObjectPermissionChecker(user).get_perms(agent))
-    direct = AgentUserObjectPermission.objects.filter(user_id=user.pk, content_object_id=agent.pk)
-    grouped = AgentGroupObjectPermission.objects.filter(group__user=user.pk, content_object_id=agent.pk)
-    rows = direct.values_list("permission__codename").union(grouped.values_list("permission__codename"))
-    return frozenset(codename for (codename,) in rows)
+    return _codenames_granted(user, content_object_id=agent.pk)
+
+
+def _codenames_granted(user: AbstractBaseUser, **on: Any) -> frozenset[str]:
+    """The codenames of the object permissions granted to `user` or its groups (on the agents `on` picks): one query."""
+    direct = AgentUserObjectPermission.objects.filter(user_id=user.pk, **on).values_list("permission__codename")
+    grouped = AgentGroupObjectPermission.objects.filter(group__user=user.pk, **on).values_list("permission__codename")
+    return frozenset(codename for (codename,) in direct.union(grouped))
 
 
 def agent_perms_held(user: AbstractBaseUser | AnonymousUser) -> frozenset[str]:
@@ -55,9 +59,7 @@ def agent_perms_held(user: AbstractBaseUser | AnonymousUser) -> frozenset[str]:
     if getattr(user, "is_superuser", False):  # guardian gives a superuser every object
         held = frozenset(codename for codename, _ in Agent._meta.permissions)
     else:
-        direct = AgentUserObjectPermission.objects.filter(user_id=user.pk).values_list("permission__codename")
-        grouped = AgentGroupObjectPermission.objects.filter(group__user=user.pk).values_list("permission__codename")
-        held = frozenset(codename for (codename,) in direct.union(grouped))
+        held = _codenames_granted(user)
     setattr(user, "_agent_perms_held", held)  # noqa: B010 (a per-request cache on the user object)
     return held
 

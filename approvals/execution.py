@@ -48,7 +48,7 @@ from core import counters
 from core.background import enqueue, enqueue_on_commit
 from core.errors import Conflict, IllegalTransition, InvalidInput
 from core.inbound import sanitise
-from core.leases import heartbeat, lease_until
+from core.leases import heartbeat, lease_until, renewal_until
 from core.transient import is_transient, retry_delay
 from live.push import ACTION_CLOSED, OPS_CHANGED, push
 
@@ -146,15 +146,8 @@ def _context(execution: Execution, action: ActionRequest) -> ToolContext:
 def _renewal(execution: Execution, agent_tool: AgentTool) -> Callable[[datetime], int]:
     """Extend this attempt's lease, but not past the tool's timeout (with a margin for the commit)."""
     deadline = timezone.now() + timedelta(seconds=agent_tool.timeout_seconds + settings.LEASE_SECONDS)
-
-    def renew(until: datetime) -> int:
-        if timezone.now() > deadline:
-            return 0
-        return Execution.objects.filter(
-            pk=execution.pk, status=ExecutionStatus.RUNNING, attempts=execution.attempts
-        ).update(lease_until=min(until, deadline))
-
-    return renew
+    attempt = Execution.objects.filter(pk=execution.pk, status=ExecutionStatus.RUNNING, attempts=execution.attempts)
+    return renewal_until(deadline, lambda until: attempt.update(lease_until=until))
 
 
 def _screened(result: Any) -> dict[str, Any] | None:

@@ -30,6 +30,21 @@ def lease_until() -> datetime:
     return timezone.now() + timedelta(seconds=settings.LEASE_SECONDS)
 
 
+def renewal_until(deadline: datetime, extend: Callable[[datetime], int]) -> Callable[[datetime], int]:
+    """A heartbeat's `renew` that extends the lease with `extend(until)`, never past `deadline`, and stops there.
+
+    Work that outlives its deadline is taken as hung: its lease runs out, the sweeper hands the work on,
+    and the hung attempt's late writes are refused by its token or attempt number.
+    """
+
+    def renew(until: datetime) -> int:
+        if timezone.now() >= deadline:
+            return 0
+        return extend(min(until, deadline))
+
+    return renew
+
+
 @contextmanager
 def heartbeat(renew: Callable[[datetime], int]) -> Iterator[None]:
     """Call `renew(new_lease_until)` every LEASE_SECONDS / 3 while the block runs.

@@ -44,7 +44,7 @@ from approvals import routing
 from audit.services import Actor, record
 from core import counters
 from core.inbound import sanitise
-from core.leases import heartbeat
+from core.leases import heartbeat, renewal_until
 from core.secrets import register_secret, scrub_text
 from core.transient import is_transient
 from runtime import services as runtime_services
@@ -84,21 +84,12 @@ def run_advance(*, run_id: int) -> None:
 
 
 def step_renewal(run_id: int, token: str) -> Callable[[datetime], int]:
-    """Extend the step's lease, but not past STEP_TIME_LIMIT_SECONDS from now.
-
-    A step that takes longer is hung (a model server trickling its answer, a lock that never comes): its
-    lease runs out, the sweeper hands the run to another worker, and this one's late writes are refused
-    (the token). On the solo pool nothing else would end such a step.
-    """
+    """Extend the step's lease, but not past STEP_TIME_LIMIT_SECONDS from now (a step that takes longer is
+    hung: a model server trickling its answer, a lock that never comes). On the solo pool nothing else
+    would end such a step."""
     deadline = timezone.now() + timedelta(seconds=settings.STEP_TIME_LIMIT_SECONDS)
-
-    def renew(until: datetime) -> int:
-        if timezone.now() >= deadline:
-            return 0
-        rows = Run.objects.filter(pk=run_id, status=RunStatus.RUNNING, step_token=token)
-        return rows.update(lease_until=min(until, deadline))
-
-    return renew
+    step = Run.objects.filter(pk=run_id, status=RunStatus.RUNNING, step_token=token)
+    return renewal_until(deadline, lambda until: step.update(lease_until=until))
 
 
 def _advance(run_id: int, token: str) -> None:
