@@ -8,9 +8,11 @@ again. Operators reset breakers by hand. Every trip and reset is audited.
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from django.contrib.auth.models import User
 from django.db import transaction
+from django.db.models import Exists, Expression
 from django.utils import timezone
 
 from agents.models import Agent, BreakerState, CircuitBreaker
@@ -57,6 +59,19 @@ def breaker_allows(agent: Agent, tool: str = MODEL) -> bool:
                 after={"state": BreakerState.HALF_OPEN, "tool": tool},
             )
     return became_probe
+
+
+def breaker_quiet(agent: Any, tool: Any) -> Expression:
+    """An annotation for a read of what the call needs anyway: True when the breaker of `agent` and `tool`
+    (values or OuterRefs) is closed with no failures, or was never written.
+
+    A quiet breaker lets a call through without another read, and a call that began with it quiet has
+    nothing to reset when it succeeds: failures recorded meanwhile are other calls', and an older call's
+    success does not erase them (as it must not close a breaker that opened again meanwhile).
+    """
+    return ~Exists(
+        CircuitBreaker.objects.filter(agent=agent, tool=tool).exclude(state=BreakerState.CLOSED, consecutive_failures=0)
+    )
 
 
 def _current(agent: Agent, tool: str) -> CircuitBreaker | None:

@@ -7,11 +7,9 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from django.db.models import Subquery
-
-from agents.breakers import breaker_allows
+from agents.breakers import breaker_allows, breaker_quiet
 from agents.injection import suspected_injection
-from agents.models import Agent, AgentTool, BreakerState, CircuitBreaker
+from agents.models import Agent, AgentTool
 from agents.tools import ArgumentsInvalid, Tool, get_tool
 from core.canonical import NotCanonical, canonical_json
 
@@ -48,11 +46,11 @@ def guard_tool_call(
         return GuardRefusal("unknown_tool", f"there is no tool named {tool_name!r}")
     if tool.suspended:
         return GuardRefusal("tool_suspended", tool.suspended)
-    # The tool's breaker state comes with it (one query on the hot path); only a breaker that is
-    # not closed is read again, and moved, by breaker_allows.
+    # Whether the tool's breaker is quiet comes with it (one query on the hot path); only a breaker
+    # that is not is read again, and moved, by breaker_allows.
     agent_tool = (
         AgentTool.objects.filter(agent=agent, tool=tool_name, enabled=True)
-        .annotate(breaker_state=Subquery(CircuitBreaker.objects.filter(agent=agent, tool=tool_name).values("state")))
+        .annotate(breaker_quiet=breaker_quiet(agent, tool_name))
         .first()
     )
     if agent_tool is None:
@@ -60,8 +58,7 @@ def guard_tool_call(
     args = validate_arguments(tool, arguments)
     if isinstance(args, GuardRefusal):
         return args
-    breaker_state = getattr(agent_tool, "breaker_state", None)
-    if breaker_state not in (None, BreakerState.CLOSED) and not breaker_allows(agent, tool_name):
+    if not agent_tool.breaker_quiet and not breaker_allows(agent, tool_name):
         return GuardRefusal("breaker_open", f"tool {tool_name!r} is unavailable: its circuit breaker is open")
     magnitude = _magnitude(tool, args)
     if isinstance(magnitude, GuardRefusal):

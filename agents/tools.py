@@ -5,11 +5,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
+from functools import cache
 from typing import Any
 
 import jsonschema
 from django.db import models
 from pydantic import BaseModel, ValidationError
+
+
+@cache
+def _model_schema(model: type[BaseModel]) -> dict[str, Any]:
+    # pydantic builds it anew on every call; a step offers every enabled tool's schema to the model.
+    return model.model_json_schema()
 
 
 class Impact(models.TextChoices):
@@ -132,7 +139,8 @@ class Tool:
     caller_executes: bool = False
 
     def json_schema(self) -> dict[str, Any]:
-        return self.schema if self.schema is not None else self.args_model.model_json_schema()
+        """The arguments' JSON Schema (shared: read it, do not change it)."""
+        return self.schema if self.schema is not None else _model_schema(self.args_model)
 
     def parse(self, arguments: dict[str, Any]) -> Any:
         """The validated arguments (a model instance, or for a schema tool the dict); ArgumentsInvalid if not."""

@@ -26,7 +26,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import connection, transaction
-from django.db.models import F
+from django.db.models import F, OuterRef
 from django.utils import timezone
 
 from agents import breakers
@@ -58,6 +58,11 @@ logger = logging.getLogger(__name__)
 REPUBLISH_AFTER_SECONDS = 20
 
 
+# What an execution reads with its claim: the run it feeds back, the agent (breakers), who proposed the call
+# and the decision with its reviewer (what the tool is told, `_context`).
+CLAIM_RELATED = ("action__run", "action__agent", "action__submitted_by", "action__decision__reviewer")
+
+
 class StaleExecution(Exception):
     """This delivery's lease was taken over; its transaction must roll back."""
 
@@ -67,7 +72,7 @@ def action_execute(*, execution_id: int) -> None:
     claimed = _claim(execution_id)
     if claimed is None:
         return
-    execution, action, agent_tool = claimed
+    execution, action, agent_tool, breaker_quiet = claimed
     tool = get_tool(action.tool)
     try:
         if tool is None:
@@ -80,6 +85,8 @@ def action_execute(*, execution_id: int) -> None:
             context = _context(execution, action)
             result = _screened(tool.execute(args, context))
             _finish(execution, action, tool, status=ActionStatus.EXECUTED, result=result, error=None)
+        if not breaker_quiet:  # committed: a success closes (or resets) the tool's breaker
+            breakers.breaker_record_success(action.agent, action.tool)
     except StaleExecution:
         logger.warning("execution %s: lease taken over; this attempt's effect was rolled back", execution.pk)
         return
@@ -104,7 +111,8 @@ def action_execute(*, execution_id: int) -> None:
         _tool_failed(execution, action, tool, agent_tool, error)
 
 
-def _claim(execution_id: int) -> tuple[Execution, ActionRequest, AgentTool] | None:
+def _claim(execution_id: int) -> tuple[Execution, ActionRequest, AgentTool, bool] | None:
+    """Claim a pending execution: it, its action, the tool's settings, and whether its breaker is quiet."""
     with transaction.atomic():
         # Claim: only one delivery moves pending -> running (an id that is no execution matches nothing).
         claimed = execution_transition(
@@ -117,20 +125,27 @@ def _claim(execution_id: int) -> tuple[Execution, ActionRequest, AgentTool] | No
         )
         if not claimed:
             return None
-        # One query: the claimed row with its action, run and agent as they are now.
-        execution = Execution.objects.select_related("action__run", "action__agent").get(pk=execution_id)
+        # One query: the claimed row with its action, run, agent and decision as they are now.
+        execution = Execution.objects.select_related(*CLAIM_RELATED).get(pk=execution_id)
         action = execution.action
-        agent_tool = AgentTool.objects.filter(agent_id=action.agent_id, tool=action.tool).first()
+        # With the tool's settings, whether its breaker is quiet (breakers.breaker_quiet).
+        agent_tool = (
+            AgentTool.objects.filter(agent_id=action.agent_id, tool=action.tool)
+            .annotate(breaker_quiet=breakers.breaker_quiet(OuterRef("agent_id"), OuterRef("tool")))
+            .first()
+        )
         if action.status != ActionStatus.EXECUTING:
             _transition(
                 action, from_statuses=(ActionStatus.APPROVED, ActionStatus.AUTO_APPROVED), to=ActionStatus.EXECUTING
             )
-    return execution, action, agent_tool or AgentTool(agent=action.agent, tool=action.tool)
+    if agent_tool is None:  # its configuration was removed since: the defaults, and the breaker as it is
+        return execution, action, AgentTool(agent=action.agent, tool=action.tool), False
+    return execution, action, agent_tool, agent_tool.breaker_quiet
 
 
 def _context(execution: Execution, action: ActionRequest) -> ToolContext:
     """What the tool is told about the call: its key, its action, who asked and who approved."""
-    decision = Decision.objects.filter(action=action).select_related("reviewer").first()
+    decision: Decision | None = getattr(action, "decision", None)  # read with the claim; none when auto-approved
     requester = action.run.created_by_id if action.run is not None else None
     return ToolContext(
         idempotency_key=execution.idempotency_key,
@@ -294,8 +309,6 @@ def _finish(
             "error": None if error is None else error.as_feedback(),
         },
     )
-    if status == ActionStatus.EXECUTED:
-        transaction.on_commit(lambda: breakers.breaker_record_success(action.agent, action.tool))
     failed = status != ActionStatus.EXECUTED
     counters.bump(
         action.agent_id,

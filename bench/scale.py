@@ -5,15 +5,17 @@
     .venv/bin/python bench/scale.py routing|sockets|workers|push|decisions [--reps 3] [-n N]
 
 routing  Routed actions per second in-process (guard, policy, the action row, its audit row, the
-         push intent; one transaction each), at concurrency 1 and 8, against a raw-psycopg baseline
-         doing the same rows by hand: an action row, an HMAC-chained audit row under the same
-         advisory lock, and a Redis PUBLISH. Ratio = baseline rate / product rate (the cost).
+         push intent; one transaction each), at concurrency 1 and 8, against two raw-psycopg
+         baselines: the issue's (an action row, an HMAC-chained audit row under the same advisory
+         lock, and a Redis PUBLISH) and one sending every statement the product sends, by hand.
+         Ratio = baseline rate / product rate (the cost).
 sockets  The same routing with 0 and with 50 reviewer sockets open on a web process (the relay
          delivers every routed row to all 50), interleaved: the slowdown the sockets cause.
-workers  Agent runs per second through 1 and through 2 Celery worker processes on the solo pool
-         (one task at a time each, as production runs them), and through 1 prefork worker with
-         `-c 1` for comparison, interleaved; deadlocks counted by PostgreSQL, runs left unfinished,
-         and the CPU each run costs the workers, PostgreSQL and the process starting the runs.
+workers  Agent runs per second through 1 and 2 Celery worker processes (one task at a time each, as
+         production runs them), on the solo and on the prefork pool, interleaved; once draining a
+         backlog of runs started before the clock (the workers alone on the machine), once with this
+         process starting the runs while the clock runs; deadlocks counted by PostgreSQL, runs left
+         unfinished, and the CPU each run costs the workers, PostgreSQL and the process starting runs.
 push     Commit -> websocket arrival p95 with 300 reviewer sockets on one daphne (and the relay), beside
          a plain websocket relay fed by one Redis SUBSCRIBE; pushes lost and sequence gaps counted.
 decisions  On the `make stack` topology (uvicorn --workers 2, 2 workers, the relay): the p95 of
@@ -35,6 +37,7 @@ import statistics
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -121,17 +124,44 @@ CREATE TABLE IF NOT EXISTS bench_action (
 CREATE TABLE IF NOT EXISTS bench_audit (
     seq bigint PRIMARY KEY, event text NOT NULL, target text NOT NULL, payload jsonb NOT NULL,
     prev_hash text NOT NULL, hash text NOT NULL, created_at timestamptz NOT NULL DEFAULT now());
+CREATE TABLE IF NOT EXISTS bench_push (
+    id bigserial PRIMARY KEY, event text NOT NULL, ids jsonb NOT NULL, created_at timestamptz NOT NULL);
+CREATE TABLE IF NOT EXISTS bench_queue (
+    agent_id int NOT NULL, tier int NOT NULL, pending int NOT NULL, PRIMARY KEY (agent_id, tier));
+CREATE TABLE IF NOT EXISTS bench_hour (
+    agent_id int NOT NULL, hour timestamptz NOT NULL, routed int NOT NULL, routed_review int NOT NULL,
+    PRIMARY KEY (agent_id, hour));
 """
 
+# What the product reads and writes besides the action and audit rows, by hand (`--same-statements`): the
+# agent's tool with whether its breaker is quiet, the demo tool's stake (a count over live contacts), the
+# push intent (an outbox row), the queue count and the hourly counter (upserts). The product's tables are
+# read, the writes go to tables shaped like its own.
+SAME_READS = (
+    (
+        "SELECT t.id, t.mode, t.max_magnitude, NOT EXISTS (SELECT 1 FROM agents_circuitbreaker b WHERE"
+        " b.agent_id = t.agent_id AND b.tool = t.tool AND NOT (b.state = 'closed' AND b.consecutive_failures = 0))"
+        " FROM agents_agenttool t WHERE t.agent_id = %s AND t.tool = %s AND t.enabled"
+    ),
+    ("SELECT count(id), count(id) FILTER (WHERE id = ANY(%s)) FROM demo_contact WHERE deleted_at IS NULL"),
+)
 
-def baseline_router() -> Callable[[int, int], None]:
-    """The same work by hand: action row, chained audit row under one advisory lock, PUBLISH."""
+
+def baseline_router(*, same_statements: bool = False) -> Callable[[int, int], None]:
+    """The same work by hand: action row, chained audit row under one advisory lock, PUBLISH.
+
+    `same_statements`: also every other statement the product sends for a routed call (SAME_READS, the
+    outbox row, the two counter upserts), in one transaction; the push intent is the outbox row, no PUBLISH.
+    """
     import psycopg
     import redis
+
+    from agents.models import Agent
 
     url = os.environ["DATABASE_URL"]
     with psycopg.connect(url, autocommit=True) as setup:
         setup.execute(BASELINE_DDL)
+    agent_id = Agent.objects.get(slug="crm-cleanup").pk
     key = b"bench-chain-key"
     local = threading.local()
     publisher = redis.Redis.from_url(os.environ["REDIS_URL"])
@@ -140,12 +170,34 @@ def baseline_router() -> Callable[[int, int], None]:
         conn = getattr(local, "conn", None)
         if conn is None:
             conn = local.conn = psycopg.connect(url)
+        ids = [1 + (t * 7 + i) % 200]
         with conn.transaction():
+            if same_statements:
+                tool = conn.execute(SAME_READS[0], [agent_id, "delete_contacts"]).fetchone()
+                stake = conn.execute(SAME_READS[1], [ids]).fetchone()
+                assert tool is not None and stake is not None
             row = conn.execute(
                 "INSERT INTO bench_action (agent_id, tool, arguments, confidence, status)"
                 " VALUES (%s, %s, %s, %s, 'pending') RETURNING id",
-                [1, "delete_contacts", json.dumps({"ids": [1 + i % 200]}), 0.9],
+                [agent_id, "delete_contacts", json.dumps({"ids": ids}), 0.9],
             ).fetchone()
+            if same_statements:
+                conn.execute(
+                    "INSERT INTO bench_push (event, ids, created_at) VALUES ('queue.changed', %s, now()),"
+                    " ('action.opened', %s, now())",
+                    [json.dumps({"agent_id": agent_id, "tier": 1}), json.dumps({"action_id": row[0]})],
+                )
+                conn.execute(
+                    "INSERT INTO bench_queue (agent_id, tier, pending) VALUES (%s, 1, 1) ON CONFLICT (agent_id, tier)"
+                    " DO UPDATE SET pending = bench_queue.pending + EXCLUDED.pending",
+                    [agent_id],
+                )
+                conn.execute(
+                    "INSERT INTO bench_hour (agent_id, hour, routed, routed_review) VALUES (%s, date_trunc('hour',"
+                    " now()), 1, 1) ON CONFLICT (agent_id, hour) DO UPDATE SET routed = bench_hour.routed + 1,"
+                    " routed_review = bench_hour.routed_review + 1",
+                    [agent_id],
+                )
             conn.execute("SELECT pg_advisory_xact_lock(4242)")
             head = conn.execute("SELECT seq, hash FROM bench_audit ORDER BY seq DESC LIMIT 1").fetchone()
             seq, prev = (head[0] + 1, head[1]) if head else (1, "")
@@ -156,31 +208,41 @@ def baseline_router() -> Callable[[int, int], None]:
                 " VALUES (%s, %s, %s, %s, %s, %s)",
                 [seq, "action.proposed", str(row[0]), payload, prev, digest.hexdigest()],
             )
-        publisher.publish("bench.inbox", f'<article id="action-{row[0]}"></article>')
+        if not same_statements:
+            publisher.publish("bench.inbox", f'<article id="action-{row[0]}"></article>')
 
     return route
 
 
 def routing(reps: int, total: int) -> None:
     setup_django()
-    product, baseline = product_router(), baseline_router()
+    sides = {
+        "product": product_router(),
+        "baseline": baseline_router(),
+        "same statements": baseline_router(same_statements=True),
+    }
     results: dict[tuple[str, int], list[float]] = {}
     for rep in range(reps):
         for threads in (1, 8):
-            order = [("baseline", baseline), ("product", product)]
+            order = list(sides.items())
             if rep % 2:
-                order.reverse()  # interleaved A/B, alternating which goes first
+                order.reverse()  # interleaved, alternating which goes first
             for name, work in order:
                 results.setdefault((name, threads), []).append(round(_in_threads(total, threads, work), 1))
     print(f"routing, in-process, {total} actions per measurement, {reps} repetitions, interleaved")
+    print("  baseline: raw psycopg, the action row + the chained audit row + a Redis PUBLISH (the issue's)")
+    print("  same statements: raw psycopg, every statement the product sends for the call (SAME_READS etc.)")
     for threads in (1, 8):
-        base, prod = results[("baseline", threads)], results[("product", threads)]
-        print(f"  concurrency {threads}: product   {spread(prod)} actions/s")
-        print(f"  concurrency {threads}: baseline  {spread(base)} actions/s")
-        ratios = [b / p for b, p in zip(base, prod, strict=True)]
-        print(f"  concurrency {threads}: cost (baseline/product) {spread([round(r, 2) for r in ratios])}")
-    growth = [p8 / p1 for p1, p8 in zip(results[("product", 1)], results[("product", 8)], strict=True)]
-    print(f"  product growth 1 -> 8: {spread([round(g, 2) for g in growth])}x")
+        prod = results[("product", threads)]
+        print(f"  concurrency {threads}: product          {spread(prod)} actions/s")
+        for name in ("baseline", "same statements"):
+            base = results[(name, threads)]
+            ratios = [round(b / p, 2) for b, p in zip(base, prod, strict=True)]
+            print(f"  concurrency {threads}: {name:16s} {spread(base)} actions/s")
+            print(f"  concurrency {threads}: cost against {name} (its rate / product's) {spread(ratios)}")
+    for name in sides:
+        growth = [round(b / a, 2) for a, b in zip(results[(name, 1)], results[(name, 8)], strict=True)]
+        print(f"  {name} growth 1 -> 8 threads: {spread(growth)}x")
 
 
 # --- sockets ------------------------------------------------------------------------------
@@ -514,20 +576,29 @@ def _deadlocks() -> int:
 
 
 def _runs_through(
-    workers: int, runs: int, queue: str, logs: Path, pool: str
+    workers: int, runs: int, queue: str, logs: Path, pool: str, *, backlog: bool
 ) -> tuple[float, int, int, dict[str, float]]:
-    """Start `workers` worker processes (one task at a time each, on `pool`), wait until ready, start
-    `runs` runs and time them; also the CPU ms per run of each role (workers, PostgreSQL, this starter)."""
+    """Start `workers` worker processes (one task at a time each, on `pool`) and time `runs` agent runs through
+    them; also the CPU ms per run of each role (workers, PostgreSQL, this starter).
+
+    `backlog`: the runs are started before the clock, and the workers, idle on another queue until then,
+    are told to take them all at once (Celery's add_consumer): the workers' throughput, with nothing else on
+    the machine. Otherwise this process starts the runs while the clock runs, sharing the two cores.
+    """
+    from celery import current_app
+
     from agents.models import Agent, Run
     from agents.services import run_start
 
     agent = Agent.objects.get(slug="refund-triage")
     ticket = {"ticket": "Arrived broken.", "order_id": "ORD-1003", "amount": 0.01}  # auto path: no reviewer
+    listen = f"{queue}-idle" if backlog else queue
+    names = [f"w{n}-{uuid.uuid4().hex[:4]}@bench" for n in range(workers)]
     procs = []
     for n in range(workers):
         log = logs / f"worker-{workers}-{n}.log"
         log.write_text("")
-        argv = [str(BIN / "celery"), "-A", "config", "worker", "-Q", queue, "-c", "1", "-n", f"w{n}@%h", "-l", "INFO"]
+        argv = [str(BIN / "celery"), "-A", "config", "worker", "-Q", listen, "-c", "1", "-n", names[n], "-l", "INFO"]
         env = {**os.environ, "CELERY_WORKER_POOL": pool}  # not `-P`: Celery ignores `-P prefork` when set
         procs.append((spawn(argv, env, log), log))
     roles = {f"worker {n}": proc.pid for n, (proc, _) in enumerate(procs)}
@@ -540,11 +611,18 @@ def _runs_through(
         if not all(f"({pool})" in log.read_text() for _, log in procs):  # the banner names the pool in use
             raise RuntimeError(f"a worker is not on the {pool} pool: {logs}")
         deadlocks = _deadlocks()
-        before = cpu_by_role(roles)
         started_ids = []
+        if backlog:
+            started_ids = [run_start(agent=agent, input=ticket, actor=None).pk for _ in range(runs)]
+        before = cpu_by_role(roles)
         started = time.perf_counter()
-        for _ in range(runs):
-            started_ids.append(run_start(agent=agent, input=ticket, actor=None).pk)
+        if backlog:
+            replies = current_app.control.add_consumer(queue, destination=names, reply=True, timeout=10)
+            if len(replies) != workers:
+                raise RuntimeError(f"not every worker took the queue: {replies}")
+        else:
+            for _ in range(runs):
+                started_ids.append(run_start(agent=agent, input=ticket, actor=None).pk)
         pending = Run.objects.filter(pk__in=started_ids).exclude(status="succeeded")
         give_up = time.monotonic() + 600
         while pending.exists() and time.monotonic() < give_up:
@@ -563,9 +641,8 @@ def _runs_through(
 
 
 def workers(reps: int, total: int) -> None:
-    """Runs/s through 1 and 2 solo workers (the production pool), and 1 prefork `-c 1` worker for comparison."""
-    import uuid
-
+    """Runs/s through 1 and 2 solo workers and 1 and 2 prefork `-c 1` workers, interleaved: on a backlog of runs
+    started before the clock (the workers alone), and with the runs started while the clock runs."""
     queue = f"bench-{uuid.uuid4().hex[:6]}"
     os.environ["CELERY_QUEUE"] = queue
     os.environ["BACKGROUND_TASKS"] = "celery"
@@ -575,26 +652,33 @@ def workers(reps: int, total: int) -> None:
     settings.BACKGROUND_TASKS = "celery"
     logs = Path("/tmp/countersign-bench")
     logs.mkdir(exist_ok=True)
-    setups = [("solo", 1), ("solo", 2), ("prefork", 1), ("prefork", 2)]
-    rates: dict[tuple[str, int], list[float]] = {setup: [] for setup in setups}
-    cpu: dict[tuple[str, int], list[dict[str, float]]] = {setup: [] for setup in setups}
+    setups = [
+        (mode, pool, count) for mode in ("backlog", "started") for pool in ("solo", "prefork") for count in (1, 2)
+    ]
+    rates: dict[tuple[str, str, int], list[float]] = {setup: [] for setup in setups}
+    cpu: dict[tuple[str, str, int], list[dict[str, float]]] = {setup: [] for setup in setups}
     deadlocks = stuck = 0
     for rep in range(reps):
-        for pool, count in setups if rep % 2 == 0 else reversed(setups):
-            rate, dead, left, used = _runs_through(count, total, queue, logs, pool)
-            rates[(pool, count)].append(round(rate, 2))
-            cpu[(pool, count)].append(used)
+        for mode, pool, count in setups if rep % 2 == 0 else reversed(setups):
+            rate, dead, left, used = _runs_through(count, total, queue, logs, pool, backlog=mode == "backlog")
+            rates[(mode, pool, count)].append(round(rate, 2))
+            cpu[(mode, pool, count)].append(used)
             deadlocks += dead
             stuck += left
     print(f"agent runs (auto path, 3 tasks each) through Celery workers, {total} runs per measurement, {reps} reps")
-    for pool, count in setups:
-        shares = {role: statistics.median(rep[role] for rep in cpu[(pool, count)]) for role in cpu[(pool, count)][0]}
+    for setup in setups:
+        mode, pool, count = setup
+        shares = {role: statistics.median(rep[role] for rep in cpu[setup]) for role in cpu[setup][0]}
         parts = ", ".join(f"{role} {ms:.1f}" for role, ms in shares.items())
-        print(f"  {count} {pool} worker(s): {spread(rates[(pool, count)])} runs/s; CPU ms per run: {parts}")
-    ratio = [round(b / a, 2) for a, b in zip(rates[("solo", 1)], rates[("solo", 2)], strict=True)]
-    print(f"  2 solo workers / 1: {spread(ratio)}x; deadlocks {deadlocks}; runs left unfinished {stuck}")
-    gain = [round(a / b, 2) for a, b in zip(rates[("solo", 1)], rates[("prefork", 1)], strict=True)]
-    print(f"  1 solo worker / 1 prefork -c 1 worker: {spread(gain)}x")
+        print(f"  {mode:8s} {count} {pool} worker(s): {spread(rates[setup])} runs/s; CPU ms per run: {parts}")
+    for mode in ("backlog", "started"):
+        for pool in ("solo", "prefork"):
+            one, two = rates[(mode, pool, 1)], rates[(mode, pool, 2)]
+            ratio = [round(b / a, 2) for a, b in zip(one, two, strict=True)]
+            print(f"  {mode}: 2 {pool} workers / 1: {spread(ratio)}x")
+        gain = [round(a / b, 2) for a, b in zip(rates[(mode, "solo", 1)], rates[(mode, "prefork", 1)], strict=True)]
+        print(f"  {mode}: 1 solo worker / 1 prefork -c 1 worker: {spread(gain)}x")
+    print(f"  deadlocks {deadlocks}; runs left unfinished {stuck}")
 
 
 # --- decisions ----------------------------------------------------------------------------
@@ -664,8 +748,6 @@ def _check_pool(pool: str, logs: Path) -> None:
 def decisions(reps: int, total: int, rate: float = 50.0, pools: tuple[str, ...] = ("prefork",)) -> None:
     """Decision POST p95 at `rate`/s on the production topology, beside a trivial authenticated GET;
     with several `pools`, the decision batches alternate between workers on each pool."""
-    import uuid
-
     queue = f"bench-{uuid.uuid4().hex[:6]}"
     os.environ["CELERY_QUEUE"] = queue
     os.environ["BACKGROUND_TASKS"] = "celery"

@@ -9,9 +9,11 @@ hundred rows per agent and window.
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 
-from django.db.models import Model
+from django.db import connections
+from django.db.models import Field, Model
 
 from approvals.models import QueueCount
 from core.counters import AGENT_HOUR, CALIBRATION, LATENCY, QUEUE, TOOL_HOUR
@@ -45,28 +47,38 @@ def _flush_counters(connection: Any, items: list[tuple[str, dict[str, Any], dict
 
 
 def _upsert(connection: Any, model: type[Model], keys: dict[str, Any], deltas: dict[str, Any]) -> None:
-    table = connection.ops.quote_name(model._meta.db_table)
-    by_name = {n: f for f in model._meta.concrete_fields for n in (f.name, f.attname)}
-    columns: list[str] = []
-    values: list[Any] = []
-    for f in model._meta.concrete_fields:
-        if f.primary_key:
-            continue
-        name = next((n for n in (f.name, f.attname) if n in keys), f.name)
-        value = keys[name] if name in keys else deltas.get(name, f.get_default())
-        columns.append(connection.ops.quote_name(f.column))
-        values.append(f.get_db_prep_save(value, connection))
-    key_columns = [connection.ops.quote_name(by_name[k].column) for k in keys]
-    updates = ", ".join(
-        f"{(col := connection.ops.quote_name(by_name[name].column))} = {table}.{col} + EXCLUDED.{col}"
-        for name in deltas
-    )
-    sql = (
-        f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join(['%s'] * len(values))}) "  # noqa: S608
-        f"ON CONFLICT ({', '.join(key_columns)}) DO UPDATE SET {updates}"
-    )
+    sql, fields = _upsert_statement(connection.alias, model, tuple(keys), tuple(deltas))
+    values = [
+        f.get_db_prep_save(keys[name] if name in keys else deltas.get(name, f.get_default()), connection)
+        for name, f in fields
+    ]
     with connection.cursor() as cursor:
         cursor.execute(sql, values)
+
+
+@cache
+def _upsert_statement(
+    alias: str, model: type[Model], key_names: tuple[str, ...], delta_names: tuple[str, ...]
+) -> tuple[str, list[tuple[str, Field[Any, Any]]]]:
+    """The upsert of one counter row, and the field behind each of its values (built once per shape)."""
+    ops: Any = connections[alias].ops
+    table = ops.quote_name(model._meta.db_table)
+    by_name = {n: f for f in model._meta.concrete_fields for n in (f.name, f.attname)}
+    fields = [
+        (next((n for n in (f.name, f.attname) if n in key_names), f.name), f)
+        for f in model._meta.concrete_fields
+        if not f.primary_key
+    ]
+    columns = ", ".join(ops.quote_name(f.column) for _, f in fields)
+    key_columns = ", ".join(ops.quote_name(by_name[k].column) for k in key_names)
+    updates = ", ".join(
+        f"{(col := ops.quote_name(by_name[name].column))} = {table}.{col} + EXCLUDED.{col}" for name in delta_names
+    )
+    sql = (
+        f"INSERT INTO {table} ({columns}) VALUES ({', '.join(['%s'] * len(fields))}) "  # noqa: S608
+        f"ON CONFLICT ({key_columns}) DO UPDATE SET {updates}"
+    )
+    return sql, fields
 
 
 register_flusher(COUNTERS, _flush_counters)

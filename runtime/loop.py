@@ -21,7 +21,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, OuterRef
 from django.utils import timezone
 
 from agents import breakers, services
@@ -93,7 +93,12 @@ def step_renewal(run_id: int, token: str) -> Callable[[datetime], int]:
 
 
 def _advance(run_id: int, token: str) -> None:
-    run = Run.objects.select_related("agent", "prompt_version").get(pk=run_id)
+    # With the run: whether the agent's model breaker is quiet (no read of it before or after the call).
+    run = (
+        Run.objects.select_related("agent", "prompt_version")
+        .annotate(model_breaker_quiet=breakers.breaker_quiet(OuterRef("agent_id"), breakers.MODEL))
+        .get(pk=run_id)
+    )
     if run.step_token != token:
         # Handed on before this attempt got here (a stall past its lease): the token it would check its
         # writes against is its successor's now, so it stops.
@@ -105,7 +110,7 @@ def _advance(run_id: int, token: str) -> None:
     if limit:
         halt(run, limit)
         return
-    if not breakers.breaker_allows(agent):
+    if not run.model_breaker_quiet and not breakers.breaker_allows(agent):
         halt(run, "the agent's model circuit breaker is open")
         return
 
@@ -135,7 +140,8 @@ def _advance(run_id: int, token: str) -> None:
         )
         return
     latency_ms = (time.monotonic() - called) * 1000
-    breakers.breaker_record_success(agent)
+    if not run.model_breaker_quiet:
+        breakers.breaker_record_success(agent)
     result, repairs = screened(result)
 
     _take_step(run, agent, result, history, latency_ms=latency_ms, started=step_started, repairs=repairs)

@@ -7,7 +7,13 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.utils import timezone
 
-from agents.breakers import breaker_allows, breaker_for, breaker_record_success, breaker_reset
+from agents.breakers import (
+    breaker_allows,
+    breaker_for,
+    breaker_record_failure,
+    breaker_record_success,
+    breaker_reset,
+)
 from agents.configuration import agent_tool_configure
 from agents.models import Agent, AgentDailyUsage, BreakerState, CircuitBreaker, Run, RunStatus, StepKind
 from agents.providers import ProviderError, ToolCallProposal
@@ -157,6 +163,40 @@ def test_degrade_policy_feeds_an_open_breaker_back_instead_of_halting(refund_age
     run = start(agent, commit)
     assert run.status == RunStatus.SUCCEEDED
     assert run.result == "done after 2 results: ['failed', 'refused']"
+
+
+class _FailsElsewhereMeanwhile(Sequence):
+    """A model call during which another call of the same agent fails (recorded on the model breaker)."""
+
+    def __init__(self, agent, **kwargs):
+        super().__init__([], **kwargs)
+        self.agent = agent
+
+    def propose(self, context):
+        breaker_record_failure(self.agent, "another call failed")
+        return super().propose(context)
+
+
+@pytest.mark.parametrize("failures_before", [0, 1])
+@pytest.mark.parametrize("failure_meanwhile", [False, True])
+def test_a_model_call_resets_the_failures_it_found_not_those_recorded_while_it_ran(
+    refund_agent, orders, commit, failures_before, failure_meanwhile
+):
+    """A step reads whether its breaker is quiet with the run (breakers.breaker_quiet): a quiet one is not read
+    again, and its success leaves a failure recorded meanwhile; one with failures is reset by the success."""
+    agent = refund_agent
+    Agent.objects.filter(pk=agent.pk).update(breaker_threshold=5)
+    agent.refresh_from_db()
+    for _ in range(failures_before):
+        breaker_record_failure(agent, "an earlier call failed")
+    provider = _FailsElsewhereMeanwhile(agent) if failure_meanwhile else Sequence([])
+    use_provider(agent, provider, f"t-quiet-{failures_before}-{failure_meanwhile}")
+    run = start(agent, commit)
+    assert run.status == RunStatus.SUCCEEDED
+    breaker = CircuitBreaker.objects.filter(agent=agent, tool="").first()
+    left = breaker.consecutive_failures if breaker else 0
+    assert left == (0 if failures_before else int(failure_meanwhile))
+    assert breaker is None or breaker.state == BreakerState.CLOSED
 
 
 def test_half_open_breaker_lets_one_probe_through(refund_agent, orders):
