@@ -12,7 +12,7 @@ from typing import Any
 
 from django.contrib.auth.models import User
 from django.db import transaction
-from django.db.models import Exists, Expression
+from django.db.models import Exists, Expression, OuterRef
 from django.utils import timezone
 
 from agents.models import Agent, BreakerState, CircuitBreaker
@@ -61,7 +61,7 @@ def breaker_allows(agent: Agent, tool: str = MODEL) -> bool:
     return became_probe
 
 
-def breaker_quiet(agent: Any, tool: Any) -> Expression:
+def _breaker_quiet(agent: Any, tool: Any) -> Expression:
     """An annotation for a read of what the call needs anyway: True when the breaker of `agent` and `tool`
     (values or OuterRefs) is closed with no failures, or was never written.
 
@@ -72,6 +72,12 @@ def breaker_quiet(agent: Any, tool: Any) -> Expression:
     return ~Exists(
         CircuitBreaker.objects.filter(agent=agent, tool=tool).exclude(state=BreakerState.CLOSED, consecutive_failures=0)
     )
+
+
+# Built once (the ORM spends more building a subquery than PostgreSQL running it): for a read of an
+# agent's tool (AgentTool), and for a read of a run, its agent's model calls.
+TOOL_QUIET = _breaker_quiet(OuterRef("agent_id"), OuterRef("tool"))
+MODEL_QUIET = _breaker_quiet(OuterRef("agent_id"), MODEL)
 
 
 def _current(agent: Agent, tool: str) -> CircuitBreaker | None:

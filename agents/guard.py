@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from agents.breakers import breaker_allows, breaker_quiet
+from agents.breakers import TOOL_QUIET, breaker_allows
 from agents.injection import suspected_injection
 from agents.models import Agent, AgentTool
 from agents.tools import ArgumentsInvalid, Tool, get_tool
@@ -49,9 +49,7 @@ def guard_tool_call(
     # Whether the tool's breaker is quiet comes with it (one query on the hot path); only a breaker
     # that is not is read again, and moved, by breaker_allows.
     agent_tool = (
-        AgentTool.objects.filter(agent=agent, tool=tool_name, enabled=True)
-        .annotate(breaker_quiet=breaker_quiet(agent, tool_name))
-        .first()
+        AgentTool.objects.filter(agent=agent, tool=tool_name, enabled=True).annotate(breaker_quiet=TOOL_QUIET).first()
     )
     if agent_tool is None:
         return GuardRefusal("tool_not_enabled", f"tool {tool_name!r} is not enabled for agent {agent.slug!r}")

@@ -26,7 +26,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import connection, transaction
-from django.db.models import F, OuterRef
+from django.db.models import F
 from django.utils import timezone
 
 from agents import breakers
@@ -128,10 +128,10 @@ def _claim(execution_id: int) -> tuple[Execution, ActionRequest, AgentTool, bool
         # One query: the claimed row with its action, run, agent and decision as they are now.
         execution = Execution.objects.select_related(*CLAIM_RELATED).get(pk=execution_id)
         action = execution.action
-        # With the tool's settings, whether its breaker is quiet (breakers.breaker_quiet).
+        # With the tool's settings, whether its breaker is quiet (breakers.TOOL_QUIET).
         agent_tool = (
             AgentTool.objects.filter(agent_id=action.agent_id, tool=action.tool)
-            .annotate(breaker_quiet=breakers.breaker_quiet(OuterRef("agent_id"), OuterRef("tool")))
+            .annotate(breaker_quiet=breakers.TOOL_QUIET)
             .first()
         )
         if action.status != ActionStatus.EXECUTING:

@@ -21,7 +21,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, OuterRef
+from django.db.models import F
 from django.utils import timezone
 
 from agents import breakers, services
@@ -96,7 +96,7 @@ def _advance(run_id: int, token: str) -> None:
     # With the run: whether the agent's model breaker is quiet (no read of it before or after the call).
     run = (
         Run.objects.select_related("agent", "prompt_version")
-        .annotate(model_breaker_quiet=breakers.breaker_quiet(OuterRef("agent_id"), breakers.MODEL))
+        .annotate(model_breaker_quiet=breakers.MODEL_QUIET)
         .get(pk=run_id)
     )
     if run.step_token != token:

@@ -182,7 +182,7 @@ class _FailsElsewhereMeanwhile(Sequence):
 def test_a_model_call_resets_the_failures_it_found_not_those_recorded_while_it_ran(
     refund_agent, orders, commit, failures_before, failure_meanwhile
 ):
-    """A step reads whether its breaker is quiet with the run (breakers.breaker_quiet): a quiet one is not read
+    """A step reads whether its breaker is quiet with the run (breakers.MODEL_QUIET): a quiet one is not read
     again, and its success leaves a failure recorded meanwhile; one with failures is reset by the success."""
     agent = refund_agent
     Agent.objects.filter(pk=agent.pk).update(breaker_threshold=5)
