@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from celery import Celery
+from celery.signals import task_postrun, task_prerun
+from django.db import close_old_connections
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 app = Celery("countersign")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@task_prerun.connect
+@task_postrun.connect
+def _task_connections(**_: Any) -> None:
+    """Around each task, what Django does around each request: the connection goes back to the pool, and
+    one that broke (a PostgreSQL restart) is dropped. Celery's fixup only closes them every
+    CELERY_DB_REUSE_MAX tasks (settings)."""
+    close_old_connections()
