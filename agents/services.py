@@ -11,7 +11,6 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, Group, User
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import F
 from django.utils import timezone
 from guardian.shortcuts import assign_perm, remove_perm
 
@@ -19,7 +18,6 @@ from agents.models import (
     RUN_FINISHED,
     RUN_TRANSITIONS,
     Agent,
-    AgentDailyUsage,
     AgentGroupObjectPermission,
     AgentUserObjectPermission,
     PromptVersion,
@@ -87,8 +85,7 @@ def run_start(
             agent_id=agent.pk,
             after={"input": input, "priority": priority, "parent_action": delegated_by},
         )
-        usage, _ = AgentDailyUsage.objects.get_or_create(agent=agent, day=timezone.now().date())
-        AgentDailyUsage.objects.filter(pk=usage.pk).update(runs=F("runs") + 1)
+        counters.usage(agent.pk, runs=1)
         counters.bump(agent.pk, runs_started=1)
         run_schedule(run=run)
     return run

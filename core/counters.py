@@ -24,6 +24,7 @@ TOOL_HOUR = "tool_hour"  # per agent, tool and hour
 LATENCY = "latency"  # log-scale histogram buckets per agent, metric and hour
 CALIBRATION = "calibration"  # reviewed calls by confidence tenth, per agent, tool and day
 QUEUE = "queue"  # pending actions per agent and tier (the inbox's queue counts)
+AGENT_DAY = "agent_day"  # runs, tokens and cost per agent per UTC day (what its daily budgets are checked against)
 
 # Upper bounds (seconds) of the latency buckets; the last catches everything.
 LATENCY_BOUNDS = (0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 4 * 3600, 24 * 3600, float("inf"))
@@ -42,6 +43,14 @@ def _count(kind: str, keys: dict[str, Any], deltas: dict[str, Any]) -> None:
 def bump(agent_id: int, **deltas: int | float | Decimal) -> None:
     """Add to this hour's counters of one agent."""
     _count(AGENT_HOUR, {"agent_id": agent_id, "hour": hour_of()}, dict(deltas))
+
+
+def usage(agent_id: int, *, runs: int = 0, tokens: int = 0, cost: Decimal = Decimal(0)) -> None:
+    """Add to an agent's use of today (its daily budgets). Written just before COMMIT like every counter: every
+    step of an agent adds here, and a row locked from the model call to COMMIT made its steps wait on each other."""
+    _count(
+        AGENT_DAY, {"agent_id": agent_id, "day": timezone.now().date()}, {"runs": runs, "tokens": tokens, "cost": cost}
+    )
 
 
 def bump_tool(agent_id: int, tool: str, *, calls: int = 0, errors: int = 0) -> None:

@@ -15,8 +15,9 @@ from typing import Any
 from django.db import connections
 from django.db.models import Field, Model
 
+from agents.models import AgentDailyUsage
 from approvals.models import QueueCount
-from core.counters import AGENT_HOUR, CALIBRATION, LATENCY, QUEUE, TOOL_HOUR
+from core.counters import AGENT_DAY, AGENT_HOUR, CALIBRATION, LATENCY, QUEUE, TOOL_HOUR
 from core.transactions import COUNTERS, register_flusher
 from ops.models import AgentHourStat, CalibrationBucket, LatencyBucket, ToolHourStat
 
@@ -27,6 +28,7 @@ TABLES: dict[str, type[Model]] = {
     LATENCY: LatencyBucket,
     CALIBRATION: CalibrationBucket,
     QUEUE: QueueCount,
+    AGENT_DAY: AgentDailyUsage,
 }
 
 

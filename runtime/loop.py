@@ -402,10 +402,8 @@ def _record_model_call(
     Run.objects.filter(pk=run.pk).update(
         step_count=F("step_count") + 1, tokens_used=F("tokens_used") + tokens, cost=F("cost") + cost
     )
-    if tokens or cost:
-        usage, _ = AgentDailyUsage.objects.get_or_create(agent=agent, day=timezone.now().date())
-        AgentDailyUsage.objects.filter(pk=usage.pk).update(tokens=F("tokens") + tokens, cost=F("cost") + cost)
-        counters.bump(agent.pk, tokens=tokens, cost=cost)
+    counters.usage(agent.pk, tokens=tokens, cost=cost)
+    counters.bump(agent.pk, tokens=tokens, cost=cost)
 
 
 def _account_time(run: Run, started: float) -> None:

@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 from decimal import Decimal
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.db import connection, transaction
 from django.utils import timezone
 
 from agents.breakers import (
@@ -16,18 +18,20 @@ from agents.breakers import (
 )
 from agents.configuration import agent_tool_configure
 from agents.models import Agent, AgentDailyUsage, BreakerState, CircuitBreaker, Run, RunStatus, StepKind
-from agents.providers import ProviderError, ToolCallProposal
+from agents.pricing import cost_of
+from agents.providers import FinalAnswer, ProviderError, ProviderResult, ToolCallProposal, Usage
 from agents.services import agent_permission_grant, run_resume, run_start, runs_sweep
 from approvals.decisions import action_request_decide
 from approvals.models import ActionRequest, ActionStatus
 from audit.models import AuditEvent
 from core.errors import IllegalTransition
 from demo.models import Refund
-from runtime.loop import StaleStep, step_renewal
+from runtime.loop import StaleStep, _record_model_call, step_renewal
 from runtime.loop import _advance as advance_step
 from runtime.services import run_cancel
 from tests.agents.fakes import Sequence, use_provider
 from tests.conftest import refund_input, user
+from tests.factories import RunFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -373,3 +377,41 @@ def test_a_late_success_does_not_close_a_breaker_that_opened_again(refund_agent,
     breaker.refresh_from_db()
     assert breaker.state == BreakerState.OPEN
     assert not AuditEvent.objects.filter(event="breaker.closed").exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_steps_of_one_agent_do_not_wait_on_each_others_daily_usage(refund_agent):
+    """A step adds its tokens and cost to the agent's usage of today just before COMMIT (core.counters.usage):
+    a step still open (its model call recorded, its tool call being routed) holds no lock another step of the
+    same agent needs. Both counts land."""
+    agent = refund_agent
+    first, second = RunFactory(agent=agent), RunFactory(agent=agent)
+    result = ProviderResult(FinalAnswer("done"), usage=Usage(100, 20), model="gpt-4o-mini")
+    recorded, release = threading.Event(), threading.Event()
+    errors: list[BaseException] = []
+
+    def open_step() -> None:
+        try:
+            with transaction.atomic():
+                _record_model_call(first, agent, result, latency_ms=1.0, repairs=[])
+                recorded.set()
+                assert release.wait(20)  # the rest of a step: routing its call, with the transaction open
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    holder = threading.Thread(target=open_step)
+    holder.start()
+    try:
+        assert recorded.wait(20)
+        with transaction.atomic():
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL lock_timeout = '2s'")  # waiting on the other step fails the test
+            _record_model_call(second, agent, result, latency_ms=1.0, repairs=[])
+    finally:
+        release.set()
+        holder.join(30)
+    assert not errors
+    usage = AgentDailyUsage.objects.get(agent=agent)
+    assert (usage.tokens, usage.cost) == (240, 2 * cost_of("gpt-4o-mini", 100, 20, configured_model=agent.model))
