@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -118,18 +118,36 @@ def runs_sweep() -> dict[str, int]:
             counts["republished"] += 1
     for run in Run.objects.filter(status=RunStatus.RUNNING, lease_until__lt=now)[:500]:
         with transaction.atomic():
-            if run_transition(run_id=run.pk, from_status=RunStatus.RUNNING, to_status=RunStatus.QUEUED):
+            # Only the attempt that stalled: not one that took the run since, nor one that renewed its lease.
+            handed_on = run_transition(
+                run_id=run.pk,
+                from_status=RunStatus.RUNNING,
+                to_status=RunStatus.QUEUED,
+                attempt=run.step_token,
+                lease_before=now,
+            )
+            if handed_on:
                 record(actor=Actor.system("sweeper"), event="run.recovered", target=run, agent_id=run.agent_id)
                 run_schedule(run=run)
                 counts["recovered"] += 1
     return counts
 
 
-def run_transition(*, run_id: int, from_status: str, to_status: str, **fields: Any) -> bool:
+def run_transition(
+    *,
+    run_id: int,
+    from_status: str,
+    to_status: str,
+    attempt: str | None = None,
+    lease_before: datetime | None = None,
+    **fields: Any,
+) -> bool:
     """Compare-and-set a run's status; False if the run was not in `from_status`.
 
     Two deliveries of one task race here: only the UPDATE that still sees the
-    expected status changes the row, so only one of them goes on.
+    expected status changes the row, so only one of them goes on. `attempt` (a step's token) and
+    `lease_before` narrow it to that step attempt, and to its lease having run out: whoever hands a
+    stalled step on must not take the run from an attempt that took it since, or renewed its lease.
     """
     if to_status not in RUN_TRANSITIONS[from_status]:
         raise IllegalTransition(f"run cannot go from {from_status} to {to_status}")
@@ -150,7 +168,12 @@ def run_transition(*, run_id: int, from_status: str, to_status: str, **fields: A
         outcome = fields.setdefault("outcome", RunOutcome(to_status))
     else:
         outcome = fields.setdefault("outcome", "")
-    changed = Run.objects.filter(pk=run_id, status=from_status).update(status=to_status, **fields) == 1
+    match = Run.objects.filter(pk=run_id, status=from_status)
+    if attempt is not None:
+        match = match.filter(step_token=attempt)
+    if lease_before is not None:
+        match = match.filter(lease_until__lt=lease_before)
+    changed = match.update(status=to_status, **fields) == 1
     if changed:
         # The open run page shows its status and trace live (rendered after commit: all the step wrote).
         push(RUN_CHANGED, run_id=run_id)
@@ -163,7 +186,9 @@ def run_retry_step(*, run_id: int, step_token: str, reason: str) -> bool:
     """Queue a step again in a moment after a transient error rolled it back; False if it was handed on."""
     with transaction.atomic():
         run = Run.objects.filter(pk=run_id, status=RunStatus.RUNNING, step_token=step_token).first()
-        if run is None or not run_transition(run_id=run_id, from_status=RunStatus.RUNNING, to_status=RunStatus.QUEUED):
+        if run is None or not run_transition(
+            run_id=run_id, from_status=RunStatus.RUNNING, to_status=RunStatus.QUEUED, attempt=step_token
+        ):
             return False
         record(
             actor=Actor.system("runtime"),

@@ -85,8 +85,6 @@ def action_execute(*, execution_id: int) -> None:
             context = _context(execution, action)
             result = _screened(tool.execute(args, context))
             _finish(execution, action, tool, status=ActionStatus.EXECUTED, result=result, error=None)
-        if not breaker_quiet:  # committed: a success closes (or resets) the tool's breaker
-            breakers.breaker_record_success(action.agent, action.tool)
     except StaleExecution:
         logger.warning("execution %s: lease taken over; this attempt's effect was rolled back", execution.pk)
         return
@@ -109,6 +107,10 @@ def action_execute(*, execution_id: int) -> None:
             logger.exception("tool %s crashed on action %s", action.tool, action.pk)
             error = ToolError("internal_error", f"{type(exc).__name__}: {exc}")
         _tool_failed(execution, action, tool, agent_tool, error)
+    else:
+        # Committed (and not the tool's failure if this fails): a success closes or resets the tool's breaker.
+        if not breaker_quiet:
+            breakers.breaker_record_success(action.agent, action.tool)
 
 
 def _claim(execution_id: int) -> tuple[Execution, ActionRequest, AgentTool, bool] | None:

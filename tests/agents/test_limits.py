@@ -9,6 +9,7 @@ from django.contrib.auth import get_user_model
 from django.db import connection, transaction
 from django.utils import timezone
 
+from agents import services
 from agents.breakers import (
     breaker_allows,
     breaker_for,
@@ -415,3 +416,32 @@ def test_two_steps_of_one_agent_do_not_wait_on_each_others_daily_usage(refund_ag
     assert not errors
     usage = AgentDailyUsage.objects.get(agent=agent)
     assert (usage.tokens, usage.cost) == (240, 2 * cost_of("gpt-4o-mini", 100, 20, configured_model=agent.model))
+
+
+@pytest.mark.parametrize("meanwhile", ["another attempt took the run", "the attempt renewed its lease", "nothing"])
+def test_the_sweeper_hands_on_only_the_attempt_that_stalled(refund_agent, monkeypatch, meanwhile):
+    """Between the sweeper's read of a stalled run and its compare-and-set, the run may be taken by another
+    attempt, or the stalled one may renew its lease: the sweeper then leaves it (a step handed on for nothing is
+    a model call billed for nothing)."""
+    past = timezone.now() - timedelta(seconds=5)
+    run = RunFactory(agent=refund_agent, status=RunStatus.RUNNING, step_token="stalled", lease_until=past)
+    later = timezone.now() + timedelta(seconds=30)
+    change = {
+        "another attempt took the run": {"step_token": "next", "lease_until": later},
+        "the attempt renewed its lease": {"lease_until": later},
+        "nothing": {},
+    }[meanwhile]
+    compare_and_set = services.run_transition
+
+    def after_the_read(**kwargs):
+        if change:
+            Run.objects.filter(pk=run.pk).update(**change)
+        return compare_and_set(**kwargs)
+
+    monkeypatch.setattr(services, "run_transition", after_the_read)
+    recovered = runs_sweep()["recovered"]
+    run.refresh_from_db()
+    if meanwhile == "nothing":
+        assert (recovered, run.status) == (1, RunStatus.QUEUED)
+    else:
+        assert (recovered, run.status, run.step_token) == (0, RunStatus.RUNNING, change.get("step_token", "stalled"))
