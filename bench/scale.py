@@ -23,7 +23,8 @@ decisions  On the `make stack` topology (uvicorn --workers 2, 2 workers, the rel
          and the CPU one request costs each process on the machine (what binds). `--pools prefork,solo`
          alternates the decision batches between workers on each Celery pool.
 
-Every figure prints its repetitions, the median and the spread (min-max).
+Every figure prints its repetitions, the median and the spread (min-max). `DUMP_LATENCIES=<file>` appends
+each request of `decisions` (method, send time, latency) to that file, to see when the slow ones came.
 """
 
 from __future__ import annotations
@@ -598,9 +599,8 @@ def _runs_through(
     for n in range(workers):
         log = logs / f"worker-{workers}-{n}.log"
         log.write_text("")
-        argv = [str(BIN / "celery"), "-A", "config", "worker", "-Q", listen, "-c", "1", "-n", names[n], "-l", "INFO"]
-        env = {**os.environ, "CELERY_WORKER_POOL": pool}  # not `-P`: Celery ignores `-P prefork` when set
-        procs.append((spawn(argv, env, log), log))
+        argv = [str(BIN / "celery"), "-A", "config", "worker", "-Q", listen, "-P", pool, "-c", "1", "-n", names[n]]
+        procs.append((spawn([*argv, "-l", "INFO"], dict(os.environ), log), log))
     roles = {f"worker {n}": proc.pid for n, (proc, _) in enumerate(procs)}
     try:
         deadline = time.monotonic() + 60
@@ -713,6 +713,9 @@ def _open_loop(base: str, token: str, rate: float, requests: list[tuple[str, str
                     if response.status_code != 200:  # 503 when the pool is exhausted: counted, never dropped
                         FAILED_REQUESTS.append(f"{method} {path}: {response.status_code}")
                 latencies.append((time.perf_counter() - started) * 1000)
+                if os.environ.get("DUMP_LATENCIES"):
+                    with open(os.environ["DUMP_LATENCIES"], "a") as dump:
+                        dump.write(f"{method} {started:.4f} {latencies[-1]:.1f}\n")
 
             tasks = []
             t0 = time.perf_counter()
@@ -729,10 +732,7 @@ def _open_loop(base: str, token: str, rate: float, requests: list[tuple[str, str
 
 def _decision_workers(pool: str, queue: str, env: dict[str, str], logs: Path) -> list[Any]:
     """The topology's two Celery workers (one task at a time each) on `pool`."""
-    argv = [str(BIN / "celery"), "-A", "config", "worker", "-Q", queue, "-c", "1", "-l", "WARNING"]
-    # The pool through the setting: Celery takes `-P prefork` (its option's default) as "not given"
-    # and uses the configured pool instead.
-    env = {**env, "CELERY_WORKER_POOL": pool}
+    argv = [str(BIN / "celery"), "-A", "config", "worker", "-Q", queue, "-P", pool, "-c", "1", "-l", "WARNING"]
     for n in range(2):
         (logs / f"decide-worker-{pool}-{n}.log").write_text("")  # this start's banner only
     return [spawn([*argv, "-n", f"d{n}@%h"], env, logs / f"decide-worker-{pool}-{n}.log") for n in range(2)]
@@ -761,7 +761,7 @@ def decisions(reps: int, total: int, rate: float = 50.0, pools: tuple[str, ...] 
     route = product_router()
     from approvals.models import ActionRequest
 
-    need = total * reps * len(pools) + 10
+    need = total * reps * len(pools) + 50 * (1 + reps * len(pools)) + 10  # the batches and their warm-ups
     for i in range(need):
         route(0, i)
     pending = list(ActionRequest.objects.filter(status="pending").order_by("id").values_list("pk", flat=True))
@@ -785,7 +785,8 @@ def decisions(reps: int, total: int, rate: float = 50.0, pools: tuple[str, ...] 
         time.sleep(3)  # both web processes and the workers up
         _check_pool(pool_now, logs)
         _open_loop(base, token, rate, [("GET", f"/api/v1/actions/{pending[-1]}", None)] * 50)  # warm up
-        cursor = 0
+        cursor = _warm_up(base, token, rate, pending, 0)
+        _drained()
         for rep in range(reps):
             for side in sides if rep % 2 == 0 else reversed(sides):
                 if side == "baseline":
@@ -797,6 +798,8 @@ def decisions(reps: int, total: int, rate: float = 50.0, pools: tuple[str, ...] 
                         pool_now, workers = pool, _decision_workers(pool, queue, env, logs)
                         time.sleep(3)  # the workers up
                         _check_pool(pool, logs)
+                        cursor = _warm_up(base, token, rate, pending, cursor)
+                        _drained()
                     ids = pending[cursor : cursor + total]
                     cursor += total
                     batch = [("POST", f"/api/v1/actions/{i}/decision", {"verdict": "approve"}) for i in ids]
@@ -821,6 +824,14 @@ def decisions(reps: int, total: int, rate: float = 50.0, pools: tuple[str, ...] 
         shares = {role: statistics.median(rep[role] for rep in cpu[side]) for role in cpu[side][0]}
         parts = ", ".join(f"{role} {ms:.1f}" for role, ms in sorted(shares.items(), key=lambda kv: -kv[1]))
         print(f"  CPU ms per request, {side}, median over reps: total {sum(shares.values()):.1f}: {parts}")
+
+
+def _warm_up(base: str, token: str, rate: float, pending: list[int], cursor: int, count: int = 50) -> int:
+    """Decisions not measured, after a start: both web processes' and each worker's first requests and tasks
+    (imports, pools, prepared statements) are not the steady state the figure is about."""
+    ids = pending[cursor : cursor + count]
+    _open_loop(base, token, rate, [("POST", f"/api/v1/actions/{i}/decision", {"verdict": "approve"}) for i in ids])
+    return cursor + count
 
 
 def _drained(timeout: float = 300.0) -> float:
