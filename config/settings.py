@@ -354,9 +354,13 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # the same task on solo. The pool lives in the pool child (created after the fork) and is closed every
 # CELERY_DB_REUSE_MAX tasks; between tasks the connection goes back to it (config.celery).
 CELERY_DB_REUSE_MAX = 1000
-# Workers run on Celery's default pool, prefork: each task in a pool child, which Celery interrupts past
-# the soft time limit and kills past the hard one. (Its solo pool, measured no cheaper per task once the
-# pool above lives in the child, has nothing that ends a hung task; docs/benchmarks.md.)
+# prefork (Celery's default) runs each task in a pool child, which Celery interrupts past the soft
+# time limit and kills past the hard one. solo runs it in the worker's own process: measured somewhat
+# cheaper per task (docs/benchmarks.md), but nothing ends a hung task there; docs/production.md says
+# what that costs before you choose it.
+CELERY_WORKER_POOL = env_str("CELERY_WORKER_POOL", "prefork")
+if CELERY_WORKER_POOL not in {"solo", "prefork"}:
+    raise ImproperlyConfigured("CELERY_WORKER_POOL must be prefork or solo.")
 CELERY_TASK_TIME_LIMIT = 300
 CELERY_TASK_SOFT_TIME_LIMIT = 240
 # The longest an agent run's step may hold its lease (a model call and taking the step).
