@@ -80,12 +80,19 @@ TOOL_QUIET = _breaker_quiet(OuterRef("agent_id"), OuterRef("tool"))
 MODEL_QUIET = _breaker_quiet(OuterRef("agent_id"), MODEL)
 
 
-def _current(agent: Agent, tool: str) -> CircuitBreaker | None:
+def breaker_current(agent: Agent, tool: str = MODEL) -> CircuitBreaker | None:
+    """The breaker as it is now (None: never written): what a call that found it not quiet compares against."""
     return CircuitBreaker.objects.filter(agent=agent, tool=tool).first()
 
 
-def breaker_record_success(agent: Agent, tool: str = MODEL) -> None:
-    breaker = _current(agent, tool)
+def breaker_record_success(agent: Agent, tool: str = MODEL, *, seen: CircuitBreaker | None = None) -> None:
+    """A call succeeded: close the breaker (a probe's) or reset its failures.
+
+    `seen`: the breaker as the call found it when it began. The success compares against that, so failures
+    recorded while the call ran are kept, and a breaker that opened again meanwhile stays open. Without it,
+    against the breaker as it is now.
+    """
+    breaker = seen if seen is not None else breaker_current(agent, tool)
     if breaker is None or (breaker.state == BreakerState.CLOSED and breaker.consecutive_failures == 0):
         return
     with transaction.atomic():

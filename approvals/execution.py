@@ -31,7 +31,7 @@ from django.utils import timezone
 
 from agents import breakers
 from agents import services as agent_services
-from agents.models import AgentTool
+from agents.models import AgentTool, CircuitBreaker
 from agents.tools import EffectUnknown, Tool, ToolContext, ToolError, get_tool
 from approvals.models import (
     EXECUTE_ACTION,
@@ -72,7 +72,7 @@ def action_execute(*, execution_id: int) -> None:
     claimed = _claim(execution_id)
     if claimed is None:
         return
-    execution, action, agent_tool, breaker_quiet = claimed
+    execution, action, agent_tool, breaker_seen = claimed
     tool = get_tool(action.tool)
     try:
         if tool is None:
@@ -109,12 +109,13 @@ def action_execute(*, execution_id: int) -> None:
         _tool_failed(execution, action, tool, agent_tool, error)
     else:
         # Committed (and not the tool's failure if this fails): a success closes or resets the tool's breaker.
-        if not breaker_quiet:
-            breakers.breaker_record_success(action.agent, action.tool)
+        if breaker_seen is not None:
+            breakers.breaker_record_success(action.agent, action.tool, seen=breaker_seen)
 
 
-def _claim(execution_id: int) -> tuple[Execution, ActionRequest, AgentTool, bool] | None:
-    """Claim a pending execution: it, its action, the tool's settings, and whether its breaker is quiet."""
+def _claim(execution_id: int) -> tuple[Execution, ActionRequest, AgentTool, CircuitBreaker | None] | None:
+    """Claim a pending execution: it, its action, the tool's settings, and the tool's breaker as the call
+    finds it (None when it is quiet: closed with no failures)."""
     with transaction.atomic():
         # Claim: only one delivery moves pending -> running (an id that is no execution matches nothing).
         claimed = execution_transition(
@@ -140,9 +141,12 @@ def _claim(execution_id: int) -> tuple[Execution, ActionRequest, AgentTool, bool
             _transition(
                 action, from_statuses=(ActionStatus.APPROVED, ActionStatus.AUTO_APPROVED), to=ActionStatus.EXECUTING
             )
-    if agent_tool is None:  # its configuration was removed since: the defaults, and the breaker as it is
-        return execution, action, AgentTool(agent=action.agent, tool=action.tool), False
-    return execution, action, agent_tool, agent_tool.breaker_quiet
+        # The breaker as this call finds it, unless quiet: its success compares against that.
+        quiet = agent_tool is not None and agent_tool.breaker_quiet
+        seen = None if quiet else breakers.breaker_current(action.agent, action.tool)
+    # Its configuration removed since: the defaults.
+    settings_now: AgentTool = agent_tool if agent_tool is not None else AgentTool(agent=action.agent, tool=action.tool)
+    return execution, action, settings_now, seen
 
 
 def _context(execution: Execution, action: ActionRequest) -> ToolContext:

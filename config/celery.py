@@ -18,8 +18,10 @@ app.autodiscover_tasks()
 
 @task_prerun.connect
 @task_postrun.connect
-def _task_connections(**_: Any) -> None:
+def _task_connections(task: Any = None, **_: Any) -> None:
     """Around each task, what Django does around each request: the connection goes back to the pool, and
     one that broke (a PostgreSQL restart) is dropped. Celery's fixup only closes them every
-    CELERY_DB_REUSE_MAX tasks (settings)."""
+    CELERY_DB_REUSE_MAX tasks (settings). Not for a task run eagerly, in its caller's transaction."""
+    if task is not None and getattr(task.request, "is_eager", False):
+        return
     close_old_connections()

@@ -110,9 +110,12 @@ def _advance(run_id: int, token: str) -> None:
     if limit:
         halt(run, limit)
         return
-    if not run.model_breaker_quiet and not breakers.breaker_allows(agent):
-        halt(run, "the agent's model circuit breaker is open")
-        return
+    seen = None  # the model breaker as this call found it, when it is not quiet (breakers.breaker_record_success)
+    if not run.model_breaker_quiet:
+        if not breakers.breaker_allows(agent):
+            halt(run, "the agent's model circuit breaker is open")
+            return
+        seen = breakers.breaker_current(agent)
 
     history = _history(run)
     try:
@@ -140,8 +143,8 @@ def _advance(run_id: int, token: str) -> None:
         )
         return
     latency_ms = (time.monotonic() - called) * 1000
-    if not run.model_breaker_quiet:
-        breakers.breaker_record_success(agent)
+    if seen is not None:
+        breakers.breaker_record_success(agent, seen=seen)
     result, repairs = screened(result)
 
     _take_step(run, agent, result, history, latency_ms=latency_ms, started=step_started, repairs=repairs)

@@ -171,37 +171,44 @@ def test_degrade_policy_feeds_an_open_breaker_back_instead_of_halting(refund_age
 
 
 class _FailsElsewhereMeanwhile(Sequence):
-    """A model call during which another call of the same agent fails (recorded on the model breaker)."""
+    """A model call during which other calls of the same agent fail (recorded on the model breaker)."""
 
-    def __init__(self, agent, **kwargs):
-        super().__init__([], **kwargs)
-        self.agent = agent
+    def __init__(self, agent, failures):
+        super().__init__([])
+        self.agent, self.failures_meanwhile = agent, failures
 
     def propose(self, context):
-        breaker_record_failure(self.agent, "another call failed")
+        for _ in range(self.failures_meanwhile):
+            breaker_record_failure(self.agent, "another call failed")
         return super().propose(context)
 
 
 @pytest.mark.parametrize("failures_before", [0, 1])
-@pytest.mark.parametrize("failure_meanwhile", [False, True])
-def test_a_model_call_resets_the_failures_it_found_not_those_recorded_while_it_ran(
-    refund_agent, orders, commit, failures_before, failure_meanwhile
+@pytest.mark.parametrize("failures_meanwhile", [0, 1, 4])
+def test_a_model_calls_success_resets_only_what_it_found(
+    refund_agent, orders, commit, failures_before, failures_meanwhile
 ):
-    """A step reads whether its breaker is quiet with the run (breakers.MODEL_QUIET): a quiet one is not read
-    again, and its success leaves a failure recorded meanwhile; one with failures is reset by the success."""
+    """A step reads whether its model breaker is quiet with the run (breakers.MODEL_QUIET), and one that is not as
+    the call found it; its success compares against that. So failures recorded while it ran are kept, and a
+    breaker that opened meanwhile (the fifth failure) stays open; what it found, and nothing since, it resets."""
     agent = refund_agent
     Agent.objects.filter(pk=agent.pk).update(breaker_threshold=5)
     agent.refresh_from_db()
     for _ in range(failures_before):
         breaker_record_failure(agent, "an earlier call failed")
-    provider = _FailsElsewhereMeanwhile(agent) if failure_meanwhile else Sequence([])
-    use_provider(agent, provider, f"t-quiet-{failures_before}-{failure_meanwhile}")
+    use_provider(
+        agent, _FailsElsewhereMeanwhile(agent, failures_meanwhile), f"t-{failures_before}-{failures_meanwhile}"
+    )
     run = start(agent, commit)
     assert run.status == RunStatus.SUCCEEDED
     breaker = CircuitBreaker.objects.filter(agent=agent, tool="").first()
     left = breaker.consecutive_failures if breaker else 0
-    assert left == (0 if failures_before else int(failure_meanwhile))
-    assert breaker is None or breaker.state == BreakerState.CLOSED
+    total = failures_before + failures_meanwhile
+    assert left == (0 if failures_meanwhile == 0 else total)
+    assert (breaker.state if breaker else BreakerState.CLOSED) == (
+        BreakerState.OPEN if total >= 5 else BreakerState.CLOSED
+    )
+    assert AuditEvent.objects.filter(event="breaker.closed").count() == 0
 
 
 def test_half_open_breaker_lets_one_probe_through(refund_agent, orders):
@@ -373,7 +380,7 @@ def test_a_late_success_does_not_close_a_breaker_that_opened_again(refund_agent,
     CircuitBreaker.objects.filter(pk=breaker.pk).update(
         state=BreakerState.OPEN, consecutive_failures=4, opened_at=timezone.now()
     )
-    monkeypatch.setattr("agents.breakers._current", lambda agent, tool: seen)
+    monkeypatch.setattr("agents.breakers.breaker_current", lambda agent, tool: seen)
     breaker_record_success(agent, "issue_refund")
     breaker.refresh_from_db()
     assert breaker.state == BreakerState.OPEN
