@@ -2,12 +2,14 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
 from django.contrib.auth import get_user_model
-from django.db import connection
+from django.db import connection, transaction
 from django.db.backends.signals import connection_created
 from django.dispatch import receiver
 from django.test import Client
@@ -196,3 +198,32 @@ def api_as(demo_user: Callable[[str], Any]) -> Callable[[str], ApiClient]:
 
 def refund_input(*, amount: float = 40, ticket: str = "The kettle arrived broken.", order: str = "ORD-1001") -> dict:
     return {"ticket": ticket, "order_id": order, "amount": amount}
+
+
+@contextmanager
+def held_open(work: Callable[[], Any]) -> Iterator[None]:
+    """Run `work` in a transaction on another thread (its own connection) and keep that transaction open
+    while the block runs, so what it locked stays locked; it commits after. An error in it fails the test."""
+    holding, release = threading.Event(), threading.Event()
+    errors: list[BaseException] = []
+
+    def hold() -> None:
+        try:
+            with transaction.atomic():
+                work()
+                holding.set()
+                assert release.wait(30)
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connection.close()  # this thread's connection goes back to the pool
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert holding.wait(30), errors
+        yield
+    finally:
+        release.set()
+        holder.join(30)
+    assert not errors, errors

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import threading
 from datetime import timedelta
 from decimal import Decimal
 
@@ -31,7 +30,7 @@ from runtime.loop import StaleStep, _record_model_call, step_renewal
 from runtime.loop import _advance as advance_step
 from runtime.services import run_cancel
 from tests.agents.fakes import Sequence, use_provider
-from tests.conftest import refund_input, user
+from tests.conftest import held_open, refund_input, user
 from tests.factories import RunFactory
 
 pytestmark = pytest.mark.django_db
@@ -395,32 +394,12 @@ def test_two_steps_of_one_agent_do_not_wait_on_each_others_daily_usage(refund_ag
     agent = refund_agent
     first, second = RunFactory(agent=agent), RunFactory(agent=agent)
     result = ProviderResult(FinalAnswer("done"), usage=Usage(100, 20), model="gpt-4o-mini")
-    recorded, release = threading.Event(), threading.Event()
-    errors: list[BaseException] = []
-
-    def open_step() -> None:
-        try:
-            with transaction.atomic():
-                _record_model_call(first, agent, result, latency_ms=1.0, repairs=[])
-                recorded.set()
-                assert release.wait(20)  # the rest of a step: routing its call, with the transaction open
-        except BaseException as exc:
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    holder = threading.Thread(target=open_step)
-    holder.start()
-    try:
-        assert recorded.wait(20)
-        with transaction.atomic():
-            with connection.cursor() as cursor:
-                cursor.execute("SET LOCAL lock_timeout = '2s'")  # waiting on the other step fails the test
-            _record_model_call(second, agent, result, latency_ms=1.0, repairs=[])
-    finally:
-        release.set()
-        holder.join(30)
-    assert not errors
+    # The first step: its model call recorded, the rest of it (routing its call) with the transaction open.
+    first_step = held_open(lambda: _record_model_call(first, agent, result, latency_ms=1.0, repairs=[]))
+    with first_step, transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL lock_timeout = '2s'")  # waiting on the other step fails the test
+        _record_model_call(second, agent, result, latency_ms=1.0, repairs=[])
     usage = AgentDailyUsage.objects.get(agent=agent)
     assert (usage.tokens, usage.cost) == (240, 2 * cost_of("gpt-4o-mini", 100, 20, configured_model=agent.model))
 

@@ -7,7 +7,8 @@ CPU of the same task on solo. Between tasks the connection goes back to the pool
 
 from __future__ import annotations
 
-import time
+import os
+import signal
 
 import httpx
 import pytest
@@ -23,22 +24,33 @@ pytestmark = [needs_postgres, needs_redis, pytest.mark.django_db(transaction=Tru
 RUNS = 10  # three tasks each (a step, the execution, the last step): 30 tasks
 
 
+# The worker names its sessions so (libpq's PGAPPNAME): the test waits for exactly those to end.
+WORKER_APP = "countersign-test-worker-connections"
+
+
 def sessions_opened() -> int:
-    time.sleep(1.5)  # PostgreSQL reports a new session's count within a second
+    """PostgreSQL's count of sessions opened on this database so far (a session that ended has reported its own)."""
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_stat_clear_snapshot()")
         cursor.execute("SELECT sessions FROM pg_stat_database WHERE datname = current_database()")
         return int(cursor.fetchone()[0])
 
 
+def worker_sessions() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", [WORKER_APP])
+        return int(cursor.fetchone()[0])
+
+
 def test_a_prefork_worker_reuses_its_pooled_connections_across_tasks(demo, bare_stack):
     stack = bare_stack
-    worker = stack.start_worker(concurrency=1)  # prefork, the default pool: one pool child
     operator = api_token_issue(user=user("operator"), actor=None)
     with httpx.Client(base_url=stack.base, timeout=30) as api:  # the web process's pool, warmed
         assert api.get("/login/").status_code == 200
-    assert wait_until(lambda: " ready." in stack.log("worker"), timeout=60), stack.log("worker")
     before = sessions_opened()
+    # prefork, the default pool: one pool child
+    worker = stack.start_worker(concurrency=1, PGAPPNAME=WORKER_APP)
+    assert wait_until(lambda: " ready." in stack.log("worker"), timeout=60), stack.log("worker")
     ids = []
     with httpx.Client(base_url=stack.base, timeout=30) as api:
         for i in range(RUNS):
@@ -53,8 +65,12 @@ def test_a_prefork_worker_reuses_its_pooled_connections_across_tasks(demo, bare_
         list(Run.objects.filter(pk__in=ids).values_list("status", flat=True)),
         stack.log("worker"),
     )
-    opened = sessions_opened() - before
     assert worker.poll() is None
+    # The worker stops, and its sessions end: each reports its count as it ends.
+    os.killpg(worker.pid, signal.SIGTERM)
+    worker.wait(timeout=30)
+    assert wait_until(lambda: worker_sessions() == 0, timeout=30)
+    opened = sessions_opened() - before
     # The worker's child opens a pool (one connection, another for the lease heartbeat); the web process
     # may grow its pool by one or two. Before the fix: three per task, about 90.
     assert opened < 12, f"{opened} PostgreSQL sessions opened for {RUNS * 3} tasks"

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 from django.db import OperationalError, connection, transaction
 
 from core.counters import AGENT_HOUR, hour_of
 from ops.stats import _flush_counters
-from tests.conftest import needs_postgres
+from tests.conftest import held_open, needs_postgres
 
 pytestmark = [needs_postgres, pytest.mark.django_db(transaction=True)]
 
@@ -24,30 +22,13 @@ def test_a_transaction_holding_one_agents_counters_blocks_only_that_agent(refund
     for agent in (refund_agent, crm_agent):
         with transaction.atomic():
             _flush_counters(connection, [_count(agent.pk)])
-    holding, release = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        try:
-            with transaction.atomic():
-                _flush_counters(connection, [_count(refund_agent.pk)])  # its row stays locked until COMMIT
-                holding.set()
-                assert release.wait(30)
-        finally:
-            connection.close()
-
-    holder = threading.Thread(target=hold)
-    holder.start()
-    try:
-        assert holding.wait(30)
-        other = refund_agent if same_agent else crm_agent
-        with transaction.atomic():
-            with connection.cursor() as cursor:
-                cursor.execute("SET LOCAL lock_timeout = '1s'")
-            if same_agent:
-                with pytest.raises(OperationalError, match="lock timeout"):
-                    _flush_counters(connection, [_count(other.pk)])
-            else:
-                _flush_counters(connection, [_count(other.pk)])  # not blocked by the other agent's open row
-    finally:
-        release.set()
-        holder.join(30)
+    # The holder's row stays locked until its COMMIT.
+    other = refund_agent if same_agent else crm_agent
+    with held_open(lambda: _flush_counters(connection, [_count(refund_agent.pk)])), transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL lock_timeout = '1s'")
+        if same_agent:
+            with pytest.raises(OperationalError, match="lock timeout"):
+                _flush_counters(connection, [_count(other.pk)])
+        else:
+            _flush_counters(connection, [_count(other.pk)])  # not blocked by the other agent's open row
