@@ -101,7 +101,14 @@ if (window.htmx) {
         var spec = child.getAttribute("hx-swap-oob") || "true";
         var colon = spec.indexOf(":");
         var selector = colon >= 0 ? spec.slice(colon + 1) : child.id ? "#" + CSS.escape(child.id) : null;
-        if (!selector || document.querySelector(selector)) kept.push(child.outerHTML);
+        if (selector && !document.querySelector(selector)) return;
+        // A new row the page already shows (its list was fetched after the row was pushed, or the push
+        // came twice): replace that copy in place instead of adding a second one with the same id.
+        var row = spec.indexOf("afterbegin:") === 0 && child.firstElementChild;
+        if (row && row.id && document.getElementById(row.id)) {
+          child.setAttribute("hx-swap-oob", "outerHTML:#" + CSS.escape(row.id));
+        }
+        kept.push(child.outerHTML);
       });
       return kept.join("");
     },

@@ -6,10 +6,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+from django.db import transaction
 
 from accounts.services import api_token_issue
 from approvals.models import ActionRequest, Decision
 from demo.models import Refund
+from live.push import ACTION_OPENED, push
 from tests.conftest import needs_postgres, needs_redis, user
 from tests.e2e.conftest import CHROMIUM, SCREENSHOTS, log_in, start_refund, wait_until
 
@@ -241,6 +243,39 @@ def test_an_inbox_approval_can_be_undone_until_it_is_sent(demo, stack, browser):
     assert wait_until(lambda: ActionRequest.objects.get(pk=action.pk).status == "executed")
     assert decides == [f"{base}/actions/{action.pk}/decide"]
     assert ActionRequest.objects.get(pk=action.pk).decision.reviewer.username == "reviewer"
+
+
+def test_a_row_pushed_again_after_the_page_shows_it_is_replaced_not_doubled(demo, stack, browser, settings):
+    """The page can render a row (or fetch its list again when its socket opens) before the row's own push
+    arrives, and a push can come twice: the row must stay one row, where it was, with no console error."""
+    base = stack.base
+    errors: list[str] = []
+    token = api_token_issue(user=user("operator"), actor=None)
+    first, second = start_refund(base, token, "ORD-1003", 400), start_refund(base, token, "ORD-1007", 150)
+    reviewer = log_in(browser, base, "reviewer", errors=errors)
+    reviewer.wait_for_function("document.querySelectorAll('#inbox-rows article').length === 2", timeout=10_000)
+    reviewer.wait_for_selector("#live-status.on", timeout=10_000)
+    shown = [str(ActionRequest.objects.get(run_id=run).pk) for run in (first, second)]
+    assert reviewer.eval_on_selector_all("#inbox-rows article", "rows => rows.map(r => r.dataset.id)") == shown
+
+    # The second row's push, delivered through the real outbox and relay, twice over.
+    reviewer.evaluate(
+        """(id) => {
+            window.rowPushes = 0;
+            document.addEventListener("htmx:wsAfterMessage", (e) => {
+                if (String(e.detail.message).includes(`id="action-${id}"`)) window.rowPushes += 1;
+            });
+        }""",
+        shown[1],
+    )
+    settings.LIVE_RELAY = "process"  # this process writes intents; the stack's relay delivers them
+    for _ in range(2):
+        with transaction.atomic():
+            push(ACTION_OPENED, action_id=int(shown[1]))
+    reviewer.wait_for_function("window.rowPushes >= 2", timeout=10_000)  # after the frames were swapped in
+    assert reviewer.eval_on_selector_all("#inbox-rows article", "rows => rows.map(r => r.dataset.id)") == shown
+    assert reviewer.locator(f"#action-{shown[1]}").is_visible()
+    assert errors == []
 
 
 def test_a_run_started_from_the_schema_form_and_an_edit_confirmed_after_its_recomputed_preview(demo, stack, browser):
