@@ -741,7 +741,11 @@ def _decision_workers(pool: str, queue: str, env: dict[str, str], logs: Path) ->
 def _check_pool(pool: str, logs: Path) -> None:
     """The workers' start-up banner names the pool they run: a comparison of pools must not compare one with itself."""
     for n in range(2):
-        if f"({pool})" not in (logs / f"decide-worker-{pool}-{n}.log").read_text():
+        log = logs / f"decide-worker-{pool}-{n}.log"
+        deadline = time.monotonic() + 60
+        while "concurrency:" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.2)  # the banner is printed once the worker has imported everything
+        if f"({pool})" not in log.read_text():
             raise RuntimeError(f"decision worker {n} is not on the {pool} pool")
 
 
