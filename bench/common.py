@@ -47,6 +47,25 @@ def setup_django(*, fresh: bool = True) -> None:
         seed_all(password="bench-password")
 
 
+def cpu_reference() -> str:
+    """How fast this machine runs plain Python. Machines of the same kind (2 cores) differ, and the product's
+    Python-bound side moves more with that than a baseline bound by PostgreSQL: this line lets runs be compared."""
+    model = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as info:
+            model = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), model)
+    except OSError:
+        pass
+    times = []
+    for _ in range(3):
+        started = time.perf_counter()
+        total = 0
+        for i in range(5_000_000):
+            total += i
+        times.append(time.perf_counter() - started)
+    return f"{model}; 5M Python additions in {statistics.median(times) * 1000:.0f} ms (median of 3)"
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]

@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import BIN, ROOT, cpu_by_role, percentile, setup_django, spawn, wait_port
+from common import BIN, ROOT, cpu_by_role, cpu_reference, percentile, setup_django, spawn, wait_port
 
 os.environ.setdefault("BACKGROUND_TASKS", "inline")
 os.environ.setdefault("LIVE_RELAY", "process")
@@ -863,6 +863,7 @@ def main() -> None:
     parser.add_argument("--sockets", type=int, default=None, help="push: sockets (300); sockets: sockets (50)")
     args = parser.parse_args()
     print(f"machine: {os.cpu_count()} cores; PostgreSQL and Redis on loopback; {time.strftime('%Y-%m-%d %H:%M')}")
+    print(f"CPU: {cpu_reference()}")
     print(f"web server (push, sockets): {os.environ.get('BENCH_SERVER', 'uvicorn')}, one process")
     modes = {"routing": routing, "sockets": sockets, "workers": workers, "decisions": decisions, "push": push}
     if args.what == "decisions":
