@@ -101,19 +101,23 @@ if (window.htmx) {
         var spec = child.getAttribute("hx-swap-oob") || "true";
         var colon = spec.indexOf(":");
         var selector = colon >= 0 ? spec.slice(colon + 1) : child.id ? "#" + CSS.escape(child.id) : null;
-        if (selector && !document.querySelector(selector)) return;
-        // A new row the page already shows (its list was fetched after the row was pushed, or the push
-        // came twice): replace that copy in place instead of adding a second one with the same id.
-        var row = spec.indexOf("afterbegin:") === 0 && child.firstElementChild;
-        if (row && row.id && document.getElementById(row.id)) {
-          child.setAttribute("hx-swap-oob", "outerHTML:#" + CSS.escape(row.id));
-        }
-        kept.push(child.outerHTML);
+        if (!selector || document.querySelector(selector)) kept.push(child.outerHTML);
       });
       return kept.join("");
     },
   });
 }
+// A new row the page already shows (rendered, or fetched when the socket opened, before its own push
+// arrived; or pushed twice) is not added a second time: the copy on the page stays, and with it the
+// button of an approval held for its Undo. Checked as each part of a frame is swapped, so a row removed
+// earlier in the same frame is added again.
+document.addEventListener("htmx:oobBeforeSwap", function (evt) {
+  var detail = evt.detail;
+  if (!detail || !detail.target || detail.target.id !== "inbox-rows" || !detail.fragment) return;
+  Array.prototype.forEach.call(detail.fragment.querySelectorAll("article.row[id]"), function (row) {
+    if (document.getElementById(row.id)) row.remove();
+  });
+});
 // The inbox's order, kept as rows arrive live: riskiest first, then the nearest deadline, then the
 // oldest (the server's order, approvals.selectors.inbox_for), so a reload shows the same order.
 document.addEventListener("htmx:oobAfterSwap", function () {
@@ -241,13 +245,36 @@ document.addEventListener("htmx:oobAfterSwap", function () {
     });
   }
 
+  function say(text) {
+    var note = document.createElement("p");
+    note.className = "notice toast";
+    note.setAttribute("role", "status");
+    note.textContent = text;
+    document.getElementById("notices").prepend(note);
+    setTimeout(function () { note.remove(); }, 6000);
+  }
+
+  var released = new WeakSet(); // approve buttons whose hold is over: htmx sends their click
   document.addEventListener("htmx:confirm", function (evt) {
     var elt = evt.detail && evt.detail.elt;
     if (!elt || !elt.matches || !elt.matches("#inbox-rows article.row button.approve")) return;
+    if (released.has(elt)) {
+      released.delete(elt);
+      return;
+    }
     evt.preventDefault();
     var row = elt.closest("article.row");
+    var id = row.id;
     var what = row.querySelector("a.open").textContent.trim() + " #" + row.dataset.id;
-    hold("Approving " + what, row, function () { evt.detail.issueRequest(true); });
+    hold("Approving " + what, row, function () {
+      // Sent from the row on the page now: a live frame (a claim, a warning, the list fetched again) may
+      // have replaced the one clicked, and htmx sends nothing for an element no longer on the page.
+      var placed = document.getElementById(id);
+      var button = placed && placed.querySelector("button.approve");
+      if (!button) return say(what + " left your inbox while it was held: nothing was sent.");
+      released.add(button);
+      button.click();
+    });
   });
 
   document.addEventListener("submit", function (evt) {

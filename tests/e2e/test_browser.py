@@ -11,7 +11,7 @@ from django.db import transaction
 from accounts.services import api_token_issue
 from approvals.models import ActionRequest, Decision
 from demo.models import Refund
-from live.push import ACTION_OPENED, push
+from live.push import ACTION_CHANGED, ACTION_OPENED, push
 from tests.conftest import needs_postgres, needs_redis, user
 from tests.e2e.conftest import CHROMIUM, SCREENSHOTS, log_in, start_refund, wait_until
 
@@ -202,7 +202,7 @@ def test_keyboard_approve_and_an_invalid_edit(demo, stack, browser):
     assert not Decision.objects.filter(action=other).exists()
 
 
-def test_an_inbox_approval_can_be_undone_until_it_is_sent(demo, stack, browser):
+def test_an_inbox_approval_can_be_undone_until_it_is_sent(demo, stack, browser, settings):
     base = stack.base
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     token = api_token_issue(user=user("operator"), actor=None)
@@ -238,7 +238,28 @@ def test_an_inbox_approval_can_be_undone_until_it_is_sent(demo, stack, browser):
 
     # Approve again and let it go: it is sent once the hold ends, and it is the only decision sent.
     # (Were the undone hold's timer still alive it would have fired first: two posts, not one.)
+    # While it is held, a live frame replaces the row (as a claim or an SLA warning does): the approval is
+    # sent from the row on the page then, not lost with the one that was clicked. A longer hold than the
+    # stack's 2 s, so the frame surely lands inside it.
+    reviewer.evaluate("document.body.dataset.undoSeconds = '8'")
+    reviewer.evaluate(
+        """(id) => {
+            window.rowPushes = 0;
+            document.addEventListener("htmx:wsAfterMessage", (e) => {
+                window.rowPushes += String(e.detail.message).split(`id="action-${id}"`).length - 1;
+            });
+        }""",
+        action.pk,
+    )
     reviewer.locator(row).get_by_role("button", name="Approve").click()
+    reviewer.wait_for_selector(".notice.hold button.undo", timeout=5_000)
+    settings.LIVE_RELAY = "process"  # this process writes intents; the stack's relay delivers them
+    with transaction.atomic():
+        push(ACTION_CHANGED, action_id=action.pk)
+    reviewer.wait_for_function("window.rowPushes >= 1", timeout=5_000)
+    assert reviewer.locator(".notice.hold").count() == 1  # still held
+    assert reviewer.locator(row).count() == 1 and reviewer.locator(row).is_hidden()
+    assert reviewer.evaluate("document.querySelectorAll('#inbox-rows > :not(article.row)').length") == 0
     reviewer.wait_for_selector(row, state="detached", timeout=15_000)
     assert wait_until(lambda: ActionRequest.objects.get(pk=action.pk).status == "executed")
     assert decides == [f"{base}/actions/{action.pk}/decide"]
@@ -253,17 +274,22 @@ def test_a_row_pushed_again_after_the_page_shows_it_is_replaced_not_doubled(demo
     token = api_token_issue(user=user("operator"), actor=None)
     first, second = start_refund(base, token, "ORD-1003", 400), start_refund(base, token, "ORD-1007", 150)
     reviewer = log_in(browser, base, "reviewer", errors=errors)
-    reviewer.wait_for_function("document.querySelectorAll('#inbox-rows article').length === 2", timeout=10_000)
+    reviewer.wait_for_function("document.querySelectorAll('#inbox-rows > article.row').length === 2", timeout=10_000)
     reviewer.wait_for_selector("#live-status.on", timeout=10_000)
+    reviewer.wait_for_load_state("networkidle")  # the list fetched again when the socket opened has landed
     shown = [str(ActionRequest.objects.get(run_id=run).pk) for run in (first, second)]
-    assert reviewer.eval_on_selector_all("#inbox-rows article", "rows => rows.map(r => r.dataset.id)") == shown
+    rows = "document.querySelectorAll('#inbox-rows > *')"
+    assert reviewer.evaluate(f"Array.from({rows}, r => r.matches('article.row') && r.dataset.id)") == shown
 
     # The second row's push, delivered through the real outbox and relay, twice over.
     reviewer.evaluate(
         """(id) => {
             window.rowPushes = 0;  // copies of the row that reached the page
+            window.mostShown = 0;  // the most copies of it the page held after any message
             document.addEventListener("htmx:wsAfterMessage", (e) => {
                 window.rowPushes += String(e.detail.message).split(`id="action-${id}"`).length - 1;
+                const shown = document.querySelectorAll(`[id="action-${id}"]`).length;
+                window.mostShown = Math.max(window.mostShown, shown);
             });
         }""",
         shown[1],
@@ -273,7 +299,8 @@ def test_a_row_pushed_again_after_the_page_shows_it_is_replaced_not_doubled(demo
         with transaction.atomic():
             push(ACTION_OPENED, action_id=int(shown[1]))
         reviewer.wait_for_function(f"window.rowPushes >= {copies}", timeout=10_000)  # and swapped in
-    assert reviewer.eval_on_selector_all("#inbox-rows article", "rows => rows.map(r => r.dataset.id)") == shown
+    assert reviewer.evaluate("window.mostShown") == 1
+    assert reviewer.evaluate(f"Array.from({rows}, r => r.matches('article.row') && r.dataset.id)") == shown
     assert reviewer.locator(f"#action-{shown[1]}").is_visible()
     assert errors == []
 
