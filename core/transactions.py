@@ -7,8 +7,8 @@ The lock order (docs/architecture.md, "Locks"):
    and the wake-ups of whoever waits on a changed row (`NOTIFY`: pg_notify,
    whose queue lock PostgreSQL takes only inside COMMIT);
 2. counters (`COUNTERS`: the dashboard aggregates), sorted by key;
-3. the audit append (`AUDIT`: one global lock), last, held only from the
-   INSERT to COMMIT.
+3. the audit append (`AUDIT`: one global lock), last, held from the read of
+   the chain's head to COMMIT.
 
 Services do not have to write in that order: `defer(kind, item)` buffers the
 counter and audit writes of the current transaction, and the database backend
