@@ -42,12 +42,15 @@ import numpy as np
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
-from scipy.stats import beta
-from sklearn.isotonic import IsotonicRegression
 
 from agents.models import AgentTool
 from agents.policy import Calibrated
 from approvals.models import CalibrationMap, Decision, Grade, SpotCheck, Verdict
+
+# STATISTICS_ON_DEMAND: SciPy and scikit-learn are imported where a map is fitted or a bound computed,
+# not here. Every web process, worker and relay imports this module (routing reads the maps), and the
+# two took about 1 s of each start-up on a 2-core machine; a refit, the advisor's report and the tests
+# are the only callers. tests/architecture checks that a process starts without them.
 
 # How far back decisions and grades are learned from.
 CALIBRATION_WINDOW = timedelta(days=90)
@@ -71,6 +74,8 @@ def upper_bound(wrong: float, n: float, *, level: float | None = None) -> float:
     wrong = min(max(wrong, 0.0), n)
     if wrong >= n:
         return 1.0
+    from scipy.stats import beta  # noqa: PLC0415  (STATISTICS_ON_DEMAND)
+
     return float(beta.ppf(level, wrong + 1.0, n - wrong))
 
 
@@ -82,6 +87,8 @@ def lower_bound(wrong: float, n: float, *, level: float | None = None) -> float:
     wrong = min(wrong, n)
     if wrong >= n:
         return float((1.0 - level) ** (1.0 / n))
+    from scipy.stats import beta  # noqa: PLC0415  (STATISTICS_ON_DEMAND)
+
     return float(beta.ppf(1.0 - level, wrong, n - wrong + 1.0))
 
 
@@ -126,6 +133,8 @@ def fit(samples: Sequence[Sample]) -> Fit:
     w = np.array([s.weight for s in samples], dtype=float)
     order = np.argsort(x, kind="stable")
     x, y, w = x[order], y[order], w[order]
+    from sklearn.isotonic import IsotonicRegression  # noqa: PLC0415  (STATISTICS_ON_DEMAND)
+
     model = IsotonicRegression(y_min=0.0, y_max=1.0, increasing=True, out_of_bounds="clip")
     fitted = model.fit(x, y, sample_weight=w).predict(x)
     blocks: list[list[float]] = []
