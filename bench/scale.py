@@ -600,6 +600,7 @@ def _runs_through(
         log = logs / f"worker-{workers}-{n}.log"
         log.write_text("")
         argv = [str(BIN / "celery"), "-A", "config", "worker", "-Q", listen, "-P", pool, "-c", "1", "-n", names[n]]
+        argv += ["--without-mingle", "--without-gossip"]  # as deploy/Procfile starts them
         procs.append((spawn([*argv, "-l", "INFO"], dict(os.environ), log), log))
     roles = {f"worker {n}": proc.pid for n, (proc, _) in enumerate(procs)}
     try:
@@ -733,6 +734,7 @@ def _open_loop(base: str, token: str, rate: float, requests: list[tuple[str, str
 def _decision_workers(pool: str, queue: str, env: dict[str, str], logs: Path) -> list[Any]:
     """The topology's two Celery workers (one task at a time each) on `pool`."""
     argv = [str(BIN / "celery"), "-A", "config", "worker", "-Q", queue, "-P", pool, "-c", "1", "-l", "WARNING"]
+    argv += ["--without-mingle", "--without-gossip"]  # as deploy/Procfile starts them
     for n in range(2):
         (logs / f"decide-worker-{pool}-{n}.log").write_text("")  # this start's banner only
     return [spawn([*argv, "-n", f"d{n}@%h"], env, logs / f"decide-worker-{pool}-{n}.log") for n in range(2)]
