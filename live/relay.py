@@ -253,7 +253,7 @@ def run_forever(stop: threading.Event, *, poll_seconds: float = 1.0, gather_seco
                 delivered = relay.deliver_batch()
             if delivered:
                 delivered_at = time.monotonic()  # an empty pass (the poll's) does not hold the next change back
-            _wait(listener, poll_seconds)
+            _wait(listener, poll_seconds, stop)
         except Exception as error:
             if not is_transient(error):
                 logger.exception("relay failed")
@@ -289,13 +289,20 @@ def _take_lead(listener: psycopg.Connection[Any]) -> bool:
     return bool(row and row[0])
 
 
-def _wait(listener: Any, seconds: float) -> None:
+# The longest the relay waits without looking at its stop event: a stopped relay (SIGTERM, a deploy) exits
+# within this, not after a whole poll, and a standby takes the lead that much sooner.
+STOP_CHECK_SECONDS = 0.1
+
+
+def _wait(listener: Any, seconds: float, stop: threading.Event) -> None:
+    """Until the first notify, `seconds` (a safety net for a missed one), or `stop`."""
     if listener is None:
-        time.sleep(min(seconds, 0.1))
+        stop.wait(min(seconds, STOP_CHECK_SECONDS))
         return
-    # Wakes on the first notify, or after `seconds` (a safety net for a missed one).
-    for _ in listener.notifies(timeout=seconds, stop_after=1):
-        pass
+    deadline = time.monotonic() + seconds
+    while not stop.is_set() and (left := deadline - time.monotonic()) > 0:
+        for _ in listener.notifies(timeout=min(left, STOP_CHECK_SECONDS), stop_after=1):
+            return
 
 
 def _close(listener: Any) -> None:

@@ -12,7 +12,7 @@ from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.core.cache import cache
-from django.db import transaction
+from django.db import connection, transaction
 from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
@@ -22,7 +22,8 @@ from live.consumers import RESYNC, LiveConsumer
 from live.models import Push
 from live.push import push, push_many
 from live.relay import Relay, SendLoop, html, renders, seq_key
-from tests.conftest import needs_redis
+from tests.conftest import needs_postgres, needs_redis
+from tests.e2e.conftest import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -389,3 +390,28 @@ def test_the_relay_process_sends_a_stream_of_changes_in_batches_and_a_lone_one_a
         if relay.is_alive():
             relay.join(timeout=10)
     assert frames == ["<p>1</p>", "<p>2</p><p>3</p><p>4</p>"]
+
+
+@needs_postgres
+def test_a_stopped_relay_exits_at_once_not_after_its_poll():
+    """A deploy stops the relay (SIGTERM sets its stop event); it must not sit out the rest of a poll first,
+    holding the lead a standby could have taken."""
+    stop = threading.Event()
+    relay = threading.Thread(target=relay_module.run_forever, args=(stop,), kwargs={"poll_seconds": 120})
+    relay.start()
+    try:
+        # Leading, and waiting on its LISTEN connection for a notify (or the 120 s poll).
+        assert wait_until(_relay_listening, timeout=30)
+    finally:
+        stop.set()
+        relay.join(timeout=20)  # far below the poll, far above a check of the stop event
+    assert not relay.is_alive()
+
+
+def _relay_listening() -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query = %s",
+            [f"LISTEN {relay_module.NOTIFY_CHANNEL}"],
+        )
+        return cursor.fetchone()[0] > 0
