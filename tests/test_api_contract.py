@@ -23,10 +23,12 @@ from django.conf import settings
 from schemathesis.engine import events
 from schemathesis.openapi.checks import RejectedPositiveData
 
+from accounts.services import api_token_issue
 from approvals.models import ActionRequest, ActionStatus
 from core import inbound
 from core.api_contract import COMMON_ERRORS, ERROR_HEADERS
-from tests.conftest import ON_POSTGRES, refund_input
+from demo.seed import seed_all
+from tests.conftest import ON_POSTGRES, PASSWORD, refund_input, user
 from tests.e2e.conftest import BIN, STARTED_BY_TESTS, _wait_for_other_sessions_to_leave, free_port, wait_for_port
 
 ERROR_REF = "#/components/schemas/ErrorOut"
@@ -233,17 +235,22 @@ def live_api(tmp_path: Path) -> Iterator[LiveApi]:
     env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL", "DEBUG"}}
     # No broker: background work runs in the request that commits it, so the server's
     # state (ids, statuses) after each request is the same on every run.
-    env.update(BACKGROUND_TASKS="inline", HTTPS="0", DATABASE_POOL="0", AUDIT_ANCHOR_FILE=str(tmp_path / "anchors.log"))
+    env.update(BACKGROUND_TASKS="inline", HTTPS="0", AUDIT_ANCHOR_FILE=str(tmp_path / "anchors.log"))
     env["PGAPPNAME"] = STARTED_BY_TESTS  # so the test waits for its sessions to end
     if ON_POSTGRES:
-        # The test database (the test is transactional, so what it commits the server sees).
+        # The test database (the test is transactional, so what it commits the server sees), seeded here:
+        # three more processes (seed_demo, two issue_token) were 14 s of start-ups and password hashing.
         db = settings.DATABASES["default"]
         password = f":{db['PASSWORD']}" if db.get("PASSWORD") else ""
         env["DATABASE_URL"] = f"postgres://{db['USER']}{password}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+        env["AUDIT_ANCHOR_FILE"] = settings.AUDIT_ANCHOR_FILE  # one chain, written by both: anchored in one file
+        seed_all(password=PASSWORD)
+        tokens = {name: api_token_issue(user=user(name), actor=None) for name in ("operator", "admin")}
     else:
         env["SQLITE_PATH"] = str(tmp_path / "contract.sqlite3")
         _manage(env, "migrate", "--noinput", "-v0")
-    _manage(env, "seed_demo")
+        _manage(env, "seed_demo")
+        tokens = {name: _manage(env, "issue_token", name) for name in ("operator", "admin")}
     port = free_port()
     with open(tmp_path / "web.log", "w") as log:
         web = subprocess.Popen(
@@ -255,8 +262,8 @@ def live_api(tmp_path: Path) -> Iterator[LiveApi]:
         try:
             wait_for_port(port, web)
             base = f"http://127.0.0.1:{port}"
-            _seed_objects(base, _manage(env, "issue_token", "operator"))
-            yield LiveApi(base=base, token=_manage(env, "issue_token", "admin"))
+            _seed_objects(base, tokens["operator"])
+            yield LiveApi(base=base, token=tokens["admin"])
         finally:
             web.terminate()
             web.wait(timeout=15)
