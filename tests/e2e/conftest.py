@@ -13,6 +13,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -250,8 +251,15 @@ def browser_session(base: str, username: str) -> httpx.Client:
 
 def use_production_password(username: str) -> None:
     """The daphne process uses the production password hashers, not the tests' fast one."""
+    get_user_model().objects.filter(username=username).update(password=_production_hash())
+
+
+@cache
+def _production_hash() -> str:
+    """PASSWORD hashed once per run (a million PBKDF2 rounds: a third of a second each time here); the server
+    still checks it at every login, as it checks any password."""
     hasher = PBKDF2PasswordHasher()
-    get_user_model().objects.filter(username=username).update(password=hasher.encode(PASSWORD, hasher.salt()))
+    return hasher.encode(PASSWORD, hasher.salt())
 
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
