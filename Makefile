@@ -53,7 +53,7 @@ stack: $(STAMP)
 	VENV=$(VENV) bash deploy/stack.sh
 
 worker: $(STAMP)
-	$(VENV)/bin/celery -A config worker --loglevel=INFO
+	$(VENV)/bin/celery -A config worker --without-mingle --without-gossip --loglevel=INFO
 
 beat: $(STAMP)
 	$(VENV)/bin/celery -A config beat --loglevel=INFO
