@@ -7,8 +7,9 @@ auditors read. Each cell is the HTTP status that role must get.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -155,38 +156,39 @@ def _undone() -> Iterator[None]:
 
 # One test per role walks every page and every endpoint (the world is built once per role, not once per
 # cell: 260 builds were two minutes of the suite), and names every cell that answered otherwise.
-@pytest.mark.parametrize("role", ROLES)
-def test_pages(world, role):
+def _walk(world: dict[str, int], role: str, cells: list[Any], send: Callable[[str, str, str], Any]) -> None:
     wrong = []
-    for method, path, table in PAGES:
+    for method, path, table in cells:
         url = path.format(**world)
         with _undone():
-            client = browser(role)
-            response = client.get(url) if method == "get" else client.post(url, PAYLOADS.get(path, {}))
-        if response.status_code != expected(table, role):
-            wrong.append(f"{method} {url}: {response.status_code}, not {expected(table, role)}")
-    assert not wrong, f"{role}:\n" + "\n".join(wrong)
-
-
-@pytest.mark.parametrize("role", ROLES)
-def test_api(world, role):
-    wrong = []
-    for method, path, table in API:
-        url = path.format(**world)
-        with _undone():
-            token = None if role == "anonymous" else api_token_issue(user=user(role), actor=None)
-            headers = {"Authorization": f"Bearer {token}"} if token else {}
-            client = Client()
-            if method == "get":
-                response = client.get(url, headers=headers)
-            else:
-                body = json.dumps(PAYLOADS.get(path, {}))
-                response = client.post(url, body, content_type="application/json", headers=headers)
+            response = send(method, url, path)
         if response.status_code != expected(table, role):
             wrong.append(
                 f"{method} {url}: {response.status_code}, not {expected(table, role)} {response.content[:200]!r}"
             )
     assert not wrong, f"{role}:\n" + "\n".join(wrong)
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_pages(world, role):
+    def send(method: str, url: str, path: str) -> Any:
+        client = browser(role)
+        return client.get(url) if method == "get" else client.post(url, PAYLOADS.get(path, {}))
+
+    _walk(world, role, PAGES, send)
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_api(world, role):
+    def send(method: str, url: str, path: str) -> Any:
+        token = None if role == "anonymous" else api_token_issue(user=user(role), actor=None)
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        if method == "get":
+            return Client().get(url, headers=headers)
+        body = json.dumps(PAYLOADS.get(path, {}))
+        return Client().post(url, body, content_type="application/json", headers=headers)
+
+    _walk(world, role, API, send)
 
 
 def test_refused_access_is_audited(world):
