@@ -8,16 +8,20 @@ again. Operators reset breakers by hand. Every trip and reset is audited.
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from django.contrib.auth.models import User
 from django.db import transaction
-from django.db.models import Exists, Expression, OuterRef
+from django.db.models import Exists, Expression, OuterRef, QuerySet
 from django.utils import timezone
 
-from agents.models import Agent, BreakerState, CircuitBreaker
+from agents.models import Agent, AgentTool, BreakerState, CircuitBreaker
 from audit.services import Actor, record
+from core.prepared import PreparedRead
 from live.push import OPS_CHANGED, push
+
+if TYPE_CHECKING:  # django-stubs' annotated-model type, a development dependency
+    from django_stubs_ext import WithAnnotations
 
 MODEL = ""  # the breaker of the agent's model calls
 
@@ -78,6 +82,19 @@ def _breaker_quiet(agent: Any, tool: Any) -> Expression:
 # agent's tool (AgentTool), and for a read of a run, its agent's model calls.
 TOOL_QUIET = _breaker_quiet(OuterRef("agent_id"), OuterRef("tool"))
 MODEL_QUIET = _breaker_quiet(OuterRef("agent_id"), MODEL)
+
+
+class Quiet(TypedDict):
+    breaker_quiet: bool
+
+
+@PreparedRead
+def tool_settings(agent_id: int, tool: str) -> QuerySet[WithAnnotations[AgentTool, Quiet]]:
+    """An agent's tool (its row, enabled or not) with whether its breaker is quiet (`breaker_quiet`).
+
+    Every routed call and every execution reads it: prepared (core.prepared), its SQL is compiled once.
+    """
+    return AgentTool.objects.filter(agent_id=agent_id, tool=tool).annotate(breaker_quiet=TOOL_QUIET)
 
 
 def breaker_current(agent: Agent, tool: str = MODEL) -> CircuitBreaker | None:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from agents.breakers import TOOL_QUIET, breaker_allows
+from agents.breakers import breaker_allows, tool_settings
 from agents.injection import suspected_injection
 from agents.models import Agent, AgentTool
 from agents.tools import ArgumentsInvalid, Tool, get_tool
@@ -46,12 +46,10 @@ def guard_tool_call(
         return GuardRefusal("unknown_tool", f"there is no tool named {tool_name!r}")
     if tool.suspended:
         return GuardRefusal("tool_suspended", tool.suspended)
-    # Whether the tool's breaker is quiet comes with it (one query on the hot path); only a breaker
-    # that is not is read again, and moved, by breaker_allows.
-    agent_tool = (
-        AgentTool.objects.filter(agent=agent, tool=tool_name, enabled=True).annotate(breaker_quiet=TOOL_QUIET).first()
-    )
-    if agent_tool is None:
+    # Whether the tool's breaker is quiet comes with it (one query on the hot path); only a breaker that
+    # is not is read again, and moved, by breaker_allows.
+    agent_tool = tool_settings.first(agent_id=agent.pk, tool=tool_name)
+    if agent_tool is None or not agent_tool.enabled:
         return GuardRefusal("tool_not_enabled", f"tool {tool_name!r} is not enabled for agent {agent.slug!r}")
     args = validate_arguments(tool, arguments)
     if isinstance(args, GuardRefusal):

@@ -132,11 +132,7 @@ def _claim(execution_id: int) -> tuple[Execution, ActionRequest, AgentTool, Circ
         execution = Execution.objects.select_related(*CLAIM_RELATED).get(pk=execution_id)
         action = execution.action
         # With the tool's settings, whether its breaker is quiet (breakers.TOOL_QUIET).
-        agent_tool = (
-            AgentTool.objects.filter(agent_id=action.agent_id, tool=action.tool)
-            .annotate(breaker_quiet=breakers.TOOL_QUIET)
-            .first()
-        )
+        agent_tool = breakers.tool_settings.first(agent_id=action.agent_id, tool=action.tool)
         if action.status != ActionStatus.EXECUTING:
             _transition(
                 action, from_statuses=(ActionStatus.APPROVED, ActionStatus.AUTO_APPROVED), to=ActionStatus.EXECUTING
