@@ -48,3 +48,27 @@ def test_a_deletion_fits_exactly_when_every_contact_exists_and_is_not_deleted(de
     if missing:
         assert problems[0]["field"] == "ids"
         assert str(missing[0]) in problems[0]["message"]
+
+
+@EXAMPLES
+@given(
+    ids=st.lists(
+        st.integers(min_value=1, max_value=400) | st.integers(min_value=2**31 - 2, max_value=10**30),
+        min_size=1,
+        max_size=30,
+        unique=True,
+    ),
+    deleted=st.sets(st.integers(min_value=1, max_value=200), max_size=20),
+)
+def test_a_deletions_stake_is_the_share_of_live_contacts_it_names(demo, ids, deleted):
+    Contact.objects.update(deleted_at=None)
+    Contact.objects.filter(pk__in=deleted).update(deleted_at="2026-01-01T00:00:00Z")
+    live = set(Contact.objects.filter(deleted_at__isnull=True).values_list("id", flat=True))
+    stake = DELETE_CONTACTS.stake(DeleteContactsArgs(ids=ids))
+    found = len(live & set(ids))
+    assert stake.share == found / len(live)
+    assert stake.of == f"all {len(live)} live contacts"
+    missing = len(ids) - found
+    assert [f.message for f in stake.findings] == (
+        [f"{missing} of the ids are no contact (or already deleted)"] if missing else []
+    )
