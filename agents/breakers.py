@@ -88,6 +88,10 @@ class Quiet(TypedDict):
     breaker_quiet: bool
 
 
+class ModelQuiet(TypedDict):
+    model_breaker_quiet: bool
+
+
 @PreparedRead
 def tool_settings(agent_id: int, tool: str) -> QuerySet[WithAnnotations[AgentTool, Quiet]]:
     """An agent's tool (its row, enabled or not) with whether its breaker is quiet (`breaker_quiet`).

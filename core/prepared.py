@@ -1,19 +1,20 @@
 """Hot-path reads whose SQL is compiled once per process (`PreparedRead`).
 
 Django builds a queryset and compiles its SQL anew every time one is evaluated. For the reads every
-routed call makes, that work costs more than PostgreSQL running them: the read of an agent's tool with
-its breaker subquery was the largest single part of routing's CPU (docs/benchmarks.md, "Prepared
-reads"). A `PreparedRead` builds its queryset once per database, from stand-in values, keeps the SQL
-and where each stand-in sits among the parameters, and on every call puts that call's values there and
-loads the rows with `Model.objects.raw` (the model's own columns and converters; an annotation is set
-as an attribute, as the ORM sets it).
+routed call, execution and agent step makes, that work costs more than PostgreSQL running them: the
+read of an agent's tool with its breaker subquery was the largest single part of routing's CPU
+(docs/benchmarks.md, "Prepared reads"). A `PreparedRead` builds its queryset once, from stand-in values,
+and keeps what Django's compiler made of it: the SQL, where each stand-in sits among the parameters, the
+columns each model is loaded from (select_related ones included), the annotations and the converters.
+Each call puts its values in their places, sends the SQL, and loads the rows as the ORM's own
+ModelIterable does (`Model.from_db`, Django's related-object populators, the same converters).
 
 What it accepts is narrow on purpose, so it can fail loudly but never bind a value in the wrong place:
 
 - every value is an `int` or a `str` that reaches the SQL unchanged (an `exact` lookup on an integer or
   text column, a foreign key's id);
-- a stand-in that does not appear among the compiled parameters exactly once, or a queryset whose rows
-  `raw` would load differently (`select_related`, `prefetch_related`, `values()`), raises
+- a stand-in that does not appear among the compiled parameters exactly once, or a queryset that does
+  not load plain model rows (`values()`, `prefetch_related`, a related manager's), raises
   ImproperlyConfigured at the first call;
 - a call must pass the same names as the first, each of the same type (TypeError otherwise).
 """
@@ -22,11 +23,13 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, cast
 
 from django.core.exceptions import ImproperlyConfigured
+from django.db import connections
 from django.db.models import Model, QuerySet
-from django.db.models.query import ModelIterable
+from django.db.models.query import ModelIterable, get_related_populators
 
 # The rows: a model, or a model with annotations (django_stubs_ext.WithAnnotations).
 R = TypeVar("R")
@@ -37,6 +40,22 @@ _INT_STAND_IN = -7_301_946_211
 _STR_STAND_IN = "\x00prepared-read stand-in {}\x00"
 
 
+@dataclass(frozen=True)
+class _Compiled:
+    """What the compiler made of the queryset, kept for every later call."""
+
+    alias: str
+    sql: str
+    params: tuple[Any, ...]
+    slots: dict[str, int]  # where each value goes among the parameters
+    model: type[Model]
+    fields: slice  # the model's columns in each row
+    init_list: list[str]  # their attribute names
+    related: list[Any]  # Django's populators of select_related objects
+    annotations: dict[str, int]  # attribute name -> column
+    converters: list[tuple[int, tuple[list[Any], Any]]]  # column -> (converters, expression)
+
+
 class PreparedRead(Generic[R]):
     """`read(**values)` returns the rows of `build(**values)`; the SQL is compiled at the first call."""
 
@@ -44,8 +63,7 @@ class PreparedRead(Generic[R]):
         self._build = build
         self._name = build.__qualname__
         self._signature: tuple[tuple[str, type], ...] | None = None
-        # The queryset's model and database, its SQL, its parameters, and where each value goes.
-        self._compiled: tuple[type[Model], str, str, tuple[Any, ...], dict[str, int]] | None = None
+        self._compiled: _Compiled | None = None
         self._lock = threading.Lock()
 
     def __call__(self, **values: int | str) -> list[R]:
@@ -57,19 +75,42 @@ class PreparedRead(Generic[R]):
                     self._compiled = self._compile(signature)
         if signature != self._signature:
             raise TypeError(f"{self._name} was prepared for {self._signature}, called with {signature}")
-        model, alias, sql, params, slots = self._compiled
-        bound = list(params)
-        for name, slot in slots.items():
+        c = self._compiled
+        bound = list(c.params)
+        for name, slot in c.slots.items():
             bound[slot] = values[name]
-        return cast(list[R], list(model._default_manager.db_manager(alias).raw(sql, bound)))
+        connection = connections[c.alias]
+        with connection.cursor() as cursor:
+            cursor.execute(c.sql, bound)
+            rows = cursor.fetchall()
+        loaded = []
+        for fetched in rows:
+            row = list(fetched)
+            for pos, (converters, expression) in c.converters:
+                for converter in converters:
+                    row[pos] = converter(row[pos], expression, connection)
+            obj = c.model.from_db(c.alias, c.init_list, row[c.fields])
+            for populator in c.related:
+                populator.populate(row, obj)
+            for attribute, pos in c.annotations.items():
+                setattr(obj, attribute, row[pos])
+            loaded.append(obj)
+        return cast(list[R], loaded)
 
     def first(self, **values: int | str) -> R | None:
         rows = self(**values)
         return rows[0] if rows else None
 
-    def _compile(
-        self, signature: tuple[tuple[str, type], ...]
-    ) -> tuple[type[Model], str, str, tuple[Any, ...], dict[str, int]]:
+    def get(self, **values: int | str) -> R:
+        """The one row, as QuerySet.get: the model's DoesNotExist or MultipleObjectsReturned otherwise."""
+        rows = self(**values)
+        if len(rows) != 1:
+            model: Any = self._compiled.model if self._compiled else Model
+            error = model.DoesNotExist if not rows else model.MultipleObjectsReturned
+            raise error(f"{self._name}({values}) matched {len(rows)} rows")
+        return rows[0]
+
+    def _compile(self, signature: tuple[tuple[str, type], ...]) -> _Compiled:
         stand_ins: dict[str, int | str] = {}
         for i, (name, kind) in enumerate(signature):
             if kind is int:
@@ -78,12 +119,15 @@ class PreparedRead(Generic[R]):
                 stand_ins[name] = _STR_STAND_IN.format(name)
             else:
                 raise TypeError(f"{self._name}: {name} is a {kind.__name__}, not an int or a str")
-        queryset = self._build(**stand_ins)
-        if queryset._iterable_class is not ModelIterable or queryset._prefetch_related_lookups:  # type: ignore[attr-defined]
-            raise ImproperlyConfigured(f"{self._name}: only a queryset of model rows can be prepared")
-        if queryset.query.select_related:
-            raise ImproperlyConfigured(f"{self._name}: raw() does not load select_related rows")
-        sql, params = queryset.query.get_compiler(using=queryset.db).as_sql()
+        queryset: Any = self._build(**stand_ins)
+        if (
+            queryset._iterable_class is not ModelIterable
+            or queryset._prefetch_related_lookups
+            or queryset._known_related_objects
+        ):
+            raise ImproperlyConfigured(f"{self._name}: only a queryset of plain model rows can be prepared")
+        compiler = queryset.query.get_compiler(using=queryset.db)
+        sql, params = compiler.as_sql()  # fills compiler.select, klass_info and annotation_col_map
         slots: dict[str, int] = {}
         for name, stand_in in stand_ins.items():
             found = [i for i, p in enumerate(params) if type(p) is type(stand_in) and p == stand_in]
@@ -92,4 +136,18 @@ class PreparedRead(Generic[R]):
                     f"{self._name}: {name} must reach the SQL once and unchanged (found {len(found)} times)"
                 )
             slots[name] = found[0]
-        return queryset.model, queryset.db, sql, tuple(params), slots
+        select, klass_info = compiler.select, compiler.klass_info
+        start, end = klass_info["select_fields"][0], klass_info["select_fields"][-1] + 1
+        return _Compiled(
+            alias=queryset.db,
+            sql=sql,
+            params=tuple(params),
+            slots=slots,
+            model=klass_info["model"],
+            fields=slice(start, end),
+            init_list=[column[0].target.attname for column in select[start:end]],
+            # django-stubs describes Django 6's signature (a fetch_mode); this is Django 5.2's.
+            related=get_related_populators(klass_info, select, queryset.db),  # type: ignore[call-arg]
+            annotations=dict(compiler.annotation_col_map),
+            converters=list(compiler.get_converters([column[0] for column in select]).items()),
+        )

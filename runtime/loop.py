@@ -17,11 +17,11 @@ import secrets
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, QuerySet
 from django.utils import timezone
 
 from agents import breakers, services
@@ -45,9 +45,13 @@ from audit.services import Actor, record
 from core import counters
 from core.inbound import sanitise
 from core.leases import heartbeat, renewal_until
+from core.prepared import PreparedRead
 from core.secrets import register_secret, scrub_text
 from core.transient import is_transient
 from runtime import services as runtime_services
+
+if TYPE_CHECKING:  # django-stubs' annotated-model type, a development dependency
+    from django_stubs_ext import WithAnnotations
 
 logger = logging.getLogger(__name__)
 
@@ -92,13 +96,19 @@ def step_renewal(run_id: int, token: str) -> Callable[[datetime], int]:
     return renewal_until(deadline, lambda until: step.update(lease_until=until))
 
 
-def _advance(run_id: int, token: str) -> None:
-    # With the run: whether the agent's model breaker is quiet (no read of it before or after the call).
-    run = (
+@PreparedRead
+def _run_to_step(run_id: int) -> QuerySet[WithAnnotations[Run, breakers.ModelQuiet]]:
+    """The run with its agent, its prompt version and whether the agent's model breaker is quiet (no read of
+    it before or after the call). Every step reads it: prepared (core.prepared), its SQL is compiled once."""
+    return (
         Run.objects.select_related("agent", "prompt_version")
         .annotate(model_breaker_quiet=breakers.MODEL_QUIET)
-        .get(pk=run_id)
+        .filter(pk=run_id)
     )
+
+
+def _advance(run_id: int, token: str) -> None:
+    run = _run_to_step.get(run_id=run_id)
     if run.step_token != token:
         # Handed on before this attempt got here (a stall past its lease): the token it would check its
         # writes against is its successor's now, so it stops.

@@ -1,6 +1,7 @@
 """A prepared read returns what its queryset returns, compiles once, and refuses what it cannot bind safely.
 
-The read checked against the ORM is the one every routed call and every execution makes (agents.breakers)."""
+The reads checked against the ORM are those every routed call, execution (agents.breakers) and agent step
+(runtime.loop) makes."""
 
 from __future__ import annotations
 
@@ -14,10 +15,11 @@ from django.test.utils import CaptureQueriesContext
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agents.breakers import TOOL_QUIET, tool_settings
-from agents.models import AgentTool, BreakerState, CircuitBreaker
+from agents.breakers import MODEL, MODEL_QUIET, TOOL_QUIET, tool_settings
+from agents.models import AgentTool, BreakerState, CircuitBreaker, PromptVersion, Run
 from core.prepared import PreparedRead
-from tests.factories import AgentFactory
+from runtime.loop import _run_to_step
+from tests.factories import AgentFactory, RunFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -32,6 +34,8 @@ def _row(tool: AgentTool | None) -> dict[str, Any] | None:
     return None if tool is None else {**{f: getattr(tool, f) for f in FIELDS}, "quiet": tool.breaker_quiet}
 
 
+# What a jsonb column holds (no NUL, no lone surrogate).
+TEXT = st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\x00"), max_size=5)
 TOOLS = ["issue_refund", "delete_contacts", "send_invoice", "lookup_order"]
 
 
@@ -92,10 +96,9 @@ def _of(agent_id: int, tool: str) -> QuerySet[AgentTool]:
         (lambda agent_id, tool: AgentTool.objects.filter(Q(tool=tool) | Q(tool__gt=tool), agent_id=agent_id), "tool"),
         # The value never reaches the SQL.
         (lambda agent_id, tool: AgentTool.objects.filter(agent_id=agent_id), "tool must reach"),
-        # Rows that raw() would load otherwise.
-        (lambda agent_id, tool: _of(agent_id, tool).select_related("agent"), "raw"),
-        (lambda agent_id, tool: _of(agent_id, tool).values("tool"), "model rows"),
-        (lambda agent_id, tool: _of(agent_id, tool).prefetch_related("agent"), "model rows"),
+        # Rows other than plain model rows.
+        (lambda agent_id, tool: _of(agent_id, tool).values("tool"), "plain model rows"),
+        (lambda agent_id, tool: _of(agent_id, tool).prefetch_related("agent"), "plain model rows"),
     ],
 )
 def test_what_cannot_be_bound_safely_is_refused_at_the_first_call(build: Any, why: str) -> None:
@@ -113,3 +116,35 @@ def test_a_call_must_bind_the_names_and_types_it_was_prepared_for() -> None:
         read(agent_id=1)
     with pytest.raises(TypeError):
         PreparedRead(lambda amount: AgentTool.objects.filter(max_magnitude=amount))(amount=1.5)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    prompt=st.booleans(),
+    breaker=st.sampled_from(["none", *BreakerState.values]),
+    failures=st.integers(0, 3),
+    run_input=st.dictionaries(TEXT, st.integers() | TEXT, max_size=3),
+)
+def test_a_prepared_read_with_related_rows_loads_them_as_the_orm_does(
+    prompt: bool, breaker: str, failures: int, run_input: dict[str, Any]
+) -> None:
+    """The run every agent step reads, with its agent and prompt version (select_related)."""
+    agent = AgentFactory()
+    version = PromptVersion.objects.create(agent=agent, number=1, text="be brief") if prompt else None
+    run = RunFactory(agent=agent, prompt_version=version, input=run_input)
+    if breaker != "none":
+        CircuitBreaker.objects.create(agent=agent, tool=MODEL, state=breaker, consecutive_failures=failures)
+    orm = Run.objects.select_related("agent", "prompt_version").annotate(model_breaker_quiet=MODEL_QUIET).get(pk=run.pk)
+    with CaptureQueriesContext(connection) as queries:
+        prepared = _run_to_step.get(run_id=run.pk)
+        related = (prepared.agent, prepared.prompt_version)  # loaded with it: no further query
+    assert len(queries) == 1
+    assert _fields(prepared) == _fields(orm) and prepared.model_breaker_quiet == orm.model_breaker_quiet
+    assert _fields(related[0]) == _fields(orm.agent)
+    assert _fields(related[1]) == _fields(orm.prompt_version)
+    with pytest.raises(Run.DoesNotExist):
+        _run_to_step.get(run_id=run.pk + 1000)
+
+
+def _fields(obj: Any) -> dict[str, Any] | None:
+    return None if obj is None else {f.attname: getattr(obj, f.attname) for f in obj._meta.concrete_fields}
