@@ -19,6 +19,7 @@ from agents.models import (
     Run,
     Step,
 )
+from core.prepared import PreparedRead
 
 
 def agents_with_perm(user: AbstractBaseUser | AnonymousUser, perm: str) -> QuerySet[Agent]:
@@ -36,14 +37,24 @@ def agent_perms_on(user: AbstractBaseUser | AnonymousUser, agent: Agent) -> froz
         return frozenset()
     if getattr(user, "is_superuser", False):  # as guardian: a superuser holds every right on every agent
         return frozenset(ObjectPermissionChecker(user).get_perms(agent))
-    return _codenames_granted(user, content_object_id=agent.pk)
+    return frozenset(codename for (codename,) in _codenames_on_agent(user_id=user.pk, agent_id=agent.pk))
 
 
-def _codenames_granted(user: AbstractBaseUser, **on: Any) -> frozenset[str]:
-    """The codenames of the object permissions granted to `user` or its groups (on the agents `on` picks): one query."""
-    direct = AgentUserObjectPermission.objects.filter(user_id=user.pk, **on).values_list("permission__codename")
-    grouped = AgentGroupObjectPermission.objects.filter(group__user=user.pk, **on).values_list("permission__codename")
-    return frozenset(codename for (codename,) in direct.union(grouped))
+@PreparedRead
+def _codenames_on_agent(user_id: int, agent_id: int) -> QuerySet[Any, tuple[str]]:
+    """`_codenames_granted` on one agent. Every API call and page on an action reads it: prepared (core.prepared)."""
+    return _granted(user_id, content_object_id=agent_id)
+
+
+def _codenames_granted(user: AbstractBaseUser) -> frozenset[str]:
+    """The codenames of the object permissions granted to `user` or its groups, on any agent: one query."""
+    return frozenset(codename for (codename,) in _granted(user.pk))
+
+
+def _granted(user_id: Any, **on: Any) -> QuerySet[Any, tuple[str]]:
+    direct = AgentUserObjectPermission.objects.filter(user_id=user_id, **on).values_list("permission__codename")
+    grouped = AgentGroupObjectPermission.objects.filter(group__user=user_id, **on).values_list("permission__codename")
+    return direct.union(grouped)
 
 
 def agent_perms_held(user: AbstractBaseUser | AnonymousUser) -> frozenset[str]:

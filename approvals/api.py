@@ -299,9 +299,7 @@ def decide_action(request: ApiRequest, action_id: ObjectId, payload: Body[Decisi
         override_reason=payload.override_reason if isinstance(payload, ApproveIn) else "",
     )
     # Not re-filtered: after an escalation the caller may no longer see it, but did just act on it.
-    return action_out(
-        ActionRequest.objects.select_related("agent", "claimed_by", "decision__reviewer", "grant").get(pk=action_id)
-    )
+    return action_out(selectors.action_by_id(action_id))
 
 
 class UndoIn(ApiInput):

@@ -23,6 +23,7 @@ from approvals.models import (
     SpotCheck,
     WebhookDelivery,
 )
+from core.prepared import PreparedRead
 
 User = AbstractBaseUser | AnonymousUser
 
@@ -60,6 +61,27 @@ def actions_reviewable_by(user: User) -> QuerySet[ActionRequest]:
 DECIDE_RELATED = ("agent", "run")
 
 
+def _action_with(related: tuple[str, ...]) -> PreparedRead[ActionRequest]:
+    def action(action_id: int) -> QuerySet[ActionRequest]:
+        return ActionRequest.objects.select_related(*related).filter(pk=action_id)
+
+    action.__qualname__ = f"action with {', '.join(related)}"
+    return PreparedRead(action)
+
+
+# One action by id, with what a page shows or what deciding reads. Every API call and page on one action
+# reads it: prepared (core.prepared), each shape's SQL compiled once.
+_ONE_ACTION: dict[tuple[str, ...], PreparedRead[ActionRequest]] = {
+    related: _action_with(related) for related in (_REVIEW_RELATED, DECIDE_RELATED)
+}
+
+
+def action_by_id(action_id: int) -> ActionRequest:
+    """One action with all a page or an API answer shows of it (ActionRequest.DoesNotExist if there is none);
+    no rights checked: for an answer about an action the caller was just allowed to act on."""
+    return _ONE_ACTION[_REVIEW_RELATED].get(action_id=action_id)
+
+
 def action_reviewable_by(
     user: User, action_id: int, *, related: tuple[str, ...] = _REVIEW_RELATED
 ) -> ActionRequest | None:
@@ -69,7 +91,7 @@ def action_reviewable_by(
     more time planning that filter's permission subqueries than running a whole decision.
     `related`: the relations to load with it (all a page shows, by default).
     """
-    action = ActionRequest.objects.select_related(*related).filter(pk=action_id).first()
+    action = _ONE_ACTION[related].first(action_id=action_id)
     if action is None or not user.is_authenticated:
         return None
     perm = _TIER_PERM.get(action.tier)
@@ -83,7 +105,7 @@ def action_reviewable_by(
 
 def action_operable_by(user: User, action_id: int) -> ActionRequest | None:
     """One action whose agent the user operates (who submits its calls and acts on its grants); else None."""
-    action = ActionRequest.objects.select_related(*_REVIEW_RELATED).filter(pk=action_id).first()
+    action = _ONE_ACTION[_REVIEW_RELATED].first(action_id=action_id)
     if action is None or not user.is_authenticated or "operate_agent" not in agent_perms_on(user, action.agent):
         return None
     return action

@@ -7,15 +7,16 @@ read of an agent's tool with its breaker subquery was the largest single part of
 and keeps what Django's compiler made of it: the SQL, where each stand-in sits among the parameters, the
 columns each model is loaded from (select_related ones included), the annotations and the converters.
 Each call puts its values in their places, sends the SQL, and loads the rows as the ORM's own
-ModelIterable does (`Model.from_db`, Django's related-object populators, the same converters).
+ModelIterable does (`Model.from_db`, Django's related-object populators, the same converters), or as
+tuples for a `values_list()`.
 
 What it accepts is narrow on purpose, so it can fail loudly but never bind a value in the wrong place:
 
 - every value is an `int` or a `str` that reaches the SQL unchanged (an `exact` lookup on an integer or
-  text column, a foreign key's id);
-- a stand-in that does not appear among the compiled parameters exactly once, or a queryset that does
-  not load plain model rows (`values()`, `prefetch_related`, a related manager's), raises
-  ImproperlyConfigured at the first call;
+  text column, a foreign key's id), in as many places as the query uses it;
+- a stand-in found nowhere among the compiled parameters (changed on its way, or unused), or a queryset
+  whose rows are neither model rows nor `values_list()` tuples (`values()`, `prefetch_related`, a related
+  manager's), raises ImproperlyConfigured at the first call;
 - a call must pass the same names as the first, each of the same type (TypeError otherwise).
 """
 
@@ -23,15 +24,15 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Generic, TypeVar, cast
 
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connections
 from django.db.models import Model, QuerySet
-from django.db.models.query import ModelIterable, get_related_populators
+from django.db.models.query import ModelIterable, ValuesListIterable, get_related_populators
 
-# The rows: a model, or a model with annotations (django_stubs_ext.WithAnnotations).
+# The rows: a model, a model with annotations (django_stubs_ext.WithAnnotations), or a values_list() tuple.
 R = TypeVar("R")
 
 # Values no query of this project compares against: a stand-in found among the parameters can only be
@@ -47,13 +48,15 @@ class _Compiled:
     alias: str
     sql: str
     params: tuple[Any, ...]
-    slots: dict[str, int]  # where each value goes among the parameters
-    model: type[Model]
-    fields: slice  # the model's columns in each row
-    init_list: list[str]  # their attribute names
-    related: list[Any]  # Django's populators of select_related objects
-    annotations: dict[str, int]  # attribute name -> column
+    slots: dict[str, list[int]]  # where each value goes among the parameters
+    columns: int  # the row's columns (the SQL may select more, to order by)
     converters: list[tuple[int, tuple[list[Any], Any]]]  # column -> (converters, expression)
+    model: type[Model] | None  # None: the rows are value tuples (values_list)
+    first_field: int = 0  # the model's columns in each row: row[first_field:end_field]
+    end_field: int = 0
+    init_list: tuple[str, ...] = ()  # their attribute names
+    related: tuple[Any, ...] = ()  # Django's populators of select_related objects
+    annotations: tuple[tuple[str, int], ...] = ()  # attribute name, column
 
 
 class PreparedRead(Generic[R]):
@@ -77,22 +80,26 @@ class PreparedRead(Generic[R]):
             raise TypeError(f"{self._name} was prepared for {self._signature}, called with {signature}")
         c = self._compiled
         bound = list(c.params)
-        for name, slot in c.slots.items():
-            bound[slot] = values[name]
+        for name, slots in c.slots.items():
+            for slot in slots:
+                bound[slot] = values[name]
         connection = connections[c.alias]
         with connection.cursor() as cursor:
             cursor.execute(c.sql, bound)
-            rows = cursor.fetchall()
-        loaded = []
-        for fetched in rows:
-            row = list(fetched)
+            fetched = cursor.fetchall()
+        loaded: list[Any] = []
+        for raw in fetched:
+            row = list(raw[: c.columns])
             for pos, (converters, expression) in c.converters:
                 for converter in converters:
                     row[pos] = converter(row[pos], expression, connection)
-            obj = c.model.from_db(c.alias, c.init_list, row[c.fields])
+            if c.model is None:
+                loaded.append(tuple(row))
+                continue
+            obj = c.model.from_db(c.alias, c.init_list, row[c.first_field : c.end_field])
             for populator in c.related:
                 populator.populate(row, obj)
-            for attribute, pos in c.annotations.items():
+            for attribute, pos in c.annotations:
                 setattr(obj, attribute, row[pos])
             loaded.append(obj)
         return cast(list[R], loaded)
@@ -120,34 +127,40 @@ class PreparedRead(Generic[R]):
             else:
                 raise TypeError(f"{self._name}: {name} is a {kind.__name__}, not an int or a str")
         queryset: Any = self._build(**stand_ins)
-        if (
-            queryset._iterable_class is not ModelIterable
-            or queryset._prefetch_related_lookups
-            or queryset._known_related_objects
-        ):
-            raise ImproperlyConfigured(f"{self._name}: only a queryset of plain model rows can be prepared")
+        rows_of = queryset._iterable_class
+        if rows_of not in (ModelIterable, ValuesListIterable) or queryset._prefetch_related_lookups:
+            raise ImproperlyConfigured(f"{self._name}: only model rows or values_list() tuples can be prepared")
+        if queryset._known_related_objects:
+            raise ImproperlyConfigured(f"{self._name}: a related manager's rows cannot be prepared")
         compiler = queryset.query.get_compiler(using=queryset.db)
         sql, params = compiler.as_sql()  # fills compiler.select, klass_info and annotation_col_map
-        slots: dict[str, int] = {}
+        slots: dict[str, list[int]] = {}
         for name, stand_in in stand_ins.items():
-            found = [i for i, p in enumerate(params) if type(p) is type(stand_in) and p == stand_in]
-            if len(found) != 1:
-                raise ImproperlyConfigured(
-                    f"{self._name}: {name} must reach the SQL once and unchanged (found {len(found)} times)"
-                )
-            slots[name] = found[0]
-        select, klass_info = compiler.select, compiler.klass_info
-        start, end = klass_info["select_fields"][0], klass_info["select_fields"][-1] + 1
-        return _Compiled(
+            # A stand-in changed on its way (say, wrapped in % by `contains`) is found nowhere.
+            slots[name] = [i for i, p in enumerate(params) if type(p) is type(stand_in) and p == stand_in]
+            if not slots[name]:
+                raise ImproperlyConfigured(f"{self._name}: {name} must reach the SQL unchanged")
+        select = compiler.select[: compiler.col_count]
+        compiled = _Compiled(
             alias=queryset.db,
             sql=sql,
             params=tuple(params),
             slots=slots,
-            model=klass_info["model"],
-            fields=slice(start, end),
-            init_list=[column[0].target.attname for column in select[start:end]],
-            # django-stubs describes Django 6's signature (a fetch_mode); this is Django 5.2's.
-            related=get_related_populators(klass_info, select, queryset.db),  # type: ignore[call-arg]
-            annotations=dict(compiler.annotation_col_map),
+            columns=compiler.col_count,
             converters=list(compiler.get_converters([column[0] for column in select]).items()),
+            model=None,
+        )
+        if rows_of is ValuesListIterable:
+            return compiled
+        klass_info = compiler.klass_info
+        start, end = klass_info["select_fields"][0], klass_info["select_fields"][-1] + 1
+        return replace(
+            compiled,
+            model=klass_info["model"],
+            first_field=start,
+            end_field=end,
+            init_list=tuple(column[0].target.attname for column in select[start:end]),
+            # django-stubs describes Django 6's signature (a fetch_mode); this is Django 5.2's.
+            related=tuple(get_related_populators(klass_info, select, queryset.db)),  # type: ignore[call-arg]
+            annotations=tuple(compiler.annotation_col_map.items()),
         )

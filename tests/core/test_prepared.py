@@ -8,18 +8,24 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from django.contrib.auth.models import Group
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connection
 from django.db.models import Q, QuerySet
 from django.test.utils import CaptureQueriesContext
+from guardian.core import ObjectPermissionChecker
+from guardian.shortcuts import assign_perm
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agents.breakers import MODEL, MODEL_QUIET, TOOL_QUIET, tool_settings
 from agents.models import AgentTool, BreakerState, CircuitBreaker, PromptVersion, Run
+from agents.selectors import agent_perms_on
+from approvals.models import ActionRequest
+from approvals.selectors import action_by_id, action_operable_by, action_reviewable_by
 from core.prepared import PreparedRead
 from runtime.loop import _run_to_step
-from tests.factories import AgentFactory, RunFactory
+from tests.factories import AgentFactory, RunFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -92,13 +98,12 @@ def _of(agent_id: int, tool: str) -> QuerySet[AgentTool]:
     [
         # The value is changed on its way to the SQL (wrapped in %...%): it cannot be bound as it is.
         (lambda agent_id, tool: AgentTool.objects.filter(agent_id=agent_id, tool__contains=tool), "tool must reach"),
-        # The value reaches the SQL twice.
-        (lambda agent_id, tool: AgentTool.objects.filter(Q(tool=tool) | Q(tool__gt=tool), agent_id=agent_id), "tool"),
         # The value never reaches the SQL.
         (lambda agent_id, tool: AgentTool.objects.filter(agent_id=agent_id), "tool must reach"),
         # Rows other than plain model rows.
-        (lambda agent_id, tool: _of(agent_id, tool).values("tool"), "plain model rows"),
-        (lambda agent_id, tool: _of(agent_id, tool).prefetch_related("agent"), "plain model rows"),
+        (lambda agent_id, tool: _of(agent_id, tool).values("tool"), "model rows or values_list"),
+        (lambda agent_id, tool: _of(agent_id, tool).prefetch_related("agent"), "model rows or values_list"),
+        (lambda agent_id, tool: _of(agent_id, tool).values_list("tool", flat=True), "model rows or values_list"),
     ],
 )
 def test_what_cannot_be_bound_safely_is_refused_at_the_first_call(build: Any, why: str) -> None:
@@ -148,3 +153,50 @@ def test_a_prepared_read_with_related_rows_loads_them_as_the_orm_does(
 
 def _fields(obj: Any) -> dict[str, Any] | None:
     return None if obj is None else {f.attname: getattr(obj, f.attname) for f in obj._meta.concrete_fields}
+
+
+def test_a_value_used_in_several_places_is_bound_in_each() -> None:
+    agent = AgentFactory()
+    for tool in ("a", "b", "c"):
+        AgentTool.objects.create(agent=agent, tool=tool)
+
+    @PreparedRead
+    def around(agent_id: int, tool: str) -> QuerySet[AgentTool]:
+        return AgentTool.objects.filter(Q(tool=tool) | Q(tool__gt=tool), agent_id=agent_id).order_by("tool")
+
+    for tool in ("a", "b", "c", "d"):
+        expected = list(AgentTool.objects.filter(Q(tool=tool) | Q(tool__gt=tool), agent=agent).order_by("tool"))
+        assert around(agent_id=agent.pk, tool=tool) == expected
+
+
+PERMS = ["review_agent", "operate_agent", "configure_agent"]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    direct=st.lists(st.tuples(st.booleans(), st.sampled_from(PERMS)), max_size=4),
+    grouped=st.lists(st.tuples(st.booleans(), st.sampled_from(PERMS), st.booleans()), max_size=4),
+)
+def test_a_prepared_union_of_values_gives_the_rights_guardian_gives(direct: list[Any], grouped: list[Any]) -> None:
+    """agent_perms_on reads a user's rights on one agent with a prepared union of two values_list()s."""
+    user = UserFactory()
+    agent, other = AgentFactory(), AgentFactory()
+    group = Group.objects.create(name=f"g{user.pk}")
+    user.groups.add(group)
+    outsider = Group.objects.create(name=f"o{user.pk}")
+    for on_agent, perm in direct:
+        assign_perm(f"agents.{perm}", user, agent if on_agent else other)
+    for on_agent, perm, member in grouped:
+        assign_perm(f"agents.{perm}", group if member else outsider, agent if on_agent else other)
+    user = type(user).objects.get(pk=user.pk)  # no permission cache
+    assert agent_perms_on(user, agent) == frozenset(ObjectPermissionChecker(user).get_perms(agent))
+    assert agent_perms_on(user, other) == frozenset(ObjectPermissionChecker(user).get_perms(other))
+
+
+@pytest.mark.parametrize("action_id", [0, -1, 2**31, 2**63, 10**30])
+def test_an_action_id_past_any_row_finds_nothing(action_id: int) -> None:
+    user = UserFactory()
+    assert action_reviewable_by(user, action_id) is None
+    assert action_operable_by(user, action_id) is None
+    with pytest.raises(ActionRequest.DoesNotExist):
+        action_by_id(action_id)
