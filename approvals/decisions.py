@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from django.contrib.auth.models import User
 from django.db import transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from agents import services as agent_services
@@ -29,6 +30,7 @@ from approvals.webhooks import DECISION, webhook_queue
 from audit.services import Actor, record
 from core import counters
 from core.errors import Conflict, Forbidden, IllegalTransition, InvalidInput
+from core.prepared import PreparedRead
 from live.push import ACTION_CHANGED, ACTION_CLOSED, ACTION_ESCALATED, push
 
 logger = logging.getLogger(__name__)
@@ -117,6 +119,13 @@ def _check_separation_of_duties(action: ActionRequest, actor: User) -> None:
         )
 
 
+@PreparedRead
+def _claim_of(action_id: int) -> QuerySet[Any, tuple[int | None, datetime | None]]:
+    """Who holds the action's claim, since when (the decision's latency counts from it). Prepared: every
+    decision reads it."""
+    return ActionRequest.objects.filter(pk=action_id).values_list("claimed_by_id", "claimed_at")
+
+
 def _decide(
     *,
     action: ActionRequest,
@@ -134,7 +143,7 @@ def _decide(
         # The race: two reviewers decide at once. Only the UPDATE that still
         # sees `pending` touches the row; the other waits for that commit,
         # re-reads, matches nothing, and is told who won.
-        claim = dict(ActionRequest.objects.filter(pk=action.pk).values("claimed_by_id", "claimed_at").first() or {})
+        claimed_by_id, claimed_at = _claim_of.first(action_id=action.pk) or (None, None)
         # The tier is part of the expected state: an action escalated since the
         # reviewer loaded it is no longer theirs to decide at this tier.
         if not action_leave_pending(
@@ -154,8 +163,7 @@ def _decide(
         action.status, action.decided_at = to_status, now
         action.arguments, action.magnitude = new_arguments, magnitude
         action.claimed_by, action.claim_expires_at = None, None
-        mine = claim.get("claimed_by_id") == actor.pk
-        _count_decision(action, verdict=verdict, claimed_by_actor=claim.get("claimed_at") if mine else None)
+        _count_decision(action, verdict=verdict, claimed_by_actor=claimed_at if claimed_by_id == actor.pk else None)
         record(
             actor=actor,
             event="action.decided",

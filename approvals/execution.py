@@ -26,7 +26,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import connection, transaction
-from django.db.models import F
+from django.db.models import F, QuerySet
 from django.utils import timezone
 
 from agents import breakers
@@ -49,6 +49,7 @@ from core.background import enqueue, enqueue_on_commit
 from core.errors import Conflict, IllegalTransition, InvalidInput
 from core.inbound import sanitise
 from core.leases import heartbeat, lease_until, renewal_until
+from core.prepared import PreparedRead
 from core.transient import is_transient, retry_delay
 from live.push import ACTION_CLOSED, OPS_CHANGED, push
 
@@ -113,6 +114,13 @@ def action_execute(*, execution_id: int) -> None:
             breakers.breaker_record_success(action.agent, action.tool, seen=breaker_seen)
 
 
+@PreparedRead
+def _claimed(execution_id: int) -> QuerySet[Execution]:
+    """One query: the claimed row with its action, run, agent and decision as they are now. Every execution
+    reads it: prepared (core.prepared), its SQL compiled once."""
+    return Execution.objects.select_related(*CLAIM_RELATED).filter(pk=execution_id)
+
+
 def _claim(execution_id: int) -> tuple[Execution, ActionRequest, AgentTool, CircuitBreaker | None] | None:
     """Claim a pending execution: it, its action, the tool's settings, and the tool's breaker as the call
     finds it (None when it is quiet: closed with no failures)."""
@@ -128,8 +136,7 @@ def _claim(execution_id: int) -> tuple[Execution, ActionRequest, AgentTool, Circ
         )
         if not claimed:
             return None
-        # One query: the claimed row with its action, run, agent and decision as they are now.
-        execution = Execution.objects.select_related(*CLAIM_RELATED).get(pk=execution_id)
+        execution = _claimed.get(execution_id=execution_id)
         action = execution.action
         # With the tool's settings, whether its breaker is quiet (breakers.TOOL_QUIET).
         agent_tool = breakers.tool_settings.first(agent_id=action.agent_id, tool=action.tool)
