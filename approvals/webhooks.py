@@ -30,6 +30,7 @@ import httpx
 from django.contrib.auth.models import User
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from agents.models import Agent
@@ -37,11 +38,13 @@ from agents.secrets import SecretUnavailable, check_secret_ref, resolve_secret
 from agents.upstream import checked_url
 from approvals.models import ActionRequest, DecisionWebhook, DeliveryStatus, WebhookDelivery
 from approvals.schemas import action_out
+from approvals.selectors import action_by_id
 from approvals.transitions import delivery_transition
 from audit.services import record
 from core.background import enqueue_on_commit
 from core.errors import Conflict, InvalidInput
 from core.inbound import sanitise
+from core.prepared import PreparedRead
 from core.secrets import register_secret
 
 logger = logging.getLogger(__name__)
@@ -109,14 +112,18 @@ def webhook_remove(*, agent: Agent, actor: User) -> None:
 # --- events ---------------------------------------------------------------------------------------
 
 
+@PreparedRead
+def _active_webhook(agent_id: int) -> QuerySet[DecisionWebhook]:
+    """The agent's webhook, if active. Every decision reads it: prepared (core.prepared)."""
+    return DecisionWebhook.objects.filter(agent_id=agent_id, active=True)
+
+
 def webhook_queue(action: ActionRequest, *, event: str) -> WebhookDelivery | None:
     """In the transaction of the change: the event for the action's agent's webhook, if it has one."""
-    webhook = DecisionWebhook.objects.filter(agent_id=action.agent_id, active=True).first()
+    webhook = _active_webhook.first(agent_id=action.agent_id)
     if webhook is None:
         return None
-    current = ActionRequest.objects.select_related("agent", "claimed_by", "decision__reviewer", "grant").get(
-        pk=action.pk
-    )
+    current = action_by_id(action.pk)
     payload = json.loads(json.dumps(action_out(current), cls=DjangoJSONEncoder))
     delivery = WebhookDelivery.objects.create(webhook=webhook, action_id=action.pk, event=event, payload=payload)
     enqueue_on_commit(DELIVER, delivery.pk)
