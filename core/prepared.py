@@ -12,8 +12,10 @@ tuples for a `values_list()`.
 
 What it accepts is narrow on purpose, so it can fail loudly but never bind a value in the wrong place:
 
-- every value is an `int` or a `str` that reaches the SQL unchanged (an `exact` lookup on an integer or
-  text column, a foreign key's id), in as many places as the query uses it;
+- every value is an `int` or a `str` that reaches the SQL unchanged: an `exact` lookup on a primary or
+  foreign key or on a text column, in as many places as the query uses it (Django sends a value of a
+  plain integer column typed to its column, Int2 or Int4, and rules out one past its range: refused);
+- the queryset is built twice, from two sets of stand-ins, and a value's places must be the same in both;
 - a stand-in found nowhere among the compiled parameters (changed on its way, or unused), or a queryset
   whose rows are neither model rows nor `values_list()` tuples (`values()`, `prefetch_related`, a related
   manager's), raises ImproperlyConfigured at the first call;
@@ -27,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, Generic, TypeVar, cast
 
-from django.core.exceptions import ImproperlyConfigured
+from django.core.exceptions import EmptyResultSet, ImproperlyConfigured
 from django.db import connections
 from django.db.models import Model, QuerySet
 from django.db.models.query import ModelIterable, ValuesListIterable, get_related_populators
@@ -35,10 +37,13 @@ from django.db.models.query import ModelIterable, ValuesListIterable, get_relate
 # The rows: a model, a model with annotations (django_stubs_ext.WithAnnotations), or a values_list() tuple.
 R = TypeVar("R")
 
-# Values no query of this project compares against: a stand-in found among the parameters can only be
-# the one put there.
-_INT_STAND_IN = -7_301_946_211
-_STR_STAND_IN = "\x00prepared-read stand-in {}\x00"
+# Two sets of stand-in values (see PreparedRead._compile). The ints fit every integer column, a
+# SmallIntegerField's and a PositiveIntegerField's included (an int outside its column's range would be
+# ruled out of the query by Django before it reached the SQL).
+_STAND_INS: tuple[Callable[[type, int, str], object], ...] = (
+    lambda kind, i, name: 30_011 + i if kind is int else f"\x00prepared-read stand-in {name}\x00",
+    lambda kind, i, name: 29_017 + i if kind is int else f"\x01prepared-read stand-in {name}\x01",
+)
 
 
 @dataclass(frozen=True)
@@ -104,6 +109,27 @@ class PreparedRead(Generic[R]):
             loaded.append(obj)
         return cast(list[R], loaded)
 
+    def _built(self, signature: tuple[tuple[str, type], ...], stand_in: Callable[[type, int, str], object]) -> Any:
+        stand_ins = {name: stand_in(kind, i, name) for i, (name, kind) in enumerate(signature)}
+        queryset: Any = self._build(**stand_ins)
+        rows_of = queryset._iterable_class
+        if rows_of not in (ModelIterable, ValuesListIterable) or queryset._prefetch_related_lookups:
+            raise ImproperlyConfigured(f"{self._name}: only model rows or values_list() tuples can be prepared")
+        if queryset._known_related_objects:
+            raise ImproperlyConfigured(f"{self._name}: a related manager's rows cannot be prepared")
+        compiler = queryset.query.get_compiler(using=queryset.db)
+        try:
+            sql, params = compiler.as_sql()  # fills compiler.select, klass_info and annotation_col_map
+        except EmptyResultSet as empty:  # an int stand-in outside its column's range
+            raise ImproperlyConfigured(f"{self._name}: a stand-in value was ruled out of the query") from empty
+        slots: dict[str, list[int]] = {}
+        for name, value in stand_ins.items():
+            # A stand-in changed on its way (say, wrapped in % by `contains`) is found nowhere.
+            slots[name] = [i for i, p in enumerate(params) if type(p) is type(value) and p == value]
+            if not slots[name]:
+                raise ImproperlyConfigured(f"{self._name}: {name} must reach the SQL unchanged")
+        return queryset, compiler, sql, params, slots
+
     def first(self, **values: int | str) -> R | None:
         rows = self(**values)
         return rows[0] if rows else None
@@ -118,28 +144,18 @@ class PreparedRead(Generic[R]):
         return rows[0]
 
     def _compile(self, signature: tuple[tuple[str, type], ...]) -> _Compiled:
-        stand_ins: dict[str, int | str] = {}
-        for i, (name, kind) in enumerate(signature):
-            if kind is int:
-                stand_ins[name] = _INT_STAND_IN - i
-            elif kind is str:
-                stand_ins[name] = _STR_STAND_IN.format(name)
-            else:
+        for name, kind in signature:
+            if kind not in (int, str):
                 raise TypeError(f"{self._name}: {name} is a {kind.__name__}, not an int or a str")
-        queryset: Any = self._build(**stand_ins)
-        rows_of = queryset._iterable_class
-        if rows_of not in (ModelIterable, ValuesListIterable) or queryset._prefetch_related_lookups:
-            raise ImproperlyConfigured(f"{self._name}: only model rows or values_list() tuples can be prepared")
-        if queryset._known_related_objects:
-            raise ImproperlyConfigured(f"{self._name}: a related manager's rows cannot be prepared")
-        compiler = queryset.query.get_compiler(using=queryset.db)
-        sql, params = compiler.as_sql()  # fills compiler.select, klass_info and annotation_col_map
-        slots: dict[str, list[int]] = {}
-        for name, stand_in in stand_ins.items():
-            # A stand-in changed on its way (say, wrapped in % by `contains`) is found nowhere.
-            slots[name] = [i for i, p in enumerate(params) if type(p) is type(stand_in) and p == stand_in]
-            if not slots[name]:
-                raise ImproperlyConfigured(f"{self._name}: {name} must reach the SQL unchanged")
+        # Built twice, from two sets of stand-ins: a value's places are those where each set's stand-in
+        # appears, and both builds must agree on them. A constant of the query that happens to equal one
+        # stand-in is found in one build only, and refused, never overwritten.
+        builds = [self._built(signature, stand_in) for stand_in in _STAND_INS]
+        (queryset, compiler, sql, params, slots), (_, _, sql_b, params_b, slots_b) = builds
+        rest = [p for i, p in enumerate(params) if not any(i in s for s in slots.values())]
+        rest_b = [p for i, p in enumerate(params_b) if not any(i in s for s in slots_b.values())]
+        if sql != sql_b or slots != slots_b or rest != rest_b:
+            raise ImproperlyConfigured(f"{self._name}: its values' places in the SQL could not be told apart")
         select = compiler.select[: compiler.col_count]
         compiled = _Compiled(
             alias=queryset.db,
@@ -150,7 +166,7 @@ class PreparedRead(Generic[R]):
             converters=list(compiler.get_converters([column[0] for column in select]).items()),
             model=None,
         )
-        if rows_of is ValuesListIterable:
+        if queryset._iterable_class is ValuesListIterable:
             return compiled
         klass_info = compiler.klass_info
         start, end = klass_info["select_fields"][0], klass_info["select_fields"][-1] + 1

@@ -85,7 +85,7 @@ def test_it_compiles_once_and_sends_one_statement_per_call() -> None:
         for _ in range(3):
             assert [t.tool for t in read(agent_id=agent.pk, tool="issue_refund")] == ["issue_refund"]
         assert read(agent_id=agent.pk, tool="send_invoice") == []
-    assert len(built) == 1 and built[0][0] != agent.pk  # built once, from stand-ins
+    assert len(built) == 2 and agent.pk not in [b[0] for b in built]  # built at the first call, from stand-ins
     assert len(queries) == 4
 
 
@@ -200,3 +200,18 @@ def test_an_action_id_past_any_row_finds_nothing(action_id: int) -> None:
     assert action_operable_by(user, action_id) is None
     with pytest.raises(ActionRequest.DoesNotExist):
         action_by_id(action_id)
+
+
+@pytest.mark.parametrize("constant", [30_011, 29_017])
+def test_a_constant_equal_to_a_stand_in_is_refused_not_overwritten(constant: int) -> None:
+    read = PreparedRead(lambda agent_id: AgentTool.objects.filter(agent_id=agent_id, reviewer_group_id=constant))
+    with pytest.raises(ImproperlyConfigured, match="told apart"):
+        read(agent_id=1)
+
+
+def test_a_value_on_a_plain_integer_column_is_refused() -> None:
+    """Django sends such a value typed to its column (Int2, Int4), and rules out one past the column's range
+    before any SQL: bound as it is, it would be neither. Only keys' ids and text are bound."""
+    read = PreparedRead(lambda agent_id, n: AgentTool.objects.filter(agent_id=agent_id, required_approvals=n))
+    with pytest.raises(ImproperlyConfigured, match="n must reach the SQL unchanged"):
+        read(agent_id=1, n=2)
