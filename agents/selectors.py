@@ -42,7 +42,8 @@ def agent_perms_on(user: AbstractBaseUser | AnonymousUser, agent: Agent) -> froz
 
 @PreparedRead
 def _codenames_on_agent(user_id: int, agent_id: int) -> QuerySet[Any, tuple[str]]:
-    """`_codenames_granted` on one agent. Every API call and page on an action reads it: prepared (core.prepared)."""
+    """The codenames granted to the user or its groups on one agent. Every API call and page on an action reads
+    it: prepared (core.prepared)."""
     return _granted(user_id, content_object_id=agent_id)
 
 

@@ -56,7 +56,8 @@ class _Compiled:
     slots: dict[str, list[int]]  # where each value goes among the parameters
     columns: int  # the row's columns (the SQL may select more, to order by)
     converters: list[tuple[int, tuple[list[Any], Any]]]  # column -> (converters, expression)
-    model: type[Model] | None  # None: the rows are value tuples (values_list)
+    model: type[Model]  # the queryset's model
+    tuples: bool  # the rows are values_list() tuples, not model rows
     first_field: int = 0  # the model's columns in each row: row[first_field:end_field]
     end_field: int = 0
     init_list: tuple[str, ...] = ()  # their attribute names
@@ -98,7 +99,7 @@ class PreparedRead(Generic[R]):
             for pos, (converters, expression) in c.converters:
                 for converter in converters:
                     row[pos] = converter(row[pos], expression, connection)
-            if c.model is None:
+            if c.tuples:
                 loaded.append(tuple(row))
                 continue
             obj = c.model.from_db(c.alias, c.init_list, row[c.first_field : c.end_field])
@@ -138,7 +139,8 @@ class PreparedRead(Generic[R]):
         """The one row, as QuerySet.get: the model's DoesNotExist or MultipleObjectsReturned otherwise."""
         rows = self(**values)
         if len(rows) != 1:
-            model: Any = self._compiled.model if self._compiled else Model
+            assert self._compiled is not None  # compiled by the call above
+            model: Any = self._compiled.model
             error = model.DoesNotExist if not rows else model.MultipleObjectsReturned
             raise error(f"{self._name}({values}) matched {len(rows)} rows")
         return rows[0]
@@ -164,15 +166,15 @@ class PreparedRead(Generic[R]):
             slots=slots,
             columns=compiler.col_count,
             converters=list(compiler.get_converters([column[0] for column in select]).items()),
-            model=None,
+            model=queryset.model,
+            tuples=queryset._iterable_class is ValuesListIterable,
         )
-        if queryset._iterable_class is ValuesListIterable:
+        if compiled.tuples:
             return compiled
         klass_info = compiler.klass_info
         start, end = klass_info["select_fields"][0], klass_info["select_fields"][-1] + 1
         return replace(
             compiled,
-            model=klass_info["model"],
             first_field=start,
             end_field=end,
             init_list=tuple(column[0].target.attname for column in select[start:end]),

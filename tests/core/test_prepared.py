@@ -29,15 +29,13 @@ from tests.factories import AgentFactory, RunFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
 
-FIELDS = [f.attname for f in AgentTool._meta.concrete_fields]
-
 
 def _orm(agent_id: int, tool: str) -> AgentTool | None:
     return AgentTool.objects.filter(agent_id=agent_id, tool=tool).annotate(breaker_quiet=TOOL_QUIET).first()
 
 
 def _row(tool: AgentTool | None) -> dict[str, Any] | None:
-    return None if tool is None else {**{f: getattr(tool, f) for f in FIELDS}, "quiet": tool.breaker_quiet}
+    return None if tool is None else {**_fields(tool), "quiet": tool.breaker_quiet}
 
 
 # What a jsonb column holds (no NUL, no lone surrogate).
