@@ -11,6 +11,7 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, Group, User
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 from guardian.shortcuts import assign_perm, remove_perm
 
@@ -35,6 +36,7 @@ from core.background import enqueue, enqueue_on_commit
 from core.errors import Conflict, IllegalTransition, InvalidInput
 from core.inbound import InputRefused, refuse_invalid
 from core.leases import lease_until
+from core.prepared import PreparedRead
 from core.transient import retry_delay
 from live.push import OPS_CHANGED, PERMISSIONS_CHANGED, RUN_CHANGED, RUN_NEEDS_OPERATOR, push
 
@@ -201,19 +203,31 @@ def run_retry_step(*, run_id: int, step_token: str, reason: str) -> bool:
     return True
 
 
+@PreparedRead
+def _run_times(run_id: int) -> QuerySet[Run, tuple[int, datetime, datetime | None]]:
+    return Run.objects.filter(pk=run_id).values_list("agent_id", "created_at", "finished_at")
+
+
 def _count_run_end(run_id: int, outcome: RunOutcome, *, succeeded: bool) -> None:
     """One count per outcome (ops' `runs_<outcome>` counters), and the duration of a run that finished its work."""
-    run = Run.objects.filter(pk=run_id).values("agent_id", "created_at", "finished_at").first()
+    run = _run_times.first(run_id=run_id)
     if run is None:
         return
-    counters.bump(run["agent_id"], **{f"runs_{outcome.value}": 1})
-    if succeeded and run["finished_at"]:
-        counters.observe(run["agent_id"], "run_duration", (run["finished_at"] - run["created_at"]).total_seconds())
+    agent_id, created_at, finished_at = run
+    counters.bump(agent_id, **{f"runs_{outcome.value}": 1})
+    if succeeded and finished_at:
+        counters.observe(agent_id, "run_duration", (finished_at - created_at).total_seconds())
+
+
+@PreparedRead
+def _last_step(run_id: int) -> QuerySet[Step, tuple[int]]:
+    """The seq of a run's last step; every step of every run reads it (prepared, core.prepared)."""
+    return Step.objects.filter(run_id=run_id).order_by("-seq").values_list("seq")[:1]
 
 
 def next_step_seq(run: Run) -> int:
-    last = Step.objects.filter(run=run).order_by("-seq").values_list("seq", flat=True).first()
-    return (last or 0) + 1
+    last = _last_step.first(run_id=run.pk)
+    return (last[0] if last else 0) + 1
 
 
 def step_append(*, run: Run, kind: StepKind, payload: dict[str, Any]) -> Step:

@@ -202,9 +202,16 @@ def screened(result: ProviderResult) -> tuple[ProviderResult, list[str]]:
     return screened, repairs
 
 
+@PreparedRead
+def _lock_own_run(run_id: int, token: str) -> QuerySet[Run, tuple[int]]:
+    return (
+        Run.objects.select_for_update().filter(pk=run_id, status=RunStatus.RUNNING, step_token=token).values_list("pk")
+    )
+
+
 def _own_step(run: Run) -> None:
     """Lock the run row, and refuse if this worker's lease was handed on (the first lock of a step's commit)."""
-    if not Run.objects.select_for_update().filter(pk=run.pk, status=RunStatus.RUNNING, step_token=run.step_token):
+    if not _lock_own_run(run_id=run.pk, token=run.step_token):
         raise StaleStep(run.pk)
 
 
@@ -329,9 +336,14 @@ def _known_secret(value: str) -> str:
     return value
 
 
+@PreparedRead
+def _enabled_tools(agent_id: int) -> QuerySet[AgentTool, tuple[str]]:
+    return AgentTool.objects.filter(agent_id=agent_id, enabled=True).order_by("tool").values_list("tool")
+
+
 def tool_specs(agent: Agent) -> list[ToolSpec]:
     specs = []
-    for name in AgentTool.objects.filter(agent=agent, enabled=True).values_list("tool", flat=True).order_by("tool"):
+    for (name,) in _enabled_tools(agent_id=agent.pk):
         tool = get_tool(name)
         if tool is not None and not tool.caller_executes:  # an agent running elsewhere executes those
             specs.append(ToolSpec(name=tool.name, description=tool.description, parameters=tool.json_schema()))
@@ -339,9 +351,7 @@ def tool_specs(agent: Agent) -> list[ToolSpec]:
 
 
 def _history(run: Run) -> list[dict[str, Any]]:
-    return [
-        step.payload for step in Step.objects.filter(run=run, kind=StepKind.TOOL_RESULT).only("payload").order_by("seq")
-    ]
+    return runtime_services.tool_results(run)
 
 
 def _limit_reached(run: Run, agent: Agent) -> str | None:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib.auth.models import User
 from django.db import transaction
+from django.db.models import QuerySet
 
 from agents.models import RUN_TRANSITIONS, Run, RunOutcome, RunStatus, Step, StepKind
 from agents.services import run_feed_back, run_transition
@@ -11,6 +14,7 @@ from approvals.models import ActionRequest, ActionStatus, Decision, Verdict
 from approvals.queue import action_leave_pending
 from audit.services import record
 from core.errors import IllegalTransition
+from core.prepared import PreparedRead
 from live.push import ACTION_CLOSED, push_many
 
 # What the last tool call a run made came to (its TOOL_RESULT step), as the run's outcome
@@ -23,19 +27,24 @@ LAST_CALL_OUTCOME = {
 }
 
 
+@PreparedRead
+def _tool_result_payloads(run_id: int) -> QuerySet[Step, tuple[Any]]:
+    return Step.objects.filter(run_id=run_id, kind=StepKind.TOOL_RESULT).order_by("seq").values_list("payload")
+
+
+def tool_results(run: Run) -> list[Any]:
+    """What a run's tool calls came to, in order: what its model is shown of them, and what the run came to.
+    Every step reads it (prepared, core.prepared)."""
+    return [payload for (payload,) in _tool_result_payloads(run_id=run.pk)]
+
+
 def run_outcome(run: Run) -> RunOutcome:
     """What a run that reached its final answer came to: done only if it acted (or never needed to).
 
     Any executed call makes it done (with edits if a reviewer changed one); otherwise its last
     call says why nothing happened: refused, rejected, denied, or failed.
     """
-    results = [
-        payload
-        for payload in Step.objects.filter(run=run, kind=StepKind.TOOL_RESULT)
-        .order_by("seq")
-        .values_list("payload", flat=True)
-        if isinstance(payload, dict)
-    ]
+    results = [payload for payload in tool_results(run) if isinstance(payload, dict)]
     executed = [p.get("action_id") for p in results if p.get("outcome") == "executed"]
     if executed:
         edited = Decision.objects.filter(action_id__in=executed, verdict=Verdict.EDIT).exists()
@@ -56,9 +65,14 @@ FED_BACK = {
 }
 
 
+@PreparedRead
+def _delegating_action(subrun_id: int) -> QuerySet[ActionRequest]:
+    return ActionRequest.objects.filter(subrun_id=subrun_id).select_related("run").order_by("pk")[:1]
+
+
 def run_finished(*, run: Run, outcome: str, result: str) -> None:
-    """A finished sub-run hands its result to the coordinator run waiting on it."""
-    action = ActionRequest.objects.filter(subrun=run).select_related("run").first()
+    """A finished sub-run hands its result to the coordinator run waiting on it (every finished run asks)."""
+    action = _delegating_action.first(subrun_id=run.pk)
     if action is None or action.run is None:
         return
     detail = {"result": result} if outcome == "executed" else {"error": result}
