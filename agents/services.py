@@ -36,7 +36,7 @@ from core.background import enqueue, enqueue_on_commit
 from core.errors import Conflict, IllegalTransition, InvalidInput
 from core.inbound import InputRefused, refuse_invalid
 from core.leases import lease_until
-from core.prepared import PreparedRead
+from core.prepared import PreparedRead, update_where
 from core.transient import retry_delay
 from live.push import OPS_CHANGED, PERMISSIONS_CHANGED, RUN_CHANGED, RUN_NEEDS_OPERATOR, push
 
@@ -170,12 +170,13 @@ def run_transition(
         outcome = fields.setdefault("outcome", RunOutcome(to_status))
     else:
         outcome = fields.setdefault("outcome", "")
-    match = Run.objects.filter(pk=run_id, status=from_status)
+    match: dict[str, Any] = {"pk": run_id, "status": from_status}
     if attempt is not None:
-        match = match.filter(step_token=attempt)
+        match["step_token"] = attempt
     if lease_before is not None:
-        match = match.filter(lease_until__lt=lease_before)
-    changed = match.update(status=to_status, **fields) == 1
+        match["lease_until__lt"] = lease_before
+    # Every step of every run sends it: its statement is built once per shape (core.prepared).
+    changed = update_where(Run, where=match, values={"status": to_status, **fields}) == 1
     if changed:
         # The open run page shows its status and trace live (rendered after commit: all the step wrote).
         push(RUN_CHANGED, run_id=run_id)

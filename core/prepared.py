@@ -1,4 +1,5 @@
-"""Hot-path reads whose SQL is compiled once per process (`PreparedRead`).
+"""Hot-path reads and compare-and-set updates whose SQL is built once per process (`PreparedRead`,
+`update_where`).
 
 Django builds a queryset and compiles its SQL anew every time one is evaluated. For the reads every
 routed call, execution and agent step makes, that work costs more than PostgreSQL running them: the
@@ -20,6 +21,12 @@ What it accepts is narrow on purpose, so it can fail loudly but never bind a val
   whose rows are neither model rows nor `values_list()` tuples (`values()`, `prefetch_related`, a related
   manager's), raises ImproperlyConfigured at the first call;
 - a call must pass the same names as the first, each of the same type (TypeError otherwise).
+
+`update_where` is the same idea for the compare-and-set UPDATEs every agent step sends (a run's status,
+its lease, its counters): the statement is built once per shape from the model's fields, and each value
+is prepared by its field as `QuerySet.update()` prepares it (`get_db_prep_save`; a filter's value as a
+lookup prepares it). It takes plain values only: no expressions, and no None in a filter (the ORM would
+write `IS NULL`).
 """
 
 from __future__ import annotations
@@ -27,11 +34,12 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any, Generic, TypeVar, cast
+from functools import cache
+from typing import Any, Generic, TypeAlias, TypeVar, cast
 
 from django.core.exceptions import EmptyResultSet, ImproperlyConfigured
-from django.db import connections
-from django.db.models import Model, QuerySet
+from django.db import connections, transaction
+from django.db.models import Field, Model, QuerySet
 from django.db.models.query import ModelIterable, ValuesListIterable, get_related_populators
 
 # The rows: a model, a model with annotations (django_stubs_ext.WithAnnotations), or a values_list() tuple.
@@ -182,3 +190,81 @@ class PreparedRead(Generic[R]):
             related=tuple(get_related_populators(klass_info, select, queryset.db)),  # type: ignore[call-arg]
             annotations=tuple(compiler.annotation_col_map.items()),
         )
+
+
+# The filters update_where() takes: a column equal to a value, or below it.
+_OPERATORS = {"exact": "=", "lt": "<"}
+
+
+def update_where(
+    model: type[Model],
+    *,
+    where: dict[str, Any],
+    values: dict[str, Any] | None = None,
+    add: dict[str, Any] | None = None,
+    using: str = "default",
+) -> int:
+    """`UPDATE model SET field = value, counter = counter + delta WHERE ...`: the rows it changed.
+
+    The same statement and result as `model.objects.filter(**where).update(**values, counter=F(counter) +
+    delta)` for plain values, built once per shape (module docstring). `where` takes `name` (equal) and
+    `name__lt`; `pk` names the primary key.
+    """
+    values, add = values or {}, add or {}
+    sql, set_fields, add_fields, where_fields = _update_statement(using, model, tuple(values), tuple(add), tuple(where))
+    connection: Any = connections[using]
+    params = [f.get_db_prep_save(_plain(values[n]), connection) for n, f in set_fields]
+    params += [f.get_db_prep_save(_plain(add[n]), connection) for n, f in add_fields]
+    for name, field in where_fields:
+        value = _plain(where[name])
+        if value is None:
+            raise TypeError(f"update_where: {name} is None (the ORM would write IS NULL; say so in SQL)")
+        params.append(field.get_db_prep_value(field.get_prep_value(value), connection, prepared=True))
+    with transaction.mark_for_rollback_on_error(using), connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return int(cursor.rowcount)
+
+
+def _plain(value: Any) -> Any:
+    if hasattr(value, "resolve_expression"):
+        raise TypeError(f"update_where takes plain values, not {type(value).__name__}")
+    return value
+
+
+_Fields: TypeAlias = "list[tuple[str, Field[Any, Any]]]"  # the field behind each value, in order
+
+
+@cache
+def _update_statement(
+    alias: str, model: type[Model], set_names: tuple[str, ...], add_names: tuple[str, ...], where: tuple[str, ...]
+) -> tuple[str, _Fields, _Fields, _Fields]:
+    """The UPDATE of one shape, and the field behind each of its values in order."""
+    if not where:
+        raise ValueError("update_where: an UPDATE without a filter would change every row")
+    meta = model._meta
+    ops: Any = connections[alias].ops
+
+    def field(name: str) -> Field[Any, Any]:
+        found = (
+            meta.pk if name == "pk" else next((f for f in meta.concrete_fields if name in (f.name, f.attname)), None)
+        )
+        if found is None:
+            raise ValueError(f"update_where: {model.__name__} has no column {name}")
+        return found
+
+    table = ops.quote_name(meta.db_table)
+    set_fields = [(n, field(n)) for n in set_names]
+    add_fields = [(n, field(n)) for n in add_names]
+    assignments = [f"{ops.quote_name(f.column)} = %s" for _, f in set_fields]
+    assignments += [f"{(c := ops.quote_name(f.column))} = {c} + %s" for _, f in add_fields]
+    if not assignments:
+        raise ValueError("update_where: nothing to set")
+    where_fields, conditions = [], []
+    for name in where:
+        column, _, lookup = name.partition("__")
+        if (lookup or "exact") not in _OPERATORS:
+            raise ValueError(f"update_where: {name}: only {', '.join(_OPERATORS)} are supported")
+        where_fields.append((name, field(column)))
+        conditions.append(f"{ops.quote_name(field(column).column)} {_OPERATORS[lookup or 'exact']} %s")
+    sql = f"UPDATE {table} SET {', '.join(assignments)} WHERE {' AND '.join(conditions)}"  # noqa: S608
+    return sql, set_fields, add_fields, where_fields

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, QuerySet
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from agents import breakers, services
@@ -45,7 +45,7 @@ from audit.services import Actor, record
 from core import counters
 from core.inbound import sanitise
 from core.leases import heartbeat, renewal_until
-from core.prepared import PreparedRead
+from core.prepared import PreparedRead, update_where
 from core.secrets import register_secret, scrub_text
 from core.transient import is_transient
 from runtime import services as runtime_services
@@ -92,8 +92,8 @@ def step_renewal(run_id: int, token: str) -> Callable[[datetime], int]:
     hung: a model server trickling its answer, a lock that never comes). On the solo pool nothing else
     would end such a step."""
     deadline = timezone.now() + timedelta(seconds=settings.STEP_TIME_LIMIT_SECONDS)
-    step = Run.objects.filter(pk=run_id, status=RunStatus.RUNNING, step_token=token)
-    return renewal_until(deadline, lambda until: step.update(lease_until=until))
+    step = {"pk": run_id, "status": RunStatus.RUNNING, "step_token": token}
+    return renewal_until(deadline, lambda until: update_where(Run, where=step, values={"lease_until": until}))
 
 
 @PreparedRead
@@ -422,15 +422,13 @@ def _record_model_call(
         cost=cost,
     )
     tokens = result.usage.total_tokens
-    Run.objects.filter(pk=run.pk).update(
-        step_count=F("step_count") + 1, tokens_used=F("tokens_used") + tokens, cost=F("cost") + cost
-    )
+    update_where(Run, where={"pk": run.pk}, add={"step_count": 1, "tokens_used": tokens, "cost": cost})
     counters.usage(agent.pk, tokens=tokens, cost=cost)
     counters.bump(agent.pk, tokens=tokens, cost=cost)
 
 
 def _account_time(run: Run, started: float) -> None:
-    Run.objects.filter(pk=run.pk).update(running_seconds=F("running_seconds") + (time.monotonic() - started))
+    update_where(Run, where={"pk": run.pk}, add={"running_seconds": time.monotonic() - started})
 
 
 def _provider_failed(run: Run, agent: Agent, exc: ProviderError, *, latency_ms: float) -> None:

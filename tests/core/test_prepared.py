@@ -5,13 +5,15 @@ The reads checked against the ORM are those every routed call, execution (agents
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import pytest
 from django.contrib.auth.models import Group
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connection
-from django.db.models import Q, QuerySet
+from django.db.models import F, Q, QuerySet
 from django.test.utils import CaptureQueriesContext
 from guardian.core import ObjectPermissionChecker
 from guardian.shortcuts import assign_perm
@@ -23,7 +25,7 @@ from agents.models import AgentTool, BreakerState, CircuitBreaker, PromptVersion
 from agents.selectors import agent_perms_on
 from approvals.models import ActionRequest
 from approvals.selectors import action_by_id, action_operable_by, action_reviewable_by
-from core.prepared import PreparedRead
+from core.prepared import PreparedRead, update_where
 from runtime.loop import _run_to_step
 from tests.factories import AgentFactory, RunFactory, UserFactory
 
@@ -213,3 +215,83 @@ def test_a_value_on_a_plain_integer_column_is_refused() -> None:
     read = PreparedRead(lambda agent_id, n: AgentTool.objects.filter(agent_id=agent_id, required_approvals=n))
     with pytest.raises(ImproperlyConfigured, match="n must reach the SQL unchanged"):
         read(agent_id=1, n=2)
+
+
+# --- update_where: the compare-and-set UPDATEs of every agent step ------------------------------------------
+
+STATUSES = ["queued", "running", "waiting", "succeeded"]
+MOMENTS = st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    status=st.sampled_from(STATUSES),
+    token=st.sampled_from(["", "abc", "t0k3n"]),
+    lease=st.one_of(st.none(), MOMENTS),
+    expect_status=st.sampled_from(STATUSES),
+    expect_token=st.one_of(st.none(), st.sampled_from(["", "abc", "x"])),
+    lease_before=st.one_of(st.none(), MOMENTS),
+    values=st.fixed_dictionaries(
+        {},
+        optional={
+            "status": st.sampled_from(STATUSES),
+            "result": TEXT,
+            "lease_until": st.one_of(st.none(), MOMENTS),
+            "step_token": st.sampled_from(["", "new"]),
+        },
+    ),
+    add=st.fixed_dictionaries(
+        {},
+        optional={
+            "step_count": st.integers(0, 10**6),
+            "tokens_used": st.integers(0, 10**6),
+            "cost": st.decimals(0, 1000, places=6),
+            "running_seconds": st.floats(0, 10**6),
+        },
+    ),
+)
+def test_update_where_changes_what_the_orm_update_changes(
+    status: str,
+    token: str,
+    lease: datetime | None,
+    expect_status: str,
+    expect_token: str | None,
+    lease_before: datetime | None,
+    values: dict[str, Any],
+    add: dict[str, Any],
+) -> None:
+    """Two identical runs: one updated by the ORM, one by update_where, with the same filters and values."""
+    if not values and not add:
+        values = {"result": "x"}
+    agent = AgentFactory()
+    runs = [
+        RunFactory(agent=agent, status=status, step_token=token, lease_until=lease, step_count=3, cost=Decimal("1.5"))
+        for _ in range(2)
+    ]
+    where: dict[str, Any] = {"status": expect_status}
+    if expect_token is not None:
+        where["step_token"] = expect_token
+    if lease_before is not None:
+        where["lease_until__lt"] = lease_before
+    orm = Run.objects.filter(pk=runs[0].pk, **where).update(**values, **{n: F(n) + d for n, d in add.items()})
+    prepared = update_where(Run, where={"pk": runs[1].pk, **where}, values=values, add=add)
+    assert prepared == orm
+    made_apart = {"id", "created_at", "published_at"}  # the two rows' own: their ids, when each was made
+    after = [{n: v for n, v in _fields(Run.objects.get(pk=r.pk)).items() if n not in made_apart} for r in runs]
+    assert after[1] == after[0]
+
+
+def test_update_where_refuses_what_it_would_not_write_as_the_orm_does() -> None:
+    run = RunFactory()
+    with pytest.raises(TypeError, match="IS NULL"):
+        update_where(Run, where={"pk": run.pk, "lease_until": None}, values={"result": "x"})
+    with pytest.raises(TypeError, match="plain values"):
+        update_where(Run, where={"pk": run.pk}, values={"step_count": F("step_count") + 1})
+    with pytest.raises(ValueError, match="every row"):
+        update_where(Run, where={}, values={"result": "x"})
+    with pytest.raises(ValueError, match="only exact, lt"):
+        update_where(Run, where={"pk__gt": 1}, values={"result": "x"})
+    with pytest.raises(ValueError, match="no column"):
+        update_where(Run, where={"pk": run.pk}, values={"no_such_field": 1})
+    assert Run.objects.get(pk=run.pk).result == ""
+    assert update_where(Run, where={"pk": 2**63 - 1}, values={"result": "x"}) == 0
