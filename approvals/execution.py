@@ -26,7 +26,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import connection, transaction
-from django.db.models import F, QuerySet
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from agents import breakers
@@ -127,12 +127,12 @@ def _claim(execution_id: int) -> tuple[Execution, ActionRequest, AgentTool, Circ
     with transaction.atomic():
         # Claim: only one delivery moves pending -> running (an id that is no execution matches nothing).
         claimed = execution_transition(
-            Execution.objects.filter(pk=execution_id),
+            {"pk": execution_id},
             from_status=ExecutionStatus.PENDING,
             to=ExecutionStatus.RUNNING,
+            add={"attempts": 1},
             started_at=timezone.now(),
             lease_until=lease_until(),
-            attempts=F("attempts") + 1,
         )
         if not claimed:
             return None
@@ -209,7 +209,7 @@ def _interrupted(
     """
     retry = tool is not None and tool.transactional
     with transaction.atomic():
-        still_ours = Execution.objects.filter(pk=execution.pk, attempts=execution.attempts)
+        still_ours = {"pk": execution.pk, "attempts": execution.attempts}
         if retry:
             if not execution_transition(
                 still_ours,
@@ -257,7 +257,7 @@ def _tool_failed(
         if retry:
             # Back off exponentially with jitter and publish again; the worker is not held.
             back = execution_transition(
-                Execution.objects.filter(pk=execution.pk, attempts=execution.attempts),
+                {"pk": execution.pk, "attempts": execution.attempts},
                 from_status=ExecutionStatus.RUNNING,
                 to=ExecutionStatus.PENDING,
                 lease_until=None,
@@ -294,7 +294,7 @@ def _finish(
     # Compare-and-set on the attempt: if the sweeper gave this execution to
     # another delivery, this one must not commit (its effect rolls back).
     done = execution_transition(
-        Execution.objects.filter(pk=execution.pk, attempts=execution.attempts),
+        {"pk": execution.pk, "attempts": execution.attempts},
         from_status=ExecutionStatus.RUNNING,
         to=ExecutionStatus.DONE if status == ActionStatus.EXECUTED else ExecutionStatus.FAILED,
         finished_at=now,
@@ -389,7 +389,7 @@ def action_resolve_in_doubt(*, action: ActionRequest, actor: User, executed: boo
         ):
             raise IllegalTransition("the action is not in doubt")
         execution_transition(
-            Execution.objects.filter(action=action),
+            {"action_id": action.pk},
             from_status=ExecutionStatus.IN_DOUBT,
             to=ExecutionStatus.DONE if executed else ExecutionStatus.FAILED,
             finished_at=timezone.now(),

@@ -192,8 +192,8 @@ class PreparedRead(Generic[R]):
         )
 
 
-# The filters update_where() takes: a column equal to a value, or below it.
-_OPERATORS = {"exact": "=", "lt": "<"}
+# The filters update_where() takes: a column equal to a value, below it, not above it, or one of a list.
+_OPERATORS = {"exact": "= %s", "lt": "< %s", "lte": "<= %s", "in": "= ANY(%s)"}
 
 
 def update_where(
@@ -207,8 +207,8 @@ def update_where(
     """`UPDATE model SET field = value, counter = counter + delta WHERE ...`: the rows it changed.
 
     The same statement and result as `model.objects.filter(**where).update(**values, counter=F(counter) +
-    delta)` for plain values, built once per shape (module docstring). `where` takes `name` (equal) and
-    `name__lt`; `pk` names the primary key.
+    delta)` for plain values, built once per shape (module docstring). `where` takes `name` (equal),
+    `name__lt`, `name__lte` and `name__in` (a list); `pk` names the primary key.
     """
     values, add = values or {}, add or {}
     sql, set_fields, add_fields, where_fields = _update_statement(using, model, tuple(values), tuple(add), tuple(where))
@@ -217,12 +217,20 @@ def update_where(
     params += [f.get_db_prep_save(_plain(add[n]), connection) for n, f in add_fields]
     for name, field in where_fields:
         value = _plain(where[name])
-        if value is None:
-            raise TypeError(f"update_where: {name} is None (the ORM would write IS NULL; say so in SQL)")
-        params.append(field.get_db_prep_value(field.get_prep_value(value), connection, prepared=True))
+        if name.endswith("__in"):
+            params.append([_filter_value(name, field, one, connection) for one in value])
+        else:
+            params.append(_filter_value(name, field, value, connection))
     with transaction.mark_for_rollback_on_error(using), connection.cursor() as cursor:
         cursor.execute(sql, params)
         return int(cursor.rowcount)
+
+
+def _filter_value(name: str, field: Field[Any, Any], value: Any, connection: Any) -> Any:
+    """A filter's value as a lookup prepares it."""
+    if value is None:
+        raise TypeError(f"update_where: {name} is None (the ORM would write IS NULL; say so in SQL)")
+    return field.get_db_prep_value(field.get_prep_value(_plain(value)), connection, prepared=True)
 
 
 def _plain(value: Any) -> Any:
@@ -265,6 +273,6 @@ def _update_statement(
         if (lookup or "exact") not in _OPERATORS:
             raise ValueError(f"update_where: {name}: only {', '.join(_OPERATORS)} are supported")
         where_fields.append((name, field(column)))
-        conditions.append(f"{ops.quote_name(field(column).column)} {_OPERATORS[lookup or 'exact']} %s")
+        conditions.append(f"{ops.quote_name(field(column).column)} {_OPERATORS[lookup or 'exact']}")
     sql = f"UPDATE {table} SET {', '.join(assignments)} WHERE {' AND '.join(conditions)}"  # noqa: S608
     return sql, set_fields, add_fields, where_fields

@@ -50,11 +50,11 @@ def test_an_execution_moves_only_along_its_table(source, target):
     Execution.objects.filter(pk=execution.pk).update(status=source, last_error="")
     rows = Execution.objects.filter(pk=execution.pk)
     if target in EXECUTION_TRANSITIONS[source]:
-        assert execution_transition(rows, from_status=source, to=target) is True
+        assert execution_transition({"pk": execution.pk}, from_status=source, to=target) is True
         assert rows.get().status == target
     else:
         with pytest.raises(IllegalTransition):
-            execution_transition(rows, from_status=source, to=target, last_error="written?")
+            execution_transition({"pk": execution.pk}, from_status=source, to=target, last_error="written?")
         assert (rows.get().status, rows.get().last_error) == (source, "")
 
 

@@ -228,9 +228,10 @@ MOMENTS = st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 
     status=st.sampled_from(STATUSES),
     token=st.sampled_from(["", "abc", "t0k3n"]),
     lease=st.one_of(st.none(), MOMENTS),
-    expect_status=st.sampled_from(STATUSES),
+    expect_status=st.one_of(st.sampled_from(STATUSES), st.lists(st.sampled_from(STATUSES), min_size=1, max_size=3)),
     expect_token=st.one_of(st.none(), st.sampled_from(["", "abc", "x"])),
     lease_before=st.one_of(st.none(), MOMENTS),
+    lease_lookup=st.sampled_from(["lt", "lte"]),
     values=st.fixed_dictionaries(
         {},
         optional={
@@ -254,9 +255,10 @@ def test_update_where_changes_what_the_orm_update_changes(
     status: str,
     token: str,
     lease: datetime | None,
-    expect_status: str,
+    expect_status: str | list[str],
     expect_token: str | None,
     lease_before: datetime | None,
+    lease_lookup: str,
     values: dict[str, Any],
     add: dict[str, Any],
 ) -> None:
@@ -268,11 +270,11 @@ def test_update_where_changes_what_the_orm_update_changes(
         RunFactory(agent=agent, status=status, step_token=token, lease_until=lease, step_count=3, cost=Decimal("1.5"))
         for _ in range(2)
     ]
-    where: dict[str, Any] = {"status": expect_status}
+    where: dict[str, Any] = {"status__in" if isinstance(expect_status, list) else "status": expect_status}
     if expect_token is not None:
         where["step_token"] = expect_token
     if lease_before is not None:
-        where["lease_until__lt"] = lease_before
+        where[f"lease_until__{lease_lookup}"] = lease_before
     orm = Run.objects.filter(pk=runs[0].pk, **where).update(**values, **{n: F(n) + d for n, d in add.items()})
     prepared = update_where(Run, where={"pk": runs[1].pk, **where}, values=values, add=add)
     assert prepared == orm
@@ -289,7 +291,7 @@ def test_update_where_refuses_what_it_would_not_write_as_the_orm_does() -> None:
         update_where(Run, where={"pk": run.pk}, values={"step_count": F("step_count") + 1})
     with pytest.raises(ValueError, match="every row"):
         update_where(Run, where={}, values={"result": "x"})
-    with pytest.raises(ValueError, match="only exact, lt"):
+    with pytest.raises(ValueError, match="only exact, lt, lte, in"):
         update_where(Run, where={"pk__gt": 1}, values={"result": "x"})
     with pytest.raises(ValueError, match="no column"):
         update_where(Run, where={"pk": run.pk}, values={"no_such_field": 1})
