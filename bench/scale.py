@@ -15,7 +15,9 @@ workers  Agent runs per second through 1 and 2 Celery worker processes (one task
          production runs them), on the solo and on the prefork pool, interleaved; once draining a
          backlog of runs started before the clock (the workers alone on the machine), once with this
          process starting the runs while the clock runs; deadlocks counted by PostgreSQL, runs left
-         unfinished, and the CPU each run costs the workers, PostgreSQL and the process starting runs.
+         unfinished, the CPU each run costs the workers, PostgreSQL and the process starting runs, the
+         cores that makes busy, and what the workers' database sessions waited on (pg_stat_activity,
+         sampled every 20 ms: their client, a lock, I/O such as the WAL flush of a commit, or running).
 push     Commit -> websocket arrival p95 with 300 reviewer sockets on one daphne (and the relay), beside
          a plain websocket relay fed by one Redis SUBSCRIBE; pushes lost and sequence gaps counted.
 decisions  On the `make stack` topology (uvicorn --workers 2, 2 workers, the relay): the p95 of
@@ -576,11 +578,50 @@ def _deadlocks() -> int:
         return int(cursor.fetchone()[0])
 
 
+class _Waits:
+    """What the database sessions of the workers were doing, sampled every 20 ms from pg_stat_activity while the
+    clock runs: waiting on their client (the worker's Python, or the worker waiting for a core), on a lock, on
+    I/O (the WAL flush of a commit), or running. The shares say whether two workers wait on each other."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> _Waits:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _sample(self) -> None:
+        import psycopg
+
+        with psycopg.connect(os.environ["DATABASE_URL"], autocommit=True) as conn:
+            me = conn.info.backend_pid
+            while not self._stop.wait(0.02):
+                rows = conn.execute(
+                    "SELECT state, wait_event_type FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND backend_type = 'client backend' AND pid <> %s AND state <> 'idle'",
+                    [me],
+                ).fetchall()
+                for state, wait in rows:
+                    kind = "client" if state.startswith("idle in") or wait == "Client" else (wait or "running")
+                    self.counts[kind] = self.counts.get(kind, 0) + 1
+
+    def shares(self) -> dict[str, float]:
+        total = sum(self.counts.values()) or 1
+        return {kind: 100 * n / total for kind, n in self.counts.items()}
+
+
 def _runs_through(
     workers: int, runs: int, queue: str, logs: Path, pool: str, *, backlog: bool
-) -> tuple[float, int, int, dict[str, float]]:
+) -> tuple[float, int, int, dict[str, float], dict[str, float]]:
     """Start `workers` worker processes (one task at a time each, on `pool`) and time `runs` agent runs through
-    them; also the CPU ms per run of each role (workers, PostgreSQL, this starter).
+    them; also the CPU ms per run of each role (workers, PostgreSQL, this starter), and what the workers'
+    database sessions waited on (_Waits).
 
     `backlog`: the runs are started before the clock, and the workers, idle on another queue until then,
     are told to take them all at once (Celery's add_consumer): the workers' throughput, with nothing else on
@@ -616,19 +657,20 @@ def _runs_through(
         if backlog:
             started_ids = [run_start(agent=agent, input=ticket, actor=None).pk for _ in range(runs)]
         before = cpu_by_role(roles)
-        started = time.perf_counter()
-        if backlog:
-            replies = current_app.control.add_consumer(queue, destination=names, reply=True, timeout=10)
-            if len(replies) != workers:
-                raise RuntimeError(f"not every worker took the queue: {replies}")
-        else:
-            for _ in range(runs):
-                started_ids.append(run_start(agent=agent, input=ticket, actor=None).pk)
-        pending = Run.objects.filter(pk__in=started_ids).exclude(status="succeeded")
-        give_up = time.monotonic() + 600
-        while pending.exists() and time.monotonic() < give_up:
-            time.sleep(0.05)
-        elapsed = time.perf_counter() - started
+        with _Waits() as waits:
+            started = time.perf_counter()
+            if backlog:
+                replies = current_app.control.add_consumer(queue, destination=names, reply=True, timeout=10)
+                if len(replies) != workers:
+                    raise RuntimeError(f"not every worker took the queue: {replies}")
+            else:
+                for _ in range(runs):
+                    started_ids.append(run_start(agent=agent, input=ticket, actor=None).pk)
+            pending = Run.objects.filter(pk__in=started_ids).exclude(status="succeeded")
+            give_up = time.monotonic() + 600
+            while pending.exists() and time.monotonic() < give_up:
+                time.sleep(0.05)
+            elapsed = time.perf_counter() - started
         after = cpu_by_role(roles)
         used = {role: (after[role] - before[role]) * 1000 / runs for role in after}
         cpu = {
@@ -636,7 +678,7 @@ def _runs_through(
             "postgres": used["postgres"],
             "starter (this process)": used["load generator"],
         }
-        return runs / elapsed, _deadlocks() - deadlocks, pending.count(), cpu
+        return runs / elapsed, _deadlocks() - deadlocks, pending.count(), cpu, waits.shares()
     finally:
         _stop([proc for proc, _ in procs])
 
@@ -658,12 +700,14 @@ def workers(reps: int, total: int) -> None:
     ]
     rates: dict[tuple[str, str, int], list[float]] = {setup: [] for setup in setups}
     cpu: dict[tuple[str, str, int], list[dict[str, float]]] = {setup: [] for setup in setups}
+    waited: dict[tuple[str, str, int], list[dict[str, float]]] = {setup: [] for setup in setups}
     deadlocks = stuck = 0
     for rep in range(reps):
         for mode, pool, count in setups if rep % 2 == 0 else reversed(setups):
-            rate, dead, left, used = _runs_through(count, total, queue, logs, pool, backlog=mode == "backlog")
+            rate, dead, left, used, waits = _runs_through(count, total, queue, logs, pool, backlog=mode == "backlog")
             rates[(mode, pool, count)].append(round(rate, 2))
             cpu[(mode, pool, count)].append(used)
+            waited[(mode, pool, count)].append(waits)
             deadlocks += dead
             stuck += left
     print(f"agent runs (auto path, 3 tasks each) through Celery workers, {total} runs per measurement, {reps} reps")
@@ -672,6 +716,14 @@ def workers(reps: int, total: int) -> None:
         shares = {role: statistics.median(rep[role] for rep in cpu[setup]) for role in cpu[setup][0]}
         parts = ", ".join(f"{role} {ms:.1f}" for role, ms in shares.items())
         print(f"  {mode:8s} {count} {pool} worker(s): {spread(rates[setup])} runs/s; CPU ms per run: {parts}")
+        # The machine's cores in use: CPU per run (every role) times runs per second.
+        busy = [sum(rep.values()) * rate / 1000 for rep, rate in zip(cpu[setup], rates[setup], strict=True)]
+        kinds = sorted({kind for rep in waited[setup] for kind in rep})
+        shares = ", ".join(
+            f"{kind} {statistics.median(rep.get(kind, 0.0) for rep in waited[setup]):.1f}%" for kind in kinds
+        )
+        print(f"      cores busy (workers, PostgreSQL, starter): {spread([round(b, 2) for b in busy])}")
+        print(f"      the workers' database sessions, sampled: {shares}")
     for mode in ("backlog", "started"):
         for pool in ("solo", "prefork"):
             one, two = rates[(mode, pool, 1)], rates[(mode, pool, 2)]
