@@ -36,7 +36,7 @@ from core.background import enqueue, enqueue_on_commit
 from core.errors import Conflict, IllegalTransition, InvalidInput
 from core.inbound import InputRefused, refuse_invalid
 from core.leases import lease_until
-from core.prepared import PreparedRead, update_where
+from core.prepared import PreparedRead, insert_row, update_where
 from core.transient import retry_delay
 from live.push import OPS_CHANGED, PERMISSIONS_CHANGED, RUN_CHANGED, RUN_NEEDS_OPERATOR, push
 
@@ -233,7 +233,9 @@ def next_step_seq(run: Run) -> int:
 
 def step_append(*, run: Run, kind: StepKind, payload: dict[str, Any]) -> Step:
     """Add a trace entry. Only one writer per run at a time (the run's status guarantees it)."""
-    return Step.objects.create(run=run, seq=next_step_seq(run), kind=kind, payload=payload)
+    step = Step(run=run, seq=next_step_seq(run), kind=kind, payload=payload)
+    insert_row(step)  # every step adds several: their INSERT is built once (core.prepared)
+    return step
 
 
 def run_feed_back(*, run: Run, payload: dict[str, Any]) -> None:

@@ -19,6 +19,7 @@ from approvals.models import (
 from approvals.transitions import action_transition
 from core import counters
 from core.background import enqueue_on_commit
+from core.prepared import insert_row
 from live.push import QUEUE_CHANGED, push
 
 logger = logging.getLogger(__name__)
@@ -73,5 +74,6 @@ def execution_schedule(action: ActionRequest) -> None:
     if action.caller_executes:
         grant_issue(action)
         return
-    execution = Execution.objects.create(action=action, idempotency_key=f"action-{action.pk}")
+    execution = Execution(action=action, idempotency_key=f"action-{action.pk}")
+    insert_row(execution)
     enqueue_on_commit(EXECUTE_ACTION, execution.pk)

@@ -26,6 +26,7 @@ from approvals.risk import assess
 from approvals.spot_checks import spot_check_sample
 from audit.services import Actor, record
 from core import counters
+from core.prepared import insert_row
 from live.push import ACTION_OPENED, push
 
 logger = logging.getLogger(__name__)
@@ -185,7 +186,7 @@ def _open_action(
         auto_limit=agent_tool.auto_max_magnitude,
         sla_minutes=agent_tool.sla_minutes,
     )
-    action = ActionRequest.objects.create(
+    action = ActionRequest(
         agent=agent,
         run=run,
         submitted_by=actor if run is None and isinstance(actor, User) else None,
@@ -213,6 +214,7 @@ def _open_action(
         risk_flags=checked.flags,
         status=ROUTE_STATUS[decision.route],
     )
+    insert_row(action)  # every routed call adds one: its INSERT is built once (core.prepared)
     record(
         actor=who,
         event="action.routed",

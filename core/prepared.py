@@ -1,5 +1,5 @@
-"""Hot-path reads and compare-and-set updates whose SQL is built once per process (`PreparedRead`,
-`update_where`).
+"""Hot-path reads, compare-and-set updates and inserts whose SQL is built once per process (`PreparedRead`,
+`update_where`, `insert_row`).
 
 Django builds a queryset and compiles its SQL anew every time one is evaluated. For the reads every
 routed call, execution and agent step makes, that work costs more than PostgreSQL running them: the
@@ -26,7 +26,8 @@ What it accepts is narrow on purpose, so it can fail loudly but never bind a val
 its lease, its counters): the statement is built once per shape from the model's fields, and each value
 is prepared by its field as `QuerySet.update()` prepares it (`get_db_prep_save`; a filter's value as a
 lookup prepares it). It takes plain values only: no expressions, and no None in a filter (the ORM would
-write `IS NULL`).
+write `IS NULL`). `insert_row` saves a new row as `Model.save()` does (each field's `pre_save`, the
+pre_save and post_save signals, the primary key read back), with its INSERT built once per model.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from typing import Any, Generic, TypeAlias, TypeVar, cast
 
 from django.core.exceptions import EmptyResultSet, ImproperlyConfigured
 from django.db import connections, transaction
-from django.db.models import Field, Model, QuerySet
+from django.db.models import Field, Model, QuerySet, signals
 from django.db.models.query import ModelIterable, ValuesListIterable, get_related_populators
 
 # The rows: a model, a model with annotations (django_stubs_ext.WithAnnotations), or a values_list() tuple.
@@ -276,3 +277,45 @@ def _update_statement(
         conditions.append(f"{ops.quote_name(field(column).column)} {_OPERATORS[lookup or 'exact']}")
     sql = f"UPDATE {table} SET {', '.join(assignments)} WHERE {' AND '.join(conditions)}"  # noqa: S608
     return sql, set_fields, add_fields, where_fields
+
+
+def insert_row(obj: Model, using: str = "default") -> None:
+    """Insert a new `obj` as `obj.save(force_insert=True)` does, and set its primary key.
+
+    Its INSERT is built once per model: every local column but the automatic primary key, each value from
+    the field's `pre_save(add=True)` (an auto_now_add time is set on `obj` as save() sets it) prepared by
+    `get_db_prep_save`; pre_save and post_save are sent as save() sends them. A model save() could not
+    insert in one statement (a parent table, a database default, a generated column) is refused.
+    """
+    model = type(obj)
+    if obj.pk is not None:
+        raise ValueError(f"insert_row: this {model.__name__} has a primary key already; save() it")
+    sql, fields = _insert_statement(using, model)
+    connection: Any = connections[using]
+    obj._prepare_related_fields_for_save(operation_name="save")  # type: ignore[attr-defined]
+    signals.pre_save.send(sender=model, instance=obj, raw=False, using=using, update_fields=None)
+    params = [f.get_db_prep_save(_plain(f.pre_save(obj, True)), connection) for f in fields]
+    with transaction.mark_for_rollback_on_error(using), connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        (pk,) = cursor.fetchone()
+    setattr(obj, model._meta.pk.attname, pk)
+    obj._state.adding = False
+    obj._state.db = using
+    signals.post_save.send(sender=model, instance=obj, created=True, update_fields=None, raw=False, using=using)
+
+
+@cache
+def _insert_statement(alias: str, model: type[Model]) -> tuple[str, list[Field[Any, Any]]]:
+    meta = model._meta
+    if meta.parents or meta.order_with_respect_to or meta.db_returning_fields != [meta.auto_field]:
+        raise ImproperlyConfigured(f"insert_row: a {model.__name__} is not one plain row with an automatic key")
+    fields = [f for f in meta.local_concrete_fields if f is not meta.auto_field]
+    if any(f.generated or f.has_db_default() for f in fields):
+        raise ImproperlyConfigured(f"insert_row: {model.__name__} has a generated or database-default column")
+    ops: Any = connections[alias].ops
+    columns = ", ".join(ops.quote_name(f.column) for f in fields)
+    sql = (
+        f"INSERT INTO {ops.quote_name(meta.db_table)} ({columns}) VALUES ({', '.join(['%s'] * len(fields))})"  # noqa: S608
+        f" RETURNING {ops.quote_name(meta.pk.column)}"
+    )
+    return sql, fields

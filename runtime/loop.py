@@ -45,7 +45,7 @@ from audit.services import Actor, record
 from core import counters
 from core.inbound import sanitise
 from core.leases import heartbeat, renewal_until
-from core.prepared import PreparedRead, update_where
+from core.prepared import PreparedRead, insert_row, update_where
 from core.secrets import register_secret, scrub_text
 from core.transient import is_transient
 from runtime import services as runtime_services
@@ -403,7 +403,7 @@ def _record_model_call(
 ) -> None:
     model = result.model or agent.model
     cost = cost_of(model, result.usage.prompt_tokens, result.usage.completion_tokens, configured_model=agent.model)
-    Step.objects.create(
+    step = Step(
         run=run,
         seq=services.next_step_seq(run),
         kind=StepKind.LLM_CALL,
@@ -421,6 +421,7 @@ def _record_model_call(
         tokens_out=result.usage.completion_tokens,
         cost=cost,
     )
+    insert_row(step)
     tokens = result.usage.total_tokens
     update_where(Run, where={"pk": run.pk}, add={"step_count": 1, "tokens_used": tokens, "cost": cost})
     counters.usage(agent.pk, tokens=tokens, cost=cost)

@@ -14,6 +14,7 @@ from django.contrib.auth.models import Group
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connection
 from django.db.models import F, Q, QuerySet
+from django.db.models.signals import post_save, pre_save
 from django.test.utils import CaptureQueriesContext
 from guardian.core import ObjectPermissionChecker
 from guardian.shortcuts import assign_perm
@@ -21,11 +22,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agents.breakers import MODEL, MODEL_QUIET, TOOL_QUIET, tool_settings
-from agents.models import AgentTool, BreakerState, CircuitBreaker, PromptVersion, Run
+from agents.models import AgentTool, BreakerState, CircuitBreaker, PromptVersion, Run, Step
 from agents.selectors import agent_perms_on
 from approvals.models import ActionRequest
 from approvals.selectors import action_by_id, action_operable_by, action_reviewable_by
-from core.prepared import PreparedRead, update_where
+from core.prepared import PreparedRead, insert_row, update_where
 from runtime.loop import _run_to_step
 from tests.factories import AgentFactory, RunFactory, UserFactory
 
@@ -297,3 +298,78 @@ def test_update_where_refuses_what_it_would_not_write_as_the_orm_does() -> None:
         update_where(Run, where={"pk": run.pk}, values={"no_such_field": 1})
     assert Run.objects.get(pk=run.pk).result == ""
     assert update_where(Run, where={"pk": 2**63 - 1}, values={"result": "x"}) == 0
+
+
+# --- insert_row: the rows every routed call and agent step adds ---------------------------------------------
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | TEXT,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(TEXT, inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    arguments=st.dictionaries(TEXT, JSON, max_size=4),
+    confidence=st.floats(0, 1),
+    magnitude=st.decimals(0, 10**6, places=2),
+    rationale=TEXT,
+    status=st.sampled_from(["pending", "auto_approved", "denied"]),
+    with_run=st.booleans(),
+)
+def test_insert_row_writes_the_row_save_writes(
+    arguments: dict[str, Any], confidence: float, magnitude: Decimal, rationale: str, status: str, with_run: bool
+) -> None:
+    """The same new action through the ORM's create() and through insert_row(): the same row, every column."""
+    run = RunFactory()
+    fields: dict[str, Any] = {
+        "agent": run.agent,
+        "run": run if with_run else None,
+        "tool": "issue_refund",
+        "arguments": arguments,
+        "proposed_arguments": arguments,
+        "confidence": confidence,
+        "magnitude": magnitude,
+        "rationale": rationale,
+        "impact": "financial",
+        "route": "review",
+        "route_reason": "r",
+        "status": status,
+    }
+    saved = ActionRequest.objects.create(**fields)
+    inserted = ActionRequest(**fields)
+    insert_row(inserted)
+    assert inserted.pk is not None and not inserted._state.adding and inserted._state.db == "default"
+    assert inserted.created_at is not None  # auto_now_add set on the object, as save() sets it
+    made_apart = {"id", "created_at"}
+    rows = [
+        {n: v for n, v in _fields(ActionRequest.objects.get(pk=a.pk)).items() if n not in made_apart}
+        for a in (saved, inserted)
+    ]
+    assert rows[1] == rows[0]
+    assert ActionRequest.objects.get(pk=inserted.pk).created_at == inserted.created_at
+
+
+def test_insert_row_sends_the_signals_save_sends_and_refuses_a_row_that_exists() -> None:
+    run = RunFactory()
+    seen: list[tuple[str, bool]] = []
+
+    def before(sender: Any, instance: Any, **kwargs: Any) -> None:
+        seen.append(("pre_save", instance.pk is None))
+
+    def after(sender: Any, instance: Any, created: bool, **kwargs: Any) -> None:
+        seen.append(("post_save", created and instance.pk is not None))
+
+    pre_save.connect(before, sender=Step)
+    post_save.connect(after, sender=Step)
+    try:
+        step = Step(run=run, seq=1, kind="final", payload={"text": "done"})
+        insert_row(step)
+    finally:
+        pre_save.disconnect(before, sender=Step)
+        post_save.disconnect(after, sender=Step)
+    assert seen == [("pre_save", True), ("post_save", True)]
+    with pytest.raises(ValueError, match="primary key already"):
+        insert_row(step)
+    assert Step.objects.filter(run=run).count() == 1
