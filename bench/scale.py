@@ -17,7 +17,8 @@ workers  Agent runs per second through 1 and 2 Celery worker processes (one task
          process starting the runs while the clock runs; deadlocks counted by PostgreSQL, runs left
          unfinished, the CPU each run costs the workers, PostgreSQL and the process starting runs, the
          cores that makes busy, and what the workers' database sessions waited on (pg_stat_activity,
-         sampled every 20 ms: their client, a lock, I/O such as the WAL flush of a commit, or running).
+         sampled every 20 ms: their client, a lock, I/O such as the WAL flush of a commit, or running);
+         beside them, the machine's own ceiling: two CPU-bound Python processes against one.
 push     Commit -> websocket arrival p95 with 300 reviewer sockets on one daphne (and the relay), beside
          a plain websocket relay fed by one Redis SUBSCRIBE; pushes lost and sequence gaps counted.
 decisions  On the `make stack` topology (uvicorn --workers 2, 2 workers, the relay): the p95 of
@@ -683,6 +684,25 @@ def _runs_through(
         _stop([proc for proc, _ in procs])
 
 
+# Pure Python work for about half a second: what one core does alone, and two cores side by side.
+_SPIN = "s = 0\nfor i in range(15_000_000):\n    s += i"
+
+
+def _machine_parallelism() -> float:
+    """How much more two CPU-bound processes get done than one, on this machine now: the ceiling of any
+    two-worker ratio (2.0 on two free cores; less where the cores are shared or the machine's speed moves)."""
+    import subprocess
+
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-c", _SPIN], check=True)
+    one = time.perf_counter() - started
+    started = time.perf_counter()
+    pair = [subprocess.Popen([sys.executable, "-c", _SPIN]) for _ in range(2)]
+    for proc in pair:
+        proc.wait()
+    return 2 * one / (time.perf_counter() - started)
+
+
 def workers(reps: int, total: int) -> None:
     """Runs/s through 1 and 2 solo workers and 1 and 2 prefork `-c 1` workers, interleaved: on a backlog of runs
     started before the clock (the workers alone), and with the runs started while the clock runs."""
@@ -702,7 +722,9 @@ def workers(reps: int, total: int) -> None:
     cpu: dict[tuple[str, str, int], list[dict[str, float]]] = {setup: [] for setup in setups}
     waited: dict[tuple[str, str, int], list[dict[str, float]]] = {setup: [] for setup in setups}
     deadlocks = stuck = 0
+    ceiling: list[float] = []  # the machine's own two-process ratio, once per repetition
     for rep in range(reps):
+        ceiling.append(round(_machine_parallelism(), 2))
         for mode, pool, count in setups if rep % 2 == 0 else reversed(setups):
             rate, dead, left, used, waits = _runs_through(count, total, queue, logs, pool, backlog=mode == "backlog")
             rates[(mode, pool, count)].append(round(rate, 2))
@@ -731,6 +753,7 @@ def workers(reps: int, total: int) -> None:
             print(f"  {mode}: 2 {pool} workers / 1: {spread(ratio)}x")
         gain = [round(a / b, 2) for a, b in zip(rates[(mode, "solo", 1)], rates[(mode, "prefork", 1)], strict=True)]
         print(f"  {mode}: 1 solo worker / 1 prefork -c 1 worker: {spread(gain)}x")
+    print(f"  machine baseline: 2 CPU-bound Python processes / 1 (pure Python, no I/O): {spread(ceiling)}x")
     print(f"  deadlocks {deadlocks}; runs left unfinished {stuck}")
 
 
