@@ -147,7 +147,7 @@ SAME_READS = (
         " b.agent_id = t.agent_id AND b.tool = t.tool AND NOT (b.state = 'closed' AND b.consecutive_failures = 0))"
         " FROM agents_agenttool t WHERE t.agent_id = %s AND t.tool = %s AND t.enabled"
     ),
-    ("SELECT count(id), count(id) FILTER (WHERE id = ANY(%s)) FROM demo_contact WHERE deleted_at IS NULL"),
+    ("SELECT count(id), count(id) FILTER (WHERE id IN (%s)) FROM demo_contact WHERE deleted_at IS NULL"),  # one id
 )
 
 
@@ -178,7 +178,7 @@ def baseline_router(*, same_statements: bool = False) -> Callable[[int, int], No
         with conn.transaction():
             if same_statements:
                 tool = conn.execute(SAME_READS[0], [agent_id, "delete_contacts"]).fetchone()
-                stake = conn.execute(SAME_READS[1], [ids]).fetchone()
+                stake = conn.execute(SAME_READS[1], ids).fetchone()
                 assert tool is not None and stake is not None
             row = conn.execute(
                 "INSERT INTO bench_action (agent_id, tool, arguments, confidence, status)"

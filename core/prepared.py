@@ -94,6 +94,10 @@ class PreparedRead(Generic[R]):
         if signature != self._signature:
             raise TypeError(f"{self._name} was prepared for {self._signature}, called with {signature}")
         c = self._compiled
+        if any(_no_key(value) for value in values.values()):
+            # Equal to no key a column can hold (the ORM sends no query for it either); SQLite's driver
+            # would raise OverflowError binding it.
+            return []
         bound = list(c.params)
         for name, slots in c.slots.items():
             for slot in slots:
@@ -193,8 +197,11 @@ class PreparedRead(Generic[R]):
         )
 
 
+# What a 64-bit integer column can hold, the widest Countersign has.
+_INT64 = (-(2**63), 2**63 - 1)
+
 # The filters update_where() takes: a column equal to a value, below it, not above it, or one of a list.
-_OPERATORS = {"exact": "= %s", "lt": "< %s", "lte": "<= %s", "in": "= ANY(%s)"}
+_OPERATORS = {"exact": "=", "lt": "<", "lte": "<=", "in": "IN"}
 
 
 def update_where(
@@ -212,19 +219,29 @@ def update_where(
     `name__lt`, `name__lte` and `name__in` (a list); `pk` names the primary key.
     """
     values, add = values or {}, add or {}
-    sql, set_fields, add_fields, where_fields = _update_statement(using, model, tuple(values), tuple(add), tuple(where))
+    # A list's length is part of the shape: `IN (%s, %s)`, which every database Countersign runs on takes.
+    shape = tuple((name, len(value) if name.endswith("__in") else 0) for name, value in where.items())
+    if any(name.endswith("__in") and not count for name, count in shape):
+        return 0  # in an empty list: no row matches, and the ORM sends nothing either
+    if any(_no_key(value) for name, value in where.items() if "__" not in name):
+        return 0  # equal to no key a column can hold, as above
+    sql, set_fields, add_fields, where_fields = _update_statement(using, model, tuple(values), tuple(add), shape)
     connection: Any = connections[using]
     params = [f.get_db_prep_save(_plain(values[n]), connection) for n, f in set_fields]
     params += [f.get_db_prep_save(_plain(add[n]), connection) for n, f in add_fields]
     for name, field in where_fields:
         value = _plain(where[name])
         if name.endswith("__in"):
-            params.append([_filter_value(name, field, one, connection) for one in value])
+            params += [_filter_value(name, field, one, connection) for one in value]
         else:
             params.append(_filter_value(name, field, value, connection))
     with transaction.mark_for_rollback_on_error(using), connection.cursor() as cursor:
         cursor.execute(sql, params)
         return int(cursor.rowcount)
+
+
+def _no_key(value: Any) -> bool:
+    return type(value) is int and not _INT64[0] <= value <= _INT64[1]
 
 
 def _filter_value(name: str, field: Field[Any, Any], value: Any, connection: Any) -> Any:
@@ -245,7 +262,11 @@ _Fields: TypeAlias = "list[tuple[str, Field[Any, Any]]]"  # the field behind eac
 
 @cache
 def _update_statement(
-    alias: str, model: type[Model], set_names: tuple[str, ...], add_names: tuple[str, ...], where: tuple[str, ...]
+    alias: str,
+    model: type[Model],
+    set_names: tuple[str, ...],
+    add_names: tuple[str, ...],
+    where: tuple[tuple[str, int], ...],
 ) -> tuple[str, _Fields, _Fields, _Fields]:
     """The UPDATE of one shape, and the field behind each of its values in order."""
     if not where:
@@ -269,12 +290,13 @@ def _update_statement(
     if not assignments:
         raise ValueError("update_where: nothing to set")
     where_fields, conditions = [], []
-    for name in where:
+    for name, count in where:
         column, _, lookup = name.partition("__")
         if (lookup or "exact") not in _OPERATORS:
             raise ValueError(f"update_where: {name}: only {', '.join(_OPERATORS)} are supported")
         where_fields.append((name, field(column)))
-        conditions.append(f"{ops.quote_name(field(column).column)} {_OPERATORS[lookup or 'exact']}")
+        placeholder = f"({', '.join(['%s'] * count)})" if lookup == "in" else "%s"
+        conditions.append(f"{ops.quote_name(field(column).column)} {_OPERATORS[lookup or 'exact']} {placeholder}")
     sql = f"UPDATE {table} SET {', '.join(assignments)} WHERE {' AND '.join(conditions)}"  # noqa: S608
     return sql, set_fields, add_fields, where_fields
 

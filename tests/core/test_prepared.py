@@ -210,6 +210,9 @@ def test_a_constant_equal_to_a_stand_in_is_refused_not_overwritten(constant: int
         read(agent_id=1)
 
 
+@pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="psycopg sends such a value typed; SQLite's driver does not"
+)
 def test_a_value_on_a_plain_integer_column_is_refused() -> None:
     """Django sends such a value typed to its column (Int2, Int4), and rules out one past the column's range
     before any SQL: bound as it is, it would be neither. Only keys' ids and text are bound."""
@@ -229,7 +232,7 @@ MOMENTS = st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 
     status=st.sampled_from(STATUSES),
     token=st.sampled_from(["", "abc", "t0k3n"]),
     lease=st.one_of(st.none(), MOMENTS),
-    expect_status=st.one_of(st.sampled_from(STATUSES), st.lists(st.sampled_from(STATUSES), min_size=1, max_size=3)),
+    expect_status=st.one_of(st.sampled_from(STATUSES), st.lists(st.sampled_from(STATUSES), max_size=3)),
     expect_token=st.one_of(st.none(), st.sampled_from(["", "abc", "x"])),
     lease_before=st.one_of(st.none(), MOMENTS),
     lease_lookup=st.sampled_from(["lt", "lte"]),
@@ -297,7 +300,8 @@ def test_update_where_refuses_what_it_would_not_write_as_the_orm_does() -> None:
     with pytest.raises(ValueError, match="no column"):
         update_where(Run, where={"pk": run.pk}, values={"no_such_field": 1})
     assert Run.objects.get(pk=run.pk).result == ""
-    assert update_where(Run, where={"pk": 2**63 - 1}, values={"result": "x"}) == 0
+    for past_any_row in (2**63 - 1, 2**63, -(2**63) - 1, 10**30):
+        assert update_where(Run, where={"pk": past_any_row}, values={"result": "x"}) == 0
 
 
 # --- insert_row: the rows every routed call and agent step adds ---------------------------------------------
