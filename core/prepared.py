@@ -43,6 +43,8 @@ from django.db import connections, transaction
 from django.db.models import Field, Model, QuerySet, signals
 from django.db.models.query import ModelIterable, ValuesListIterable, get_related_populators
 
+from core.inbound import MAX_INT
+
 # The rows: a model, a model with annotations (django_stubs_ext.WithAnnotations), or a values_list() tuple.
 R = TypeVar("R")
 
@@ -197,9 +199,6 @@ class PreparedRead(Generic[R]):
         )
 
 
-# What a 64-bit integer column can hold, the widest Countersign has.
-_INT64 = (-(2**63), 2**63 - 1)
-
 # The filters update_where() takes: a column equal to a value, below it, not above it, or one of a list.
 _OPERATORS = {"exact": "=", "lt": "<", "lte": "<=", "in": "IN"}
 
@@ -230,7 +229,7 @@ def update_where(
     params = [f.get_db_prep_save(_plain(values[n]), connection) for n, f in set_fields]
     params += [f.get_db_prep_save(_plain(add[n]), connection) for n, f in add_fields]
     for name, field in where_fields:
-        value = _plain(where[name])
+        value = where[name]
         if name.endswith("__in"):
             params += [_filter_value(name, field, one, connection) for one in value]
         else:
@@ -241,7 +240,8 @@ def update_where(
 
 
 def _no_key(value: Any) -> bool:
-    return type(value) is int and not _INT64[0] <= value <= _INT64[1]
+    # Past what a 64-bit column holds, the widest Countersign has (core.inbound.MAX_INT).
+    return type(value) is int and not -MAX_INT - 1 <= value <= MAX_INT
 
 
 def _filter_value(name: str, field: Field[Any, Any], value: Any, connection: Any) -> Any:

@@ -13,6 +13,7 @@ from django.utils import timezone
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from agents.tools import Finding, Impact, Stake, Tool, ToolContext, ToolError, register
+from core.inbound import MAX_INT
 from demo.models import Contact, Order, Refund
 
 
@@ -108,7 +109,7 @@ def _refund_result(refund: Refund) -> dict[str, Any]:
 def contact_keys(ids: list[int]) -> list[int]:
     """The ids a contact's key could be: one past what the column holds is no contact (reported missing), and
     SQLite's driver (the demo's default database) could not even bind it."""
-    return [i for i in ids if i < 2**63]
+    return [i for i in ids if i <= MAX_INT]
 
 
 class DeleteContactsArgs(BaseModel):

@@ -127,7 +127,7 @@ def _advance(run_id: int, token: str) -> None:
             return
         seen = breakers.breaker_current(agent)
 
-    history = _history(run)
+    history = runtime_services.tool_results(run)
     try:
         context = _context(run, agent, history)
     except SecretUnavailable as exc:
@@ -348,10 +348,6 @@ def tool_specs(agent: Agent) -> list[ToolSpec]:
         if tool is not None and not tool.caller_executes:  # an agent running elsewhere executes those
             specs.append(ToolSpec(name=tool.name, description=tool.description, parameters=tool.json_schema()))
     return specs
-
-
-def _history(run: Run) -> list[dict[str, Any]]:
-    return runtime_services.tool_results(run)
 
 
 def _limit_reached(run: Run, agent: Agent) -> str | None:
