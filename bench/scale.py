@@ -18,7 +18,10 @@ workers  Agent runs per second through 1 and 2 Celery worker processes (one task
          unfinished, the CPU each run costs the workers, PostgreSQL and the process starting runs, the
          cores that makes busy, and what the workers' database sessions waited on (pg_stat_activity,
          sampled every 20 ms: their client, a lock, I/O such as the WAL flush of a commit, or running);
-         beside them, the machine's own ceiling: two CPU-bound Python processes against one.
+         beside them, two baselines: the same backlog of runs drained by 1 and 2 plain processes with
+         no broker (the runs' own work, interleaved with the workers), and the machine's own ceiling,
+         two CPU-bound Python processes against one. A rate runs from the first step to the last
+         run's end, read from the rows (_rate).
 push     Commit -> websocket arrival p95 with 300 reviewer sockets on one daphne (and the relay), beside
          a plain websocket relay fed by one Redis SUBSCRIBE; pushes lost and sequence gaps counted.
 decisions  On the `make stack` topology (uvicorn --workers 2, 2 workers, the relay): the p95 of
@@ -659,7 +662,6 @@ def _runs_through(
             started_ids = [run_start(agent=agent, input=ticket, actor=None).pk for _ in range(runs)]
         before = cpu_by_role(roles)
         with _Waits() as waits:
-            started = time.perf_counter()
             if backlog:
                 replies = current_app.control.add_consumer(queue, destination=names, reply=True, timeout=10)
                 if len(replies) != workers:
@@ -670,8 +672,7 @@ def _runs_through(
             pending = Run.objects.filter(pk__in=started_ids).exclude(status="succeeded")
             give_up = time.monotonic() + 600
             while pending.exists() and time.monotonic() < give_up:
-                time.sleep(0.05)
-            elapsed = time.perf_counter() - started
+                time.sleep(0.1)  # the rate comes from the rows' timestamps (_rate), not from this poll
         after = cpu_by_role(roles)
         used = {role: (after[role] - before[role]) * 1000 / runs for role in after}
         cpu = {
@@ -679,9 +680,97 @@ def _runs_through(
             "postgres": used["postgres"],
             "starter (this process)": used["load generator"],
         }
-        return runs / elapsed, _deadlocks() - deadlocks, pending.count(), cpu, waits.shares()
+        return _rate(started_ids), _deadlocks() - deadlocks, pending.count(), cpu, waits.shares()
     finally:
         _stop([proc for proc, _ in procs])
+
+
+def _rate(run_ids: list[int]) -> float:
+    """Runs per second from the first step any of them took to the last one's end (the rows' timestamps).
+
+    Not from the moment the workers are told to take the queue: a worker notices a queue added under it only
+    when its pending BRPOP on the idle queue returns (kombu's Redis transport, brpop_timeout 1 s), so that
+    clock would add 0-1 s of waiting for the broker to the workers' throughput, more of it on the shorter
+    two-worker measurement."""
+    from django.db.models import Max, Min
+
+    from agents.models import Run, Step
+
+    first = Step.objects.filter(run_id__in=run_ids).aggregate(at=Min("created_at"))["at"]
+    last = Run.objects.filter(pk__in=run_ids).aggregate(at=Max("finished_at"))["at"]
+    if first is None or last is None or last <= first:
+        raise RuntimeError("the runs did not finish: no rate")
+    return len(run_ids) / (last - first).total_seconds()
+
+
+# One plain process draining agent runs with no broker: each run's steps and its execution run one after the
+# other in this process (BACKGROUND_TASKS=inline), through the same task functions the workers run, the
+# connection handed back between runs as config.celery does between tasks.
+_DRAIN = r"""
+import sys
+sys.path.insert(0, sys.argv[1])
+import django
+django.setup()
+from celery import current_app
+from django.db import close_old_connections
+advance = current_app.tasks["agents.advance_run"]
+ids = [int(i) for i in sys.argv[2].split(",")]
+print("ready", flush=True)
+sys.stdin.readline()
+for run_id in ids:
+    advance(run_id)
+    close_old_connections()
+"""
+
+
+def _runs_in_processes(count: int, runs: int, queue: str) -> tuple[float, int]:
+    """The workers' baseline: the same backlog of runs through `count` plain Python processes, no Celery.
+
+    Returns the rate (_rate) and the runs left unfinished. The runs are started as for the workers, and their
+    queued tasks are then taken off the broker, so no worker meets them later."""
+    import subprocess
+
+    import redis
+
+    from agents.models import Agent, Run
+    from agents.services import run_start
+
+    agent = Agent.objects.get(slug="refund-triage")
+    ticket = {"ticket": "Arrived broken.", "order_id": "ORD-1003", "amount": 0.01}  # as in _runs_through
+    ids = [run_start(agent=agent, input=ticket, actor=None).pk for _ in range(runs)]
+    broker = redis.Redis.from_url(os.environ["REDIS_URL"])
+    # The queue's lists, one per priority step (settings: sep ":"); nothing consumes the queue meanwhile.
+    broker.delete(queue, *(f"{queue}:{step}" for step in range(10)))
+    env = {**os.environ, "BACKGROUND_TASKS": "inline"}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _DRAIN, str(ROOT), ",".join(map(str, ids[n::count]))],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for n in range(count)
+    ]
+    try:
+        for proc in procs:
+            assert proc.stdout is not None
+            if proc.stdout.readline().strip() != "ready":
+                raise RuntimeError("a draining process did not start")
+        for proc in procs:
+            assert proc.stdin is not None
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+        for proc in procs:
+            if proc.wait(timeout=600) != 0:
+                raise RuntimeError("a draining process failed")
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    left = Run.objects.filter(pk__in=ids).exclude(status="succeeded").count()
+    return _rate(ids), left
 
 
 # Pure Python work for about half a second: what one core does alone, and two cores side by side.
@@ -723,9 +812,16 @@ def workers(reps: int, total: int) -> None:
     waited: dict[tuple[str, str, int], list[dict[str, float]]] = {setup: [] for setup in setups}
     deadlocks = stuck = 0
     ceiling: list[float] = []  # the machine's own two-process ratio, once per repetition
+    plain: dict[int, list[float]] = {1: [], 2: []}  # the same runs in plain processes, no broker
     for rep in range(reps):
         ceiling.append(round(_machine_parallelism(), 2))
-        for mode, pool, count in setups if rep % 2 == 0 else reversed(setups):
+        order = [*setups, ("plain", "", 1), ("plain", "", 2)]
+        for mode, pool, count in order if rep % 2 == 0 else reversed(order):
+            if mode == "plain":
+                rate, left = _runs_in_processes(count, total, queue)
+                plain[count].append(round(rate, 2))
+                stuck += left
+                continue
             rate, dead, left, used, waits = _runs_through(count, total, queue, logs, pool, backlog=mode == "backlog")
             rates[(mode, pool, count)].append(round(rate, 2))
             cpu[(mode, pool, count)].append(used)
@@ -733,6 +829,7 @@ def workers(reps: int, total: int) -> None:
             deadlocks += dead
             stuck += left
     print(f"agent runs (auto path, 3 tasks each) through Celery workers, {total} runs per measurement, {reps} reps")
+    print("  runs/s from the first step to the last run's end (the rows' timestamps; see _rate)")
     for setup in setups:
         mode, pool, count = setup
         shares = {role: statistics.median(rep[role] for rep in cpu[setup]) for role in cpu[setup][0]}
@@ -753,6 +850,9 @@ def workers(reps: int, total: int) -> None:
             print(f"  {mode}: 2 {pool} workers / 1: {spread(ratio)}x")
         gain = [round(a / b, 2) for a, b in zip(rates[(mode, "solo", 1)], rates[(mode, "prefork", 1)], strict=True)]
         print(f"  {mode}: 1 solo worker / 1 prefork -c 1 worker: {spread(gain)}x")
+    print(f"  the same backlog in plain processes, no broker: 1 {spread(plain[1])} runs/s, 2 {spread(plain[2])} runs/s")
+    ratio = [round(b / a, 2) for a, b in zip(plain[1], plain[2], strict=True)]
+    print(f"  baseline: 2 plain processes / 1 (the runs' own work, no Celery): {spread(ratio)}x")
     print(f"  machine baseline: 2 CPU-bound Python processes / 1 (pure Python, no I/O): {spread(ceiling)}x")
     print(f"  deadlocks {deadlocks}; runs left unfinished {stuck}")
 
