@@ -8,7 +8,8 @@ A socket follows the session it was opened with: it closes when the session ends
 (logout, expiry), the user is deactivated or changes password, or the user no
 longer holds any right the socket serves. Control messages ask for a re-check at
 once (`live.push.SESSIONS_CHECK`, `PERMISSIONS_CHANGED`); a timer re-checks at
-the session's expiry and every SOCKET_RECHECK_SECONDS for changes that send none.
+the session's expiry and within every SOCKET_RECHECK_SECONDS (at a random point of its second
+half, so sockets opened together do not re-check together) for changes that send none.
 
 Nothing is lost silently. Every message carries its group's (epoch, seq): a gap
 or a new epoch sends the page a resync, and so does a change of groups. If the
@@ -22,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import weakref
 from collections.abc import Callable
 from datetime import datetime
@@ -52,6 +54,19 @@ PAGE_KEYS = frozenset({"run"})
 EXPIRY_MARGIN_SECONDS = 0.05
 
 RESYNC = '<div id="inbox-resync" hx-swap-oob="true" data-resync="1"></div>'
+
+# Sockets opened together (a deploy, a network blip: every page reconnects at once) would re-check
+# together, every SOCKET_RECHECK_SECONDS, and every socket's frames waited behind the burst: with 300
+# sockets, pushes took 0.1-1.5 s around each one (bench/scale.py push, docs/benchmarks.md). Each wait is
+# drawn from the second half of the interval, so no socket goes longer than the interval unchecked and
+# their re-checks spread out. Not a secret: any pseudo-random spread will do.
+_spread = random.Random()  # noqa: S311
+
+
+def recheck_delay(interval: float) -> float:
+    """How long a socket waits for its next periodic re-check: somewhere in the interval's second half."""
+    return interval * _spread.uniform(0.5, 1.0)
+
 
 # Joining and leaving groups takes a Redis connection per call. A burst of sockets (a deploy, a
 # network blip: every page reconnects at once) would open one each and exhaust the pool; a few at a
@@ -196,7 +211,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
         # One timer for both: the session's expiry, and the periodic safety net.
         # An extended session is picked up by the re-check and the next wait follows it.
         while not self.ended:
-            delay = float(settings.SOCKET_RECHECK_SECONDS)
+            delay = recheck_delay(float(settings.SOCKET_RECHECK_SECONDS))
             if expires_at is not None:
                 until_expiry = (expires_at - timezone.now()).total_seconds() + EXPIRY_MARGIN_SECONDS
                 delay = max(min(delay, until_expiry), 0)

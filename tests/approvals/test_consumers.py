@@ -10,6 +10,8 @@ from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.contrib.auth import get_user_model
 from django.test import Client
+from hypothesis import given
+from hypothesis import strategies as st
 
 from agents.models import Agent
 from agents.services import agent_permission_grant, agent_permission_revoke, run_start
@@ -18,7 +20,8 @@ from approvals.decisions import action_request_decide, action_request_escalate
 from approvals.four_eyes import agent_configure
 from approvals.models import ActionRequest
 from config.asgi import application
-from live.consumers import CLOSE_NO_RIGHTS, CLOSE_SESSION_ENDED
+from live import consumers
+from live.consumers import CLOSE_NO_RIGHTS, CLOSE_SESSION_ENDED, recheck_delay
 from live.groups import user_group
 from live.push import OPS_CHANGED, push
 from live.relay import html, inline_relay
@@ -385,6 +388,36 @@ def test_the_periodic_recheck_catches_changes_that_send_no_signal(demo, settings
         return connected, code
 
     assert async_to_sync(scenario)() == (True, CLOSE_SESSION_ENDED)
+
+
+@given(interval=st.floats(min_value=1, max_value=1e6))
+def test_a_periodic_recheck_waits_no_longer_than_the_interval(interval):
+    assert interval / 2 <= recheck_delay(interval) <= interval
+
+
+def test_sockets_opened_together_do_not_recheck_together(demo, settings, monkeypatch):
+    # All at once, 300 sockets' re-checks held every push up by up to 1.5 s (docs/benchmarks.md).
+    settings.SOCKET_RECHECK_SECONDS = 600
+    drawn: list[float] = []
+
+    def recorded(interval: float) -> float:
+        drawn.append(recheck_delay(interval))
+        return drawn[-1]
+
+    monkeypatch.setattr(consumers, "recheck_delay", recorded)
+    reviewer = user("reviewer")
+
+    async def scenario():
+        opened = [await connect(reviewer) for _ in range(12)]
+        for socket_, _ in opened:
+            await socket_.disconnect()
+        return [connected for _, connected in opened]
+
+    assert async_to_sync(scenario)() == [True] * 12
+    assert len(drawn) == 12
+    assert all(300 <= wait <= 600 for wait in drawn)
+    # Twelve draws from 300-600 s: the chance that they all fall within one minute is about 2e-7.
+    assert max(drawn) - min(drawn) > 60
 
 
 def test_an_open_run_page_and_the_queue_counts_follow_a_decision_for_those_allowed_only(demo):
