@@ -56,8 +56,13 @@ os.environ.setdefault("BACKGROUND_TASKS", "inline")
 os.environ.setdefault("LIVE_RELAY", "process")
 
 
-def spread(values: list[float]) -> str:
-    return f"median {statistics.median(values):.1f}  spread {min(values):.1f}-{max(values):.1f}  runs {values}"
+def spread(values: list[float], digits: int = 1) -> str:
+    """Median, min-max and every repetition; a ratio read against a target prints two decimals (digits=2), so a
+    median of 1.77 is not shown as 1.8."""
+    return (
+        f"median {statistics.median(values):.{digits}f}  spread {min(values):.{digits}f}-{max(values):.{digits}f}"
+        f"  runs {values}"
+    )
 
 
 def _stop(procs: list[Any]) -> None:
@@ -246,10 +251,10 @@ def routing(reps: int, total: int) -> None:
             base = results[(name, threads)]
             ratios = [round(b / p, 2) for b, p in zip(base, prod, strict=True)]
             print(f"  concurrency {threads}: {name:16s} {spread(base)} actions/s")
-            print(f"  concurrency {threads}: cost against {name} (its rate / product's) {spread(ratios)}")
+            print(f"  concurrency {threads}: cost against {name} (its rate / product's) {spread(ratios, 2)}")
     for name in sides:
         growth = [round(b / a, 2) for a, b in zip(results[(name, 1)], results[(name, 8)], strict=True)]
-        print(f"  {name} growth 1 -> 8 threads: {spread(growth)}x")
+        print(f"  {name} growth 1 -> 8 threads: {spread(growth, 2)}x")
 
 
 # --- sockets ------------------------------------------------------------------------------
@@ -847,13 +852,13 @@ def workers(reps: int, total: int) -> None:
         for pool in ("solo", "prefork"):
             one, two = rates[(mode, pool, 1)], rates[(mode, pool, 2)]
             ratio = [round(b / a, 2) for a, b in zip(one, two, strict=True)]
-            print(f"  {mode}: 2 {pool} workers / 1: {spread(ratio)}x")
+            print(f"  {mode}: 2 {pool} workers / 1: {spread(ratio, 2)}x")
         gain = [round(a / b, 2) for a, b in zip(rates[(mode, "solo", 1)], rates[(mode, "prefork", 1)], strict=True)]
-        print(f"  {mode}: 1 solo worker / 1 prefork -c 1 worker: {spread(gain)}x")
+        print(f"  {mode}: 1 solo worker / 1 prefork -c 1 worker: {spread(gain, 2)}x")
     print(f"  the same backlog in plain processes, no broker: 1 {spread(plain[1])} runs/s, 2 {spread(plain[2])} runs/s")
     ratio = [round(b / a, 2) for a, b in zip(plain[1], plain[2], strict=True)]
-    print(f"  baseline: 2 plain processes / 1 (the runs' own work, no Celery): {spread(ratio)}x")
-    print(f"  machine baseline: 2 CPU-bound Python processes / 1 (pure Python, no I/O): {spread(ceiling)}x")
+    print(f"  baseline: 2 plain processes / 1 (the runs' own work, no Celery): {spread(ratio, 2)}x")
+    print(f"  machine baseline: 2 CPU-bound Python processes / 1 (pure Python, no I/O): {spread(ceiling, 2)}x")
     print(f"  deadlocks {deadlocks}; runs left unfinished {stuck}")
 
 
