@@ -8,8 +8,8 @@ A socket follows the session it was opened with: it closes when the session ends
 (logout, expiry), the user is deactivated or changes password, or the user no
 longer holds any right the socket serves. Control messages ask for a re-check at
 once (`live.push.SESSIONS_CHECK`, `PERMISSIONS_CHANGED`); a timer re-checks at
-the session's expiry and within every SOCKET_RECHECK_SECONDS (at a random point of its second
-half, so sockets opened together do not re-check together) for changes that send none.
+the session's expiry and every SOCKET_RECHECK_SECONDS (the first time after a random part of it, so
+sockets opened together do not re-check together) for changes that send none.
 
 Nothing is lost silently. Every message carries its group's (epoch, seq): a gap
 or a new epoch sends the page a resync, and so does a change of groups. If the
@@ -57,15 +57,16 @@ RESYNC = '<div id="inbox-resync" hx-swap-oob="true" data-resync="1"></div>'
 
 # Sockets opened together (a deploy, a network blip: every page reconnects at once) would re-check
 # together, every SOCKET_RECHECK_SECONDS, and every socket's frames waited behind the burst: with 300
-# sockets, pushes took 0.1-1.5 s around each one (bench/scale.py push, docs/benchmarks.md). Each wait is
-# drawn from the second half of the interval, so no socket goes longer than the interval unchecked and
-# their re-checks spread out. Not a secret: any pseudo-random spread will do.
+# sockets, pushes took 0.1-1.5 s around each one (bench/scale.py push, docs/benchmarks.md). So a socket's
+# first wait is drawn from the whole interval and the later ones are the interval: the re-checks of a
+# burst spread evenly over it and stay spread, and no socket goes longer than the interval unchecked.
+# Not a secret: any pseudo-random spread will do.
 _spread = random.Random()  # noqa: S311
 
 
-def recheck_delay(interval: float) -> float:
-    """How long a socket waits for its next periodic re-check: somewhere in the interval's second half."""
-    return interval * _spread.uniform(0.5, 1.0)
+def recheck_delay(interval: float, *, first: bool) -> float:
+    """How long a socket waits for its next periodic re-check: the interval, the first time a random part of it."""
+    return interval * _spread.uniform(0.0, 1.0) if first else interval
 
 
 # Joining and leaving groups takes a Redis connection per call. A burst of sockets (a deploy, a
@@ -210,8 +211,10 @@ class LiveConsumer(AsyncWebsocketConsumer):
     async def _watch(self, expires_at: datetime | None) -> None:
         # One timer for both: the session's expiry, and the periodic safety net.
         # An extended session is picked up by the re-check and the next wait follows it.
+        first = True
         while not self.ended:
-            delay = recheck_delay(float(settings.SOCKET_RECHECK_SECONDS))
+            delay = recheck_delay(float(settings.SOCKET_RECHECK_SECONDS), first=first)
+            first = False
             if expires_at is not None:
                 until_expiry = (expires_at - timezone.now()).total_seconds() + EXPIRY_MARGIN_SECONDS
                 delay = max(min(delay, until_expiry), 0)
