@@ -625,6 +625,10 @@ class _Waits:
         return {kind: 100 * n / total for kind, n in self.counts.items()}
 
 
+# What every benchmarked agent run is asked: the demo's refund triage on its auto path (no reviewer).
+RUN_INPUT = {"ticket": "Arrived broken.", "order_id": "ORD-1003", "amount": 0.01}
+
+
 def _runs_through(
     workers: int, runs: int, queue: str, logs: Path, pool: str, *, backlog: bool
 ) -> tuple[float, int, int, dict[str, float], dict[str, float]]:
@@ -642,7 +646,6 @@ def _runs_through(
     from agents.services import run_start
 
     agent = Agent.objects.get(slug="refund-triage")
-    ticket = {"ticket": "Arrived broken.", "order_id": "ORD-1003", "amount": 0.01}  # auto path: no reviewer
     listen = f"{queue}-idle" if backlog else queue
     names = [f"w{n}-{uuid.uuid4().hex[:4]}@bench" for n in range(workers)]
     procs = []
@@ -664,7 +667,7 @@ def _runs_through(
         deadlocks = _deadlocks()
         started_ids = []
         if backlog:
-            started_ids = [run_start(agent=agent, input=ticket, actor=None).pk for _ in range(runs)]
+            started_ids = [run_start(agent=agent, input=RUN_INPUT, actor=None).pk for _ in range(runs)]
         before = cpu_by_role(roles)
         with _Waits() as waits:
             if backlog:
@@ -673,7 +676,7 @@ def _runs_through(
                     raise RuntimeError(f"not every worker took the queue: {replies}")
             else:
                 for _ in range(runs):
-                    started_ids.append(run_start(agent=agent, input=ticket, actor=None).pk)
+                    started_ids.append(run_start(agent=agent, input=RUN_INPUT, actor=None).pk)
             pending = Run.objects.filter(pk__in=started_ids).exclude(status="succeeded")
             give_up = time.monotonic() + 600
             while pending.exists() and time.monotonic() < give_up:
@@ -741,8 +744,7 @@ def _runs_in_processes(count: int, runs: int, queue: str) -> tuple[float, int]:
     from agents.services import run_start
 
     agent = Agent.objects.get(slug="refund-triage")
-    ticket = {"ticket": "Arrived broken.", "order_id": "ORD-1003", "amount": 0.01}  # as in _runs_through
-    ids = [run_start(agent=agent, input=ticket, actor=None).pk for _ in range(runs)]
+    ids = [run_start(agent=agent, input=RUN_INPUT, actor=None).pk for _ in range(runs)]
     broker = redis.Redis.from_url(os.environ["REDIS_URL"])
     # The queue's lists, one per priority step (settings: sep ":"); nothing consumes the queue meanwhile.
     broker.delete(queue, *(f"{queue}:{step}" for step in range(10)))
