@@ -58,6 +58,29 @@ def _granted(user_id: Any, **on: Any) -> QuerySet[Any, tuple[str]]:
     return direct.union(grouped)
 
 
+def agent_rights(user: AbstractBaseUser | AnonymousUser) -> dict[str, frozenset[int]]:
+    """Every per-agent right `user` holds, with the agents it holds it on ({codename: agent ids}): the rule of
+    `agents_with_perm` for every right at once. One prepared query: a live socket re-reads it on every re-check.
+    """
+    if not user.is_authenticated or not user.is_active:
+        return {}
+    if getattr(user, "is_superuser", False):  # as guardian: a superuser holds every right on every agent
+        every = frozenset(Agent.objects.values_list("pk", flat=True))
+        return {codename: every for codename, _ in Agent._meta.permissions}
+    rights: dict[str, set[int]] = {}
+    for codename, agent_id in _rights_granted(user_id=user.pk):
+        rights.setdefault(codename, set()).add(agent_id)
+    return {codename: frozenset(ids) for codename, ids in rights.items()}
+
+
+@PreparedRead
+def _rights_granted(user_id: int) -> QuerySet[Any, tuple[str, int]]:
+    direct = AgentUserObjectPermission.objects.filter(user_id=user_id)
+    grouped = AgentGroupObjectPermission.objects.filter(group__user=user_id)
+    columns = ("permission__codename", "content_object_id")
+    return direct.values_list(*columns).union(grouped.values_list(*columns))
+
+
 def agent_perms_held(user: AbstractBaseUser | AnonymousUser) -> frozenset[str]:
     """The per-agent rights (codenames) `user` holds on at least one agent, directly or through a group.
 

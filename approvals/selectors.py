@@ -262,15 +262,6 @@ def decision_stats(action: ActionRequest, *, sample: int = 500) -> DecisionStats
     )
 
 
-def reviewable_groups(user: User) -> dict[int, list[int]]:
-    """Agent ids per tier whose live groups the user may join (0: configuration changes)."""
-    return {
-        0: list(agents_with_perm(user, "configure_agent").values_list("pk", flat=True)),
-        1: list(agents_with_perm(user, "review_agent").values_list("pk", flat=True)),
-        2: list(agents_with_perm(user, "review_escalated_agent").values_list("pk", flat=True)),
-    }
-
-
 def unread_notifications(user: User, *, limit: int = 20) -> list[Notification]:
     if not user.is_authenticated:
         return []

@@ -1,5 +1,5 @@
 """Who may see one action: the one-row check agrees with the list's filter (and the rights on one agent with
-guardian's), whatever the rights."""
+guardian's), whatever the rights. So do every right at once, and the groups a live socket joins."""
 
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.django import TestCase
 
-from agents.selectors import agent_perms_on
+from agents.selectors import agent_perms_on, agent_rights, agents_with_perm
 from approvals.models import ActionRequest
+from approvals.pushes import TIER_RIGHTS, audience
 from approvals.selectors import action_reviewable_by, actions_reviewable_by
+from live.groups import agent_group, operator_group, user_group
 from tests.factories import ActionFactory, AgentFactory, UserFactory
 
 RIGHTS = ("review_agent", "review_escalated_agent", "configure_agent", "operate_agent")
@@ -62,6 +64,18 @@ class TestOneActionAgreesWithTheList(TestCase):
         # The one-query rights of one agent are guardian's own answer.
         for agent in agents:
             assert agent_perms_on(user, agent) == frozenset(get_perms(user, agent)), person
+
+        # Every right at once (one query) holds on exactly the agents guardian's query finds for it.
+        guardian = {right: set(agents_with_perm(user, right).values_list("pk", flat=True)) for right in RIGHTS}
+        held = agent_rights(user)
+        assert {right: set(held.get(right, ())) for right in RIGHTS} == guardian, person
+        # And a socket joins exactly the groups those rights open.
+        member_of = list(user.groups.values_list("pk", flat=True))
+        expected = {user_group(user.pk)}
+        expected |= {agent_group(a, tier) for tier, right in TIER_RIGHTS.items() for a in guardian[right]}
+        expected |= {agent_group(a, 1, g) for a in guardian["review_agent"] for g in member_of}
+        expected |= {operator_group(a) for a in guardian["operate_agent"]}
+        assert audience(user.pk) == expected, person
 
     def test_a_missing_action_is_not_found(self):
         user = UserFactory(is_superuser=True)
