@@ -40,6 +40,7 @@ from django.db import InterfaceError, OperationalError
 from django.utils import timezone
 
 from live.groups import session_tag, user_group
+from live.layers import LiveLayer
 from live.relay import EPOCH_KEY, seq_key
 
 logger = logging.getLogger(__name__)
@@ -257,28 +258,62 @@ class LiveConsumer(AsyncWebsocketConsumer):
     async def _send_resync(self) -> None:
         await self.send(text_data=RESYNC)
 
-    async def _in_sequence(self, event: dict[str, Any]) -> bool:
-        """Track the group's numbers; on a gap or a new epoch, have the page resync. False: drop it."""
+    def _sequence(self, event: dict[str, Any]) -> str | None:
+        """Track the group's numbers. None: drop it (the page already has it); RESYNC on a gap or a new epoch."""
         group, epoch, seq = event.get("group"), event.get("epoch"), event.get("seq")
         if group is None or epoch is None or seq is None:
-            return True
+            return ""
         last = self.seen.get(group)
         self.seen[group] = (epoch, seq)
         if last is None:
-            return True
+            return ""
         if last[0] == epoch and seq <= last[1]:
             self.seen[group] = last
-            return False  # already covered by what the page fetched when it joined
+            return None  # already covered by what the page fetched when it joined
         if last[0] != epoch or seq != last[1] + 1:
             logger.info("live: %s jumped from %s to %s; resync", group, last, (epoch, seq))
-            await self._send_resync()
-        return True
+            return RESYNC
+        return ""
+
+    async def _in_sequence(self, event: dict[str, Any]) -> bool:
+        """As `_sequence`, sending the resync itself. False: drop it."""
+        before = self._sequence(event)
+        if before:
+            await self.send(text_data=before)
+        return before is not None
+
+    def _framed(self, event: dict[str, Any]) -> str:
+        """What the page gets for one HTML message: any resync, its number, its HTML ('' if dropped)."""
+        before = self._sequence(event)
+        if before is None:
+            return ""
+        marker = seq_marker(event["group"], event["epoch"], event["seq"]) if "seq" in event else ""
+        return before + marker + event["html"]
 
     async def live_html(self, event: dict[str, Any]) -> None:
-        if self.ended or not await self._in_sequence(event):
+        if self.ended:
             return
-        marker = seq_marker(event["group"], event["epoch"], event["seq"]) if "seq" in event else ""
-        await self.send(text_data=marker + event["html"])
+        # One event loop serves every socket of the process. When it falls behind (a thousand sockets,
+        # a frame each several times a second), messages wait in the socket's queue. They are taken
+        # together, and the HTML ones in a row go out as one frame: the loop pays one send (its
+        # dispatch, its websocket frame, its write) where it paid one per message. A socket that keeps
+        # up finds nothing waiting and sends each at once. Control messages keep their place.
+        waiting = (
+            self.channel_layer.receive_ready(self.channel_name) if isinstance(self.channel_layer, LiveLayer) else []
+        )
+        text = ""
+        for message in [event, *waiting]:
+            if message.get("type") == "live.html":
+                text += self._framed(message)
+                continue
+            if text:
+                await self.send(text_data=text)
+                text = ""
+            await self.dispatch(message)
+            if self.ended:
+                return
+        if text:
+            await self.send(text_data=text)
 
     async def live_layer_lost(self, event: dict[str, Any]) -> None:
         # The layer could not read from Redis (live.layers): frames may have been published

@@ -63,6 +63,8 @@ async def receive_all(communicator):
 
     A marker is sent last, through the same relay, to the user's own group: the socket
     handles its messages in order, so what arrives before the marker is all there was.
+    A socket that is behind sends the messages waiting for it as one frame: the marker's
+    may carry the last of them, before the marker's number.
     """
     marker = f"barrier-{uuid.uuid4().hex}"
     frame = (user_group(communicator.user_id), html(f'<i id="{marker}"></i>'))
@@ -70,6 +72,8 @@ async def receive_all(communicator):
     messages = []
     while marker not in (message := await communicator.receive_from(timeout=10)):
         messages.append(message)
+    if head := message[: message.rfind('<div id="live-seq"', 0, message.index(marker))]:
+        messages.append(head)
     return messages
 
 

@@ -49,6 +49,31 @@ def test_a_frame_to_a_group_is_one_publish_however_many_sockets_listen():
     assert sent == 1
 
 
+def test_what_waits_for_a_socket_is_taken_at_once_in_order_and_only_what_waits():
+    layer = _layer()
+
+    async def scenario() -> tuple[list[dict], list[dict], bool]:
+        channel, other = await layer.new_channel(), await layer.new_channel()
+        for member in (channel, other):
+            await layer.group_add("inbox", member)
+        sent = [{"type": "live.html", "html": f"<i>{n}</i>"} for n in range(5)]
+        for message in sent:
+            await layer.group_send("inbox", message)
+        queue = layer._get_layer().channels[channel]
+        while queue.qsize() < len(sent):  # the layer's reader has them all (bounded by the test's timeout)
+            await asyncio.sleep(0.01)
+        ready = layer.receive_ready(channel)
+        empty = layer.receive_ready(channel)
+        # The other socket's queue is its own: it still receives every message.
+        theirs = [await asyncio.wait_for(layer.receive(other), timeout=10) for _ in sent]
+        await layer.flush()
+        return ready, theirs, empty == [] and sent == theirs
+
+    ready, theirs, rest_ok = async_to_sync(scenario)()
+    assert ready == theirs == [{"type": "live.html", "html": f"<i>{n}</i>"} for n in range(5)]
+    assert rest_ok
+
+
 def test_a_failed_read_from_redis_tells_every_local_socket():
     layer = _layer()
 

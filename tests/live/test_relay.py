@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from live import relay as relay_module
 from live.consumers import RESYNC, LiveConsumer
+from live.layers import LiveLayer
 from live.models import Push
 from live.push import push, push_many
 from live.relay import Relay, SendLoop, html, renders, seq_key
@@ -240,8 +241,27 @@ def test_inline_mode_delivers_on_commit(settings):
 # --- The socket's side: gaps and new epochs become a resync -----------------------
 
 
-def _consumer() -> tuple[LiveConsumer, list[str]]:
-    consumer = LiveConsumer(audience=lambda user_id: set(), check_session=lambda **kw: None)
+class _Waiting(LiveLayer):
+    """The production layer's one read the socket makes of its queue, over a list (no Redis)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.queue: list[dict[str, Any]] = []
+
+    def receive_ready(self, channel: str) -> list[dict[str, Any]]:
+        ready, self.queue = self.queue, []
+        return ready
+
+
+class _Marking(LiveConsumer):
+    async def test_mark(self, event: dict[str, Any]) -> None:  # a control message: it says where it was handled
+        await self.send(text_data=f"<mark {event['n']}>")
+
+
+def _consumer(layer: LiveLayer | None = None) -> tuple[LiveConsumer, list[str]]:
+    consumer = _Marking(audience=lambda user_id: set(), check_session=lambda **kw: None)
+    consumer.channel_layer = layer
+    consumer.channel_name = "specific.test"
     consumer.seen = {}
     consumer.ended = False
     sent: list[str] = []
@@ -282,7 +302,7 @@ def test_a_socket_resyncs_exactly_when_it_missed_something(stream):
         started[group] = True
         missed[group] = False
         asyncio.run(consumer.live_html(event))
-    assert sent.count(RESYNC) == expected
+    assert sum(text.count(RESYNC) for text in sent) == expected
 
 
 def test_a_number_the_socket_already_covers_is_dropped():
@@ -291,6 +311,53 @@ def test_a_number_the_socket_already_covers_is_dropped():
     asyncio.run(consumer.live_html({"type": "live.html", "group": "g", "epoch": "e", "seq": 5, "html": "<p>old</p>"}))
     asyncio.run(consumer.live_html({"type": "live.html", "group": "g", "epoch": "e", "seq": 6, "html": "<p>new</p>"}))
     assert len(sent) == 1 and sent[0].endswith("<p>new</p>") and 'data-seq="6"' in sent[0]
+
+
+# What reaches a socket: HTML of two groups, numbered with repeats, gaps and new epochs, and control messages.
+socket_stream = st.lists(
+    st.one_of(
+        st.tuples(st.sampled_from(["g1", "g2"]), st.sampled_from(["e1", "e2"]), st.integers(1, 6)),
+        st.integers(0, 99),  # a control message
+    ),
+    max_size=30,
+)
+
+
+def _message(item: Any) -> dict[str, Any]:
+    if isinstance(item, int):
+        return {"type": "test.mark", "n": item}
+    group, epoch, seq = item
+    return {"type": "live.html", "group": group, "epoch": epoch, "seq": seq, "html": f"<p>{group}{epoch}{seq}</p>"}
+
+
+@hypothesis_settings(max_examples=300, deadline=None)
+@given(socket_stream)
+def test_a_socket_behind_sends_what_waits_as_one_frame_the_page_sees_the_same(stream):
+    messages = [_message(item) for item in stream]
+    # Keeping up: each message handled as it comes, nothing waiting behind it.
+    one_by_one, sent_one_by_one = _consumer(_Waiting())
+    for message in messages:
+        asyncio.run(one_by_one.dispatch(message))
+    # Behind: the first handled while all the others wait in the socket's queue (as the layer does it).
+    layer = _Waiting()
+    behind, sent_behind = _consumer(layer)
+    layer.queue = list(messages)
+    while layer.queue:  # channels' loop: receive one, dispatch it
+        asyncio.run(behind.dispatch(layer.queue.pop(0)))
+
+    def joined(sent: list[str]) -> list[str]:  # the HTML sent between two control messages, as one frame
+        out: list[str] = []
+        for text in sent:
+            if out and not text.startswith("<mark") and not out[-1].startswith("<mark"):
+                out[-1] += text
+            else:
+                out.append(text)
+        return out
+
+    # The same HTML, resyncs and numbers, in the same order, control messages in their places: one frame
+    # per run of HTML where keeping up sent one (or two, with a resync) per message.
+    assert sent_behind == joined(sent_one_by_one)
+    assert behind.seen == one_by_one.seen
 
 
 frames_strategy = st.lists(
