@@ -528,7 +528,8 @@ def push(reps: int, total: int, n_sockets: int = 300) -> None:
 
 
 def _web_argv(port: int) -> list[str]:
-    """One web process: `make stack`'s uvicorn (BENCH_SERVER=uvicorn, the default) or daphne (`make demo`)."""
+    """One web process: `make stack`'s uvicorn (BENCH_SERVER=uvicorn, the default; deploy/Procfile's flags) or
+    daphne (`make demo`)."""
     if os.environ.get("BENCH_SERVER", "uvicorn") == "daphne":
         return [
             str(BIN / "daphne"),
@@ -560,6 +561,8 @@ def _web_argv(port: int) -> list[str]:
         "--no-access-log",
         "--timeout-graceful-shutdown",
         "5",
+        "--ws-per-message-deflate",
+        "false",
     ]
 
 
