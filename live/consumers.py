@@ -11,6 +11,8 @@ once (`live.push.SESSIONS_CHECK`, `PERMISSIONS_CHANGED`); a timer re-checks at
 the session's expiry and every SOCKET_RECHECK_SECONDS (the first time after a random part of it, so
 sockets opened together do not re-check together) for changes that send none.
 
+A socket that has fallen behind sends the HTML messages waiting for it as one frame (`live_html`).
+
 Nothing is lost silently. Every message carries its group's (epoch, seq): a gap
 or a new epoch sends the page a resync, and so does a change of groups. If the
 channel layer fails under the socket (a Redis timeout or restart) the socket
