@@ -41,7 +41,8 @@ def seed(agent_ids: list[int], reviewer_ids: list[int]) -> None:
                 agent_id, run_id, tool, call_id, arguments, proposed_arguments, confidence, rationale, impact,
                 magnitude, route, route_reason, risk_flags, risk_score, warn_at, due_at, warned_at, tier,
                 required_approvals, on_timeout, claimed_by_id, claim_expires_at, submitted_by_id, status,
-                result, error, created_at, decided_at, executed_at, risk_parts, risk_basis, findings)
+                result, error, created_at, decided_at, executed_at, risk_parts, risk_basis, findings,
+                caller_executes, argument_order)
             SELECT (%(agents)s::bigint[])[1 + (g %% %(n_agents)s)], NULL, 'issue_refund', '',
                    jsonb_build_object('order_id', 'ORD-1003', 'amount', (g %% 500)::text, 'reason', 'bench'),
                    jsonb_build_object('order_id', 'ORD-1003', 'amount', (g %% 500)::text, 'reason', 'bench'),
@@ -52,7 +53,7 @@ def seed(agent_ids: list[int], reviewer_ids: list[int]) -> None:
                    NULL, '', now() - ((g %% 10000) || ' minutes')::interval,
                    CASE WHEN g <= %(pending)s THEN NULL ELSE now() END,
                    CASE WHEN g <= %(pending)s THEN NULL ELSE now() END,
-                   '{}'::jsonb, '', '[]'::jsonb
+                   '{}'::jsonb, '', '[]'::jsonb, false, '[]'::jsonb
             FROM generate_series(1, %(total)s) AS g
             """,
             {"agents": agent_ids, "n_agents": len(agent_ids), "pending": PENDING, "total": TOTAL},
