@@ -47,11 +47,6 @@ def _codenames_on_agent(user_id: int, agent_id: int) -> QuerySet[Any, tuple[str]
     return _granted(user_id, content_object_id=agent_id)
 
 
-def _codenames_granted(user: AbstractBaseUser) -> frozenset[str]:
-    """The codenames of the object permissions granted to `user` or its groups, on any agent: one query."""
-    return frozenset(codename for (codename,) in _granted(user.pk))
-
-
 def _granted(user_id: Any, **on: Any) -> QuerySet[Any, tuple[str]]:
     direct = AgentUserObjectPermission.objects.filter(user_id=user_id, **on).values_list("permission__codename")
     grouped = AgentGroupObjectPermission.objects.filter(group__user=user_id, **on).values_list("permission__codename")
@@ -60,17 +55,30 @@ def _granted(user_id: Any, **on: Any) -> QuerySet[Any, tuple[str]]:
 
 def agent_rights(user: AbstractBaseUser | AnonymousUser) -> dict[str, frozenset[int]]:
     """Every per-agent right `user` holds, with the agents it holds it on ({codename: agent ids}): the rule of
-    `agents_with_perm` for every right at once. One prepared query: a live socket re-reads it on every re-check.
+    `agents_with_perm` for every right at once, in one prepared query.
+
+    Read once, then kept on the user object for the rest of the request, as Django keeps its permission cache
+    (a page asks several times: the inbox's rows, its counts, the header). Granting or revoking through
+    `agents.services` forgets it on the object it was given; another copy of the user reads the rights again.
     """
     if not user.is_authenticated or not user.is_active:
         return {}
+    cached: dict[str, frozenset[int]] | None = getattr(user, RIGHTS_CACHE, None)
+    if cached is not None:
+        return cached
     if getattr(user, "is_superuser", False):  # as guardian: a superuser holds every right on every agent
         every = frozenset(Agent.objects.values_list("pk", flat=True))
-        return {codename: every for codename, _ in Agent._meta.permissions}
-    rights: dict[str, set[int]] = {}
-    for codename, agent_id in _rights_granted(user_id=user.pk):
-        rights.setdefault(codename, set()).add(agent_id)
-    return {codename: frozenset(ids) for codename, ids in rights.items()}
+        rights = {codename: every for codename, _ in Agent._meta.permissions}
+    else:
+        granted: dict[str, set[int]] = {}
+        for codename, agent_id in _rights_granted(user_id=user.pk):
+            granted.setdefault(codename, set()).add(agent_id)
+        rights = {codename: frozenset(ids) for codename, ids in granted.items()}
+    setattr(user, RIGHTS_CACHE, rights)
+    return rights
+
+
+RIGHTS_CACHE = "_agent_rights"  # the attribute of the user object that keeps them for the request
 
 
 @PreparedRead
@@ -82,21 +90,8 @@ def _rights_granted(user_id: int) -> QuerySet[Any, tuple[str, int]]:
 
 
 def agent_perms_held(user: AbstractBaseUser | AnonymousUser) -> frozenset[str]:
-    """The per-agent rights (codenames) `user` holds on at least one agent, directly or through a group.
-
-    One query, then kept on the user object for the rest of the request (as Django keeps its permission cache).
-    """
-    if not user.is_authenticated or not user.is_active:
-        return frozenset()
-    cached: frozenset[str] | None = getattr(user, "_agent_perms_held", None)
-    if cached is not None:
-        return cached
-    if getattr(user, "is_superuser", False):  # guardian gives a superuser every object
-        held = frozenset(codename for codename, _ in Agent._meta.permissions)
-    else:
-        held = _codenames_granted(user)
-    setattr(user, "_agent_perms_held", held)  # noqa: B010 (a per-request cache on the user object)
-    return held
+    """The per-agent rights (codenames) `user` holds on at least one agent, directly or through a group."""
+    return frozenset(agent_rights(user))
 
 
 def agents_visible_to(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Agent]:

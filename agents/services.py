@@ -30,6 +30,7 @@ from agents.models import (
     StepKind,
 )
 from agents.secrets import SecretUnavailable, check_secret_ref
+from agents.selectors import RIGHTS_CACHE
 from audit.services import Actor, record
 from core import counters
 from core.background import enqueue, enqueue_on_commit
@@ -318,6 +319,8 @@ def _change_permission(
             after=who if grant else None,
         )
         _notify_permissions_changed(holder)
+    if hasattr(holder, RIGHTS_CACHE):
+        delattr(holder, RIGHTS_CACHE)  # the rights this object kept for its request are no longer its rights
     return True
 
 

@@ -12,7 +12,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from agents.models import Agent
-from agents.selectors import agent_perms_on, agents_with_perm
+from agents.selectors import agent_perms_on, agent_rights
 from approvals.models import (
     ActionRequest,
     ActionStatus,
@@ -30,20 +30,21 @@ User = AbstractBaseUser | AnonymousUser
 FAR_FUTURE = datetime(9999, 1, 1, tzinfo=timezone.get_fixed_timezone(0))
 
 
-def _reviewable_filter(user: User) -> Q:
+def _reviewable_filter(user: User, rights: dict[str, frozenset[int]] | None = None) -> Q:
     # Tier 0 (configuration changes) goes to those who may configure the agent;
     # tier 1 to its reviewers (only members of the tool's reviewer group, when
     # one is set); tier 2 (escalated) to those who may review its escalations.
-    # One query, no per-row checks.
+    # The user's rights are one prepared query (or `rights`, already read); no per-row checks.
+    rights = agent_rights(user) if rights is None else rights
     groups = Group.objects.filter(user__pk=user.pk) if user.is_authenticated else Group.objects.none()
     return (
-        Q(tier=0, agent__in=agents_with_perm(user, "configure_agent"))
+        Q(tier=0, agent__in=rights.get("configure_agent", ()))
         | Q(
             Q(reviewer_group__isnull=True) | Q(reviewer_group__in=groups),
             tier=1,
-            agent__in=agents_with_perm(user, "review_agent"),
+            agent__in=rights.get("review_agent", ()),
         )
-        | Q(tier=2, agent__in=agents_with_perm(user, "review_escalated_agent"))
+        | Q(tier=2, agent__in=rights.get("review_escalated_agent", ()))
     )
 
 
@@ -189,7 +190,7 @@ def inbox_for(
 def _config_queue(user: User) -> QuerySet[ActionRequest]:
     """Configuration changes waiting for a second admin, on agents the user may configure."""
     return ActionRequest.objects.filter(
-        tier=0, status=ActionStatus.PENDING, agent__in=agents_with_perm(user, "configure_agent")
+        tier=0, status=ActionStatus.PENDING, agent__in=agent_rights(user).get("configure_agent", ())
     )
 
 
@@ -218,10 +219,10 @@ def queue_counts(user: User) -> list[dict[str, Any]]:
     Items limited to a reviewer group are counted with their agent (the count may include a few the user
     will not see).
     """
-    tier1 = agents_with_perm(user, "review_agent")
-    tier2 = agents_with_perm(user, "review_escalated_agent")
+    rights = agent_rights(user)
+    tier1, tier2 = rights.get("review_agent", frozenset()), rights.get("review_escalated_agent", frozenset())
 
-    def pending(tier: int, seen: QuerySet[Agent]) -> Case:
+    def pending(tier: int, seen: frozenset[int]) -> Case:
         count = QueueCount.objects.filter(agent=OuterRef("pk"), tier=tier).values("pending")[:1]
         return Case(When(pk__in=seen, then=Coalesce(Subquery(count), 0)), default=None)
 
@@ -270,11 +271,12 @@ def unread_notifications(user: User, *, limit: int = 20) -> list[Notification]:
 
 def spot_checks_reviewable_by(user: User) -> QuerySet[SpotCheck]:
     """Spot checks of actions the user may review (the inbox's rule); anyone else gets an empty set (so 404s)."""
+    rights = agent_rights(user)
     return SpotCheck.objects.filter(
         # Redundant with the action's rule (a spot-checked action is at tier 1), but it lets the
         # open queue be read from its partial index (agent, -id) where grade = ''.
-        agent__in=agents_with_perm(user, "review_agent"),
-        action__in=ActionRequest.objects.filter(_reviewable_filter(user)).values("pk"),
+        agent__in=rights.get("review_agent", ()),
+        action__in=ActionRequest.objects.filter(_reviewable_filter(user, rights)).values("pk"),
     )
 
 

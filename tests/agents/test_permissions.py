@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 from django.contrib.auth import get_user_model
 
-from agents.selectors import agents_with_perm
+from agents.selectors import agent_rights, agents_with_perm
 from agents.services import agent_permission_grant, agent_permission_revoke
 from audit.models import AuditEvent
 from core.errors import InvalidInput
@@ -60,3 +60,12 @@ def test_granting_what_is_held_records_nothing(crm_agent, demo_user):
     assert agent_permission_grant(agent=agent, perm="review_agent", to=reviewer, actor=None) is False
     assert agent_permission_revoke(agent=agent, perm="review_agent", to=reviewer2, actor=None) is False
     assert AuditEvent.objects.filter(event__startswith="permission.").count() == before
+
+
+def test_rights_kept_for_a_request_follow_a_grant_and_a_revoke_on_the_same_object(crm_agent, demo_user):
+    newbie = get_user_model().objects.create_user(username="newbie")
+    assert agent_rights(newbie) == {}  # read, and kept on the object
+    agent_permission_grant(agent=crm_agent, perm="review_agent", to=newbie, actor=demo_user("admin"))
+    assert agent_rights(newbie) == {"review_agent": frozenset({crm_agent.pk})}
+    agent_permission_revoke(agent=crm_agent, perm="review_agent", to=newbie, actor=demo_user("admin"))
+    assert agent_rights(newbie) == {}
