@@ -10,7 +10,8 @@ routing  Routed actions per second in-process (guard, policy, the action row, it
          lock, and a Redis PUBLISH) and one sending every statement the product sends, by hand.
          Ratio = baseline rate / product rate (the cost).
 sockets  The same routing with 0 and with 50 reviewer sockets open on a web process (the relay
-         delivers every routed row to all 50), interleaved: the slowdown the sockets cause.
+         delivers every routed row to all 50), interleaved: the slowdown the sockets cause, and the CPU
+         each process spends per action either way (web, relay, the socket clients, PostgreSQL, Redis).
 workers  Agent runs per second through 1 and 2 Celery worker processes (one task at a time each, as
          production runs them), on the solo and on the prefork pool, interleaved; once draining a
          backlog of runs started before the clock (the workers alone on the machine), once with this
@@ -316,14 +317,24 @@ def sockets(reps: int, total: int, n_sockets: int = 50) -> None:
     with_sockets: list[float] = []
     without: list[float] = []
     cpu: dict[str, list[float]] = {"open": [], "closed": []}
+    # Every process's CPU per action, from the start of routing to 2 s after it (the relay's last frames).
+    by_role: dict[str, dict[str, list[float]]] = {"open": {}, "closed": {}}
+
+    def note_roles(mode: str, start: dict[str, float], roles: dict[str, int]) -> None:
+        for role, seconds in cpu_by_role(roles).items():
+            by_role[mode].setdefault(role, []).append(round((seconds - start[role]) * 1000 / total, 2))
+
     delivered: list[str] = []
     try:
         for rep in range(reps):
             for mode in ("open", "closed") if rep % 2 == 0 else ("closed", "open"):
                 if mode == "closed":
-                    before = time.process_time()
+                    roles = {"web": web.pid, "relay": relay.pid}
+                    start, before = cpu_by_role(roles), time.process_time()
                     without.append(round(_in_threads(total, 1, product), 1))
                     cpu["closed"].append(round((time.process_time() - before) * 1000 / total, 2))
+                    time.sleep(2.0)  # as with sockets open: the window ends 2 s after routing
+                    note_roles("closed", start, roles)
                     continue
                 clients = subprocess.Popen(
                     [str(BIN / "python"), "-c", SOCKET_CLIENT, url, cookie, origin, str(n_sockets)],
@@ -331,13 +342,16 @@ def sockets(reps: int, total: int, n_sockets: int = 50) -> None:
                     stdin=subprocess.PIPE,
                     stdout=subprocess.PIPE,
                     text=True,
+                    start_new_session=True,  # its own session: cpu_by_role counts it as "clients"
                 )
                 assert clients.stdout is not None and clients.stdin is not None
                 assert clients.stdout.readline().strip() == "open"
-                before = time.process_time()
+                roles = {"web": web.pid, "relay": relay.pid, "clients": clients.pid}
+                start, before = cpu_by_role(roles), time.process_time()
                 with_sockets.append(round(_in_threads(total, 1, product), 1))
                 cpu["open"].append(round((time.process_time() - before) * 1000 / total, 2))
                 time.sleep(2.0)  # let the relay finish delivering before counting
+                note_roles("open", start, roles)
                 clients.stdin.write("\n")
                 clients.stdin.flush()
                 delivered.append(clients.stdout.readline().strip())
@@ -351,6 +365,10 @@ def sockets(reps: int, total: int, n_sockets: int = 50) -> None:
     print(f"  slowdown: {spread(slow)} %")
     print(f"  routing process CPU per action, 0 sockets:  {spread(cpu['closed'])} ms")
     print(f"  routing process CPU per action, {n_sockets} sockets: {spread(cpu['open'])} ms")
+    print("  CPU per action of every process, from routing's start to 2 s after it (ms):")
+    for role in by_role["open"]:
+        closed = spread(by_role["closed"][role], 2) if role in by_role["closed"] else "(not running)"
+        print(f"    {role:15s} {n_sockets} sockets: {spread(by_role['open'][role], 2)}; 0 sockets: {closed}")
     print(
         f"  delivered to the {n_sockets} sockets per repetition: {delivered} "
         f"(rows: distinct action rows each socket saw, summed; expected {total} x {n_sockets})"
