@@ -20,7 +20,7 @@ import time
 import uuid
 from pathlib import Path
 
-from common import BIN, percentile, setup_django, spawn, summary, wait_port
+from common import BIN, cpu_reference, percentile, setup_django, spawn, summary, wait_port
 
 TOTAL = int(os.environ.get("BENCH_ACTIONS", "1000000"))
 PENDING = int(os.environ.get("BENCH_PENDING", "100000"))
@@ -184,6 +184,7 @@ def main() -> None:
         web.wait(timeout=30)
 
     print(f"machine: {os.cpu_count()} cores; PostgreSQL + Redis on loopback; one uvicorn process")
+    print(f"CPU: {cpu_reference()}")
     print(f"data: {TOTAL} actions, {PENDING} pending, {AGENTS} agents, {REVIEWERS} reviewers (5 agents each)")
     print(f"inbox page ({rows_shown} rows): {len(first_page)} queries; next page (keyset): {len(second_page)} queries")
     print(f"inbox GET over HTTP:        {summary(inbox_ms)}")
