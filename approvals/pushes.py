@@ -15,7 +15,7 @@ from django.template.loader import render_to_string
 
 from agents.selectors import agent_rights, runs_visible_to
 from approvals.models import ActionRequest, Notification, QueueCount
-from approvals.selectors import with_row_data
+from approvals.selectors import TIER_RIGHTS, with_row_data
 from core.prepared import PreparedRead
 from live.groups import agent_group, operator_group, run_group, user_group
 from live.push import (
@@ -61,10 +61,6 @@ def audience(user_id: int, page: dict[str, str] | None = None) -> set[str]:
     if run_id.isdecimal() and runs_visible_to(user).filter(pk=int(run_id)).exists():
         names.add(run_group(int(run_id)))
     return names
-
-
-# The right that opens each tier's inbox groups (0: the admins who countersign configuration changes).
-TIER_RIGHTS = {0: "configure_agent", 1: "review_agent", 2: "review_escalated_agent"}
 
 
 @PreparedRead

@@ -48,8 +48,9 @@ def _reviewable_filter(user: User, rights: dict[str, frozenset[int]] | None = No
     )
 
 
-# The right each tier asks for on the action's agent (the rule of _reviewable_filter).
-_TIER_PERM = {0: "configure_agent", 1: "review_agent", 2: "review_escalated_agent"}
+# The right each tier asks for on the action's agent (the rule of _reviewable_filter; a live socket joins each
+# tier's groups by it too, approvals.pushes.audience).
+TIER_RIGHTS = {0: "configure_agent", 1: "review_agent", 2: "review_escalated_agent"}
 _REVIEW_RELATED = ("agent", "run", "decision__reviewer", "claimed_by", "grant")
 
 
@@ -95,7 +96,7 @@ def action_reviewable_by(
     action = _ONE_ACTION[related].first(action_id=action_id)
     if action is None or not user.is_authenticated:
         return None
-    perm = _TIER_PERM.get(action.tier)
+    perm = TIER_RIGHTS.get(action.tier)
     if perm is None or perm not in agent_perms_on(user, action.agent):
         return None
     limited_to = action.reviewer_group_id if action.tier == 1 else None

@@ -11,8 +11,8 @@ from hypothesis.extra.django import TestCase
 
 from agents.selectors import agent_perms_on, agent_rights, agents_with_perm
 from approvals.models import ActionRequest
-from approvals.pushes import TIER_RIGHTS, audience
-from approvals.selectors import action_reviewable_by, actions_reviewable_by
+from approvals.pushes import audience
+from approvals.selectors import TIER_RIGHTS, action_reviewable_by, actions_reviewable_by
 from live.groups import agent_group, operator_group, user_group
 from tests.factories import ActionFactory, AgentFactory, UserFactory
 
