@@ -5,7 +5,7 @@
     .venv/bin/python bench/scale.py routing|sockets|workers|push|decisions [--reps 3] [-n N]
 
 routing  Routed actions per second in-process (guard, policy, the action row, its audit row, the
-         push intent; one transaction each), at concurrency 1 and 8, against two raw-psycopg
+         push intent; one transaction each), at concurrency 1, 8 threads and 2 forked processes, against two raw-psycopg
          baselines: the issue's (an action row, an HMAC-chained audit row under the same advisory
          lock, and a Redis PUBLISH) and one sending every statement the product sends, by hand.
          Ratio = baseline rate / product rate (the cost).
@@ -102,6 +102,57 @@ def _in_threads(total: int, threads: int, work: Callable[[int, int], None]) -> f
     if failures:
         raise failures[0]
     return per * threads / (time.perf_counter() - started)
+
+
+def _in_processes(total: int, procs: int, make: Callable[[], Callable[[int, int], None]]) -> float:
+    """Run `total` calls split over `procs` forked processes, each with its own `make()` and connections.
+
+    The clock starts once every process has built its side and stops when the last one is done, as in
+    `_in_threads`. Production routes from several processes (web processes, workers), each one thread.
+    """
+    import multiprocessing
+
+    from django.db import connections
+
+    for alias in connections:  # each child opens its own: none may share the parent's sockets (or its pool's)
+        connections[alias].close()
+        if getattr(connections[alias], "pool", None) is not None:
+            connections[alias].close_pool()
+    context = multiprocessing.get_context("fork")
+    ready = context.Barrier(procs + 1)
+    done: Any = context.Queue()
+    per = total // procs
+
+    def child(p: int) -> None:
+        error = ""
+        try:
+            work = make()
+            ready.wait(timeout=120)
+            for i in range(per):
+                work(p, i)
+            closing = getattr(work, "close", None)
+            if closing is not None:
+                closing()
+        except BaseException as failure:  # a failed measurement must not pass for a fast one
+            error = repr(failure) or "failed"
+            ready.abort()
+        done.put(error)
+
+    children = [context.Process(target=child, args=(p,)) for p in range(procs)]
+    for process in children:
+        process.start()
+    try:
+        ready.wait(timeout=120)
+    except threading.BrokenBarrierError:
+        raise RuntimeError(f"a routing process failed: {[done.get(timeout=30) for _ in children]}") from None
+    started = time.perf_counter()
+    errors = [done.get(timeout=600) for _ in children]
+    elapsed = time.perf_counter() - started
+    for process in children:
+        process.join(timeout=30)
+    if any(errors):
+        raise RuntimeError(f"a routing process failed: {errors}")
+    return per * procs / elapsed
 
 
 def product_router() -> Callable[[int, int], None]:
@@ -227,35 +278,48 @@ def baseline_router(*, same_statements: bool = False) -> Callable[[int, int], No
     return route
 
 
+PROCESSES = 2  # one per core here: routing's concurrency in production is processes, each one thread
+
+
 def routing(reps: int, total: int) -> None:
     setup_django()
-    sides = {
-        "product": product_router(),
-        "baseline": baseline_router(),
-        "same statements": baseline_router(same_statements=True),
+    makers: dict[str, Callable[[], Callable[[int, int], None]]] = {
+        "product": product_router,
+        "baseline": baseline_router,
+        "same statements": lambda: baseline_router(same_statements=True),
     }
-    results: dict[tuple[str, int], list[float]] = {}
+    sides = {name: make() for name, make in makers.items()}
+    modes = ("1 thread", "8 threads", f"{PROCESSES} processes")
+    results: dict[tuple[str, str], list[float]] = {}
     for rep in range(reps):
-        for threads in (1, 8):
-            order = list(sides.items())
+        for mode in modes:
+            order = list(makers)
             if rep % 2:
                 order.reverse()  # interleaved, alternating which goes first
-            for name, work in order:
-                results.setdefault((name, threads), []).append(round(_in_threads(total, threads, work), 1))
+            for name in order:
+                if mode == "1 thread":
+                    rate = _in_threads(total, 1, sides[name])
+                elif mode == "8 threads":
+                    rate = _in_threads(total, 8, sides[name])
+                else:
+                    rate = _in_processes(total, PROCESSES, makers[name])
+                results.setdefault((name, mode), []).append(round(rate, 1))
     print(f"routing, in-process, {total} actions per measurement, {reps} repetitions, interleaved")
     print("  baseline: raw psycopg, the action row + the chained audit row + a Redis PUBLISH (the issue's)")
     print("  same statements: raw psycopg, every statement the product sends for the call (SAME_READS etc.)")
-    for threads in (1, 8):
-        prod = results[("product", threads)]
-        print(f"  concurrency {threads}: product          {spread(prod)} actions/s")
+    print(f"  concurrency: 1 thread; 8 threads in one process; {PROCESSES} processes of one thread each (forked)")
+    for mode in modes:
+        prod = results[("product", mode)]
+        print(f"  {mode:11s}: product          {spread(prod)} actions/s")
         for name in ("baseline", "same statements"):
-            base = results[(name, threads)]
+            base = results[(name, mode)]
             ratios = [round(b / p, 2) for b, p in zip(base, prod, strict=True)]
-            print(f"  concurrency {threads}: {name:16s} {spread(base)} actions/s")
-            print(f"  concurrency {threads}: cost against {name} (its rate / product's) {spread(ratios, 2)}")
-    for name in sides:
-        growth = [round(b / a, 2) for a, b in zip(results[(name, 1)], results[(name, 8)], strict=True)]
-        print(f"  {name} growth 1 -> 8 threads: {spread(growth, 2)}x")
+            print(f"  {mode:11s}: {name:16s} {spread(base)} actions/s")
+            print(f"  {mode:11s}: cost against {name} (its rate / product's) {spread(ratios, 2)}")
+    for name in makers:
+        for mode in modes[1:]:
+            growth = [round(b / a, 2) for a, b in zip(results[(name, "1 thread")], results[(name, mode)], strict=True)]
+            print(f"  {name} growth 1 thread -> {mode}: {spread(growth, 2)}x")
 
 
 # --- sockets ------------------------------------------------------------------------------
