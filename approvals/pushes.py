@@ -44,7 +44,7 @@ def audience(user_id: int, page: dict[str, str] | None = None) -> set[str]:
 
     Every open socket re-reads this every SOCKET_RECHECK_SECONDS (live.consumers): three small queries, two
     of them prepared. With guardian's `get_objects_for_user` per right it was eleven, 11.5 ms, and a
-    thousand sockets' re-checks took a quarter of a web process (docs/benchmarks.md).
+    thousand sockets' re-checks took a quarter of a web process (docs/benchmarks-history.md).
     """
     # A fresh row each time: is_superuser and the groups may have changed since the handshake.
     user = get_user_model()._default_manager.filter(pk=user_id).first()

@@ -208,7 +208,7 @@ LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 # Countersign ships in English only (no translations, no LocaleMiddleware). Django's docs advise turning
 # translation off when it is unused: every value a template prints asked it for the active language, and an
-# inbox page of 50 rows spent 10 ms of 67 there (docs/benchmarks.md). The pages are the same byte for byte.
+# inbox page of 50 rows spent 10 ms of 67 there (docs/benchmarks-history.md). The pages are the same byte for byte.
 USE_I18N = False
 USE_TZ = True
 

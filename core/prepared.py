@@ -4,7 +4,7 @@
 Django builds a queryset and compiles its SQL anew every time one is evaluated. For the reads every
 routed call, execution and agent step makes, that work costs more than PostgreSQL running them: the
 read of an agent's tool with its breaker subquery was the largest single part of routing's CPU
-(docs/benchmarks.md, "Prepared reads"). A `PreparedRead` builds its queryset once, from stand-in values,
+(docs/benchmarks-history.md, "Prepared reads"). A `PreparedRead` builds its queryset once, from stand-in values,
 and keeps what Django's compiler made of it: the SQL, where each stand-in sits among the parameters, the
 columns each model is loaded from (select_related ones included), the annotations and the converters.
 Each call puts its values in their places, sends the SQL, and loads the rows as the ORM's own

@@ -144,7 +144,7 @@ def restore_contacts(args: DeleteContactsArgs, result: dict[str, Any], key: str)
 
 
 # Every routed deletion computes its stake: one statement, written out because the ORM took longer to
-# build this aggregate than the database to run it (docs/benchmarks.md, "Prepared reads"). Plain SQL that
+# build this aggregate than the database to run it (docs/benchmarks-history.md, "Prepared reads"). Plain SQL that
 # PostgreSQL and SQLite (the demo's default) both run: `IN` with one placeholder per id.
 def stake_delete_sql(count: int) -> str:
     return (

@@ -60,7 +60,7 @@ RESYNC = '<div id="inbox-resync" hx-swap-oob="true" data-resync="1"></div>'
 
 # Sockets opened together (a deploy, a network blip: every page reconnects at once) would re-check
 # together, every SOCKET_RECHECK_SECONDS, and every socket's frames waited behind the burst: with 300
-# sockets, pushes took 0.1-1.5 s around each one (bench/scale.py push, docs/benchmarks.md). So a socket's
+# sockets, pushes took 0.1-1.5 s around each one (bench/scale.py push, docs/benchmarks-history.md). So a socket's
 # first wait is drawn from the whole interval and the later ones are the interval: the re-checks of a
 # burst spread evenly over it and stay spread, and no socket goes longer than the interval unchecked.
 # Not a secret: any pseudo-random spread will do.

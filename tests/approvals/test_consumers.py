@@ -403,7 +403,7 @@ def test_a_periodic_recheck_waits_no_longer_than_the_interval(interval, first):
 
 
 def test_sockets_opened_together_do_not_recheck_together(demo, settings, monkeypatch):
-    # All at once, 300 sockets' re-checks held every push up by up to 1.5 s (docs/benchmarks.md).
+    # All at once, 300 sockets' re-checks held every push up by up to 1.5 s (docs/benchmarks-history.md).
     settings.SOCKET_RECHECK_SECONDS = 600
     drawn: list[float] = []
 
