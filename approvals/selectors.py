@@ -30,27 +30,29 @@ User = AbstractBaseUser | AnonymousUser
 FAR_FUTURE = datetime(9999, 1, 1, tzinfo=timezone.get_fixed_timezone(0))
 
 
-def _reviewable_filter(user: User, rights: dict[str, frozenset[int]] | None = None) -> Q:
+# The right each tier asks for on the action's agent (a live socket joins each tier's groups by it too,
+# approvals.pushes.audience).
+TIER_RIGHTS = {0: "configure_agent", 1: "review_agent", 2: "review_escalated_agent"}
+
+
+def _reviewable_filter(user: User) -> Q:
     # Tier 0 (configuration changes) goes to those who may configure the agent;
     # tier 1 to its reviewers (only members of the tool's reviewer group, when
     # one is set); tier 2 (escalated) to those who may review its escalations.
-    # The user's rights are one prepared query (or `rights`, already read); no per-row checks.
-    rights = agent_rights(user) if rights is None else rights
+    # The user's rights are one prepared query, kept for the request; no per-row checks.
+    rights = agent_rights(user)
     groups = Group.objects.filter(user__pk=user.pk) if user.is_authenticated else Group.objects.none()
     return (
-        Q(tier=0, agent__in=rights.get("configure_agent", ()))
+        Q(tier=0, agent__in=rights.get(TIER_RIGHTS[0], ()))
         | Q(
             Q(reviewer_group__isnull=True) | Q(reviewer_group__in=groups),
             tier=1,
-            agent__in=rights.get("review_agent", ()),
+            agent__in=rights.get(TIER_RIGHTS[1], ()),
         )
-        | Q(tier=2, agent__in=rights.get("review_escalated_agent", ()))
+        | Q(tier=2, agent__in=rights.get(TIER_RIGHTS[2], ()))
     )
 
 
-# The right each tier asks for on the action's agent (the rule of _reviewable_filter; a live socket joins each
-# tier's groups by it too, approvals.pushes.audience).
-TIER_RIGHTS = {0: "configure_agent", 1: "review_agent", 2: "review_escalated_agent"}
 _REVIEW_RELATED = ("agent", "run", "decision__reviewer", "claimed_by", "grant")
 
 
@@ -272,12 +274,11 @@ def unread_notifications(user: User, *, limit: int = 20) -> list[Notification]:
 
 def spot_checks_reviewable_by(user: User) -> QuerySet[SpotCheck]:
     """Spot checks of actions the user may review (the inbox's rule); anyone else gets an empty set (so 404s)."""
-    rights = agent_rights(user)
     return SpotCheck.objects.filter(
         # Redundant with the action's rule (a spot-checked action is at tier 1), but it lets the
         # open queue be read from its partial index (agent, -id) where grade = ''.
-        agent__in=rights.get("review_agent", ()),
-        action__in=ActionRequest.objects.filter(_reviewable_filter(user, rights)).values("pk"),
+        agent__in=agent_rights(user).get(TIER_RIGHTS[1], ()),
+        action__in=ActionRequest.objects.filter(_reviewable_filter(user)).values("pk"),
     )
 
 
