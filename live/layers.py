@@ -14,6 +14,9 @@ knowing that it missed: channels-redis's reader logs a failed read (Redis restar
 out) and carries on, so the sockets would never hear of the frames published meanwhile.
 `LiveLayer` tells every local socket instead (`live.layer_lost`), and each closes with 1012:
 the page reconnects and fetches its list again.
+
+A frame is deserialised once per process, as it arrives, not once per socket: every local member's
+queue holds the same message, which the sockets only read (live.consumers).
 """
 
 from __future__ import annotations
@@ -36,20 +39,29 @@ class _Shard(RedisSingleShardConnection):
             try:
                 if self._pubsub and self._pubsub.subscribed:
                     message = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=0.1)
+                    if message is not None:
+                        # Once here, for every local socket it goes to (the parent leaves it to each socket).
+                        message["data"] = _readable(self.channel_layer.channel_layer.deserialize(message["data"]))
                     self._receive_message(message)
                 else:
                     await asyncio.sleep(0.1)
             except (asyncio.CancelledError, GeneratorExit):
                 raise
-            except Exception:  # a timeout too: the parent re-raises it, and its reader would die silently
+            except Exception:  # a timeout (the parent re-raises it, and its reader dies silently), or a bad frame
                 logger.warning("live: the channel layer lost Redis; every socket here resyncs", exc_info=True)
                 self._lost()
                 await asyncio.sleep(0.5)
 
     def _lost(self) -> None:
-        lost = self.channel_layer.channel_layer.serialize(LAYER_LOST)
         for queue in self.channel_layer.channels.values():
-            queue.put_nowait(lost)
+            queue.put_nowait(LAYER_LOST)
+
+
+def _readable(message: Any) -> dict[str, Any]:
+    """A channel-layer message, or ValueError: anything may be published on Redis."""
+    if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+        raise ValueError(f"not a channel-layer message: {type(message).__name__}")
+    return message
 
 
 class _LoopLayer(RedisPubSubLoopLayer):
@@ -60,15 +72,25 @@ class _LoopLayer(RedisPubSubLoopLayer):
         self._shards = [_Shard(shard.host, self) for shard in shards]
 
     def receive_ready(self, channel: str) -> list[dict[str, Any]]:
-        queue: asyncio.Queue[bytes] | None = self.channels.get(channel)
+        queue: asyncio.Queue[dict[str, Any]] | None = self.channels.get(channel)
         ready = []
         while queue is not None and not queue.empty():
-            ready.append(self.channel_layer.deserialize(queue.get_nowait()))
+            ready.append(queue.get_nowait())
         return ready
 
 
 class LiveLayer(RedisPubSubChannelLayer):
     """RedisPubSubChannelLayer whose per-loop layer tells its sockets when a read from Redis fails."""
+
+    def deserialize(self, message: bytes | dict[str, Any]) -> dict[str, Any]:
+        # What the loop layer's queues hold was deserialised as it arrived (_Shard); the parent's
+        # `receive` hands it here again.
+        return message if isinstance(message, dict) else super().deserialize(message)
+
+    async def receive(self, channel: str) -> dict[str, Any]:
+        # The parent reaches it through __getattr__ and a proxy on every call: once per message and socket.
+        message: dict[str, Any] = await self._get_layer().receive(channel)
+        return message
 
     def receive_ready(self, channel: str) -> list[dict[str, Any]]:
         """The messages already waiting for `channel`, in order, without waiting for more (`receive` takes one).
@@ -77,6 +99,16 @@ class LiveLayer(RedisPubSubChannelLayer):
         event loop) takes what is waiting and sends it as one frame (live.consumers).
         """
         return self._get_layer().receive_ready(channel)
+
+    async def discard_channel(self, channel: str) -> None:
+        """Stop listening on a closed socket's channel: its queue and its subscription go.
+
+        The parent does this only when a `receive` waiting on the channel is cancelled, and a socket's
+        reader may be stopped elsewhere (live.consumers).
+        """
+        layer = self._get_layer()
+        if layer.channels.pop(channel, None) is not None:
+            await layer._get_shard(channel).unsubscribe(channel)
 
     def _get_layer(self) -> _LoopLayer:
         loop = asyncio.get_running_loop()

@@ -8,8 +8,12 @@ import uuid
 
 import pytest
 import redis
+import redis.asyncio
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from live.consumers import CLOSE_TRY_AGAIN
@@ -110,3 +114,71 @@ def test_a_socket_told_the_layer_lost_redis_closes_to_resync(demo):
 
     connected, code = async_to_sync(scenario)()
     assert connected and code == CLOSE_TRY_AGAIN
+
+
+def test_a_frame_is_deserialised_once_per_process_however_many_local_sockets_get_it():
+    layer = _layer()
+    calls = []
+    real = layer._serializer.deserialize
+
+    def counting(message: bytes) -> dict:
+        calls.append(message)
+        return real(message)
+
+    layer._serializer.deserialize = counting
+
+    async def scenario() -> list[dict]:
+        channels = [await layer.new_channel() for _ in range(50)]
+        for channel in channels:
+            await layer.group_add("inbox", channel)
+        await layer.group_send("inbox", {"type": "live.html", "html": "<i></i>", "seq": 1})
+        got = [await asyncio.wait_for(layer.receive(channel), timeout=10) for channel in channels]
+        await layer.flush()
+        return got
+
+    got = async_to_sync(scenario)()
+    assert got == [{"type": "live.html", "html": "<i></i>", "seq": 1}] * 50
+    assert len(calls) == 1
+
+
+def _as_read(data: bytes) -> dict | None:
+    """What the layer makes of `data`: a message, or None if it is not one."""
+    try:
+        message = _layer().deserialize(data)
+    except Exception:
+        return None
+    return message if isinstance(message, dict) and isinstance(message.get("type"), str) else None
+
+
+_small = st.integers(min_value=-(2**63), max_value=2**63 - 1)  # what msgpack can hold
+
+
+@given(
+    frame=st.one_of(
+        st.binary(max_size=64),
+        st.builds(  # well-formed msgpack that is not a message: a list, a map without a "type", a number
+            lambda value: _layer().serialize(value),
+            st.one_of(st.lists(_small), st.dictionaries(st.text(max_size=5), _small), _small),
+        ),
+    )
+)
+@hypothesis_settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_a_frame_the_layer_cannot_read_tells_every_local_socket_and_the_next_still_arrives(frame):
+    layer = _layer()
+
+    async def scenario() -> list[dict]:
+        channels = [await layer.new_channel() for _ in range(3)]
+        for channel in channels:
+            await layer.group_add("inbox", channel)
+        # Anything may be published on Redis: a stranger's client, another version of the layer.
+        raw = redis.asyncio.Redis.from_url(os.environ["REDIS_URL"])
+        await raw.publish(layer._get_layer()._get_group_channel_name("inbox"), frame)
+        await raw.aclose()
+        got = [await asyncio.wait_for(layer.receive(channel), timeout=10) for channel in channels]
+        await layer.group_send("inbox", {"type": "live.html", "html": "after"})
+        got.append(await asyncio.wait_for(layer.receive(channels[0]), timeout=10))
+        await layer.flush()
+        return got
+
+    read = _as_read(frame)
+    assert async_to_sync(scenario)() == [read or LAYER_LOST] * 3 + [{"type": "live.html", "html": "after"}]
