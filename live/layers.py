@@ -16,7 +16,8 @@ out) and carries on, so the sockets would never hear of the frames published mea
 the page reconnects and fetches its list again.
 
 A frame is deserialised once per process, as it arrives, not once per socket: every local member's
-queue holds the same message, which the sockets only read (live.consumers).
+queue holds the same message, which the sockets only read (live.consumers). A frame that is not a
+channel-layer message (anything may be published on Redis) has the sockets it was for resync.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from channels_redis.utils import _wrap_close
 
 logger = logging.getLogger(__name__)
 
+# Put as it is in every local socket's queue, as every frame is: the sockets only read their messages.
 LAYER_LOST = {"type": "live.layer_lost"}
 
 
@@ -39,18 +41,35 @@ class _Shard(RedisSingleShardConnection):
             try:
                 if self._pubsub and self._pubsub.subscribed:
                     message = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=0.1)
-                    if message is not None:
-                        # Once here, for every local socket it goes to (the parent leaves it to each socket).
-                        message["data"] = _readable(self.channel_layer.channel_layer.deserialize(message["data"]))
                     self._receive_message(message)
                 else:
                     await asyncio.sleep(0.1)
             except (asyncio.CancelledError, GeneratorExit):
                 raise
-            except Exception:  # a timeout (the parent re-raises it, and its reader dies silently), or a bad frame
+            except Exception:  # a timeout too: the parent re-raises it, and its reader would die silently
                 logger.warning("live: the channel layer lost Redis; every socket here resyncs", exc_info=True)
                 self._lost()
                 await asyncio.sleep(0.5)
+
+    def _receive_message(self, message: dict[str, Any] | None) -> None:
+        # The parent's, deserialising once for every local member rather than once in each socket.
+        if message is None:
+            return
+        name = message["channel"].decode() if isinstance(message["channel"], bytes) else message["channel"]
+        layer = self.channel_layer
+        members = [name] if name in layer.channels else layer.groups.get(name, ())
+        queues = [layer.channels[member] for member in members if member in layer.channels]
+        if not queues:
+            return
+        try:
+            data = _readable(layer.channel_layer.deserialize(message["data"]))
+        except Exception:
+            # Anything may be published on Redis (another version's frames, a stranger's): the sockets it
+            # was for cannot know what they missed, so they resync. The others, and the reader, go on.
+            logger.warning("live: a frame on %s could not be read; its sockets here resync", name, exc_info=True)
+            data = LAYER_LOST
+        for queue in queues:
+            queue.put_nowait(data)
 
     def _lost(self) -> None:
         for queue in self.channel_layer.channels.values():
@@ -58,7 +77,7 @@ class _Shard(RedisSingleShardConnection):
 
 
 def _readable(message: Any) -> dict[str, Any]:
-    """A channel-layer message, or ValueError: anything may be published on Redis."""
+    """A channel-layer message, or ValueError."""
     if not isinstance(message, dict) or not isinstance(message.get("type"), str):
         raise ValueError(f"not a channel-layer message: {type(message).__name__}")
     return message
@@ -71,6 +90,15 @@ class _LoopLayer(RedisPubSubLoopLayer):
         shards: list[RedisSingleShardConnection] = self._shards  # type: ignore[has-type]
         self._shards = [_Shard(shard.host, self) for shard in shards]
 
+    async def _subscribe_to_channel(self, channel: str) -> None:
+        # The parent keeps the channel's queue even when the SUBSCRIBE fails (Redis down): a queue nobody
+        # reads, which every failed read would go on filling.
+        try:
+            await super()._subscribe_to_channel(channel)
+        except BaseException:
+            self.channels.pop(channel, None)
+            raise
+
     def receive_ready(self, channel: str) -> list[dict[str, Any]]:
         queue: asyncio.Queue[dict[str, Any]] | None = self.channels.get(channel)
         ready = []
@@ -80,7 +108,8 @@ class _LoopLayer(RedisPubSubLoopLayer):
 
 
 class LiveLayer(RedisPubSubChannelLayer):
-    """RedisPubSubChannelLayer whose per-loop layer tells its sockets when a read from Redis fails."""
+    """RedisPubSubChannelLayer whose per-loop layer tells its sockets when a read from Redis fails or a
+    frame cannot be read, deserialises each frame once for all of them, and forgets a closed socket whole."""
 
     def deserialize(self, message: bytes | dict[str, Any]) -> dict[str, Any]:
         # What the loop layer's queues hold was deserialised as it arrived (_Shard); the parent's
@@ -101,14 +130,21 @@ class LiveLayer(RedisPubSubChannelLayer):
         return self._get_layer().receive_ready(channel)
 
     async def discard_channel(self, channel: str) -> None:
-        """Stop listening on a closed socket's channel: its queue and its subscription go.
+        """Forget a closed socket's channel in this process: its queue, its place in every group, and the
+        subscriptions (its own, and those of groups it was the last local member of).
 
-        The parent does this only when a `receive` waiting on the channel is cancelled, and a socket's
-        reader may be stopped elsewhere (live.consumers).
+        The parent drops the queue only when a `receive` waiting on it is cancelled, and a group only through
+        `group_discard`; a socket may end otherwise (a failed handler, a lost client, a server shutdown).
         """
         layer = self._get_layer()
-        if layer.channels.pop(channel, None) is not None:
-            await layer._get_shard(channel).unsubscribe(channel)
+        emptied = [name for name, members in layer.groups.items() if members == {channel}]
+        for members in layer.groups.values():
+            members.discard(channel)
+        for name in emptied:
+            del layer.groups[name]
+        names = [channel, *emptied] if layer.channels.pop(channel, None) is not None else emptied
+        for name in names:
+            await layer._get_shard(name).unsubscribe(name)
 
     def _get_layer(self) -> _LoopLayer:
         loop = asyncio.get_running_loop()

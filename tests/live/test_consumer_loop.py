@@ -6,15 +6,19 @@ import asyncio
 import os
 from typing import Any
 
+import pytest
 import redis.asyncio
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from live import consumers
 from live.consumers import CLOSE_TRY_AGAIN, LiveConsumer
 from live.layers import LiveLayer
-from tests.conftest import needs_redis
+from tests.approvals.test_consumers import close_code, connect
+from tests.conftest import needs_redis, user
 
 pytestmark = needs_redis
 
@@ -99,17 +103,42 @@ def test_a_layer_that_fails_under_the_socket_closes_it_to_reconnect_and_frees_it
 
     monkeypatch.setattr(LiveLayer, "receive", receive)
 
-    async def scenario() -> tuple[Any, bool]:
+    async def scenario() -> tuple[Any, bool, bool, int]:
         socket = WebsocketCommunicator(_app(), "/ws/inbox/")
         await socket.connect()
         await layer.group_send(GROUP, {"type": "live.html", "html": "fail"})
         closed = await socket.receive_output(timeout=10)
         await socket.wait(timeout=10)
-        return closed, opened[-1].channel_name in layer._get_layer().channels
+        loop_layer = layer._get_layer()
+        group = loop_layer._get_group_channel_name(GROUP)
+        # No disconnect() ran: the socket never left its group itself. The layer forgets it there too, and
+        # with its last local member gone, stops reading the group's frames.
+        listening = opened[-1].channel_name in loop_layer.channels
+        return closed, listening, group in loop_layer.groups, await _subscribers(group)
 
-    closed, listening = async_to_sync(scenario)()
+    closed, listening, grouped, group_subscribers = async_to_sync(scenario)()
     assert closed == {"type": "websocket.close", "code": CLOSE_TRY_AGAIN}
     assert not listening
+    assert not grouped
+    assert group_subscribers == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_recheck_the_layer_fails_under_closes_the_socket_to_reconnect(demo, settings, monkeypatch):
+    settings.SOCKET_RECHECK_SECONDS = 600
+    monkeypatch.setattr(consumers, "recheck_delay", lambda interval, *, first: 0.05)
+    reviewer = user("reviewer")
+
+    async def failing_group_add(self: LiveLayer, group: str, channel: str) -> None:
+        raise RedisConnectionError("Connection closed by server.")
+
+    async def scenario() -> tuple[bool, int]:
+        socket, connected = await connect(reviewer)
+        # From here every re-check fails in the layer; before, the timer died and the socket went unchecked.
+        monkeypatch.setattr(LiveLayer, "group_add", failing_group_add, raising=False)
+        return connected, await close_code(socket)
+
+    assert async_to_sync(scenario)() == (True, CLOSE_TRY_AGAIN)
 
 
 async def _subscribers(channel: str) -> int:
