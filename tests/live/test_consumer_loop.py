@@ -52,9 +52,21 @@ class _Slow(LiveConsumer):
 opened: list[_Slow] = []
 
 
-def _app() -> Any:
+def _app(closing: asyncio.Event | None = None) -> Any:
+    """The consumer's ASGI app; `closing` is set the moment it takes the client's close off its receive."""
     _Slow.events, _Slow.release, _Slow.started = [], asyncio.Event(), asyncio.Event()
-    return _Slow.as_asgi(audience=lambda user_id, page: set(), check_session=lambda **kw: None)
+    app = _Slow.as_asgi(audience=lambda user_id, page: set(), check_session=lambda **kw: None)
+
+    async def watched(scope: Any, receive: Any, send: Any) -> None:
+        async def receive_watched() -> dict[str, Any]:
+            message = await receive()
+            if closing is not None and message["type"] == "websocket.disconnect":
+                closing.set()
+            return message
+
+        await app(scope, receive_watched, send)
+
+    return watched
 
 
 def test_a_close_waits_for_the_handler_running_and_leaves_no_channel_or_subscription_behind():
@@ -63,7 +75,8 @@ def test_a_close_waits_for_the_handler_running_and_leaves_no_channel_or_subscrip
     opened.clear()
 
     async def scenario() -> tuple[list[str], bool, int]:
-        socket = WebsocketCommunicator(_app(), "/ws/inbox/")
+        closing = asyncio.Event()
+        socket = WebsocketCommunicator(_app(closing), "/ws/inbox/")
         connected, _ = await socket.connect()
         assert connected
         consumer = opened[-1]
@@ -72,8 +85,9 @@ def test_a_close_waits_for_the_handler_running_and_leaves_no_channel_or_subscrip
         # The second waits in the socket's queue while the first is handled; the close comes behind both.
         await layer.group_send(GROUP, {"type": "live.html", "html": "2"})
         await socket.send_input({"type": "websocket.disconnect", "code": 1000})
-        for _ in range(20):  # let the close reach the loop: it must wait for the handler, not run beside it
-            await asyncio.sleep(0.01)
+        # The socket's reader has taken the close: from there it goes straight to its turn, so by the time
+        # this wakes it has either handled the close beside the running handler (the fault) or is waiting.
+        await asyncio.wait_for(closing.wait(), timeout=10)
         consumer.events.append("released")
         consumer.release.set()
         await socket.wait(timeout=10)
