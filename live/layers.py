@@ -137,11 +137,12 @@ class LiveLayer(RedisPubSubChannelLayer):
         `group_discard`; a socket may end otherwise (a failed handler, a lost client, a server shutdown).
         """
         layer = self._get_layer()
-        emptied = [name for name, members in layer.groups.items() if members == {channel}]
-        for members in layer.groups.values():
+        emptied = []
+        for name, members in list(layer.groups.items()):
             members.discard(channel)
-        for name in emptied:
-            del layer.groups[name]
+            if not members:  # the parent keeps no group empty: this socket was its last local member
+                del layer.groups[name]
+                emptied.append(name)
         names = [channel, *emptied] if layer.channels.pop(channel, None) is not None else emptied
         for name in names:
             await layer._get_shard(name).unsubscribe(name)

@@ -163,7 +163,7 @@ _small = st.integers(min_value=-(2**63), max_value=2**63 - 1)  # what msgpack ca
     )
 )
 @hypothesis_settings(max_examples=20, deadline=None)
-def test_a_frame_the_layer_cannot_read_tells_every_local_socket_and_the_next_still_arrives(frame):
+def test_a_frame_the_layer_cannot_read_resyncs_the_sockets_it_was_for_and_the_next_still_arrives(frame):
     layer = _layer()
 
     async def scenario() -> list[dict]:
