@@ -1,8 +1,8 @@
 """Short leases renewed by a heartbeat, so work whose worker died is picked up within seconds.
 
 A worker that takes a run's step or an execution holds a lease of
-LEASE_SECONDS and renews it every third of that from a background thread
-while it works. A SIGKILLed worker stops renewing; the sweeper (every
+LEASE_SECONDS, which the process's lease keeper (one thread) renews every
+third of that while it works. A SIGKILLed worker stops renewing; the sweeper (every
 SWEEP_INTERVAL_SECONDS) finds the lease expired and hands the work on, so the
 interrupted work settles within LEASE_SECONDS + SWEEP_INTERVAL_SECONDS.
 
@@ -13,8 +13,11 @@ token) is refused.
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -45,36 +48,88 @@ def renewal_until(deadline: datetime, extend: Callable[[datetime], int]) -> Call
     return renew
 
 
-@contextmanager
-def heartbeat(renew: Callable[[datetime], int]) -> Iterator[None]:
-    """Call `renew(new_lease_until)` every LEASE_SECONDS / 3 while the block runs.
+class _Keeper:
+    """The one thread per process that renews every lease its work holds.
 
-    `renew` returns how many rows it extended; 0 means the lease was lost and
-    the heartbeat stops. Inline mode (tests, the embedded default's commands)
-    has no other worker to hand work to, so it needs no heartbeat.
+    A thread per step cost a start and a join (two hand-offs between threads, each waiting for a core on a
+    busy machine) for every step and execution. The keeper wakes every LEASE_SECONDS / 3 and renews what is
+    held then, so a lease is never more than a third of LEASE_SECONDS past its last renewal (taking it
+    counts as one). It starts with the first lease its process holds.
     """
-    if settings.BACKGROUND_TASKS == "inline":
-        yield
-        return
-    stop = threading.Event()
 
-    def beat() -> None:
+    def __init__(self) -> None:
+        self._keys = itertools.count()
+        self.rounds = 0  # renewal rounds done: lets a test wait for the next one instead of sleeping
+        self.forked()
+
+    def forked(self) -> None:
+        """A fresh start: the parent's thread, its leases and the state of its lock stay with the parent."""
+        self._guard = threading.Lock()
+        self._held: dict[int, Callable[[datetime], int]] = {}
+        self._thread: threading.Thread | None = None
+
+    def hold(self, renew: Callable[[datetime], int]) -> int:
+        with self._guard:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="lease-keeper", daemon=True)
+                self._thread.start()
+            key = next(self._keys)
+            self._held[key] = renew
+            return key
+
+    def drop(self, key: int) -> None:
+        with self._guard:
+            self._held.pop(key, None)
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(settings.LEASE_SECONDS / 3)
+            try:
+                self._round()
+            except Exception:  # never let the keeper die: every lease of the process depends on it
+                logger.exception("lease keeper: a renewal round failed")
+            self.rounds += 1
+
+    def _round(self) -> None:
+        with self._guard:
+            keys = list(self._held)
+        if not keys:
+            return
         try:
-            while not stop.wait(settings.LEASE_SECONDS / 3):
+            for key in keys:
+                with self._guard:
+                    renew = self._held.get(key)  # dropped meanwhile: its work is over
+                if renew is None:
+                    continue
                 try:
                     if not renew(lease_until()):
-                        return
+                        self.drop(key)  # lost, or past its deadline: no more renewals
                 except Exception:
                     # The database is away: the lease may run out, and the sweeper will act.
                     logger.warning("lease renewal failed", exc_info=True)
                     close_old_connections()
         finally:
-            connections.close_all()
+            connections.close_all()  # the keeper's connection goes back to the pool until the next round
 
-    thread = threading.Thread(target=beat, name="lease-heartbeat", daemon=True)
-    thread.start()
+
+_keeper = _Keeper()
+os.register_at_fork(after_in_child=_keeper.forked)  # a prefork pool child starts its own keeper
+
+
+@contextmanager
+def heartbeat(renew: Callable[[datetime], int]) -> Iterator[None]:
+    """Have `renew(new_lease_until)` called every LEASE_SECONDS / 3 while the block runs (by the process's
+    lease keeper, _Keeper).
+
+    `renew` returns how many rows it extended; 0 means the lease was lost and
+    its renewals stop. Inline mode (tests, the embedded default's commands)
+    has no other worker to hand work to, so it needs no heartbeat.
+    """
+    if settings.BACKGROUND_TASKS == "inline":
+        yield
+        return
+    key = _keeper.hold(renew)
     try:
         yield
     finally:
-        stop.set()
-        thread.join(timeout=1.0)
+        _keeper.drop(key)
