@@ -221,21 +221,18 @@ def _count_run_end(run_id: int, outcome: RunOutcome, *, succeeded: bool) -> None
         counters.observe(agent_id, "run_duration", (finished_at - created_at).total_seconds())
 
 
-@PreparedRead
-def _last_step(run_id: int) -> QuerySet[Step, tuple[int]]:
-    """The seq of a run's last step; every step of every run reads it (prepared, core.prepared)."""
-    return Step.objects.filter(run_id=run_id).order_by("-seq").values_list("seq")[:1]
+def step_insert(step: Step) -> None:
+    """Add `step` to its run's trace as the next entry: its seq is numbered in the INSERT itself.
 
-
-def next_step_seq(run: Run) -> int:
-    last = _last_step.first(run_id=run.pk)
-    return (last[0] if last else 0) + 1
+    Only one writer per run at a time (the run's status guarantees it; the unique (run, seq) refuses a second).
+    """
+    insert_row(step, numbered=("seq", "run"))  # every step adds several: their INSERT is built once (core.prepared)
 
 
 def step_append(*, run: Run, kind: StepKind, payload: dict[str, Any]) -> Step:
-    """Add a trace entry. Only one writer per run at a time (the run's status guarantees it)."""
-    step = Step(run=run, seq=next_step_seq(run), kind=kind, payload=payload)
-    insert_row(step)  # every step adds several: their INSERT is built once (core.prepared)
+    """Add a trace entry."""
+    step = Step(run=run, kind=kind, payload=payload)
+    step_insert(step)
     return step
 
 

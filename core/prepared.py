@@ -40,7 +40,7 @@ from typing import Any, Generic, TypeAlias, TypeVar, cast
 
 from django.core.exceptions import EmptyResultSet, ImproperlyConfigured
 from django.db import connections, transaction
-from django.db.models import Field, Model, QuerySet, signals
+from django.db.models import Field, IntegerField, Model, QuerySet, signals
 from django.db.models.query import ModelIterable, ValuesListIterable, get_related_populators
 
 from core.inbound import MAX_INT
@@ -301,33 +301,45 @@ def _update_statement(
     return sql, set_fields, add_fields, where_fields
 
 
-def insert_row(obj: Model, using: str = "default") -> None:
+def insert_row(obj: Model, using: str = "default", *, numbered: tuple[str, str] | None = None) -> None:
     """Insert a new `obj` as `obj.save(force_insert=True)` does, and set its primary key.
 
     Its INSERT is built once per model: every local column but the automatic primary key, each value from
     the field's `pre_save(add=True)` (an auto_now_add time is set on `obj` as save() sets it) prepared by
     `get_db_prep_save`; pre_save and post_save are sent as save() sends them. A model save() could not
     insert in one statement (a parent table, a database default, a generated column) is refused.
+
+    `numbered=(field, within)`: `field` is not taken from `obj` but numbered in the INSERT itself, one past
+    the highest among the rows with the same `within` (1 for the first), and set on `obj` from the row
+    (a run's steps: one statement, not a read of the last step's number and then the INSERT). Two writers
+    numbering under the same `within` at once are the caller's to prevent (a unique constraint refuses the
+    second).
     """
     model = type(obj)
     if obj.pk is not None:
         raise ValueError(f"insert_row: this {model.__name__} has a primary key already; save() it")
-    sql, fields = _insert_statement(using, model)
+    sql, fields = _insert_statement(using, model, numbered)
     connection: Any = connections[using]
     obj._prepare_related_fields_for_save(operation_name="save")  # type: ignore[attr-defined]
     signals.pre_save.send(sender=model, instance=obj, raw=False, using=using, update_fields=None)
     params = [f.get_db_prep_save(_plain(f.pre_save(obj, True)), connection) for f in fields]
     with transaction.mark_for_rollback_on_error(using), connection.cursor() as cursor:
         cursor.execute(sql, params)
-        (pk,) = cursor.fetchone()
+        pk, *number = cursor.fetchone()
     setattr(obj, model._meta.pk.attname, pk)
+    if numbered is not None:
+        setattr(obj, numbered[0], number[0])  # a plain integer field (_insert_statement): its name is its attname
     obj._state.adding = False
     obj._state.db = using
     signals.post_save.send(sender=model, instance=obj, created=True, update_fields=None, raw=False, using=using)
 
 
 @cache
-def _insert_statement(alias: str, model: type[Model]) -> tuple[str, list[Field[Any, Any]]]:
+def _insert_statement(
+    alias: str, model: type[Model], numbered: tuple[str, str] | None
+) -> tuple[str, list[Field[Any, Any]]]:
+    """The INSERT, and the fields whose values it takes, in order (for `numbered`, the numbered field's place
+    takes the `within` value its subquery compares)."""
     meta = model._meta
     if meta.parents or meta.order_with_respect_to or meta.db_returning_fields != [meta.auto_field]:
         raise ImproperlyConfigured(f"insert_row: a {model.__name__} is not one plain row with an automatic key")
@@ -335,9 +347,18 @@ def _insert_statement(alias: str, model: type[Model]) -> tuple[str, list[Field[A
     if any(f.generated or f.has_db_default() for f in fields):
         raise ImproperlyConfigured(f"insert_row: {model.__name__} has a generated or database-default column")
     ops: Any = connections[alias].ops
+    table, pk = ops.quote_name(meta.db_table), ops.quote_name(meta.pk.column)
     columns = ", ".join(ops.quote_name(f.column) for f in fields)
-    sql = (
-        f"INSERT INTO {ops.quote_name(meta.db_table)} ({columns}) VALUES ({', '.join(['%s'] * len(fields))})"  # noqa: S608
-        f" RETURNING {ops.quote_name(meta.pk.column)}"
-    )
+    values = ["%s"] * len(fields)
+    returning = pk
+    if numbered is not None:
+        field, within = (cast("Field[Any, Any]", meta.get_field(name)) for name in numbered)
+        if field not in fields or within not in fields or not isinstance(field, IntegerField):
+            raise ImproperlyConfigured(f"insert_row: {model.__name__} cannot number {numbered[0]} within {numbered[1]}")
+        number, scope = ops.quote_name(field.column), ops.quote_name(within.column)
+        at = fields.index(field)
+        values[at] = f"(SELECT COALESCE(MAX({number}), 0) + 1 FROM {table} WHERE {scope} = %s)"  # noqa: S608
+        fields = [*fields[:at], within, *fields[at + 1 :]]
+        returning = f"{pk}, {number}"
+    sql = f"INSERT INTO {table} ({columns}) VALUES ({', '.join(values)}) RETURNING {returning}"  # noqa: S608
     return sql, fields

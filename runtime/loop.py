@@ -45,7 +45,7 @@ from audit.services import Actor, record
 from core import counters
 from core.inbound import sanitise
 from core.leases import heartbeat, renewal_until
-from core.prepared import PreparedRead, insert_row, update_where
+from core.prepared import PreparedRead, update_where
 from core.secrets import register_secret, scrub_text
 from core.transient import is_transient
 from runtime import services as runtime_services
@@ -401,7 +401,6 @@ def _record_model_call(
     cost = cost_of(model, result.usage.prompt_tokens, result.usage.completion_tokens, configured_model=agent.model)
     step = Step(
         run=run,
-        seq=services.next_step_seq(run),
         kind=StepKind.LLM_CALL,
         payload={
             "provider": agent.provider,
@@ -417,7 +416,7 @@ def _record_model_call(
         tokens_out=result.usage.completion_tokens,
         cost=cost,
     )
-    insert_row(step)
+    services.step_insert(step)
     tokens = result.usage.total_tokens
     update_where(Run, where={"pk": run.pk}, add={"step_count": 1, "tokens_used": tokens, "cost": cost})
     counters.usage(agent.pk, tokens=tokens, cost=cost)
@@ -433,12 +432,13 @@ def _provider_failed(run: Run, agent: Agent, exc: ProviderError, *, latency_ms: 
     message = scrub_text(exc.message)
     with transaction.atomic():
         _own_step(run)
-        Step.objects.create(
-            run=run,
-            seq=services.next_step_seq(run),
-            kind=StepKind.LLM_CALL,
-            payload={"provider": agent.provider, "model": agent.model, "error": exc.code, "message": message},
-            latency_ms=round(latency_ms, 3),
+        services.step_insert(
+            Step(
+                run=run,
+                kind=StepKind.LLM_CALL,
+                payload={"provider": agent.provider, "model": agent.model, "error": exc.code, "message": message},
+                latency_ms=round(latency_ms, 3),
+            )
         )
         failures = _consecutive_provider_failures(run)
         if tripped:

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import Group
-from django.core.exceptions import ImproperlyConfigured
+from django.core.exceptions import FieldDoesNotExist, ImproperlyConfigured
 from django.db import connection
 from django.db.models import F, Q, QuerySet
 from django.db.models.signals import post_save, pre_save
@@ -377,3 +377,37 @@ def test_insert_row_sends_the_signals_save_sends_and_refuses_a_row_that_exists()
     with pytest.raises(ValueError, match="primary key already"):
         insert_row(step)
     assert Step.objects.filter(run=run).count() == 1
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    order=st.lists(st.integers(0, 2), max_size=12),
+    taken=st.lists(st.integers(1, 2**31 - 2), max_size=2, unique=True),
+)
+def test_insert_row_numbers_each_run_s_steps_from_its_own_highest(order: list[int], taken: list[int]) -> None:
+    """Steps added to three runs in any interleaving, one run starting with steps numbered anywhere (a
+    trace that kept its numbers): each new step is one past its own run's highest, in one statement."""
+    runs = [RunFactory() for _ in range(3)]
+    for seq in taken:
+        Step.objects.create(run=runs[0], seq=seq, kind="final", payload={})
+    expected = {run.pk: max(taken, default=0) if run is runs[0] else 0 for run in runs}
+    for n in order:
+        run = runs[n]
+        step = Step(run=run, kind="llm_call", payload={"n": n})
+        with CaptureQueriesContext(connection) as queries:
+            insert_row(step, numbered=("seq", "run"))
+        assert len(queries) == 1
+        expected[run.pk] += 1
+        assert step.seq == expected[run.pk] == Step.objects.get(pk=step.pk).seq
+    for run in runs:
+        assert Step.objects.filter(run=run).count() == len(taken) * (run is runs[0]) + order.count(runs.index(run))
+
+
+def test_insert_row_numbers_only_an_integer_field_of_the_row() -> None:
+    run = RunFactory()
+    for numbered in (("kind", "run"), ("seq", "id"), ("run", "seq")):  # text, the automatic key, a relation
+        with pytest.raises(ImproperlyConfigured, match="cannot number"):
+            insert_row(Step(run=run, kind="final", payload={}), numbered=numbered)
+    with pytest.raises(FieldDoesNotExist):
+        insert_row(Step(run=run, kind="final", payload={}), numbered=("seq", "no_such_field"))
+    assert not Step.objects.filter(run=run).exists()
