@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import close_old_connections, connections
+from django.db import close_old_connections, connection, connections, transaction
 from django.utils import timezone
 
 logger = logging.getLogger(__name__)
@@ -52,9 +52,11 @@ class _Keeper:
     """The one thread per process that renews every lease its work holds.
 
     A thread per step cost a start and a join (two hand-offs between threads, each waiting for a core on a
-    busy machine) for every step and execution. The keeper wakes every LEASE_SECONDS / 3 and renews what is
-    held then, so a lease is never more than a third of LEASE_SECONDS past its last renewal (taking it
-    counts as one). It starts with the first lease its process holds.
+    busy machine) for every step and execution. The keeper starts a round every LEASE_SECONDS / 3 (or as
+    soon as a longer round before it ends) and renews what is held then. Each renewal gives up after half
+    a period (`_bounded`: a row lock it waits on, a statement that hangs), so one stuck renewal holds the
+    others back by that much, not for good; a renewal that fails is tried again the next round. It starts
+    with the first lease its process holds.
     """
 
     def __init__(self) -> None:
@@ -82,8 +84,11 @@ class _Keeper:
             self._held.pop(key, None)
 
     def _run(self) -> None:
+        due = time.monotonic()
         while True:
-            time.sleep(settings.LEASE_SECONDS / 3)
+            due += settings.LEASE_SECONDS / 3  # at a fixed rate: a round's own length does not push the next
+            time.sleep(max(0.0, due - time.monotonic()))
+            due = max(due, time.monotonic())
             try:
                 self._round()
             except Exception:  # never let the keeper die: every lease of the process depends on it
@@ -102,7 +107,7 @@ class _Keeper:
                 if renew is None:
                     continue
                 try:
-                    if not renew(lease_until()):
+                    if not _bounded(renew):
                         self.drop(key)  # lost, or past its deadline: no more renewals
                 except Exception:
                     # The database is away: the lease may run out, and the sweeper will act.
@@ -110,6 +115,20 @@ class _Keeper:
                     close_old_connections()
         finally:
             connections.close_all()  # the keeper's connection goes back to the pool until the next round
+
+
+def _bounded(renew: Callable[[datetime], int]) -> int:
+    """`renew(lease_until())` in a transaction of its own that PostgreSQL ends after half a keeper period
+    (a lock it waits on, a statement that runs on): the round goes on to the next lease."""
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            limit = f"{max(1, int(settings.LEASE_SECONDS / 6 * 1000))}"
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT set_config('lock_timeout', %s, true), set_config('statement_timeout', %s, true)",
+                    [limit, limit],
+                )
+        return renew(lease_until())
 
 
 _keeper = _Keeper()
