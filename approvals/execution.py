@@ -25,7 +25,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import User
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
@@ -50,6 +50,7 @@ from core.errors import Conflict, IllegalTransition, InvalidInput
 from core.inbound import sanitise
 from core.leases import heartbeat, lease_until, renewal_until
 from core.prepared import PreparedRead
+from core.transactions import time_limit
 from core.transient import is_transient, retry_delay
 from live.push import ACTION_CLOSED, OPS_CHANGED, push
 
@@ -82,7 +83,8 @@ def action_execute(*, execution_id: int) -> None:
             raise ToolError("tool_suspended", tool.suspended)
         args = tool.parse(action.arguments)
         with heartbeat(_renewal(execution, agent_tool)), transaction.atomic():
-            _apply_timeout(agent_tool)
+            # The tool's timeout for effects in this database: a statement past it fails, the effect rolls back.
+            time_limit(agent_tool.timeout_seconds)
             context = _context(execution, action)
             result = _screened(tool.execute(args, context))
             _finish(execution, action, tool, status=ActionStatus.EXECUTED, result=result, error=None)
@@ -181,16 +183,6 @@ def _screened(result: Any) -> dict[str, Any] | None:
     if cleaned.repairs:
         value = {**(value if isinstance(value, dict) else {"value": value}), "repairs": cleaned.repairs}
     return value
-
-
-def _apply_timeout(agent_tool: AgentTool) -> None:
-    # The per-tool timeout for effects in this database: PostgreSQL cancels a
-    # statement that runs longer, and the whole effect rolls back.
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT set_config('statement_timeout', %s, true)", [f"{int(agent_tool.timeout_seconds * 1000)}"]
-            )
 
 
 def _is_timeout(exc: Exception) -> bool:

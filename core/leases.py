@@ -23,8 +23,10 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import close_old_connections, connection, connections, transaction
+from django.db import close_old_connections, connections, transaction
 from django.utils import timezone
+
+from core.transactions import time_limit
 
 logger = logging.getLogger(__name__)
 
@@ -121,13 +123,7 @@ def _bounded(renew: Callable[[datetime], int]) -> int:
     """`renew(lease_until())` in a transaction of its own that PostgreSQL ends after half a keeper period
     (a lock it waits on, a statement that runs on): the round goes on to the next lease."""
     with transaction.atomic():
-        if connection.vendor == "postgresql":
-            limit = f"{max(1, int(settings.LEASE_SECONDS / 6 * 1000))}"
-            with connection.cursor() as cursor:
-                cursor.execute(
-                    "SELECT set_config('lock_timeout', %s, true), set_config('statement_timeout', %s, true)",
-                    [limit, limit],
-                )
+        time_limit(settings.LEASE_SECONDS / 6, locks=True)
         return renew(lease_until())
 
 

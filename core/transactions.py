@@ -76,6 +76,19 @@ def flush_deferred(connection: Any) -> list[Callable[[], None]]:
     return after
 
 
+def time_limit(seconds: float, *, locks: bool = False, using: str = DEFAULT_DB_ALIAS) -> None:
+    """On PostgreSQL, end the current transaction's statements that run past `seconds` (and, with `locks`,
+    its waits for a lock): the statement fails, and the transaction rolls back. Elsewhere, nothing."""
+    connection: Any = connections[using]
+    if connection.vendor != "postgresql":
+        return
+    limit = f"{max(1, int(seconds * 1000))}"
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT set_config('statement_timeout', %s, true)", [limit])
+        if locks:
+            cursor.execute("SELECT set_config('lock_timeout', %s, true)", [limit])
+
+
 def _run(callbacks: list[Callable[[], None]]) -> None:
     for callback in callbacks:
         try:
