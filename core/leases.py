@@ -63,7 +63,6 @@ class _Keeper:
 
     def __init__(self) -> None:
         self._keys = itertools.count()
-        self.rounds = 0  # renewal rounds done: lets a test wait for the next one instead of sleeping
         self.forked()
 
     def forked(self) -> None:
@@ -95,7 +94,6 @@ class _Keeper:
                 self._round()
             except Exception:  # never let the keeper die: every lease of the process depends on it
                 logger.exception("lease keeper: a renewal round failed")
-            self.rounds += 1
 
     def _round(self) -> None:
         with self._guard:
