@@ -192,4 +192,5 @@ def test_a_renewal_stuck_on_a_lock_gives_up_and_the_other_leases_are_renewed(qui
         assert 1 not in locked.answers  # each attempt gave up on the lock
     # The lock gone, the renewal goes through.
     assert locked.reach(1, lambda answer: answer == 1)
+    settled(keeper)  # that renewal's own transaction committed with its round
     assert Run.objects.get(pk=run.pk).lease_until is not None
